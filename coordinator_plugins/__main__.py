@@ -1,0 +1,3 @@
+from coordinator_plugins.cli import main
+
+raise SystemExit(main())

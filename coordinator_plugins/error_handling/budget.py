@@ -1,0 +1,84 @@
+"""Recovery budget: at most N level-3+ recovery actions per sliding window, per component and
+overall, the way Erlang/OTP supervisors bound restart intensity per period."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+
+class RecoveryBudget:
+    def __init__(
+        self, limit: int, window: float, global_limit: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.global_limit = global_limit
+        self.clock = clock
+        self._per: dict[str, deque[float]] = {}
+        self._all: deque[float] = deque()
+        self.granted = 0
+        self.refused = 0
+
+    def _trim(self, q: deque[float], now: float) -> None:
+        while q and now - q[0] >= self.window:
+            q.popleft()
+
+    def try_acquire(self, component: str) -> bool:
+        """Spend one action for ``component``; False (and nothing spent) when over budget."""
+        if self.limit == 0 and self.global_limit == 0:
+            self.granted += 1
+            return True
+        now = self.clock()
+        q = self._per.setdefault(component, deque())
+        self._trim(q, now)
+        self._trim(self._all, now)
+        if (self.limit and len(q) >= self.limit) or (self.global_limit and len(self._all) >= self.global_limit):
+            self.refused += 1
+            return False
+        q.append(now)
+        self._all.append(now)
+        self.granted += 1
+        return True
+
+    def retry_after(self, component: str) -> float:
+        """Seconds until ``component`` may spend again (0 when it may now)."""
+        now = self.clock()
+        waits = [0.0]
+        q = self._per.get(component)
+        if self.limit and q:
+            self._trim(q, now)
+            if len(q) >= self.limit:
+                waits.append(q[0] + self.window - now)
+        if self.global_limit:
+            self._trim(self._all, now)
+            if len(self._all) >= self.global_limit:
+                waits.append(self._all[0] + self.window - now)
+        return max(waits)
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        per = {}
+        for comp, q in list(self._per.items()):
+            self._trim(q, now)
+            if q:
+                per[comp] = {
+                    "used": len(q),
+                    "limit": self.limit,
+                    "exhausted": bool(self.limit and len(q) >= self.limit),
+                }
+            else:
+                del self._per[comp]
+        self._trim(self._all, now)
+        return {
+            "limit": self.limit,
+            "global_limit": self.global_limit,
+            "window": self.window,
+            "used_total": len(self._all),
+            "components": per,
+            "granted": self.granted,
+            "refused": self.refused,
+            "exhausted": [c for c, v in per.items() if v["exhausted"]],
+        }

@@ -1,0 +1,306 @@
+"""Classification: error type, category and severity of an exception or a reported error.
+
+Order of evidence: the context's explicit ``error_type``; the exception class through its MRO
+(subclasses count); then component and operation; then message keywords, which never
+override a class-based answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import errno as errno_mod
+import re
+import subprocess
+from dataclasses import dataclass
+
+import aiohttp
+import duckdb
+
+from coordinator_plugins.error_handling.model import ErrorCategory, ErrorSeverity, ErrorType
+
+T, C, S = ErrorType, ErrorCategory, ErrorSeverity
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    error_type: ErrorType
+    category: ErrorCategory
+    severity: ErrorSeverity
+    by_class: bool  # True when the exception class decided the type
+
+
+# DuckDB's exception classes (module ``_duckdb``) by name, and aiohttp's by name, so that a
+# worker reporting ``exception_type = "ConnectionException"`` is classified like the real class.
+_NAMED: dict[str, type[BaseException]] = {}
+for _mod in (duckdb, aiohttp):
+    for _name in dir(_mod):
+        _obj = getattr(_mod, _name)
+        if isinstance(_obj, type) and issubclass(_obj, BaseException):
+            _NAMED.setdefault(_name, _obj)
+for _name in dir(builtins):
+    _obj = getattr(builtins, _name)
+    if isinstance(_obj, type) and issubclass(_obj, BaseException):
+        _NAMED[_name] = _obj
+_NAMED["CancelledError"] = asyncio.CancelledError
+_NAMED["TimeoutExpired"] = subprocess.TimeoutExpired
+
+_DUCKDB_MODULE = duckdb.Error.__module__  # "_duckdb"
+
+
+def _class_rule(cls: type[BaseException]) -> tuple[ErrorType, ErrorCategory | None] | None:
+    """The type (and category, when the class fixes it) decided by the class alone."""
+    if cls.__module__ == _DUCKDB_MODULE or issubclass(cls, duckdb.Error):
+        if issubclass(cls, duckdb.ConnectionException):
+            return T.DATABASE, C.DB_CONNECTION
+        if issubclass(cls, duckdb.ConstraintException | duckdb.IntegrityError):
+            return T.DATABASE, C.DB_INTEGRITY
+        if issubclass(cls, duckdb.TransactionException):
+            return T.DATABASE, C.DB_LOCKED
+        if issubclass(cls, duckdb.OutOfMemoryException):
+            return T.RESOURCE, C.SYSTEM_RESOURCE
+        return T.DATABASE, None  # decided by message: lock -> db_locked, else db_query
+    if issubclass(cls, TimeoutError | subprocess.TimeoutExpired):
+        return T.TIMEOUT, None
+    if issubclass(cls, aiohttp.ClientResponseError):
+        return T.NETWORK, None  # status decides below when known
+    if issubclass(cls, ConnectionError | aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return T.NETWORK, C.CONNECTION
+    if issubclass(cls, aiohttp.ClientError):
+        return T.NETWORK, C.CONNECTION
+    if issubclass(cls, MemoryError):
+        return T.RESOURCE, C.SYSTEM_RESOURCE
+    if issubclass(cls, PermissionError):
+        return T.AUTHORIZATION, C.UNAUTHORIZED
+    if issubclass(cls, AssertionError):
+        return T.ASSERTION, C.TEST_FAILURE
+    if issubclass(cls, ImportError):
+        return T.DEPENDENCY, C.DEPENDENCY
+    if issubclass(cls, asyncio.InvalidStateError):
+        return T.STATE, C.STATE_ERROR
+    if issubclass(cls, UnicodeError | ValueError | TypeError):
+        return T.VALIDATION, C.VALIDATION
+    if issubclass(cls, OSError):
+        return T.SYSTEM, None  # errno decides below
+    return None
+
+
+_CLASS_CACHE: dict[type[BaseException], tuple[ErrorType, ErrorCategory | None] | None] = {}
+
+_ERRNO_RE = re.compile(r"\[Errno (\d+)\]")
+_RESOURCE_ERRNOS = {errno_mod.ENOMEM, errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.EAGAIN}
+
+_KEYWORDS: tuple[tuple[re.Pattern[str], ErrorType], ...] = tuple(
+    (re.compile(p), t)
+    for p, t in (
+        (r"no space left|disk full|out of memory|\boom\b|too many open files|resource exhausted", T.RESOURCE),
+        (r"timed? ?out|timeout|deadline exceeded", T.TIMEOUT),
+        (r"connection (refused|reset|aborted|closed)|network|unreachable|broken pipe|dns", T.NETWORK),
+        (r"duckdb|database|\bsql\b|\bdb\b|query failed|could not set lock", T.DATABASE),
+        (r"permission denied|forbidden|not authori[sz]ed", T.AUTHORIZATION),
+        (r"unauthori[sz]ed|authentication|invalid token|bad credentials", T.AUTHENTICATION),
+        (r"no module named|import(ing)? (error|failed)|missing dependency|failed to import", T.DEPENDENCY),
+        (r"heartbeat|worker (lost|offline|crash|died|killed|hang)", T.WORKER),
+        (r"scheduler|scheduling", T.SCHEDULING),
+        (r"overload|cpu (usage|load)|load average|memory pressure", T.SYSTEM),
+        (r"gpu|cuda|device (error|lost)|hardware", T.HARDWARE),
+        (r"assert", T.ASSERTION),
+        (r"invalid|malformed", T.VALIDATION),
+        (r"config(uration)?", T.CONFIGURATION),
+    )
+)
+
+_COMPONENT_TYPES = {
+    "worker": T.WORKER,
+    "scheduler": T.SCHEDULING,
+    "heartbeat_monitor": T.WORKER,
+    "database": T.DATABASE,
+    "db": T.DATABASE,
+    "store": T.DATABASE,
+    "coordinator": T.COORDINATION,
+    "state": T.STATE,
+    "network": T.NETWORK,
+    "task": T.TEST_EXECUTION,
+    "test": T.TEST_EXECUTION,
+    "auth": T.AUTHENTICATION,
+    "system": T.SYSTEM,
+    "hardware": T.HARDWARE,
+}
+
+_DEFAULT_SEVERITY: dict[ErrorCategory, ErrorSeverity] = {
+    C.COORDINATOR_CRASH: S.CRITICAL,
+    C.DISK_FULL: S.CRITICAL,
+    C.DB_CONNECTION: S.HIGH,
+    C.DB_LOCKED: S.HIGH,
+    C.DB_INTEGRITY: S.HIGH,
+    C.WORKER_CRASH: S.HIGH,
+    C.WORKER_OFFLINE: S.HIGH,
+    C.WORKER_HANG: S.HIGH,
+    C.SYSTEM_RESOURCE: S.HIGH,
+    C.SYSTEM_OVERLOAD: S.HIGH,
+    C.COORDINATOR_ERROR: S.HIGH,
+    C.SCHEDULER_STALLED: S.HIGH,
+    C.STATE_ERROR: S.HIGH,
+    C.UNAUTHORIZED: S.HIGH,
+    C.AUTH_ERROR: S.HIGH,
+    C.CONNECTION: S.MEDIUM,
+    C.TIMEOUT: S.MEDIUM,
+    C.TASK_TIMEOUT: S.MEDIUM,
+    C.TASK_ERROR: S.MEDIUM,
+    C.TASK_RESOURCE: S.MEDIUM,
+    C.WORKER_RESOURCE: S.MEDIUM,
+    C.DB_QUERY: S.MEDIUM,
+    C.DEPENDENCY: S.MEDIUM,
+    C.CONFIGURATION: S.MEDIUM,
+    C.VALIDATION: S.LOW,
+    C.TEST_FAILURE: S.LOW,
+    C.UNKNOWN: S.MEDIUM,
+}
+
+
+def exception_class_by_name(name: str | None) -> type[BaseException] | None:
+    """The class a reported ``exception_type`` names (``"ConnectionResetError"``,
+    ``"aiohttp.ClientConnectorError"``, ``"_duckdb.ConnectionException"``), or None."""
+    if not name:
+        return None
+    return _NAMED.get(name.rsplit(".", 1)[-1])
+
+
+def _rule_for(cls: type[BaseException]) -> tuple[ErrorType, ErrorCategory | None] | None:
+    try:
+        return _CLASS_CACHE[cls]
+    except KeyError:
+        rule = _class_rule(cls)
+        if len(_CLASS_CACHE) < 4096:
+            _CLASS_CACHE[cls] = rule
+        return rule
+
+
+def _keyword_type(text: str) -> ErrorType | None:
+    for pattern, etype in _KEYWORDS:
+        if pattern.search(text):
+            return etype
+    return None
+
+
+def classify(
+    exc: BaseException | None,
+    message: str,
+    component: str = "",
+    operation: str = "",
+    *,
+    exception_type: str | None = None,
+    explicit_type: ErrorType | None = None,
+    explicit_severity: ErrorSeverity | None = None,
+    has_task: bool = False,
+    has_worker: bool = False,
+) -> Classification:
+    """Classify one error. ``exc`` wins over ``exception_type`` (a class name from a report)."""
+    cls: type[BaseException] | None = type(exc) if exc is not None else exception_class_by_name(exception_type)
+    low = message.lower()
+    rule = _rule_for(cls) if cls is not None else None
+    category: ErrorCategory | None = None
+    by_class = False
+    if explicit_type is not None:
+        etype = explicit_type
+        if rule is not None and rule[0] is etype:
+            category = rule[1]
+    elif rule is not None:
+        etype, category = rule
+        by_class = True
+    else:
+        comp = component.lower()
+        etype_or_none = _COMPONENT_TYPES.get(comp)
+        if etype_or_none is None and "heartbeat" in operation.lower():
+            etype_or_none = T.WORKER
+        if etype_or_none is None:
+            etype_or_none = _keyword_type(low)
+        elif etype_or_none in (T.COORDINATION, T.TEST_EXECUTION, T.WORKER):
+            # A generic component says little: a clear keyword (timeout, network ...) is finer.
+            kw = _keyword_type(low)
+            if kw in (T.TIMEOUT, T.NETWORK, T.DATABASE, T.RESOURCE, T.SCHEDULING, T.DEPENDENCY):
+                etype_or_none = kw
+        etype = etype_or_none or T.UNKNOWN
+    if category is None:
+        category = _category(etype, cls, exc, low, component.lower(), operation.lower(), has_task, has_worker)
+    if explicit_severity is not None:
+        severity = explicit_severity
+    else:
+        severity = _DEFAULT_SEVERITY.get(category, S.MEDIUM)
+    return Classification(etype, category, severity, by_class)
+
+
+def _errno_of(exc: BaseException | None, low: str) -> int | None:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    m = _ERRNO_RE.search(low)
+    return int(m.group(1)) if m else None
+
+
+def _category(
+    etype: ErrorType,
+    cls: type[BaseException] | None,
+    exc: BaseException | None,
+    low: str,
+    comp: str,
+    op: str,
+    has_task: bool,
+    has_worker: bool,
+) -> ErrorCategory:
+    taskish = has_task or comp in ("task", "test") or "task" in op
+    if etype is T.NETWORK:
+        if isinstance(exc, aiohttp.ClientResponseError) and exc.status in (401, 403):
+            return C.UNAUTHORIZED if exc.status == 403 else C.AUTH_ERROR
+        return C.CONNECTION
+    if etype is T.TIMEOUT:
+        return C.TASK_TIMEOUT if taskish else C.TIMEOUT
+    if etype is T.RESOURCE or (etype is T.SYSTEM and cls is not None and issubclass(cls, OSError)):
+        err = _errno_of(exc, low)
+        if err == errno_mod.ENOSPC or "no space left" in low or "disk full" in low:
+            return C.DISK_FULL
+        if etype is T.SYSTEM and err not in _RESOURCE_ERRNOS:
+            return C.SYSTEM_RESOURCE if "resource" in low else C.UNKNOWN
+        if has_worker or comp == "worker":
+            return C.WORKER_RESOURCE
+        if taskish:
+            return C.TASK_RESOURCE
+        return C.SYSTEM_RESOURCE
+    if etype is T.SYSTEM:
+        return C.SYSTEM_OVERLOAD if re.search(r"overload|cpu|load|pressure", low) else C.SYSTEM_RESOURCE
+    if etype is T.HARDWARE:
+        return C.WORKER_RESOURCE
+    if etype is T.DATABASE:
+        if "lock" in low:
+            return C.DB_LOCKED
+        if re.search(r"connect|closed|unreachable", low):
+            return C.DB_CONNECTION
+        if re.search(r"constraint|duplicate|integrity|violat", low):
+            return C.DB_INTEGRITY
+        return C.DB_QUERY
+    if etype is T.WORKER:
+        if re.search(r"hang|hung|stuck|unresponsive|no progress", low):
+            return C.WORKER_HANG
+        if re.search(r"crash|died|killed|exit(ed)?|signal|segfault|terminated", low):
+            return C.WORKER_CRASH
+        if re.search(r"memory|resource|disk|gpu", low):
+            return C.WORKER_RESOURCE
+        return C.WORKER_OFFLINE
+    if etype is T.COORDINATION:
+        return C.COORDINATOR_CRASH if re.search(r"crash|fatal|died", low) else C.COORDINATOR_ERROR
+    if etype is T.SCHEDULING:
+        return C.SCHEDULER_STALLED
+    if etype is T.STATE:
+        return C.STATE_ERROR
+    if etype is T.AUTHENTICATION:
+        return C.AUTH_ERROR
+    if etype is T.AUTHORIZATION:
+        return C.UNAUTHORIZED
+    if etype is T.DEPENDENCY:
+        return C.DEPENDENCY
+    if etype is T.CONFIGURATION:
+        return C.CONFIGURATION
+    if etype is T.VALIDATION:
+        return C.VALIDATION
+    if etype in (T.TEST_SETUP, T.TEST_EXECUTION, T.TEST_TEARDOWN, T.TEST_ENVIRONMENT, T.ASSERTION):
+        return C.TASK_ERROR if taskish else C.TEST_FAILURE
+    return C.UNKNOWN

@@ -1,0 +1,16 @@
+"""The HTML dashboard: a static page shipped in the package that polls the plugin's API."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib.resources import files
+
+
+@cache
+def _template() -> str:
+    return (files("coordinator_plugins.error_handling") / "static" / "dashboard.html").read_text("utf-8")
+
+
+def render(api_prefix: str) -> str:
+    return _template().replace("__API_PREFIX__", json.dumps(api_prefix))

@@ -1,0 +1,153 @@
+"""Explanations and diagnostics: why each strategy would or would not be chosen, and health."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from coordinator_plugins.error_handling.model import ErrorType
+from coordinator_plugins.error_handling.policy import AdaptivePolicy
+from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES
+
+if TYPE_CHECKING:
+    from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
+
+
+def _levels_of(strategy_level: Any) -> list[int]:
+    return [lv for lv, allowed in LEVEL_STRATEGIES.items() if strategy_level in allowed]
+
+
+def recommendations(integ: EnhancedErrorHandlingIntegration, error_type: str) -> list[dict[str, Any]]:
+    """Strategies for one error type, best first, with the evidence behind each."""
+    rm = integ.recovery_manager
+    perf = integ.performance_recovery
+    out: list[dict[str, Any]] = []
+    for sid, s in rm.strategies.items():
+        arm = perf.arms.get((error_type, sid))
+        means = arm.means() if arm else {}
+        score = perf.score(error_type, sid)
+        out.append(
+            {
+                "strategy_id": sid,
+                "strategy_name": s.name,
+                "level": s.level.value,
+                "progressive_levels": _levels_of(s.level),
+                "samples": arm.n if arm else 0,
+                "total_runs": arm.total if arm else 0,
+                "success_rate": means.get("success_rate"),
+                "avg_execution_time": means.get("execution_time"),
+                "score": score,
+                "timeout": integ.timeouts.get(error_type, sid),
+            }
+        )
+    out.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0.0)))
+    return out
+
+
+def explain_strategies(integ: EnhancedErrorHandlingIntegration, error_type: str | None) -> dict[str, Any]:
+    """For each error type: each strategy, its evidence, and why it would or would not run now."""
+    rm = integ.recovery_manager
+    policy = integ.policy
+    known = {k.split("@")[0] for (k, _) in integ.performance_recovery.arms}
+    types = [error_type] if error_type else sorted(known | {"network", "worker", "database", "timeout"})
+    result: dict[str, Any] = {}
+    for et in types:
+        entries = {r["strategy_id"]: r for r in recommendations(integ, et)}
+        start_level, start_reason = 1, "new groups start at level 1"
+        if isinstance(policy, AdaptivePolicy):
+            start_level, start_reason = policy.start_level(et, integ.config.max_recovery_level)
+        for level in range(1, integ.config.max_recovery_level + 1):
+            cands = [s for s in rm.strategies.values() if s.level in LEVEL_STRATEGIES[level]]
+            for row in policy.explain(cands, et, level):
+                entries[row["strategy_id"]].setdefault("by_level", {})[str(level)] = row
+        for entry in entries.values():
+            entry["why"] = _why(entry, policy.name, start_level)
+        result[et] = {
+            "start_level": start_level,
+            "start_reason": start_reason,
+            "levels": (policy.level_summary().get(et, {}) if isinstance(policy, AdaptivePolicy) else {}),
+            "strategies": list(entries.values()),
+        }
+    return {
+        "selection": policy.name,
+        "error_types": result,
+        "recent_decisions": list(rm.decisions)[-20:],
+        "budget": integ.budget.status(),
+    }
+
+
+def _why(entry: dict[str, Any], policy: str, start_level: int) -> str:
+    levels = entry["progressive_levels"]
+    if levels and max(levels) < start_level:
+        return f"not run for new groups: its levels {levels} are below the learned start level {start_level}"
+    if policy == "ladder":
+        return f"runs in registration order at levels {levels}"
+    n = entry["samples"]
+    if n == 0:
+        return (
+            "untried: scored as a neutral 0.5"
+            if policy == "score"
+            else "untried: a uniform prior gives it a fair chance to be explored"
+        )
+    sr = entry["success_rate"] or 0.0
+    probs = [v.get("choice_probability") for v in entry.get("by_level", {}).values() if "choice_probability" in v]
+    chance = f"; chosen with probability up to {max(probs):.2f}" if probs else ""
+    return f"{sr:.0%} success over its last {n} runs, score {entry['score']:.3f}{chance}"
+
+
+async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]:
+    issues: list[str] = []
+    status = "healthy"
+    store = integ.store.status()
+    store["ok"] = store["ok"] and await integ.store.ping()
+    if not store["ok"]:
+        status = "critical" if store["failing_for_seconds"] > 30 else "degraded"
+        issues.append(f"store is failing ({store['last_error']}); writes are buffered in memory")
+    budget = integ.budget.status()
+    if budget["exhausted"]:
+        status = "degraded" if status == "healthy" else status
+        issues.append(f"recovery budget exhausted for: {', '.join(budget['exhausted'])}")
+    metrics = await integ.get_error_metrics()
+    rm = integ.recovery_manager
+    active = {e: st.level for e, st in rm.levels.items() if st.level > 1}
+    if any(lv >= 5 for lv in active.values()):
+        status = "degraded" if status == "healthy" else status
+        issues.append(f"{sum(1 for lv in active.values() if lv >= 5)} group(s) reached level 5")
+    critical_open = sum(1 for g in integ.error_handler.groups.open_groups() if g.error_severity.value == "critical")
+    if critical_open:
+        status = "critical" if critical_open >= 3 else ("degraded" if status == "healthy" else status)
+        issues.append(f"{critical_open} open critical error group(s)")
+    coordinator: dict[str, Any] | None = None
+    actions = integ.actions
+    if actions is not None and callable(getattr(actions, "health", None)):
+        try:
+            coordinator = await actions.health()
+            if not coordinator.get("healthy", True):
+                status = "degraded" if status == "healthy" else status
+                bad = [n for n, ok in (coordinator.get("components") or {}).items() if not ok]
+                issues.append("coordinator unhealthy" + (f": {', '.join(bad)} down" if bad else ""))
+        except Exception as exc:
+            issues.append(f"coordinator health check failed: {exc!r}")
+    return {
+        "status": status,
+        "issues": issues,
+        "error_metrics": metrics,
+        "recovery_metrics": {
+            "recoveries": rm.recoveries,
+            "successes": rm.successes,
+            "outcomes": dict(rm.counts),
+            "in_flight": len(rm.inflight),
+            "deferred": len(rm.deferred),
+            "strategies": list(rm.strategies),
+            "selection": integ.policy.name,
+        },
+        "active_recovery_levels": active,
+        "database": store,
+        "budget": budget,
+        "coordinator": coordinator,
+        "resources": integ.sampler.latest(),
+        "timeouts": integ.timeouts.snapshot(),
+    }
+
+
+def error_type_values() -> list[str]:
+    return [t.value for t in ErrorType]

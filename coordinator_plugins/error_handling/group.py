@@ -1,0 +1,118 @@
+"""Grouping: a normalized fingerprint per occurrence, and an in-memory index of groups.
+
+Masking turns "Connection reset by peer at 10.0.0.7:5432 (attempt 3)" and the same text with
+other numbers into one fingerprint. The index is a dict, O(1) per occurrence, bounded in size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Iterator
+from datetime import datetime
+
+from coordinator_plugins.error_handling.model import ErrorReport
+
+# Order matters: the widest shapes first, so a uuid is not eaten as hex and numbers.
+_MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), "<ts>"),
+    (re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), "<uuid>"),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b"), "<addr>"),
+    (re.compile(r"\[[0-9a-fA-F:]*:[0-9a-fA-F:]+\](?::\d{1,5})?"), "<addr>"),
+    (re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-]+){2,}[\\/]?"), "<path>"),
+    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
+    (re.compile(r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"), "<hex>"),
+    (re.compile(r"(?<![A-Za-z])[-+]?\d+(?:\.\d+)?"), "<n>"),
+)
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_message(message: str) -> str:
+    """The first line of a message with volatile parts masked."""
+    line = message.strip().split("\n", 1)[0][:500]
+    for pattern, repl in _MASKS:
+        line = pattern.sub(repl, line)
+    return _SPACE.sub(" ", line).strip()
+
+
+def fingerprint(
+    error_type: str, category: str, component: str, operation: str, exception_type: str | None, message: str
+) -> str:
+    """A stable 16-byte hex fingerprint of what makes two occurrences the same error."""
+    key = "\x1f".join((error_type, category, component, operation, exception_type or "", normalize_message(message)))
+    return hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=16).hexdigest()
+
+
+class GroupIndex:
+    """fingerprint -> group, and error_id -> group, capped at ``max_groups``.
+
+    When full, resolved groups are evicted first, least recently seen first; open groups only
+    when no resolved one is left. Evicted groups stay in the database.
+    """
+
+    def __init__(self, max_groups: int = 50_000) -> None:
+        self.max_groups = max_groups
+        self._by_fp: OrderedDict[str, ErrorReport] = OrderedDict()
+        self._by_id: dict[str, ErrorReport] = {}
+        self._resolved: OrderedDict[str, None] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[ErrorReport]:
+        return iter(list(self._by_id.values()))
+
+    def by_fingerprint(self, fp: str) -> ErrorReport | None:
+        report = self._by_fp.get(fp)
+        if report is not None:
+            self._by_fp.move_to_end(fp)
+        return report
+
+    def get(self, error_id: str) -> ErrorReport | None:
+        return self._by_id.get(error_id)
+
+    def add(self, report: ErrorReport) -> None:
+        old = self._by_fp.get(report.fingerprint)
+        if old is not None and old.error_id != report.error_id:
+            self._forget(old)
+        self._by_fp[report.fingerprint] = report
+        self._by_id[report.error_id] = report
+        self.mark(report)
+        while len(self._by_id) > self.max_groups:
+            self._evict_one()
+
+    def mark(self, report: ErrorReport) -> None:
+        """Keep the resolved-first eviction order in step with the report's status."""
+        if report.resolution_status == "resolved":
+            self._resolved[report.error_id] = None
+            self._resolved.move_to_end(report.error_id)
+        else:
+            self._resolved.pop(report.error_id, None)
+
+    def open_groups(self) -> list[ErrorReport]:
+        return [r for r in self._by_id.values() if r.is_open]
+
+    def count_open(self) -> int:
+        return len(self._by_id) - len(self._resolved)
+
+    def _forget(self, report: ErrorReport) -> None:
+        self._by_id.pop(report.error_id, None)
+        self._resolved.pop(report.error_id, None)
+        if self._by_fp.get(report.fingerprint) is report:
+            del self._by_fp[report.fingerprint]
+
+    def _evict_one(self) -> None:
+        if self._resolved:
+            error_id, _ = self._resolved.popitem(last=False)
+            victim = self._by_id[error_id]
+        else:
+            _, victim = next(iter(self._by_fp.items()))
+        self._forget(victim)
+        self.evicted += 1
+
+    def oldest_seen(self) -> datetime | None:
+        for report in self._by_fp.values():
+            return report.last_seen
+        return None

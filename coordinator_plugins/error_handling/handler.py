@@ -1,0 +1,229 @@
+"""The error handler: classify -> group -> persist -> hooks, plus the retry runner."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import traceback
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from coordinator_plugins.error_handling.classify import classify
+from coordinator_plugins.error_handling.group import GroupIndex, fingerprint
+from coordinator_plugins.error_handling.hooks import Hook, HookRegistry
+from coordinator_plugins.error_handling.model import (
+    ErrorContext,
+    ErrorReport,
+    ErrorSeverity,
+    ErrorType,
+    utcnow,
+)
+from coordinator_plugins.error_handling.retry import RetryPolicy, is_never_retried
+from coordinator_plugins.error_handling.store import DuckDBStore
+
+logger = logging.getLogger(__name__)
+
+_CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware_id", "request_id", "user_id")
+
+
+def parse_enum(enum_cls: Any, key: str, value: Any) -> Any:
+    """An enum member from its value (or itself); ValueError naming the key otherwise."""
+    if value is None or isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(value)
+    except ValueError:
+        accepted = ", ".join(m.value for m in enum_cls)
+        raise ValueError(f"context.{key}: {value!r} is not one of {accepted}") from None
+
+
+class ErrorHandler:
+    """Turns exceptions and reports into error groups, durable in the store."""
+
+    def __init__(
+        self,
+        store: DuckDBStore,
+        hook_timeout: float = 5.0,
+        regression_window: float = 600.0,
+        max_groups: int = 50_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.groups = GroupIndex(max_groups)
+        self.hooks = HookRegistry(hook_timeout)
+        self.regression_window = regression_window
+        self.default_retry_policy = RetryPolicy()
+        self._policies: dict[str, RetryPolicy] = {}
+        self.rng = rng or random.Random()
+        self.occurrences = 0
+        self.by_type: dict[str, int] = {}
+        self.by_severity: dict[str, int] = {}
+        self.by_category: dict[str, int] = {}
+        self.regressions = 0
+        # Called with (report, previous resolution strategy) when a resolved group regresses.
+        self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
+
+    # -- configuration --------------------------------------------------------------------
+    def set_retry_policy(self, component: str, policy: RetryPolicy) -> None:
+        if not isinstance(policy, RetryPolicy):
+            raise ValueError("policy: expected a RetryPolicy")
+        self._policies[component] = policy
+
+    def get_retry_policy(self, component: str) -> RetryPolicy:
+        return self._policies.get(component, self.default_retry_policy)
+
+    def register_error_hook(self, key: str, hook: Hook) -> None:
+        self.hooks.register(key, hook)
+
+    # -- reporting ----------------------------------------------------------------------------
+    def build(
+        self, error: BaseException | str, context: Mapping[str, Any] | None
+    ) -> tuple[ErrorReport, str, dict[str, Any] | None]:
+        """Classify one occurrence and fold it into its group (in memory). No I/O."""
+        ctx = dict(context or {})
+        if isinstance(error, BaseException):
+            exc: BaseException | None = error
+            message = str(error) or type(error).__name__
+            exc_type: str | None = type(error).__name__
+            stack = "".join(traceback.format_exception(error)) if error.__traceback__ else None
+        else:
+            exc = None
+            message = str(error)
+            exc_type = ctx.get("exception_type") or None
+            stack = None
+        stack = ctx.get("stack_trace") or stack
+        explicit_type = parse_enum(ErrorType, "error_type", ctx.get("error_type"))
+        explicit_sev = parse_enum(ErrorSeverity, "severity", ctx.get("severity"))
+        vals = {k: (str(ctx[k]) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
+        component = vals["component"] or "unknown"
+        operation = vals["operation"] or "unknown"
+        metadata = ctx.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError("context.metadata: expected a dict")
+        cls = classify(
+            exc,
+            message,
+            component,
+            operation,
+            exception_type=exc_type,
+            explicit_type=explicit_type,
+            explicit_severity=explicit_sev,
+            has_task=bool(vals["task_id"]),
+            has_worker=bool(vals["worker_id"]),
+        )
+        fp = fingerprint(cls.error_type.value, cls.category.value, component, operation, exc_type, message)
+        now = utcnow()
+        self.occurrences += 1
+        self.by_type[cls.error_type.value] = self.by_type.get(cls.error_type.value, 0) + 1
+        self.by_severity[cls.severity.value] = self.by_severity.get(cls.severity.value, 0) + 1
+        self.by_category[cls.category.value] = self.by_category.get(cls.category.value, 0) + 1
+        group = self.groups.by_fingerprint(fp)
+        if group is not None and group.is_open:
+            group.aggregated_count += 1
+            group.last_seen = now
+            if cls.severity > group.error_severity:
+                group.error_severity = cls.severity
+            group.new_group = False
+            group.is_regression = False
+            return group, message, metadata
+        if group is not None and now - (group.resolution_time or now) <= timedelta(seconds=self.regression_window):
+            previous = group.resolution_strategy
+            group.aggregated_count += 1
+            group.last_seen = now
+            group.resolution_status = "open"
+            group.resolution_time = None
+            group.regression_count += 1
+            group.new_group = False
+            group.is_regression = True
+            self.groups.mark(group)
+            self.regressions += 1
+            if self.on_regression is not None:
+                self.on_regression(group, previous)
+            return group, message, metadata
+        report = ErrorReport(
+            error_id=uuid.uuid4().hex,
+            error_type=cls.error_type,
+            error_severity=cls.severity,
+            message=message,
+            context=ErrorContext(
+                component=component,
+                operation=operation,
+                timestamp=now,
+                worker_id=vals["worker_id"],
+                task_id=vals["task_id"],
+                hardware_id=vals["hardware_id"],
+                request_id=vals["request_id"],
+                user_id=vals["user_id"],
+                stack_trace=stack,
+                metadata=dict(metadata or {}),
+            ),
+            category=cls.category,
+            fingerprint=fp,
+            exception_type=exc_type,
+            exception=exc,
+            first_seen=now,
+            last_seen=now,
+        )
+        if group is not None:  # resolved long ago: a new group, related to the old one
+            report.related_errors.append(group.error_id)
+        self.groups.add(report)
+        return report, message, metadata
+
+    async def report(
+        self, error: BaseException | str, context: Mapping[str, Any] | None = None
+    ) -> tuple[ErrorReport, int]:
+        """Classify, group, queue for persistence and run hooks. Returns (report, write seq)."""
+        report, message, metadata = self.build(error, context)
+        seq = self.store.enqueue_occurrence(report, message, metadata)
+        await self.hooks.run(report)
+        return report, seq
+
+    def persist(self, report: ErrorReport) -> int:
+        """Queue the group's current state for writing."""
+        self.groups.mark(report)
+        return self.store.enqueue_group(report)
+
+    # -- retry ----------------------------------------------------------------------------------
+    async def retry_operation(
+        self,
+        operation: Callable[..., Any],
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, ErrorReport | None]:
+        """Run ``operation`` under the component's retry policy; (result, None) on success,
+        (None, report) when every allowed attempt failed. Cancellation propagates at once."""
+        ctx = dict(context or {})
+        policy = self.get_retry_policy(str(ctx.get("component") or "unknown"))
+        attempt = 0
+        report: ErrorReport | None = None
+        while True:
+            try:
+                result = operation(*(args or ()), **(kwargs or {}))
+                if inspect.isawaitable(result):
+                    result = await result
+            except BaseException as exc:
+                if is_never_retried(exc) or not isinstance(exc, Exception):
+                    raise
+                report, _ = await self.report(exc, ctx)
+                attempt += 1
+                if not policy.should_retry(report, attempt, exc):
+                    report.retry_successful = False if attempt > 1 else None
+                    self.persist(report)
+                    return None, report
+                report.retry_count += 1
+                report.resolution_status = "retrying"
+                self.persist(report)
+                await asyncio.sleep(policy.delay(attempt, self.rng))
+                continue
+            if report is not None:
+                report.retry_successful = True
+                report.resolution_status = "resolved"
+                report.resolution_time = utcnow()
+                report.resolution_strategy = "retry_operation"
+                self.persist(report)
+            return result, None

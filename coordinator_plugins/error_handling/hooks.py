@@ -1,0 +1,108 @@
+"""Error hooks: callables run for each report whose type, category or family matches their key.
+
+Sync hooks run in a worker thread and async hooks as tasks, all concurrently, each bounded by
+``hook_timeout``. A hook that raises or overruns is logged and counted; it never reaches the
+caller and never stops the other hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from coordinator_plugins.error_handling.model import ErrorReport, ErrorType
+
+logger = logging.getLogger(__name__)
+
+Hook = Callable[[ErrorReport], Any] | Callable[[ErrorReport], Awaitable[Any]]
+
+# The key "coordinator" also fires for these error types (SPEC section 3).
+_COORDINATOR_TYPES = {ErrorType.COORDINATION, ErrorType.SCHEDULING, ErrorType.STATE}
+
+
+def keys_for(report: ErrorReport) -> list[str]:
+    """Every hook key that fires for a report, "*" first."""
+    keys = ["*", report.error_type.value, report.category.value, report.category.family]
+    if report.error_type in _COORDINATOR_TYPES:
+        keys.append("coordinator")
+    return list(dict.fromkeys(keys))
+
+
+class HookRegistry:
+    """Hooks by key, with failure and timeout counters."""
+
+    def __init__(self, timeout: float = 5.0) -> None:
+        self.timeout = timeout
+        self._hooks: dict[str, list[Hook]] = {}
+        self.calls = 0
+        self.failures = 0
+        self.timeouts = 0
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def register(self, key: str, hook: Hook) -> None:
+        if not isinstance(key, str) or not key:
+            raise ValueError("hook key: expected a non-empty string")
+        if not callable(hook):
+            raise ValueError(f"hook for {key!r}: expected a callable, got {type(hook).__name__}")
+        self._hooks.setdefault(key, []).append(hook)
+
+    def unregister(self, key: str, hook: Hook) -> bool:
+        hooks = self._hooks.get(key, [])
+        if hook in hooks:
+            hooks.remove(hook)
+            return True
+        return False
+
+    def matching(self, report: ErrorReport) -> list[Hook]:
+        if not self._hooks:
+            return []
+        found: list[Hook] = []
+        for key in keys_for(report):
+            found.extend(self._hooks.get(key, ()))
+        return found
+
+    def registered(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self._hooks.items() if v}
+
+    async def run(self, report: ErrorReport) -> None:
+        """Run every matching hook; return after all finish or ``timeout`` passes."""
+        hooks = self.matching(report)
+        if not hooks:
+            return
+        tasks = [asyncio.ensure_future(self._call(h, report)) for h in hooks]
+        self.calls += len(tasks)
+        done, pending = await asyncio.wait(tasks, timeout=self.timeout)
+        for task in pending:
+            self.timeouts += 1
+            logger.warning(
+                "error hook %s exceeded hook_timeout (%.3fs); abandoned", _name(hooks[tasks.index(task)]), self.timeout
+            )
+            task.cancel()
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                self.failures += 1
+                hook = hooks[tasks.index(task)]
+                logger.error("error hook %s failed for %s: %r", _name(hook), report.error_id, exc)
+
+    async def _call(self, hook: Hook, report: ErrorReport) -> None:
+        if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__):
+            await hook(report)
+            return
+        result = await asyncio.to_thread(hook, report)
+        if inspect.isawaitable(result):
+            await result
+
+    async def drain(self) -> None:
+        """Wait for abandoned hooks to notice their cancellation (used at shutdown)."""
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=1.0)
+
+
+def _name(hook: Hook) -> str:
+    return getattr(hook, "__qualname__", None) or repr(hook)

@@ -1,0 +1,320 @@
+"""EnhancedErrorHandlingIntegration: the plugin's public object (SPEC section 3).
+
+A report flows classify -> group -> persist -> hooks -> recovery manager -> strategy -> verify
+-> record -> learn; each step lives in its own module and this one wires them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+
+from coordinator_plugins.error_handling import queries
+from coordinator_plugins.error_handling.budget import RecoveryBudget
+from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted
+from coordinator_plugins.error_handling.handler import ErrorHandler, parse_enum
+from coordinator_plugins.error_handling.hooks import Hook
+from coordinator_plugins.error_handling.metrics import PluginMetrics
+from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType, utcnow
+from coordinator_plugins.error_handling.performance import PerformanceTracker, Sample
+from coordinator_plugins.error_handling.policy import AdaptivePolicy, make_policy
+from coordinator_plugins.error_handling.recovery import LevelState, RecoveryManager
+from coordinator_plugins.error_handling.sampler import ResourceSampler
+from coordinator_plugins.error_handling.store import DuckDBStore
+from coordinator_plugins.error_handling.strategies import BUILTIN_CLASSES, RecoveryStrategy
+from coordinator_plugins.error_handling.strategies.builtin import DatabaseRecoveryStrategy, SystemRecoveryStrategy
+from coordinator_plugins.error_handling.timeouts import AdaptiveTimeouts
+
+logger = logging.getLogger(__name__)
+
+
+def adapt_coordinator(coordinator: Any) -> Any:
+    """The object strategies act through: the coordinator itself, or a seed adapter around it."""
+    from coordinator_plugins.reference.seed_adapter import SeedCoordinatorAdapter
+
+    if coordinator is not None and SeedCoordinatorAdapter.is_seed_shaped(coordinator):
+        return SeedCoordinatorAdapter(coordinator)
+    return coordinator
+
+
+class EnhancedErrorHandlingIntegration:
+    def __init__(self, coordinator: Any = None, config: ErrorHandlingConfig | None = None) -> None:
+        self.config = cfg = config or ErrorHandlingConfig()
+        self.coordinator = coordinator
+        self.actions = adapt_coordinator(coordinator)
+        self.rng = random.Random(cfg.seed)
+        self.store = DuckDBStore(cfg.database, queue_limit=cfg.write_queue_limit, on_error=self._store_failed)
+        self.error_handler = ErrorHandler(
+            self.store, cfg.hook_timeout, cfg.regression_window, cfg.max_groups_in_memory, self.rng
+        )
+        self.error_handler.on_regression = self._regressed
+        persist = self.store.enqueue_upsert
+        self.performance_recovery = PerformanceTracker(persist, self.store.enqueue_performance)
+        self.policy = make_policy(cfg.selection, self.performance_recovery, self.rng, persist)
+        self.timeouts = AdaptiveTimeouts(cfg.default_timeout, persist)
+        global_limit = cfg.recovery_budget_global or (3 * cfg.recovery_budget)
+        self.budget = RecoveryBudget(cfg.recovery_budget, cfg.budget_window, global_limit)
+        self.sampler = ResourceSampler()
+        self.recovery_manager = RecoveryManager(
+            cfg,
+            self.actions,
+            self.performance_recovery,
+            self.policy,
+            self.timeouts,
+            self.budget,
+            self.sampler,
+            self.error_handler.persist,
+            persist,
+        )
+        self.metrics = PluginMetrics(self) if cfg.metrics else None
+        if self.metrics is not None:
+            self.recovery_manager.listeners.append(self.metrics.on_recovery)
+        for sid in cfg.builtin_strategies:
+            strategy: RecoveryStrategy
+            if sid == "database":
+                strategy = DatabaseRecoveryStrategy(self.actions, store=self.store)
+            elif sid == "system":
+                strategy = SystemRecoveryStrategy(self.actions, sampler=self.sampler)
+            else:
+                strategy = BUILTIN_CLASSES[sid](self.actions)  # type: ignore[call-arg]
+            self.recovery_manager.add_strategy(sid, strategy, builtin=True)
+        for sid, path in cfg.strategies.items():
+            custom_cls = resolve_dotted(f"strategies.{sid}", path)
+            self.add_custom_strategy(sid, custom_cls(self.actions))
+        for key, paths in cfg.hooks.items():
+            for path in paths:
+                self.register_error_hook(key, resolve_dotted(f"hooks.{key}", path))
+        self.started = False
+        self.closed = False
+        self._bg: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.store.open()
+        state = await self.store.read(
+            lambda cur: queries.load_state(cur, self.config.regression_window, self.config.max_groups_in_memory)
+        )
+        for report in reversed(state["groups"]):
+            self.error_handler.groups.add(report)
+        for error_id, level, updated, history in state["levels"]:
+            st = LevelState(level=int(level), last_updated=float(updated or time.time()))
+            st.recoveries = 1
+            for h in json.loads(history) if isinstance(history, str) else history or []:
+                st.history.append(h)
+            self.recovery_manager.levels[error_id] = st
+        self.performance_recovery.load(state["scores"])
+        self.timeouts.load(state["timeouts"])
+        if isinstance(self.policy, AdaptivePolicy):
+            self.policy.load(state["learner"])
+        self.sampler.start()
+        self._spawn(self._retention_loop())
+        self.started = True
+        logger.info(
+            "error handling started: %d open group(s) restored from %s",
+            sum(1 for g in state["groups"] if g.is_open),
+            self.config.database,
+        )
+
+    async def stop(self) -> None:
+        self.closed = True
+        await self.recovery_manager.close()
+        for t in list(self._bg):
+            t.cancel()
+        await asyncio.gather(*self._bg, return_exceptions=True)
+        await self.error_handler.hooks.drain()
+        await self.sampler.stop()
+        await self.store.close()
+
+    async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
+        await self.start()
+        yield
+        await self.stop()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _retention_loop(self) -> None:
+        while True:
+            self.store.enqueue_sql(
+                "DELETE FROM error_occurrences WHERE occurred_at < now() - to_days(?)", [self.config.retention_days]
+            )
+            self.store.enqueue_sql(
+                "DELETE FROM recovery_performance WHERE timestamp < now() - to_days(?)", [self.config.retention_days]
+            )
+            await asyncio.sleep(3600)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """The store's writer failed: report it like any database error, so recovery reconnects."""
+        if self.closed:
+            return
+        self._spawn(self.report_error(exc, {"component": "store", "operation": "write"}))
+
+    def _regressed(self, report: ErrorReport, previous: str | None) -> None:
+        """A false fix: the strategy that resolved this group failed after all."""
+        if previous and previous in self.recovery_manager.strategies:
+            keys = self.recovery_manager._keys(report)[1]
+            self.performance_recovery.add(keys, previous, Sample(False, 0.0, 0.25, 0.5, 0, 0))
+
+    # -- registration ------------------------------------------------------------------------------
+    def register_error_hook(self, key: str, hook: Hook) -> None:
+        self.error_handler.register_error_hook(key, hook)
+
+    def add_custom_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
+        if strategy_id in BUILTIN_CLASSES:
+            raise ValueError(f"strategy_id: {strategy_id!r} is a built-in strategy id")
+        self.recovery_manager.add_strategy(strategy_id, strategy)
+
+    # -- reporting ------------------------------------------------------------------------------------
+    async def ingest(
+        self, error: BaseException | str, context: dict[str, Any] | None, recover: bool | None = None
+    ) -> tuple[ErrorReport, int, str]:
+        """Report one occurrence; returns (group, write sequence number, recovery status)."""
+        if self.closed:
+            raise RuntimeError("error handling is shut down")
+        ctx = dict(context or {})
+        report, seq = await self.error_handler.report(error, ctx)
+        if callable(ctx.get("callable")):
+            report.recovery_details["_operation"] = (ctx["callable"], ctx.get("args") or (), ctx.get("kwargs") or {})
+        if self.metrics is not None:
+            self.metrics.on_error(report)
+        recovery = "off"
+        want = self.config.auto_recover if recover is None else recover
+        if want and report.is_open:
+            recovery = self.recovery_manager.schedule(report)
+        return report, seq, recovery
+
+    async def report_error(self, error: BaseException | str, context: dict[str, Any] | None = None) -> ErrorReport:
+        report, _, _ = await self.ingest(error, context)
+        return report
+
+    async def flush(self) -> None:
+        await self.store.flush()
+
+    async def handle_error(
+        self, error: BaseException | str, context: dict[str, Any] | None = None
+    ) -> tuple[bool, dict[str, Any]]:
+        report, _, _ = await self.ingest(error, context, recover=False)
+        return await self.recovery_manager.recover(report)
+
+    async def retry_operation(
+        self, operation: Callable[..., Any], args: Any = None, kwargs: Any = None, context: dict[str, Any] | None = None
+    ) -> tuple[Any, ErrorReport | None]:
+        return await self.error_handler.retry_operation(operation, args, kwargs, context)
+
+    # -- queries ---------------------------------------------------------------------------------------
+    async def get_unresolved_errors(
+        self, component: str | None = None, severity: str | ErrorSeverity | None = None
+    ) -> list[dict[str, Any]]:
+        sev = parse_enum(ErrorSeverity, "severity", severity)
+        await self.store.flush()
+        return await self.store.read(lambda cur: queries.unresolved(cur, component, sev.rank if sev else None))
+
+    async def resolve_error(
+        self, error_id: str, resolution: str = "manual", details: dict[str, Any] | None = None
+    ) -> bool:
+        return (await self.resolve(error_id, resolution, details)) is not None
+
+    async def resolve(
+        self, error_id: str, resolution: str = "manual", details: dict[str, Any] | None = None
+    ) -> bool | None:
+        """None: unknown id; True: was already resolved; False: resolved now."""
+        report = self.error_handler.groups.get(error_id)
+        if report is None:
+            await self.store.flush()
+            row = await self.store.read(lambda cur: queries.get_group(cur, error_id))
+            if row is None:
+                return None
+            report = queries.report_from_row(row)
+            self.error_handler.groups.add(report)
+        if report.resolution_status == "resolved":
+            return True
+        report.resolution_status = "resolved"
+        report.resolution_time = utcnow()
+        report.resolution_strategy = resolution or "manual"
+        report.recovery_details["manual_resolution"] = {"resolution": resolution, "details": details or {}}
+        report.recovery_level = 1
+        self.recovery_manager.reset_level(error_id)
+        await self.store.wait_durable(self.error_handler.persist(report))
+        return False
+
+    async def get_error_metrics(self) -> dict[str, Any]:
+        h = self.error_handler
+        return {
+            "total_errors": h.occurrences,
+            "groups_in_memory": len(h.groups),
+            "open_groups": h.groups.count_open(),
+            "by_type": dict(h.by_type),
+            "by_severity": dict(h.by_severity),
+            "by_category": dict(h.by_category),
+            "regressions": h.regressions,
+            "hook_calls": h.hooks.calls,
+            "hook_failures": h.hooks.failures,
+            "hook_timeouts": h.hooks.timeouts,
+            "evicted_groups": h.groups.evicted,
+            "dropped_occurrences": self.store.dropped_occurrences,
+        }
+
+    async def get_performance_metrics(
+        self, error_type: str | None = None, strategy_id: str | None = None, days: int = 30
+    ) -> dict[str, Any]:
+        await self.store.flush()
+        return await self.store.read(lambda cur: queries.performance_metrics(cur, error_type, strategy_id, days))
+
+    async def get_recovery_history(self, error_id: str | None = None, limit: int = 100) -> dict[str, Any] | None:
+        if error_id is None:
+            await self.store.flush()
+            out = await self.store.read(lambda cur: queries.history_summary(cur, limit))
+            rm = self.recovery_manager
+            out["summary"].update(
+                recoveries=rm.recoveries,
+                successes=rm.successes,
+                outcomes=dict(rm.counts),
+                in_flight=len(rm.inflight),
+                deferred=len(rm.deferred),
+            )
+            return out
+        st = self.recovery_manager.levels.get(error_id)
+        if st is not None:
+            return {"error_id": error_id, "current_level": st.level, "history": list(st.history)}
+        await self.store.flush()
+        row = await self.store.read(lambda cur: queries.level_row(cur, error_id))
+        if row is not None:
+            return {"error_id": error_id, "current_level": row[0], "history": row[1]}
+        known = self.error_handler.groups.get(error_id) is not None or (
+            await self.store.read(lambda cur: queries.get_group(cur, error_id)) is not None
+        )
+        return {"error_id": error_id, "current_level": 1, "history": []} if known else None
+
+    async def get_strategy_recommendations(self, error_type: str | ErrorType) -> list[dict[str, Any]]:
+        et = parse_enum(ErrorType, "error_type", error_type).value
+        from coordinator_plugins.error_handling.explain import recommendations
+
+        return recommendations(self, et)
+
+    async def reset_recovery_level(self, error_id: str) -> bool:
+        return self.recovery_manager.reset_level(error_id)
+
+    async def reset_all_recovery_levels(self) -> int:
+        return sum(self.recovery_manager.reset_level(e) for e in list(self.recovery_manager.levels))
+
+    async def run_diagnostics(self) -> dict[str, Any]:
+        from coordinator_plugins.error_handling.explain import diagnostics
+
+        return await diagnostics(self)
+
+    def stats_for_metrics(self) -> dict[str, Any]:
+        return {
+            "open_groups": self.error_handler.groups.count_open(),
+            "budget": self.budget.status(),
+            "store": self.store.status(),
+            "in_flight": len(self.recovery_manager.inflight),
+        }

@@ -1,0 +1,226 @@
+"""The error model: types, severities, categories, context and the report of one error group."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+class ErrorType(enum.Enum):
+    """The broad kind of an error (the seed design's 21 values)."""
+
+    NETWORK = "network"
+    RESOURCE = "resource"
+    HARDWARE = "hardware"
+    SYSTEM = "system"
+    DATABASE = "database"
+    DEPENDENCY = "dependency"
+    TIMEOUT = "timeout"
+    VALIDATION = "validation"
+    ASSERTION = "assertion"
+    CONFIGURATION = "configuration"
+    AUTHENTICATION = "authentication"
+    AUTHORIZATION = "authorization"
+    WORKER = "worker"
+    COORDINATION = "coordination"
+    SCHEDULING = "scheduling"
+    STATE = "state"
+    TEST_SETUP = "test_setup"
+    TEST_EXECUTION = "test_execution"
+    TEST_TEARDOWN = "test_teardown"
+    TEST_ENVIRONMENT = "test_environment"
+    UNKNOWN = "unknown"
+
+
+_SEVERITY_ORDER = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+class ErrorSeverity(enum.Enum):
+    """How bad an error is. Compares by order: INFO < LOW < MEDIUM < HIGH < CRITICAL."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_ORDER[self.value]
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, ErrorSeverity):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, ErrorSeverity):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, ErrorSeverity):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, ErrorSeverity):
+            return NotImplemented
+        return self.rank >= other.rank
+
+
+class ErrorCategory(enum.Enum):
+    """The finer kind of an error that recovery dispatches on."""
+
+    CONNECTION = "connection"
+    TIMEOUT = "timeout"
+    WORKER_OFFLINE = "worker_offline"
+    WORKER_CRASH = "worker_crash"
+    WORKER_RESOURCE = "worker_resource"
+    WORKER_HANG = "worker_hang"
+    TASK_TIMEOUT = "task_timeout"
+    TASK_ERROR = "task_error"
+    TASK_RESOURCE = "task_resource"
+    DB_CONNECTION = "db_connection"
+    DB_QUERY = "db_query"
+    DB_INTEGRITY = "db_integrity"
+    DB_LOCKED = "db_locked"
+    COORDINATOR_ERROR = "coordinator_error"
+    STATE_ERROR = "state_error"
+    COORDINATOR_CRASH = "coordinator_crash"
+    SCHEDULER_STALLED = "scheduler_stalled"
+    AUTH_ERROR = "auth_error"
+    UNAUTHORIZED = "unauthorized"
+    SYSTEM_RESOURCE = "system_resource"
+    DISK_FULL = "disk_full"
+    SYSTEM_OVERLOAD = "system_overload"
+    DEPENDENCY = "dependency"
+    CONFIGURATION = "configuration"
+    VALIDATION = "validation"
+    TEST_FAILURE = "test_failure"
+    UNKNOWN = "unknown"
+
+    @property
+    def family(self) -> str:
+        """The part before the first ``_`` (``db``, ``worker``, ``task``, ``system`` ...)."""
+        return self.value.split("_", 1)[0]
+
+
+RESOLUTION_STATUSES = ("open", "retrying", "resolved", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(ts: datetime | None) -> str | None:
+    """ISO-8601 UTC with microseconds, or None."""
+    if ts is None:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(slots=True)
+class ErrorContext:
+    """Where an error happened."""
+
+    component: str = "unknown"
+    operation: str = "unknown"
+    timestamp: datetime = field(default_factory=utcnow)
+    user_id: str | None = None
+    worker_id: str | None = None
+    task_id: str | None = None
+    hardware_id: str | None = None
+    request_id: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    stack_trace: str | None = None
+    related_entities: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "operation": self.operation,
+            "timestamp": iso(self.timestamp),
+            "user_id": self.user_id,
+            "worker_id": self.worker_id,
+            "task_id": self.task_id,
+            "hardware_id": self.hardware_id,
+            "request_id": self.request_id,
+            "environment": self.environment,
+            "related_entities": self.related_entities,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(slots=True)
+class ErrorReport:
+    """One error group: the first occurrence's details plus counts and lifecycle.
+
+    ``error_id`` names the group; every occurrence whose fingerprint matches an open group
+    gets that group's id.
+    """
+
+    error_id: str
+    error_type: ErrorType
+    error_severity: ErrorSeverity
+    message: str
+    context: ErrorContext
+    category: ErrorCategory = ErrorCategory.UNKNOWN
+    fingerprint: str = ""
+    exception_type: str | None = None
+    exception: BaseException | None = None
+    retry_count: int = 0
+    retry_successful: bool | None = None
+    aggregated_count: int = 1
+    related_errors: list[str] = field(default_factory=list)
+    resolution_status: str = "open"
+    resolution_time: datetime | None = None
+    resolution_strategy: str | None = None
+    recovery_details: dict[str, Any] = field(default_factory=dict)
+    first_seen: datetime = field(default_factory=utcnow)
+    last_seen: datetime = field(default_factory=utcnow)
+    regression_count: int = 0
+    recovery_level: int = 1
+    # Set on the report that report_error returns: did this occurrence open a new group?
+    new_group: bool = True
+    is_regression: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolution_status != "resolved"
+
+    def to_dict(self, stack_traces: bool = False) -> dict[str, Any]:
+        out = {
+            "error_id": self.error_id,
+            "error_type": self.error_type.value,
+            "error_severity": self.error_severity.value,
+            "category": self.category.value,
+            "message": self.message,
+            "component": self.context.component,
+            "operation": self.context.operation,
+            "worker_id": self.context.worker_id,
+            "task_id": self.context.task_id,
+            "hardware_id": self.context.hardware_id,
+            "exception_type": self.exception_type,
+            "fingerprint": self.fingerprint,
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "aggregated_count": self.aggregated_count,
+            "retry_count": self.retry_count,
+            "retry_successful": self.retry_successful,
+            "resolution_status": self.resolution_status,
+            "resolution_time": iso(self.resolution_time),
+            "resolution_strategy": self.resolution_strategy,
+            "regression_count": self.regression_count,
+            "recovery_level": self.recovery_level,
+            "related_errors": list(self.related_errors),
+            "metadata": self.context.metadata,
+        }
+        if stack_traces:
+            out["stack_trace"] = self.context.stack_trace
+        return out

@@ -1,0 +1,267 @@
+"""Read queries against the store (run on the store's reader thread, never on the loop)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from coordinator_plugins.error_handling.model import (
+    ErrorCategory,
+    ErrorContext,
+    ErrorReport,
+    ErrorSeverity,
+    ErrorType,
+    iso,
+)
+from coordinator_plugins.error_handling.schema import GROUP_COLUMNS
+from coordinator_plugins.error_handling.store import Cursor
+
+LIST_FIELDS = (
+    "error_id",
+    "error_type",
+    "error_severity",
+    "category",
+    "message",
+    "component",
+    "operation",
+    "first_seen",
+    "last_seen",
+    "aggregated_count",
+    "retry_count",
+    "resolution_status",
+    "recovery_level",
+    "worker_id",
+    "task_id",
+    "hardware_id",
+    "exception_type",
+    "resolution_strategy",
+    "resolution_time",
+    "regression_count",
+)
+_SELECT_GROUP = "SELECT " + ", ".join(GROUP_COLUMNS) + " FROM error_reports"
+
+
+def _row_dict(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(columns, row, strict=True))
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = iso(v)
+    for k in ("metadata", "recovery_details"):
+        if isinstance(out.get(k), str):
+            try:
+                out[k] = json.loads(out[k])
+            except ValueError:
+                pass
+    out.pop("severity_rank", None)
+    return out
+
+
+def report_from_row(d: dict[str, Any]) -> ErrorReport:
+    def ts(v: Any) -> datetime:
+        if isinstance(v, datetime):
+            return v if v.tzinfo else v.replace(tzinfo=UTC)
+        return datetime.fromisoformat(v) if v else datetime.now(UTC)
+
+    md = d.get("metadata")
+    md = json.loads(md) if isinstance(md, str) else (md or {})
+    rd = d.get("recovery_details")
+    rd = json.loads(rd) if isinstance(rd, str) else (rd or {})
+    return ErrorReport(
+        error_id=d["error_id"],
+        error_type=ErrorType(d["error_type"]),
+        error_severity=ErrorSeverity(d["error_severity"]),
+        message=d["message"] or "",
+        context=ErrorContext(
+            component=d["component"] or "unknown",
+            operation=d["operation"] or "unknown",
+            worker_id=d["worker_id"],
+            task_id=d["task_id"],
+            hardware_id=d["hardware_id"],
+            stack_trace=d["stack_trace"],
+            metadata=md,
+        ),
+        category=ErrorCategory(d["category"]),
+        fingerprint=d["fingerprint"] or "",
+        exception_type=d["exception_type"],
+        retry_count=d["retry_count"] or 0,
+        retry_successful=d["retry_successful"],
+        aggregated_count=d["aggregated_count"] or 1,
+        resolution_status=d["resolution_status"] or "open",
+        resolution_time=ts(d["resolution_time"]) if d["resolution_time"] else None,
+        resolution_strategy=d["resolution_strategy"],
+        recovery_details=rd,
+        first_seen=ts(d["first_seen"]),
+        last_seen=ts(d["last_seen"]),
+        regression_count=d["regression_count"] or 0,
+        recovery_level=d["recovery_level"] or 1,
+        new_group=False,
+    )
+
+
+def load_state(cur: Cursor, regression_window: float, max_groups: int) -> dict[str, Any]:
+    """Everything the plugin restores at startup."""
+    rows = cur.execute(
+        _SELECT_GROUP + " WHERE resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?) "
+        "ORDER BY last_seen DESC LIMIT ?",
+        [float(regression_window), max_groups],
+    ).fetchall()
+    groups = [report_from_row(dict(zip(GROUP_COLUMNS, r, strict=True))) for r in rows]
+    ids = [g.error_id for g in groups]
+    levels = (
+        cur.execute(
+            "SELECT error_id, current_level, epoch(last_updated), history FROM progressive_recovery "
+            "WHERE error_id IN (SELECT unnest(?::VARCHAR[]))",
+            [ids],
+        ).fetchall()
+        if ids
+        else []
+    )
+    scores = cur.execute("SELECT error_type, strategy_id, metrics FROM strategy_scores").fetchall()
+    timeouts = cur.execute(
+        "SELECT error_type, strategy_id, timeout, srtt, rttvar, samples FROM adaptive_timeouts"
+    ).fetchall()
+    learner = cur.execute("SELECT key, state FROM learner_state").fetchall()
+    return {"groups": groups, "levels": levels, "scores": scores, "timeouts": timeouts, "learner": learner}
+
+
+def get_group(cur: Cursor, error_id: str) -> dict[str, Any] | None:
+    row = cur.execute(_SELECT_GROUP + " WHERE error_id = ?", [error_id]).fetchone()
+    return _row_dict(GROUP_COLUMNS, row) if row else None
+
+
+def list_groups(
+    cur: Cursor,
+    status: str = "open",
+    component: str | None = None,
+    min_rank: int | None = None,
+    error_type: str | None = None,
+    limit: int = 100,
+    after: tuple[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if status == "open":
+        where.append("resolution_status <> 'resolved'")
+    elif status == "resolved":
+        where.append("resolution_status = 'resolved'")
+    if component is not None:
+        where.append("component = ?")
+        params.append(component)
+    if min_rank is not None:
+        where.append("severity_rank >= ?")
+        params.append(min_rank)
+    if error_type is not None:
+        where.append("error_type = ?")
+        params.append(error_type)
+    if after is not None:
+        where.append("(last_seen, error_id) < (?::TIMESTAMPTZ, ?)")
+        params.extend(after)
+    sql = "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY last_seen DESC, error_id DESC LIMIT ?"
+    params.append(limit + 1)
+    rows = cur.execute(sql, params).fetchall()
+    items = [_row_dict(LIST_FIELDS, r) for r in rows[:limit]]
+    nxt = (items[-1]["last_seen"], items[-1]["error_id"]) if len(rows) > limit and items else None
+    return items, nxt
+
+
+def level_row(cur: Cursor, error_id: str) -> tuple[int, list[Any]] | None:
+    row = cur.execute(
+        "SELECT current_level, history FROM progressive_recovery WHERE error_id = ?", [error_id]
+    ).fetchone()
+    if row is None:
+        return None
+    hist = json.loads(row[1]) if isinstance(row[1], str) else (row[1] or [])
+    return int(row[0]), hist
+
+
+def history_summary(cur: Cursor, limit: int) -> dict[str, Any]:
+    rows = cur.execute(
+        "SELECT error_id, current_level, last_updated, json_array_length(history) FROM progressive_recovery "
+        "ORDER BY last_updated DESC LIMIT ?",
+        [limit],
+    ).fetchall()
+    by_level = dict(cur.execute("SELECT current_level, count(*) FROM progressive_recovery GROUP BY 1").fetchall())
+    return {
+        "errors": [
+            {"error_id": r[0], "current_level": r[1], "last_updated": iso(r[2]), "recoveries": r[3]} for r in rows
+        ],
+        "summary": {"groups": sum(by_level.values()), "by_level": {str(k): v for k, v in sorted(by_level.items())}},
+    }
+
+
+def performance_metrics(cur: Cursor, error_type: str | None, strategy_id: str | None, days: int) -> dict[str, Any]:
+    where: list[str] = ["timestamp > now() - to_days(?)"]
+    params: list[Any] = [int(days)]
+    if error_type is not None:
+        where.append("error_type = ?")
+        params.append(error_type)
+    if strategy_id is not None:
+        where.append("strategy_id = ?")
+        params.append(strategy_id)
+    w = " WHERE " + " AND ".join(where)
+    rows = cur.execute(
+        "SELECT strategy_id, any_value(strategy_name), count(*), sum(success::INT), avg(execution_time), "
+        "avg(impact_score), avg(stability_score), sum(affected_tasks), sum(recovered_tasks), "
+        "count(*) FILTER (WHERE outcome = 'timeout') FROM recovery_performance" + w + " GROUP BY strategy_id",
+        params,
+    ).fetchall()
+    strategies = {}
+    for sid, name, n, ok, t, imp, stab, aff, rec, tmo in rows:
+        strategies[sid] = {
+            "strategy_name": name,
+            "total_executions": n,
+            "successes": int(ok or 0),
+            "success_rate": (ok or 0) / n if n else 0.0,
+            "avg_execution_time": t,
+            "avg_impact_score": imp,
+            "avg_stability_score": stab,
+            "affected_tasks": int(aff or 0),
+            "recovered_tasks": int(rec or 0),
+            "task_recovery_rate": (rec / aff) if aff else None,
+            "timeouts": tmo,
+        }
+    per_type = cur.execute(
+        "SELECT error_type, strategy_id, count(*), avg(success::INT), avg(execution_time) FROM recovery_performance"
+        + w
+        + " GROUP BY 1, 2",
+        params,
+    ).fetchall()
+    top: dict[str, dict[str, Any]] = {}
+    for et, sid, n, rate, t in per_type:
+        cur_best = top.get(et)
+        if cur_best is None or (rate, -t) > (cur_best["success_rate"], -cur_best["avg_execution_time"]):
+            top[et] = {"strategy_id": sid, "success_rate": rate, "avg_execution_time": t, "executions": n}
+    total = sum(s["total_executions"] for s in strategies.values())
+    succ = sum(s["successes"] for s in strategies.values())
+    outcomes = dict(
+        cur.execute("SELECT outcome, count(*) FROM recovery_performance" + w + " GROUP BY 1", params).fetchall()
+    )
+    return {
+        "strategies": strategies,
+        "top_strategies": top,
+        "overall": {
+            "total_executions": total,
+            "overall_success_rate": succ / total if total else 0.0,
+            "successes": succ,
+            "outcomes": outcomes,
+            "days": days,
+        },
+    }
+
+
+def unresolved(cur: Cursor, component: str | None, min_rank: int | None) -> list[dict[str, Any]]:
+    where: list[str] = ["resolution_status <> 'resolved'"]
+    params: list[Any] = []
+    if component is not None:
+        where.append("component = ?")
+        params.append(component)
+    if min_rank is not None:
+        where.append("severity_rank >= ?")
+        params.append(min_rank)
+    rows = cur.execute(_SELECT_GROUP + " WHERE " + " AND ".join(where) + " ORDER BY last_seen DESC", params).fetchall()
+    return [_row_dict(GROUP_COLUMNS, r) for r in rows]

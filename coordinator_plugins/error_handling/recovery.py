@@ -1,0 +1,397 @@
+"""Progressive recovery per error group: choose, run under a learned timeout, verify, record,
+learn, and escalate through the five levels. One recovery per group at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator_plugins.error_handling.budget import RecoveryBudget
+from coordinator_plugins.error_handling.config import ErrorHandlingConfig
+from coordinator_plugins.error_handling.model import ErrorReport, utcnow
+from coordinator_plugins.error_handling.performance import (
+    PerformanceTracker,
+    Sample,
+    impact_score,
+    stability_score,
+)
+from coordinator_plugins.error_handling.policy import SelectionPolicy
+from coordinator_plugins.error_handling.sampler import ResourceSampler
+from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy, StrategyResult
+from coordinator_plugins.error_handling.timeouts import AdaptiveTimeouts
+
+logger = logging.getLogger(__name__)
+HISTORY_LIMIT = 50
+
+
+@dataclass
+class LevelState:
+    level: int = 1
+    last_updated: float = field(default_factory=time.time)
+    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
+    recoveries: int = 0
+
+
+class RecoveryManager:
+    def __init__(
+        self,
+        config: ErrorHandlingConfig,
+        coordinator: Any,
+        perf: PerformanceTracker,
+        policy: SelectionPolicy,
+        timeouts: AdaptiveTimeouts,
+        budget: RecoveryBudget,
+        sampler: ResourceSampler,
+        persist_group: Callable[[ErrorReport], Any],
+        persist: Callable[[str, Any, tuple[Any, ...]], Any],
+    ) -> None:
+        self.config = config
+        self.coordinator = coordinator
+        self.perf = perf
+        self.policy = policy
+        self.timeouts = timeouts
+        self.budget = budget
+        self.sampler = sampler
+        self.persist_group = persist_group
+        self.persist = persist
+        self.strategies: dict[str, RecoveryStrategy] = {}
+        self.levels: dict[str, LevelState] = {}
+        self.inflight: dict[str, asyncio.Task[tuple[bool, dict[str, Any]]]] = {}
+        self.deferred: dict[str, asyncio.TimerHandle] = {}
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=500)
+        self.counts: dict[str, int] = {}
+        self.recoveries = 0
+        self.successes = 0
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.closed = False
+
+    # -- registration -------------------------------------------------------------------------
+    def add_strategy(self, strategy_id: str, strategy: RecoveryStrategy, builtin: bool = False) -> None:
+        if not isinstance(strategy, RecoveryStrategy):
+            raise ValueError(f"strategy {strategy_id!r}: expected a RecoveryStrategy instance")
+        if not isinstance(strategy_id, str) or not strategy_id:
+            raise ValueError("strategy_id: expected a non-empty string")
+        if strategy_id in self.strategies:
+            raise ValueError(f"strategy_id: {strategy_id!r} is already registered")
+        strategy.strategy_id = strategy_id
+        self.strategies[strategy_id] = strategy
+
+    # -- levels ----------------------------------------------------------------------------------
+    def state(self, error_id: str) -> LevelState:
+        st = self.levels.get(error_id)
+        if st is None:
+            st = self.levels[error_id] = LevelState()
+        elif time.time() - st.last_updated > self.config.level_reset_after and error_id not in self.inflight:
+            st.level = 1  # a quiet period resets the level
+        return st
+
+    def _save_level(self, error_id: str, st: LevelState) -> None:
+        st.last_updated = time.time()
+        self.persist("level", error_id, (error_id, st.level, utcnow(), list(st.history)))
+
+    def reset_level(self, error_id: str) -> bool:
+        st = self.levels.get(error_id)
+        if st is None:
+            return False
+        st.level = 1
+        self._save_level(error_id, st)
+        return True
+
+    # -- entry points ---------------------------------------------------------------------------------
+    def schedule(self, report: ErrorReport) -> str:
+        """Start recovery in the background; "in_progress" when one already runs for the group."""
+        if report.error_id in self.inflight:
+            return "in_progress"
+        if self.closed:
+            return "off"
+        self._start(report)
+        return "scheduled"
+
+    def _start(self, report: ErrorReport) -> asyncio.Task[tuple[bool, dict[str, Any]]]:
+        handle = self.deferred.pop(report.error_id, None)
+        if handle is not None:
+            handle.cancel()
+        task = asyncio.create_task(self._recover(report), name=f"recover-{report.error_id[:8]}")
+        self.inflight[report.error_id] = task
+        error_id = report.error_id
+        task.add_done_callback(lambda t: self._finished(error_id, t))
+        return task
+
+    def _finished(self, error_id: str, task: asyncio.Task[Any]) -> None:
+        if self.inflight.get(error_id) is task:
+            del self.inflight[error_id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("recovery of %s crashed: %r", error_id, task.exception())
+
+    async def recover(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
+        """Recover now, or join the recovery already running for this group."""
+        task = self.inflight.get(report.error_id) or self._start(report)
+        return await asyncio.shield(task)
+
+    # -- the ladder --------------------------------------------------------------------------------
+    def _keys(self, report: ErrorReport) -> tuple[str, list[str]]:
+        et = report.error_type.value
+        hw = report.context.hardware_id
+        if not hw:
+            return et, [et]
+        hk = f"{et}@{hw}"
+        rich = any(k == hk and a.n >= 3 for (k, _), a in self.perf.arms.items())
+        return (hk if rich else et), [et, hk]
+
+    def _info(self, report: ErrorReport, level: int, timeout: float) -> dict[str, Any]:
+        c = report.context
+        exc = report.exception
+        info: dict[str, Any] = {
+            "error_id": report.error_id,
+            "error_type": report.error_type.value,
+            "category": report.category.value,
+            "severity": report.error_severity.value,
+            "message": report.message,
+            "component": c.component,
+            "operation": c.operation,
+            "worker_id": c.worker_id,
+            "task_id": c.task_id,
+            "hardware_id": c.hardware_id,
+            "metadata": dict(c.metadata),
+            "level": level,
+            "timeout": timeout,
+            "exception": exc,
+            "aggregated_count": report.aggregated_count,
+        }
+        op = report.recovery_details.get("_operation")
+        if op:
+            info.update(callable=op[0], args=op[1], kwargs=op[2])
+        return info
+
+    async def _recover(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
+        cfg = self.config
+        st = self.state(report.error_id)
+        key, record_keys = self._keys(report)
+        started = time.perf_counter()
+        info: dict[str, Any] = {
+            "error_id": report.error_id,
+            "success": False,
+            "strategy_id": None,
+            "strategy_name": None,
+            "recovery_level": st.level,
+            "execution_time": 0.0,
+            "attempts": [],
+            "start_reason": None,
+        }
+        level = st.level
+        if st.recoveries == 0 and level == 1:
+            learned, reason = self.policy.start_level(key, cfg.max_recovery_level)
+            level = max(1, min(learned, cfg.max_recovery_level))
+            info["start_reason"] = reason
+            if level > 1:
+                info["skipped_levels"] = list(range(1, level))
+        st.recoveries += 1
+        self.recoveries += 1
+        report.resolution_status = "retrying"
+        self.persist_group(report)
+        backoff = cfg.escalation_backoff
+        tried: set[str] = set()
+        success = False
+        try:
+            while level <= cfg.max_recovery_level:
+                info["recovery_level"] = level
+                result = await self._run_level(report, level, key, record_keys, tried, info)
+                if result is None:  # no applicable strategy: passed over
+                    level += 1
+                    continue
+                if result.outcome == "budget_exhausted":
+                    break
+                self.policy.record_level(key, level, result.success)
+                if result.success:
+                    success = True
+                    info.update(
+                        success=True,
+                        strategy_id=result.strategy_id,
+                        strategy_name=self.strategies[result.strategy_id].name,
+                    )
+                    break
+                st.level = min(level + 1, cfg.max_recovery_level)
+                self._save_level(report.error_id, st)
+                if level >= cfg.max_recovery_level:
+                    break
+                if backoff > 0:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, cfg.escalation_backoff_max)
+                level += 1
+        finally:
+            info["execution_time"] = time.perf_counter() - started
+            st.history.append(
+                {k: v for k, v in info.items() if k != "attempts"}
+                | {
+                    "attempts": [{k: v for k, v in a.items() if k != "decision"} for a in info["attempts"]],
+                    "at": utcnow().isoformat(),
+                }
+            )
+            if success:
+                self.successes += 1
+                st.level = 1
+                report.resolution_status = "resolved"
+                report.resolution_time = utcnow()
+                report.resolution_strategy = info["strategy_id"]
+                report.recovery_level = 1
+            else:
+                report.resolution_status = "failed" if info["attempts"] else "open"
+                report.recovery_level = st.level
+            report.recovery_details = {k: v for k, v in report.recovery_details.items() if k.startswith("_")} | {
+                "last_recovery": {k: info[k] for k in ("success", "strategy_id", "recovery_level", "execution_time")}
+            }
+            self.persist_group(report)
+            self._save_level(report.error_id, st)
+            for listener in self.listeners:
+                listener(info)
+        return success, info
+
+    async def _run_level(
+        self, report: ErrorReport, level: int, key: str, record_keys: list[str], tried: set[str], info: dict[str, Any]
+    ) -> StrategyResult | None:
+        allowed = LEVEL_STRATEGIES[level]
+        candidates = [s for s in self.strategies.values() if s.level in allowed]
+        while candidates:
+            decision = self.policy.choose(candidates, key, level, tried)
+            strategy = self.strategies[decision.strategy_id]
+            if level >= 3 and not self.budget.try_acquire(report.context.component):
+                wait = self.budget.retry_after(report.context.component)
+                self._attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
+                self._defer(report, wait)
+                return StrategyResult(strategy.strategy_id, "budget_exhausted")
+            timeout = self.timeouts.get(report.error_type.value, strategy.strategy_id)
+            before = self.sampler.latest()
+            t0 = time.perf_counter()
+            try:
+                async with asyncio.timeout(timeout):
+                    result = await strategy.run(self._info(report, level, timeout))
+            except TimeoutError:
+                result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
+            tried.add(strategy.strategy_id)
+            if result.outcome == "not_applicable":
+                self._attempt(info, decision, "not_applicable", result.execution_time, {})
+                candidates = [s for s in candidates if s is not strategy]
+                continue
+            await self._learn(report, level, record_keys, strategy, result, before, decision, info)
+            return result
+        return None
+
+    async def _learn(
+        self,
+        report: ErrorReport,
+        level: int,
+        record_keys: list[str],
+        strategy: RecoveryStrategy,
+        result: StrategyResult,
+        before: dict[str, Any],
+        decision: Any,
+        info: dict[str, Any],
+    ) -> None:
+        et = report.error_type.value
+        if result.outcome == "timeout":
+            self.timeouts.observe_timeout(et, strategy.strategy_id)
+        elif result.success:
+            self.timeouts.observe_success(et, strategy.strategy_id, result.execution_time)
+        after = self.sampler.latest()
+        health = None
+        if self.coordinator is not None and callable(getattr(self.coordinator, "health", None)):
+            with contextlib.suppress(Exception):
+                health = await asyncio.wait_for(self.coordinator.health(), 2.0)
+        affected, recovered = len(result.affected_tasks), len(result.recovered_tasks)
+        impact = impact_score(before, after, result.execution_time, affected, recovered)
+        stability = stability_score(health, after)
+        self.perf.add(
+            record_keys,
+            strategy.strategy_id,
+            Sample(result.success, result.execution_time, impact, stability, affected, recovered),
+        )
+        self.perf.record(
+            {
+                "strategy_id": strategy.strategy_id,
+                "strategy_name": strategy.name,
+                "error_type": et,
+                "execution_time": result.execution_time,
+                "success": result.success,
+                "hardware_id": report.context.hardware_id,
+                "affected_tasks": affected,
+                "recovered_tasks": recovered,
+                "resource_usage": {"before": before, "after": after},
+                "impact_score": impact,
+                "stability_score": stability,
+                "error_id": report.error_id,
+                "level": level,
+                "outcome": result.outcome,
+                "context": {
+                    "category": report.category.value,
+                    "component": report.context.component,
+                    "decision": decision.to_dict(),
+                    "details": result.details,
+                    "error": result.error,
+                },
+            }
+        )
+        self._attempt(
+            info,
+            decision,
+            result.outcome,
+            result.execution_time,
+            {
+                "affected_tasks": result.affected_tasks,
+                "recovered_tasks": result.recovered_tasks,
+                "impact_score": round(impact, 4),
+                "stability_score": round(stability, 4),
+                "error": result.error,
+                "details": result.details,
+            },
+        )
+
+    def _attempt(
+        self, info: dict[str, Any], decision: Any, outcome: str, elapsed: float, extra: dict[str, Any]
+    ) -> None:
+        attempt = {
+            "strategy_id": decision.strategy_id,
+            "level": decision.level,
+            "success": outcome == "success",
+            "execution_time": round(elapsed, 6),
+            "outcome": outcome,
+            "decision": decision.to_dict(),
+            **extra,
+        }
+        info["attempts"].append(attempt)
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        self.decisions.append(
+            {"error_id": info["error_id"], "at": utcnow().isoformat(), **decision.to_dict(), "outcome": outcome}
+        )
+
+    def _defer(self, report: ErrorReport, wait: float) -> None:
+        """Run this group's recovery again once the budget allows; never drop it."""
+        if report.error_id in self.deferred or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+
+        def again() -> None:
+            self.deferred.pop(report.error_id, None)
+            if not self.closed and report.is_open and report.error_id not in self.inflight:
+                self._start(report)
+            elif report.is_open and report.error_id in self.inflight:
+                self._defer(report, 0.5)
+
+        self.deferred[report.error_id] = loop.call_later(max(0.05, wait + 0.01), again)
+
+    async def close(self) -> None:
+        """Cancel deferred and running recoveries; strategies restore what they changed."""
+        self.closed = True
+        for handle in self.deferred.values():
+            handle.cancel()
+        self.deferred.clear()
+        tasks = list(self.inflight.values())
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)

@@ -1,0 +1,284 @@
+"""DuckDB schema of the plugin, and the batched upsert statements the writer thread runs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from coordinator_plugins.error_handling.model import ErrorReport
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS error_reports (
+    error_id VARCHAR PRIMARY KEY,
+    fingerprint VARCHAR,
+    error_type VARCHAR,
+    error_severity VARCHAR,
+    severity_rank INTEGER,
+    category VARCHAR,
+    message VARCHAR,
+    component VARCHAR,
+    operation VARCHAR,
+    worker_id VARCHAR,
+    task_id VARCHAR,
+    hardware_id VARCHAR,
+    exception_type VARCHAR,
+    stack_trace VARCHAR,
+    metadata JSON,
+    first_seen TIMESTAMPTZ,
+    last_seen TIMESTAMPTZ,
+    aggregated_count BIGINT,
+    retry_count INTEGER,
+    retry_successful BOOLEAN,
+    resolution_status VARCHAR,
+    resolution_time TIMESTAMPTZ,
+    resolution_strategy VARCHAR,
+    regression_count INTEGER,
+    recovery_level INTEGER,
+    recovery_details JSON
+);
+CREATE TABLE IF NOT EXISTS error_occurrences (
+    error_id VARCHAR,
+    occurred_at TIMESTAMPTZ,
+    message VARCHAR,
+    worker_id VARCHAR,
+    task_id VARCHAR,
+    hardware_id VARCHAR,
+    metadata JSON
+);
+CREATE SEQUENCE IF NOT EXISTS recovery_performance_seq;
+CREATE TABLE IF NOT EXISTS recovery_performance (
+    id BIGINT PRIMARY KEY DEFAULT nextval('recovery_performance_seq'),
+    strategy_id VARCHAR,
+    strategy_name VARCHAR,
+    error_type VARCHAR,
+    execution_time FLOAT,
+    success BOOLEAN,
+    timestamp TIMESTAMPTZ,
+    hardware_id VARCHAR,
+    affected_tasks INTEGER,
+    recovered_tasks INTEGER,
+    resource_usage JSON,
+    impact_score FLOAT,
+    stability_score FLOAT,
+    context JSON,
+    error_id VARCHAR,
+    level INTEGER,
+    outcome VARCHAR
+);
+CREATE TABLE IF NOT EXISTS strategy_scores (
+    error_type VARCHAR,
+    strategy_id VARCHAR,
+    score FLOAT,
+    last_updated TIMESTAMPTZ,
+    samples INTEGER,
+    metrics JSON,
+    PRIMARY KEY (error_type, strategy_id)
+);
+CREATE TABLE IF NOT EXISTS adaptive_timeouts (
+    error_type VARCHAR,
+    strategy_id VARCHAR,
+    timeout FLOAT,
+    last_updated TIMESTAMPTZ,
+    srtt FLOAT,
+    rttvar FLOAT,
+    samples INTEGER,
+    PRIMARY KEY (error_type, strategy_id)
+);
+CREATE TABLE IF NOT EXISTS progressive_recovery (
+    error_id VARCHAR PRIMARY KEY,
+    current_level INTEGER,
+    last_updated TIMESTAMPTZ,
+    history JSON
+);
+CREATE TABLE IF NOT EXISTS learner_state (
+    key VARCHAR PRIMARY KEY,
+    state JSON,
+    last_updated TIMESTAMPTZ
+);
+"""
+
+GROUP_COLUMNS = (
+    "error_id",
+    "fingerprint",
+    "error_type",
+    "error_severity",
+    "severity_rank",
+    "category",
+    "message",
+    "component",
+    "operation",
+    "worker_id",
+    "task_id",
+    "hardware_id",
+    "exception_type",
+    "stack_trace",
+    "metadata",
+    "first_seen",
+    "last_seen",
+    "aggregated_count",
+    "retry_count",
+    "retry_successful",
+    "resolution_status",
+    "resolution_time",
+    "resolution_strategy",
+    "regression_count",
+    "recovery_level",
+    "recovery_details",
+)
+_GROUP_TYPES = (
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "INTEGER",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "VARCHAR",
+    "JSON",
+    "TIMESTAMPTZ",
+    "TIMESTAMPTZ",
+    "BIGINT",
+    "INTEGER",
+    "BOOLEAN",
+    "VARCHAR",
+    "TIMESTAMPTZ",
+    "VARCHAR",
+    "INTEGER",
+    "INTEGER",
+    "JSON",
+)
+
+
+def _unnest_upsert(table: str, columns: tuple[str, ...], types: tuple[str, ...], key: tuple[str, ...]) -> str:
+    sel = ", ".join(f"unnest(?::{t}[]) AS {c}" for c, t in zip(columns, types, strict=True))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM (SELECT {sel}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
+
+
+UPSERT_GROUPS = _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",))
+
+UPSERTS: dict[str, str] = {
+    "score": _unnest_upsert(
+        "strategy_scores",
+        ("error_type", "strategy_id", "score", "last_updated", "samples", "metrics"),
+        ("VARCHAR", "VARCHAR", "FLOAT", "TIMESTAMPTZ", "INTEGER", "JSON"),
+        ("error_type", "strategy_id"),
+    ),
+    "timeout": _unnest_upsert(
+        "adaptive_timeouts",
+        ("error_type", "strategy_id", "timeout", "last_updated", "srtt", "rttvar", "samples"),
+        ("VARCHAR", "VARCHAR", "FLOAT", "TIMESTAMPTZ", "FLOAT", "FLOAT", "INTEGER"),
+        ("error_type", "strategy_id"),
+    ),
+    "level": _unnest_upsert(
+        "progressive_recovery",
+        ("error_id", "current_level", "last_updated", "history"),
+        ("VARCHAR", "INTEGER", "TIMESTAMPTZ", "JSON"),
+        ("error_id",),
+    ),
+    "learner": _unnest_upsert(
+        "learner_state", ("key", "state", "last_updated"), ("VARCHAR", "JSON", "TIMESTAMPTZ"), ("key",)
+    ),
+}
+
+PERF_COLUMNS = (
+    "strategy_id",
+    "strategy_name",
+    "error_type",
+    "execution_time",
+    "success",
+    "timestamp",
+    "hardware_id",
+    "affected_tasks",
+    "recovered_tasks",
+    "resource_usage",
+    "impact_score",
+    "stability_score",
+    "context",
+    "error_id",
+    "level",
+    "outcome",
+)
+INSERT_PERF = (
+    "INSERT INTO recovery_performance ("
+    + ", ".join(PERF_COLUMNS)
+    + ") SELECT * FROM (SELECT "
+    + ", ".join(
+        f"unnest(?::{t}[]) AS {c}"
+        for c, t in zip(
+            PERF_COLUMNS,
+            (
+                "VARCHAR",
+                "VARCHAR",
+                "VARCHAR",
+                "FLOAT",
+                "BOOLEAN",
+                "TIMESTAMPTZ",
+                "VARCHAR",
+                "INTEGER",
+                "INTEGER",
+                "JSON",
+                "FLOAT",
+                "FLOAT",
+                "JSON",
+                "VARCHAR",
+                "INTEGER",
+                "VARCHAR",
+            ),
+            strict=True,
+        )
+    )
+    + ")"
+)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def group_row(r: ErrorReport) -> tuple[Any, ...]:
+    c = r.context
+    return (
+        r.error_id,
+        r.fingerprint,
+        r.error_type.value,
+        r.error_severity.value,
+        r.error_severity.rank,
+        r.category.value,
+        r.message,
+        c.component,
+        c.operation,
+        c.worker_id,
+        c.task_id,
+        c.hardware_id,
+        r.exception_type,
+        c.stack_trace,
+        dumps(c.metadata),
+        r.first_seen,
+        r.last_seen,
+        r.aggregated_count,
+        r.retry_count,
+        r.retry_successful,
+        r.resolution_status,
+        r.resolution_time,
+        r.resolution_strategy,
+        r.regression_count,
+        r.recovery_level,
+        dumps({k: v for k, v in r.recovery_details.items() if not k.startswith("_")}),
+    )
+
+
+def columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Transpose rows into per-column lists for an ``unnest(?)`` statement."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(col) for col in zip(*rows, strict=True)]

@@ -1,0 +1,265 @@
+"""The five built-in strategies. Each acts through the coordinator contract and verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import Any
+
+from coordinator_plugins.error_handling.strategies.base import NotApplicable, RecoveryLevel, RecoveryStrategy
+
+logger = logging.getLogger(__name__)
+
+
+def _deadline(info: dict[str, Any], default: float = 30.0) -> float:
+    return time.monotonic() + float(info.get("timeout") or default)
+
+
+def _remaining(deadline: float) -> float:
+    return max(0.05, deadline - time.monotonic())
+
+
+def _has(coordinator: Any, *names: str) -> bool:
+    return coordinator is not None and all(callable(getattr(coordinator, n, None)) for n in names)
+
+
+class RetryStrategy(RecoveryStrategy):
+    """LOW: re-run the failed operation (``callable`` in the context) or re-submit the failed task,
+    and succeed only when the re-run succeeded."""
+
+    strategy_id = "retry"
+
+    def __init__(self, coordinator: Any) -> None:
+        super().__init__(coordinator, "Retry", RecoveryLevel.LOW)
+
+    def is_applicable(self, error_info: dict[str, Any]) -> bool:
+        if callable(error_info.get("callable")):
+            return True
+        return bool(error_info.get("task_id")) and _has(self.coordinator, "retry_task", "wait_task", "task_info")
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        fn = error_info.get("callable")
+        if callable(fn):
+            result = fn(*(error_info.get("args") or ()), **(error_info.get("kwargs") or {}))
+            if inspect.isawaitable(result):
+                result = await result
+            error_info["details"]["result"] = repr(result)[:200]
+            return True
+        task_id = str(error_info["task_id"])
+        info = await self.coordinator.task_info(task_id)
+        if info is None:
+            raise NotApplicable(f"unknown task {task_id}")
+        if info["status"] == "completed":
+            raise NotApplicable(f"task {task_id} already completed")
+        deadline = _deadline(error_info)
+        error_info["affected_tasks"].append(task_id)
+        if not await self.coordinator.retry_task(task_id):
+            return False
+        status = await self.coordinator.wait_task(task_id, _remaining(deadline))
+        error_info["details"]["task_status"] = status
+        if status == "completed":
+            error_info["recovered_tasks"].append(task_id)
+            return True
+        return False
+
+
+class WorkerRecoveryStrategy(RecoveryStrategy):
+    """MEDIUM: drain the worker, requeue its tasks, restart (or replace) its process, and succeed
+    only when it (or its replacement) heartbeats again and its tasks are pending or running elsewhere."""
+
+    strategy_id = "worker"
+
+    def __init__(self, coordinator: Any) -> None:
+        super().__init__(coordinator, "Worker recovery", RecoveryLevel.MEDIUM)
+
+    def is_applicable(self, error_info: dict[str, Any]) -> bool:
+        return bool(error_info.get("worker_id")) and _has(
+            self.coordinator, "worker_info", "drain_worker", "requeue_worker_tasks", "restart_worker"
+        )
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        c = self.coordinator
+        wid = str(error_info["worker_id"])
+        if await c.worker_info(wid) is None:
+            raise NotApplicable(f"unknown worker {wid}")
+        deadline = _deadline(error_info)
+        drained = await c.drain_worker(wid)
+        try:
+            moved = await c.requeue_worker_tasks(wid)
+            earlier = (error_info.get("metadata") or {}).get("requeued") or []
+            affected = list(dict.fromkeys([*moved, *[str(t) for t in earlier]]))
+            error_info["affected_tasks"].extend(affected)
+            serving = await c.restart_worker(wid, timeout=_remaining(deadline))
+            error_info["details"]["serving_worker"] = serving
+            if serving is None or not await c.worker_alive(serving):
+                return False
+            if serving == wid:
+                await c.undrain_worker(wid)
+                drained = False
+            ok = True
+            for tid in affected:
+                t = await c.task_info(tid)
+                status = t and t.get("status")
+                elsewhere = bool(t) and (t.get("worker_id") != wid or serving == wid)
+                if status in ("pending", "completed") or (status in ("assigned", "running") and elsewhere):
+                    error_info["recovered_tasks"].append(tid)
+                else:
+                    ok = False
+            return ok
+        finally:
+            if drained:  # restore the scheduling flag we changed, also on timeout or cancellation
+                await c.undrain_worker(wid)
+
+
+class DatabaseRecoveryStrategy(RecoveryStrategy):
+    """HIGH: reconnect the coordinator's database and the plugin's store, verify both with a query.
+    Never deletes or renames a file."""
+
+    strategy_id = "database"
+
+    def __init__(self, coordinator: Any, store: Any = None) -> None:
+        super().__init__(coordinator, "Database reconnect", RecoveryLevel.HIGH)
+        self.store = store
+
+    def is_applicable(self, error_info: dict[str, Any]) -> bool:
+        category = str(error_info.get("category") or "")
+        return (error_info.get("error_type") == "database" or category.startswith("db_")) and (
+            _has(self.coordinator, "reconnect_database") or self.store is not None
+        )
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        component = str(error_info.get("component") or "")
+        targets: list[str] = []
+        coord_ok = True
+        if _has(self.coordinator, "reconnect_database", "health"):
+            coord_ok = bool((await self.coordinator.health()).get("database"))
+        store_ok = self.store is None or await self.store.ping()
+        own = component in ("store", "error_handling")
+        if _has(self.coordinator, "reconnect_database") and (not coord_ok or not own):
+            targets.append("coordinator")
+        if self.store is not None and (not store_ok or own or (coord_ok and not targets)):
+            targets.append("store")
+        ok = True
+        if "coordinator" in targets:
+            ok = bool(await self.coordinator.reconnect_database()) and ok
+            ok = bool((await self.coordinator.health()).get("database")) and ok
+        if "store" in targets:
+            ok = bool(await self.store.reconnect()) and ok
+            ok = bool(await self.store.ping()) and ok
+        error_info["details"]["reconnected"] = targets
+        return ok and bool(targets)
+
+
+class CoordinatorRecoveryStrategy(RecoveryStrategy):
+    """CRITICAL: restart the internal component the error names (or every unhealthy one), or reload
+    state from the database for state errors; succeed when the component reports healthy.
+    Never drops worker connections or requeues unrelated tasks."""
+
+    strategy_id = "coordinator"
+    _FOR_CATEGORY = {"scheduler_stalled": "scheduler", "worker_offline": "heartbeat_monitor"}
+
+    def __init__(self, coordinator: Any) -> None:
+        super().__init__(coordinator, "Coordinator component restart", RecoveryLevel.CRITICAL)
+
+    def is_applicable(self, error_info: dict[str, Any]) -> bool:
+        category = str(error_info.get("category") or "")
+        etype = error_info.get("error_type")
+        return (
+            etype in ("coordination", "scheduling", "state")
+            or category.split("_")[0] in ("coordinator", "scheduler", "state")
+        ) and _has(self.coordinator, "restart_component", "component_healthy", "component_names")
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        c = self.coordinator
+        names = c.component_names()
+        meta = error_info.get("metadata") or {}
+        wanted = meta.get("component") or error_info.get("component")
+        if wanted not in names:
+            wanted = self._FOR_CATEGORY.get(str(error_info.get("category")))
+        if wanted in names:
+            targets = [wanted]
+        else:
+            targets = [n for n in names if not await c.component_healthy(n)]
+        restarted = []
+        for name in targets:
+            if await c.restart_component(name):
+                restarted.append(name)
+        error_info["details"]["restarted"] = restarted
+        if error_info.get("category") == "state_error" or error_info.get("error_type") == "state":
+            if _has(c, "reload_state"):
+                await c.reload_state()
+                error_info["details"]["state_reloaded"] = True
+        healthy = [await c.component_healthy(n) for n in (targets or names)]
+        return all(healthy) and len(restarted) == len(targets)
+
+
+class SystemRecoveryStrategy(RecoveryStrategy):
+    """CRITICAL: shed load (pause scheduling, halve concurrency) while the machine is overloaded,
+    and restore every setting it changed, in a ``finally``, also on timeout or cancellation."""
+
+    strategy_id = "system"
+    CPU_LIMIT = 90.0
+    MEMORY_LIMIT = 90.0
+
+    def __init__(self, coordinator: Any, sampler: Any = None, settle: float = 1.0) -> None:
+        super().__init__(coordinator, "System load shedding", RecoveryLevel.CRITICAL)
+        self.sampler = sampler
+        self.settle = settle
+
+    def is_applicable(self, error_info: dict[str, Any]) -> bool:
+        category = str(error_info.get("category") or "")
+        return category in ("system_overload", "system_resource", "task_resource", "worker_resource") and _has(
+            self.coordinator, "pause_scheduling", "resume_scheduling", "get_max_concurrency", "set_max_concurrency"
+        )
+
+    def overloaded(self) -> bool:
+        if self.sampler is None:
+            return False
+        snap = self.sampler.latest()
+        return snap.get("cpu_percent", 0.0) > self.CPU_LIMIT or snap.get("memory_percent", 0.0) > self.MEMORY_LIMIT
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        c = self.coordinator
+        deadline = _deadline(error_info)
+        was_paused = c.scheduling_paused()
+        old_limit = await c.get_max_concurrency()
+        running = 0
+        if _has(c, "health"):
+            counts = (await c.health()).get("tasks", {})
+            running = sum(int(counts.get(s, 0)) for s in ("assigned", "running"))
+        new_limit = max(1, (old_limit or running or 2) // 2)
+        changed_limit = False
+        try:
+            await c.pause_scheduling()
+            await c.set_max_concurrency(new_limit)
+            changed_limit = True
+            error_info["details"]["shed"] = {"paused": True, "max_concurrency": new_limit, "was": old_limit}
+            quiet_since: float | None = None
+            while time.monotonic() < deadline:
+                if self.overloaded():
+                    quiet_since = None
+                else:
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since >= self.settle:
+                        break
+                await asyncio.sleep(min(0.2, _remaining(deadline)))
+            else:
+                return False
+        finally:
+            if changed_limit:
+                await c.set_max_concurrency(old_limit)
+            if not was_paused:
+                await c.resume_scheduling()
+        health = await c.health() if _has(c, "health") else {"healthy": True}
+        return not self.overloaded() and bool(health.get("healthy", True))
+
+
+BUILTIN_CLASSES: dict[str, type[RecoveryStrategy]] = {
+    "retry": RetryStrategy,
+    "worker": WorkerRecoveryStrategy,
+    "database": DatabaseRecoveryStrategy,
+    "coordinator": CoordinatorRecoveryStrategy,
+    "system": SystemRecoveryStrategy,
+}

@@ -1,0 +1,232 @@
+"""The reference coordinator's implementation of :class:`CoordinatorProtocol`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from coordinator_plugins.reference.model import FINAL_TASK_STATES, Task, Worker
+
+if TYPE_CHECKING:
+    from coordinator_plugins.reference.coordinator import Component, CoordinatorSettings
+    from coordinator_plugins.reference.db import CoordinatorDB
+    from coordinator_plugins.reference.launcher import WorkerLauncher
+
+logger = logging.getLogger(__name__)
+
+
+class CoordinatorActions:
+    """Mixed into :class:`Coordinator`; every action acts on live state and real processes."""
+
+    settings: CoordinatorSettings
+    workers: dict[str, Worker]
+    tasks: dict[str, Task]
+    pending: deque[str]
+    paused: bool
+    max_concurrency: int
+    db: CoordinatorDB
+    launcher: WorkerLauncher
+    components: dict[str, Component]
+    _sched_wake: asyncio.Event
+
+    def _to_pending(self, task: Task, front: bool = True) -> None:
+        raise NotImplementedError
+
+    async def health(self) -> dict[str, Any]:
+        comps = {name: c.healthy() for name, c in self.components.items()}
+        db_ok = self.db.ok and await self.db.ping()
+        now = time.monotonic()
+        active = [w for w in self.workers.values() if w.status == "active"]
+        fresh = [w for w in active if now - w.last_heartbeat <= self.settings.heartbeat_timeout]
+        counts: dict[str, int] = {}
+        for t in self.tasks.values():
+            counts[t.status] = counts.get(t.status, 0) + 1
+        return {
+            "healthy": all(comps.values()) and db_ok and not self.paused,
+            "components": comps,
+            "database": db_ok,
+            "scheduling_paused": self.paused,
+            "max_concurrency": self.max_concurrency,
+            "workers": {
+                "total": len(self.workers),
+                "active": len(active),
+                "heartbeating": len(fresh),
+                "lost": sum(1 for w in self.workers.values() if w.status == "lost"),
+            },
+            "tasks": counts,
+        }
+
+    async def worker_info(self, worker_id: str) -> dict[str, Any] | None:
+        w = self.workers.get(worker_id)
+        return w.to_dict() if w else None
+
+    async def task_info(self, task_id: str) -> dict[str, Any] | None:
+        t = self.tasks.get(task_id)
+        return t.to_dict() if t else None
+
+    async def drain_worker(self, worker_id: str) -> bool:
+        w = self.workers.get(worker_id)
+        if w is None:
+            return False
+        w.draining = True
+        return True
+
+    async def undrain_worker(self, worker_id: str) -> bool:
+        w = self.workers.get(worker_id)
+        if w is None:
+            return False
+        w.draining = False
+        self._sched_wake.set()
+        return True
+
+    async def requeue_worker_tasks(self, worker_id: str) -> list[str]:
+        w = self.workers.get(worker_id)
+        if w is None:
+            return []
+        moved = sorted(w.tasks)
+        for tid in moved:
+            self._to_pending(self.tasks[tid])
+        return moved
+
+    async def worker_alive(self, worker_id: str) -> bool:
+        w = self.workers.get(worker_id)
+        return (
+            w is not None
+            and w.status == "active"
+            and time.monotonic() - w.last_heartbeat <= self.settings.heartbeat_timeout
+        )
+
+    async def _wait_registered(self, worker_id: str, since_incarnation: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            w = self.workers.get(worker_id)
+            if w is not None and w.incarnation > since_incarnation and w.status == "active":
+                beat = w.last_heartbeat
+                # Registered; wait for one heartbeat after registration as proof of life.
+                while time.monotonic() < deadline:
+                    if w.last_heartbeat > beat and w.status == "active":
+                        return True
+                    await asyncio.sleep(0.05)
+                return False
+            await asyncio.sleep(0.05)
+        return False
+
+    async def restart_worker(self, worker_id: str, timeout: float = 30.0) -> str | None:
+        w = self.workers.get(worker_id)
+        incarnation = w.incarnation if w else 0
+        if self.launcher.owns(worker_id):
+            await self.launcher.restart(worker_id)
+            return worker_id if await self._wait_registered(worker_id, incarnation, timeout) else None
+        if not self.launcher.url:
+            return None
+        # Not ours to restart: start a local replacement and wait for it.
+        replacement = f"{worker_id}-r{uuid.uuid4().hex[:4]}"
+        await self.launcher.start(replacement, ["--max-tasks", str(w.max_tasks if w else 1)])
+        if await self._wait_registered(replacement, 0, timeout):
+            return replacement
+        await self.launcher.stop(replacement)
+        return None
+
+    async def retry_task(self, task_id: str) -> bool:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return False
+        if task.status == "completed":
+            return True
+        if task.status in ("failed", "assigned", "running"):
+            task.done.clear()
+            task.spec.pop("_timeout_reported", None)
+            self._to_pending(task)
+        return True
+
+    async def wait_task(self, task_id: str, timeout: float) -> str | None:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        deadline = time.monotonic() + timeout
+        while task.status not in FINAL_TASK_STATES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(task.done.wait(), min(remaining, 0.5))
+            except TimeoutError:
+                pass
+        return task.status
+
+    async def reconnect_database(self) -> bool:
+        return await self.db.reconnect()
+
+    def component_names(self) -> list[str]:
+        return list(self.components)
+
+    async def component_healthy(self, name: str) -> bool:
+        comp = self.components.get(name)
+        return comp is not None and comp.healthy()
+
+    async def restart_component(self, name: str) -> bool:
+        comp = self.components.get(name)
+        if comp is None:
+            return False
+        await comp.stop()
+        comp.restarts += 1
+        comp.start()
+        await asyncio.sleep(0)  # let it run its first tick
+        for _ in range(40):
+            if comp.healthy():
+                return True
+            await asyncio.sleep(0.05)
+        return comp.healthy()
+
+    async def stop_component(self, name: str) -> bool:
+        """Fault injection: stop an internal loop as a crash of it would."""
+        comp = self.components.get(name)
+        if comp is None:
+            return False
+        await comp.stop()
+        return True
+
+    async def reload_state(self) -> bool:
+        rows = await self.db.load_tasks()
+        restored = 0
+        for row in rows:
+            if row["task_id"] not in self.tasks and row["status"] not in FINAL_TASK_STATES:
+                task = Task(row["task_id"], row["spec"], attempt=row["attempt"] or 0)
+                self.tasks[task.task_id] = task
+                restored += 1
+        queued = set(self.pending)
+        for task in self.tasks.values():
+            w = self.workers.get(task.worker_id or "")
+            if task.status in ("assigned", "running") and (
+                w is None or w.status != "active" or task.task_id not in w.tasks
+            ):
+                self._to_pending(task)
+            elif task.status == "pending" and task.task_id not in queued:
+                self.pending.append(task.task_id)
+        self.pending = deque(dict.fromkeys(t for t in self.pending if self.tasks[t].status == "pending"))
+        self._sched_wake.set()
+        logger.info("state reloaded: %d task(s) restored from the database", restored)
+        return True
+
+    async def pause_scheduling(self) -> None:
+        self.paused = True
+
+    async def resume_scheduling(self) -> None:
+        self.paused = False
+        self._sched_wake.set()
+
+    def scheduling_paused(self) -> bool:
+        return self.paused
+
+    async def get_max_concurrency(self) -> int:
+        return self.max_concurrency
+
+    async def set_max_concurrency(self, value: int) -> None:
+        if value < 0:
+            raise ValueError("max_concurrency: expected >= 0")
+        self.max_concurrency = value
+        self._sched_wake.set()

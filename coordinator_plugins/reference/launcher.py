@@ -1,0 +1,114 @@
+"""Starts, kills and restarts local worker processes for the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerLauncher:
+    """Owns local worker OS processes, by worker id."""
+
+    def __init__(
+        self,
+        url: str = "",
+        python: str = sys.executable,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.python = python
+        self.extra_args = list(extra_args or [])
+        self.env = env
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.starts = 0
+        self.closed = False
+
+    def owns(self, worker_id: str) -> bool:
+        return worker_id in self.procs
+
+    def pid(self, worker_id: str) -> int | None:
+        proc = self.procs.get(worker_id)
+        return proc.pid if proc is not None else None
+
+    def running(self, worker_id: str) -> bool:
+        proc = self.procs.get(worker_id)
+        return proc is not None and proc.returncode is None
+
+    async def start(self, worker_id: str, args: list[str] | None = None) -> int:
+        if self.closed:
+            raise RuntimeError("launcher is shut down")
+        if not self.url:
+            raise RuntimeError("launcher has no coordinator url yet")
+        if self.running(worker_id):
+            raise RuntimeError(f"worker {worker_id} is already running")
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        cmd = [
+            self.python,
+            "-m",
+            "coordinator_plugins",
+            "worker",
+            "--url",
+            self.url,
+            "--worker-id",
+            worker_id,
+            "--parent-pid",
+            str(os.getpid()),
+            *self.extra_args,
+            *(args or []),
+        ]
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdin=asyncio.subprocess.DEVNULL)
+        self.procs[worker_id] = proc
+        self.starts += 1
+        logger.info("launched worker %s (pid %d)", worker_id, proc.pid)
+        return proc.pid
+
+    async def kill(self, worker_id: str) -> bool:
+        """SIGKILL, as a crash would; returns False when there is no such process."""
+        proc = self.procs.get(worker_id)
+        if proc is None or proc.returncode is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        return True
+
+    async def stop(self, worker_id: str, grace: float = 3.0) -> None:
+        proc = self.procs.get(worker_id)
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def signal(self, worker_id: str, sig: int) -> bool:
+        proc = self.procs.get(worker_id)
+        if proc is None or proc.returncode is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+            return True
+        return False
+
+    async def restart(self, worker_id: str) -> int:
+        await self.stop(worker_id, grace=1.0)
+        return await self.start(worker_id)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(w, grace=2.0) for w in list(self.procs)), return_exceptions=True)
+
+    def status(self) -> dict[str, Any]:
+        return {w: {"pid": p.pid, "returncode": p.returncode} for w, p in self.procs.items()}

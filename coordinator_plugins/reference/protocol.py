@@ -1,0 +1,76 @@
+"""The coordinator contract that recovery strategies act through."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class CoordinatorProtocol(Protocol):
+    """Async actions a coordinator offers to recovery. Each really acts and reports honestly.
+
+    Implemented by :class:`coordinator_plugins.reference.Coordinator` and, for coordinators
+    shaped like the seed framework's, by :class:`coordinator_plugins.reference.SeedCoordinatorAdapter`.
+    """
+
+    async def health(self) -> dict[str, Any]:
+        """``{"healthy": bool, "components": {name: bool}, "database": bool, "workers": {...}}``."""
+        ...
+
+    async def worker_info(self, worker_id: str) -> dict[str, Any] | None: ...
+
+    async def task_info(self, task_id: str) -> dict[str, Any] | None: ...
+
+    async def drain_worker(self, worker_id: str) -> bool:
+        """Take a worker out of scheduling (no new tasks). False when unknown."""
+        ...
+
+    async def undrain_worker(self, worker_id: str) -> bool: ...
+
+    async def requeue_worker_tasks(self, worker_id: str) -> list[str]:
+        """Put the worker's assigned and running tasks back to pending; return their ids."""
+        ...
+
+    async def restart_worker(self, worker_id: str, timeout: float = 30.0) -> str | None:
+        """Restart the worker's process (or start a replacement) and wait until it is registered
+        and heartbeating. Returns the id of the worker now serving (same id, or the replacement),
+        None when that did not happen within ``timeout``."""
+        ...
+
+    async def worker_alive(self, worker_id: str) -> bool:
+        """Registered, active and heartbeating recently."""
+        ...
+
+    async def retry_task(self, task_id: str) -> bool:
+        """Send a failed, stuck or timed-out task back to pending for a new attempt."""
+        ...
+
+    async def wait_task(self, task_id: str, timeout: float) -> str | None:
+        """Wait until the task ends; its final status, or None on timeout."""
+        ...
+
+    async def reconnect_database(self) -> bool:
+        """Open a new database connection, verify it with a query, and write what was buffered."""
+        ...
+
+    def component_names(self) -> list[str]: ...
+
+    async def component_healthy(self, name: str) -> bool: ...
+
+    async def restart_component(self, name: str) -> bool:
+        """Restart an internal component (``scheduler``, ``heartbeat_monitor``)."""
+        ...
+
+    async def reload_state(self) -> bool:
+        """Reconcile in-memory state with the database and repair inconsistencies."""
+        ...
+
+    async def pause_scheduling(self) -> None: ...
+
+    async def resume_scheduling(self) -> None: ...
+
+    def scheduling_paused(self) -> bool: ...
+
+    async def get_max_concurrency(self) -> int: ...
+
+    async def set_max_concurrency(self, value: int) -> None: ...

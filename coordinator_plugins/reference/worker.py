@@ -1,0 +1,194 @@
+"""The worker process: registers, heartbeats, pulls tasks, runs them and reports results.
+
+A task is a small test job: ``{"kind": "sim", "duration": s, "outcome": "pass"|"fail"|"error"|"hang"}``
+or ``{"kind": "command", "argv": [...], "timeout": s}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        url: str,
+        worker_id: str | None = None,
+        max_tasks: int = 1,
+        parent_pid: int | None = None,
+        orphan_timeout: float = 20.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:8]}"
+        self.max_tasks = max_tasks
+        self.parent_pid = parent_pid
+        self.orphan_timeout = orphan_timeout
+        self.heartbeat_interval = 1.0
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.stop = asyncio.Event()
+        self.last_contact = time.monotonic()
+        self.session: aiohttp.ClientSession | None = None
+
+    async def _post(self, path: str, body: dict[str, Any], timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+        assert self.session is not None
+        async with self.session.post(self.url + path, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            data = await resp.json(content_type=None) if resp.content_length != 0 else {}
+            self.last_contact = time.monotonic()
+            return resp.status, data or {}
+
+    async def register(self) -> None:
+        delay = 0.1
+        while not self.stop.is_set():
+            try:
+                status, data = await self._post(
+                    "/api/workers/register",
+                    {
+                        "worker_id": self.worker_id,
+                        "pid": os.getpid(),
+                        "max_tasks": self.max_tasks,
+                    },
+                )
+                if status == 200:
+                    self.heartbeat_interval = float(data.get("heartbeat_interval", 1.0))
+                    logger.info("worker %s registered", self.worker_id)
+                    return
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                logger.debug("register failed: %r", exc)
+            self._check_orphan()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _check_orphan(self) -> None:
+        if self.parent_pid and os.getppid() != self.parent_pid:
+            logger.warning("worker %s: parent %d is gone, exiting", self.worker_id, self.parent_pid)
+            self.stop.set()
+        if time.monotonic() - self.last_contact > self.orphan_timeout:
+            logger.warning("worker %s: coordinator unreachable for %.0fs, exiting", self.worker_id, self.orphan_timeout)
+            self.stop.set()
+
+    async def heartbeat_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, _ = await self._post(
+                    f"/api/workers/{self.worker_id}/heartbeat", {"running": list(self.running)}, timeout=5
+                )
+                if status in (404, 410):  # marked lost or forgotten: start a new incarnation
+                    self._abandon_all()
+                    await self.register()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                logger.debug("heartbeat failed: %r", exc)
+            self._check_orphan()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.heartbeat_interval)
+
+    def _abandon_all(self) -> None:
+        for t in self.running.values():
+            t.cancel()
+        self.running.clear()
+
+    async def poll_loop(self) -> None:
+        while not self.stop.is_set():
+            if len(self.running) >= self.max_tasks:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                status, data = await self._post(f"/api/workers/{self.worker_id}/poll", {"wait": 1.0}, timeout=5)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                logger.debug("poll failed: %r", exc)
+                self._check_orphan()
+                await asyncio.sleep(0.2)
+                continue
+            if status in (404, 410):
+                await asyncio.sleep(0.2)
+                continue
+            for task in data.get("tasks", []):
+                tid = task["task_id"]
+                self.running[tid] = asyncio.create_task(self.run_task(task))
+
+    async def run_task(self, task: dict[str, Any]) -> None:
+        tid, attempt, spec = task["task_id"], task["attempt"], task.get("spec", {})
+        body: dict[str, Any] = {"worker_id": self.worker_id, "attempt": attempt}
+        try:
+            body.update(await execute(spec))
+        except asyncio.CancelledError:
+            self.running.pop(tid, None)
+            raise
+        except Exception as exc:
+            body.update(status="error", error=str(exc) or type(exc).__name__, exception_type=type(exc).__name__)
+        for delay in (0.1, 0.3, 1.0, 2.0, 4.0):
+            try:
+                await self._post(f"/api/tasks/{tid}/result", body)
+                break
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                await asyncio.sleep(delay)
+        self.running.pop(tid, None)
+
+    async def run(self) -> None:
+        self.session = aiohttp.ClientSession()
+        try:
+            await self.register()
+            loops = [asyncio.create_task(self.heartbeat_loop()), asyncio.create_task(self.poll_loop())]
+            await self.stop.wait()
+            for t in loops:
+                t.cancel()
+            self._abandon_all()
+            await asyncio.gather(*loops, return_exceptions=True)
+        finally:
+            await self.session.close()
+
+
+async def execute(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one task spec; return the result fields (status completed with an outcome, or error)."""
+    kind = spec.get("kind", "sim")
+    if kind == "sim":
+        outcome = spec.get("outcome", "pass")
+        if outcome == "hang":
+            await asyncio.Event().wait()
+        await asyncio.sleep(float(spec.get("duration", 0.05)))
+        if outcome == "error":
+            raise RuntimeError(spec.get("message", "simulated infrastructure error"))
+        return {"status": "completed", "outcome": outcome}
+    if kind == "command":
+        argv = [str(a) for a in spec.get("argv", [])]
+        if not argv:
+            raise ValueError("command task without argv")
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), float(spec.get("timeout", 60)))
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        return {
+            "status": "completed",
+            "outcome": "pass" if proc.returncode == 0 else "fail",
+            "returncode": proc.returncode,
+            "output": out.decode(errors="replace")[-2000:],
+        }
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def main(url: str, worker_id: str | None, max_tasks: int, parent_pid: int | None) -> int:
+    async def _main() -> None:
+        worker = Worker(url, worker_id, max_tasks, parent_pid)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop.set)
+        await worker.run()
+
+    asyncio.run(_main())
+    return 0
