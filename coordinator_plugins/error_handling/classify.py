@@ -87,7 +87,7 @@ def _class_rule(cls: type[BaseException]) -> tuple[ErrorType, ErrorCategory | No
 
 _CLASS_CACHE: dict[type[BaseException], tuple[ErrorType, ErrorCategory | None] | None] = {}
 
-_ERRNO_RE = re.compile(r"\[Errno (\d+)\]")
+_ERRNO_RE = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
 _RESOURCE_ERRNOS = {errno_mod.ENOMEM, errno_mod.EMFILE, errno_mod.ENFILE, errno_mod.EAGAIN}
 
 _KEYWORDS: tuple[tuple[re.Pattern[str], ErrorType], ...] = tuple(
@@ -208,6 +208,8 @@ def classify(
     elif rule is not None:
         etype, category = rule
         by_class = True
+        if etype is T.SYSTEM and _errno_of(exc, low) in _RESOURCE_ERRNOS | {errno_mod.ENOSPC}:
+            etype = T.RESOURCE
     else:
         comp = component.lower()
         etype_or_none = _COMPONENT_TYPES.get(comp)

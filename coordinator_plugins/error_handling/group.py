@@ -14,26 +14,44 @@ from datetime import datetime
 
 from coordinator_plugins.error_handling.model import ErrorReport
 
-# Order matters: the widest shapes first, so a uuid is not eaten as hex and numbers.
-_MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), "<ts>"),
-    (re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), "<uuid>"),
-    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b"), "<addr>"),
-    (re.compile(r"\[[0-9a-fA-F:]*:[0-9a-fA-F:]+\](?::\d{1,5})?"), "<addr>"),
-    (re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-]+){2,}[\\/]?"), "<path>"),
-    (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
-    (re.compile(r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b"), "<hex>"),
-    (re.compile(r"(?<![A-Za-z])[-+]?\d+(?:\.\d+)?"), "<n>"),
+# One pass; at each position the alternatives are tried in this order, the widest shapes first,
+# so a uuid is not eaten as hex and numbers, nor an address as numbers.
+_MASK = re.compile(
+    r"(?P<ts>\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"
+    r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
+    r"|(?P<addr>\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b|\[[0-9a-fA-F:]*:[0-9a-fA-F:]+\](?::\d{1,5})?)"
+    r"|(?P<path>(?:[A-Za-z]:)?(?:[\\/][\w.\-]+){2,}[\\/]?)"
+    r"|(?P<hex>\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b)"
+    r"|(?P<n>(?<![A-Za-z])[-+]?\d+(?:\.\d+)?)"
 )
-_SPACE = re.compile(r"\s+")
+# Only whitespace-delimited tokens with a digit or a slash can hold a volatile part.
+_TOKEN = re.compile(r"\S*[\d/\\]\S*")
+_SPACED_TS = re.compile(r"\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
+_CACHE: dict[str, str] = {}
+_CACHE_MAX = 4096
+
+
+def _mask(m: re.Match[str]) -> str:
+    return f"<{m.lastgroup}>"
+
+
+def _mask_token(m: re.Match[str]) -> str:
+    return _MASK.sub(_mask, m.group())
 
 
 def normalize_message(message: str) -> str:
     """The first line of a message with volatile parts masked."""
+    cached = _CACHE.get(message)
+    if cached is not None:
+        return cached
     line = message.strip().split("\n", 1)[0][:500]
-    for pattern, repl in _MASKS:
-        line = pattern.sub(repl, line)
-    return _SPACE.sub(" ", line).strip()
+    if ":" in line:
+        line = _SPACED_TS.sub("<ts>", line)
+    out = " ".join(_TOKEN.sub(_mask_token, line).split())
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[message] = out
+    return out
 
 
 def fingerprint(

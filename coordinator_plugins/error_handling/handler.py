@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
 import traceback
-import uuid
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
@@ -26,6 +26,11 @@ from coordinator_plugins.error_handling.retry import RetryPolicy, is_never_retri
 from coordinator_plugins.error_handling.store import DuckDBStore
 
 logger = logging.getLogger(__name__)
+_ID_RNG = random.Random(os.urandom(32))  # error ids stay random whatever `seed` says
+
+
+def new_error_id() -> str:
+    return f"{_ID_RNG.getrandbits(128):032x}"
 
 _CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware_id", "request_id", "user_id")
 
@@ -60,9 +65,9 @@ class ErrorHandler:
         self._policies: dict[str, RetryPolicy] = {}
         self.rng = rng or random.Random()
         self.occurrences = 0
-        self.by_type: dict[str, int] = {}
-        self.by_severity: dict[str, int] = {}
-        self.by_category: dict[str, int] = {}
+        self.by_type: dict[ErrorType, int] = {}
+        self.by_severity: dict[ErrorSeverity, int] = {}
+        self.by_category: dict[Any, int] = {}
         self.regressions = 0
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
@@ -89,13 +94,10 @@ class ErrorHandler:
             exc: BaseException | None = error
             message = str(error) or type(error).__name__
             exc_type: str | None = type(error).__name__
-            stack = "".join(traceback.format_exception(error)) if error.__traceback__ else None
         else:
             exc = None
             message = str(error)
             exc_type = ctx.get("exception_type") or None
-            stack = None
-        stack = ctx.get("stack_trace") or stack
         explicit_type = parse_enum(ErrorType, "error_type", ctx.get("error_type"))
         explicit_sev = parse_enum(ErrorSeverity, "severity", ctx.get("severity"))
         vals = {k: (str(ctx[k]) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
@@ -118,9 +120,9 @@ class ErrorHandler:
         fp = fingerprint(cls.error_type.value, cls.category.value, component, operation, exc_type, message)
         now = utcnow()
         self.occurrences += 1
-        self.by_type[cls.error_type.value] = self.by_type.get(cls.error_type.value, 0) + 1
-        self.by_severity[cls.severity.value] = self.by_severity.get(cls.severity.value, 0) + 1
-        self.by_category[cls.category.value] = self.by_category.get(cls.category.value, 0) + 1
+        self.by_type[cls.error_type] = self.by_type.get(cls.error_type, 0) + 1
+        self.by_severity[cls.severity] = self.by_severity.get(cls.severity, 0) + 1
+        self.by_category[cls.category] = self.by_category.get(cls.category, 0) + 1
         group = self.groups.by_fingerprint(fp)
         if group is not None and group.is_open:
             group.aggregated_count += 1
@@ -144,8 +146,11 @@ class ErrorHandler:
             if self.on_regression is not None:
                 self.on_regression(group, previous)
             return group, message, metadata
+        stack = ctx.get("stack_trace")
+        if stack is None and exc is not None and exc.__traceback__ is not None:
+            stack = "".join(traceback.format_exception(exc))
         report = ErrorReport(
-            error_id=uuid.uuid4().hex,
+            error_id=new_error_id(),
             error_type=cls.error_type,
             error_severity=cls.severity,
             message=message,

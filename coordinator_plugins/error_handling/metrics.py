@@ -56,9 +56,14 @@ class PluginMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.registry.register(_StateCollector(integ))
+        self._children: dict[Any, Any] = {}
 
     def on_error(self, report: ErrorReport) -> None:
-        self.errors.labels(report.error_type.value, report.error_severity.value).inc()
+        key = (report.error_type, report.error_severity)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.errors.labels(report.error_type.value, report.error_severity.value)
+        child.inc()
 
     def on_recovery(self, info: dict[str, Any]) -> None:
         for a in info["attempts"]:

@@ -189,6 +189,8 @@ class ErrorReport:
     # Set on the report that report_error returns: did this occurrence open a new group?
     new_group: bool = True
     is_regression: bool = False
+    # True once the group's full row is in the database (only the store's writer sets it).
+    persisted: bool = False
 
     @property
     def is_open(self) -> bool:

@@ -96,6 +96,7 @@ def report_from_row(d: dict[str, Any]) -> ErrorReport:
         regression_count=d["regression_count"] or 0,
         recovery_level=d["recovery_level"] or 1,
         new_group=False,
+        persisted=True,
     )
 
 

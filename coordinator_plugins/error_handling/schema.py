@@ -166,6 +166,22 @@ def _unnest_upsert(table: str, columns: tuple[str, ...], types: tuple[str, ...],
 
 UPSERT_GROUPS = _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",))
 
+# Groups already in the table change only in these columns.
+UPDATE_COLUMNS = (
+    "error_id", "error_severity", "severity_rank", "last_seen", "aggregated_count", "retry_count",
+    "retry_successful", "resolution_status", "resolution_time", "resolution_strategy", "regression_count",
+    "recovery_level", "recovery_details",
+)
+_UPDATE_TYPES = ("VARCHAR", "VARCHAR", "INTEGER", "TIMESTAMPTZ", "BIGINT", "INTEGER", "BOOLEAN", "VARCHAR",
+                 "TIMESTAMPTZ", "VARCHAR", "INTEGER", "INTEGER", "JSON")
+UPDATE_GROUPS = (
+    "UPDATE error_reports SET "
+    + ", ".join(f"{c} = u.{c}" for c in UPDATE_COLUMNS[1:])
+    + " FROM (SELECT "
+    + ", ".join(f"unnest(?::{t}[]) AS {c}" for c, t in zip(UPDATE_COLUMNS, _UPDATE_TYPES, strict=True))
+    + ") AS u WHERE error_reports.error_id = u.error_id"
+)
+
 UPSERTS: dict[str, str] = {
     "score": _unnest_upsert(
         "strategy_scores",
@@ -274,6 +290,15 @@ def group_row(r: ErrorReport) -> tuple[Any, ...]:
         r.regression_count,
         r.recovery_level,
         dumps({k: v for k, v in r.recovery_details.items() if not k.startswith("_")}),
+    )
+
+
+def update_row(r: ErrorReport) -> tuple[Any, ...]:
+    details = r.recovery_details
+    return (
+        r.error_id, r.error_severity.value, r.error_severity.rank, r.last_seen, r.aggregated_count, r.retry_count,
+        r.retry_successful, r.resolution_status, r.resolution_time, r.resolution_strategy, r.regression_count,
+        r.recovery_level, dumps({k: v for k, v in details.items() if not k.startswith("_")}) if details else "{}",
     )
 
 

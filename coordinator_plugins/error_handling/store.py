@@ -12,7 +12,6 @@ import heapq
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -25,17 +24,63 @@ from coordinator_plugins.error_handling.schema import (
     INSERT_PERF,
     PERF_COLUMNS,
     SCHEMA,
+    UPDATE_COLUMNS,
+    UPDATE_GROUPS,
     UPSERT_GROUPS,
     UPSERTS,
     columns_of,
     dumps,
     group_row,
+    update_row,
 )
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
 Cursor = duckdb.DuckDBPyConnection
+
+
+CHUNK = 1000
+
+
+def _chunks(rows: list[Any], size: int = CHUNK) -> Any:
+    """Yield slices of ``rows``, releasing the GIL between them: converting a large parameter
+    list holds the GIL inside DuckDB, and the event loop's thread must not wait on it for long."""
+    for i in range(0, len(rows), size):
+        if i:
+            time.sleep(0)
+        yield rows[i : i + size]
+
+
+class _Batch:
+    """Writes gathered between two commits."""
+
+    __slots__ = ("groups", "occ_hw", "occ_id", "occ_md", "occ_msg", "occ_task", "occ_ts", "occ_worker", "ops",
+                 "seq", "upserts")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.occ_id: list[str] = []
+        self.occ_ts: list[Any] = []
+        self.occ_msg: list[str] = []
+        self.occ_worker: list[str | None] = []
+        self.occ_task: list[str | None] = []
+        self.occ_hw: list[str | None] = []
+        self.occ_md: list[dict[str, Any] | None] = []
+        self.groups: dict[str, ErrorReport] = {}
+        self.upserts: dict[str, dict[Any, tuple[Any, ...]]] = {}
+        self.ops: list[tuple[str, Any]] = []
+
+    def size(self) -> int:
+        return len(self.occ_id) + len(self.groups) + len(self.ops) + sum(len(v) for v in self.upserts.values())
+
+    def absorb(self, newer: _Batch) -> None:
+        for name in ("occ_id", "occ_ts", "occ_msg", "occ_worker", "occ_task", "occ_hw", "occ_md", "ops"):
+            getattr(self, name).extend(getattr(newer, name))
+        self.groups.update(newer.groups)
+        for kind, rows in newer.upserts.items():
+            self.upserts.setdefault(kind, {}).update(rows)
+        self.seq = newer.seq
 
 
 class Store(Protocol):
@@ -69,7 +114,8 @@ class DuckDBStore:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._generation = 0
         self._conn_lock = threading.Lock()
-        self._ops: deque[tuple[int, str, Any, Any]] = deque()
+        self._lock = threading.Lock()
+        self._batch = _Batch()
         self._wake = threading.Event()
         self._stop = False
         self._seq = 0
@@ -125,24 +171,49 @@ class DuckDBStore:
         self._waiters.clear()
 
     # -- writes (called on the loop; never block) -----------------------------------------
-    def _put(self, kind: str, key: Any, payload: Any) -> int:
+    # Occurrences are buffered column-wise (lists of untracked atoms, so a storm does not fill
+    # the garbage collector's old generation), groups as a map of dirty reports, and the rarer
+    # writes as a list of operations. The writer swaps all three out under a short lock.
+    def _new_batch(self) -> _Batch:
+        return _Batch()
+
+    def _mark(self) -> int:
         self._seq += 1
-        self._ops.append((self._seq, kind, key, payload))
-        self._wake.set()
+        self._batch.seq = self._seq
+        if not self._wake.is_set():
+            self._wake.set()
         return self._seq
 
     def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int:
-        if self._occ_pending >= self.queue_limit:
-            self.dropped_occurrences += 1  # the group row still carries the count
-            return self.enqueue_group(report)
-        self._occ_pending += 1
-        c = report.context
-        row = (report.error_id, report.last_seen, message, c.worker_id, c.task_id, c.hardware_id, metadata)
-        self._put("occ", None, row)
-        return self._put("group", report.error_id, report)
+        with self._lock:
+            b = self._batch
+            if self._occ_pending >= self.queue_limit:
+                self.dropped_occurrences += 1  # the group row still carries the count
+            else:
+                self._occ_pending += 1
+                c = report.context
+                b.occ_id.append(report.error_id)
+                b.occ_ts.append(report.last_seen)
+                b.occ_msg.append(message)
+                b.occ_worker.append(c.worker_id)
+                b.occ_task.append(c.task_id)
+                b.occ_hw.append(c.hardware_id)
+                b.occ_md.append(metadata or None)
+            b.groups[report.error_id] = report
+            return self._mark()
 
     def enqueue_group(self, report: ErrorReport) -> int:
-        return self._put("group", report.error_id, report)
+        with self._lock:
+            self._batch.groups[report.error_id] = report
+            return self._mark()
+
+    def _put(self, kind: str, key: Any, payload: Any) -> int:
+        with self._lock:
+            if kind in UPSERTS:
+                self._batch.upserts.setdefault(kind, {})[key] = payload
+            else:
+                self._batch.ops.append((kind, payload))
+            return self._mark()
 
     def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int:
         if kind not in UPSERTS:
@@ -178,18 +249,25 @@ class DuckDBStore:
                 fut.set_result(None)
 
     # -- writer thread ----------------------------------------------------------------------
+    def _take(self) -> _Batch | None:
+        with self._lock:
+            b = self._batch
+            if b.seq == 0:
+                return None
+            self._batch = _Batch()
+            return b
+
     def _run_writer(self) -> None:
         cur: duckdb.DuckDBPyConnection | None = None
         gen = -1
-        batch: list[tuple[int, str, Any, Any]] = []
+        batch: _Batch | None = None
         backoff = 0.05
         while True:
-            if not batch:
+            if batch is None:
                 self._wake.wait(0.5)
                 self._wake.clear()
-                while self._ops and len(batch) < 50_000:
-                    batch.append(self._ops.popleft())
-            if not batch:
+                batch = self._take()
+            if batch is None:
                 if self._stop:
                     break
                 continue
@@ -204,21 +282,25 @@ class DuckDBStore:
                 self._failed(exc)
                 cur = None
                 if self._stop and time.monotonic() - (self.failing_since or 0) > 5:
-                    logger.error("store: giving up on %d queued writes at shutdown", len(batch))
+                    logger.error("store: giving up on %d queued writes at shutdown", batch.size())
                     break
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 if self.failing_since and time.monotonic() - self.failing_since > self.auto_reconnect_after:
                     self._reconnect_sync()
+                # Fold newer writes into the failed batch, so the retry commits them together.
+                newer = self._take()
+                if newer is not None:
+                    batch.absorb(newer)
                 continue
             backoff = 0.05
-            occ = sum(1 for op in batch if op[1] == "occ")
-            self._occ_pending -= occ
-            self._committed = batch[-1][0]
+            with self._lock:
+                self._occ_pending -= len(batch.occ_id)
+            self._committed = batch.seq
             self.commits += 1
-            self.rows_written += len(batch)
+            self.rows_written += batch.size()
             self.failing_since = None
-            batch = []
+            batch = None
             if self._loop is not None and not self._loop.is_closed():
                 try:
                     self._loop.call_soon_threadsafe(self._release_waiters)
@@ -227,39 +309,37 @@ class DuckDBStore:
         if cur is not None:
             cur.close()
 
-    def _write(self, cur: duckdb.DuckDBPyConnection, batch: list[tuple[int, str, Any, Any]]) -> None:
-        occs: list[tuple[Any, ...]] = []
-        perfs: list[tuple[Any, ...]] = []
-        upserts: dict[str, dict[Any, Any]] = {}
-        sqls: list[tuple[str, list[Any]]] = []
-        for _, kind, key, payload in batch:
-            if kind == "occ":
-                e, ts, msg, w, t, h, md = payload
-                occs.append((e, ts, msg, w, t, h, dumps(md) if md else None))
-            elif kind == "perf":
-                perfs.append(payload)
-            elif kind == "sql":
-                sqls.append(payload)
-            else:
-                upserts.setdefault(kind, {})[key] = payload
+    def _write(self, cur: duckdb.DuckDBPyConnection, batch: _Batch) -> None:
         cur.execute("BEGIN TRANSACTION")
+        written: list[ErrorReport] = []
         try:
-            groups = upserts.pop("group", None)
-            if groups:
-                rows = [group_row(r) for r in groups.values()]
-                cur.execute(UPSERT_GROUPS, columns_of(rows, len(GROUP_COLUMNS)))
-            if occs:
+            if batch.groups:
+                written = [r for r in batch.groups.values() if not r.persisted]
+                known = [r for r in batch.groups.values() if r.persisted]
+                for part in _chunks(written):
+                    cur.execute(UPSERT_GROUPS, columns_of([group_row(r) for r in part], len(GROUP_COLUMNS)))
+                for part in _chunks(known):
+                    cur.execute(UPDATE_GROUPS, columns_of([update_row(r) for r in part], len(UPDATE_COLUMNS)))
+            if batch.occ_id:
+                md = [dumps(m) if m else None for m in batch.occ_md]
+                rows = list(zip(batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task,
+                                batch.occ_hw, md, strict=True))
                 app = cur.appender("error_occurrences")
-                app.append_rows(occs)
+                for part in _chunks(rows, 2000):
+                    app.append_rows(part)
                 app.flush()
+            perfs = [p for k, p in batch.ops if k == "perf"]
             if perfs:
                 cur.execute(INSERT_PERF, columns_of(perfs, len(PERF_COLUMNS)))
-            for kind, by_key in upserts.items():
+            for kind, by_key in batch.upserts.items():
                 rows = list(by_key.values())
                 cur.execute(UPSERTS[kind], columns_of(rows, len(rows[0])))
-            for sql, params in sqls:
-                cur.execute(sql, params)
+            for kind, payload in batch.ops:
+                if kind == "sql":
+                    cur.execute(*payload)
             cur.execute("COMMIT")
+            for r in written:
+                r.persisted = True
         except BaseException:
             try:
                 cur.execute("ROLLBACK")
@@ -340,7 +420,7 @@ class DuckDBStore:
         return {
             "ok": self.failing_since is None and self._con is not None,
             "path": self.path,
-            "pending_writes": len(self._ops) + (self._seq - self._committed - len(self._ops)),
+            "pending_writes": self._seq - self._committed,
             "queued_occurrences": self._occ_pending,
             "dropped_occurrences": self.dropped_occurrences,
             "commits": self.commits,
