@@ -139,7 +139,7 @@ class AdaptivePolicy(SelectionPolicy):
         draws = {_sid(s): self._draw(s, key) for s in fresh}
         best = max(draws, key=lambda k: draws[k])
         if len(fresh) == 1:
-            return Decision(best, level, self.name, "only applicable candidate", 1.0, draws)
+            return Decision(best, level, self.name, "only candidate left at this level", 1.0, draws)
         wins = 0
         for _ in range(MC_DRAWS):
             d = {_sid(s): self._draw(s, key) for s in fresh}

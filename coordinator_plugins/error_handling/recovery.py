@@ -241,7 +241,8 @@ class RecoveryManager:
                 report.resolution_strategy = info["strategy_id"]
                 report.recovery_level = 1
             else:
-                report.resolution_status = "failed" if info["attempts"] else "open"
+                ran = any(a["outcome"] != "not_applicable" for a in info["attempts"])
+                report.resolution_status = "failed" if ran else "open"
                 report.recovery_level = st.level
             report.recovery_details = {k: v for k, v in report.recovery_details.items() if k.startswith("_")} | {
                 "last_recovery": {k: info[k] for k in ("success", "strategy_id", "recovery_level", "execution_time")}
