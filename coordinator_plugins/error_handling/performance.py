@@ -44,11 +44,13 @@ class ArmStats:
     window: deque[Sample] = field(default_factory=lambda: deque(maxlen=WINDOW))
     total: int = 0
     total_successes: int = 0
+    _means: dict[str, float | None] | None = field(default=None, repr=False, compare=False)
 
     def add(self, s: Sample) -> None:
         self.window.append(s)
         self.total += 1
         self.total_successes += int(s.success)
+        self._means = None
 
     @property
     def n(self) -> int:
@@ -59,6 +61,11 @@ class ArmStats:
         return sum(1 for s in self.window if s.success)
 
     def means(self) -> dict[str, float | None]:
+        if self._means is None:
+            self._means = self._compute_means()
+        return self._means
+
+    def _compute_means(self) -> dict[str, float | None]:
         n = len(self.window)
         if n == 0:
             return {

@@ -10,6 +10,7 @@ it never starts at level 5.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,7 +23,13 @@ from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES,
 
 LEVEL_WINDOW = 20
 SKIP_BELOW = 0.2  # a level whose sampled success rate is below this is skipped at the start
-MC_DRAWS = 32
+_NO_DATA: dict[str, float | None] = {
+    "success_rate": None,
+    "execution_time": None,
+    "impact_score": None,
+    "stability_score": None,
+    "task_recovery_rate": None,
+}
 
 
 @dataclass(slots=True)
@@ -55,7 +62,8 @@ class SelectionPolicy:
     def choose(self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]) -> Decision:
         raise NotImplementedError
 
-    def start_level(self, key: str, max_level: int) -> tuple[int, str]:
+    def start_level(self, key: str, max_level: int, levels: Sequence[int] = (1, 2, 3, 4, 5)) -> tuple[int, str]:
+        """The level a new group starts at; ``levels`` are those that have candidate strategies."""
         return 1, "new groups start at level 1"
 
     def record_level(self, key: str, level: int, success: bool) -> None:
@@ -116,49 +124,50 @@ class AdaptivePolicy(SelectionPolicy):
         self.levels: dict[str, dict[int, deque[bool]]] = {}
         self.persist = persist
 
-    def _draw(self, s: RecoveryStrategy, key: str) -> float:
+    def _params(self, s: RecoveryStrategy, key: str) -> tuple[int, int, float, float]:
+        """(successes, samples, base, weight): the utility of a success rate p is base + weight * p."""
         arm = self.perf.arms.get((key, _sid(s)))
-        if arm is None or arm.n == 0:
-            p = self.rng.betavariate(1, 1)
-            return weighted_score(
-                {
-                    "success_rate": None,
-                    "execution_time": None,
-                    "impact_score": None,
-                    "stability_score": None,
-                    "task_recovery_rate": None,
-                },
-                p,
-            )
-        succ = arm.successes
-        p = self.rng.betavariate(1 + succ, 1 + arm.n - succ)
-        return weighted_score(arm.means(), p)
+        means = arm.means() if arm is not None and arm.n else _NO_DATA
+        base = weighted_score(means, 0.0)
+        weight = weighted_score(means, 1.0) - base
+        return (arm.successes, arm.n, base, weight) if arm is not None and arm.n else (0, 0, base, weight)
+
+    def _choice_probability(self, params: dict[str, tuple[int, int, float, float]], best: str) -> float:
+        """P(best has the highest utility), each posterior approximated by a normal distribution."""
+
+        def moments(p: tuple[int, int, float, float]) -> tuple[float, float]:
+            a, b = 1 + p[0], 1 + p[1] - p[0]
+            mean = a / (a + b)
+            var = a * b / ((a + b) ** 2 * (a + b + 1))
+            return p[2] + p[3] * mean, (p[3] ** 2) * var
+
+        mb, vb = moments(params[best])
+        prob = 1.0
+        for sid, p in params.items():
+            if sid != best:
+                mj, vj = moments(p)
+                prob *= 0.5 * (1.0 + math.erf((mb - mj) / math.sqrt(2.0 * (vb + vj) + 1e-12)))
+        return prob
 
     def choose(self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]) -> Decision:
         fresh = [s for s in candidates if _sid(s) not in tried] or list(candidates)
-        draws = {_sid(s): self._draw(s, key) for s in fresh}
+        params = {_sid(s): self._params(s, key) for s in fresh}
+        draws = {sid: p[2] + p[3] * self.rng.betavariate(1 + p[0], 1 + p[1] - p[0]) for sid, p in params.items()}
         best = max(draws, key=lambda k: draws[k])
         if len(fresh) == 1:
             return Decision(best, level, self.name, "only candidate left at this level", 1.0, draws)
-        wins = 0
-        for _ in range(MC_DRAWS):
-            d = {_sid(s): self._draw(s, key) for s in fresh}
-            wins += max(d, key=lambda k: d[k]) == best
-        arm = self.perf.arms.get((key, best))
-        n = arm.n if arm else 0
+        succ, n = params[best][0], params[best][1]
         reason = f"Thompson draw {draws[best]:.3f} highest of {len(fresh)}; " + (
-            f"{arm.successes}/{n} recent successes" if arm and n else "untried: exploring"
+            f"{succ}/{n} recent successes" if n else "untried: exploring"
         )
-        return Decision(best, level, self.name, reason, wins / MC_DRAWS, draws)
+        return Decision(best, level, self.name, reason, self._choice_probability(params, best), draws)
 
     def explain(self, candidates: Sequence[RecoveryStrategy], key: str, level: int) -> list[dict[str, Any]]:
-        if not candidates:
-            return []
-        wins = dict.fromkeys((_sid(s) for s in candidates), 0)
-        for _ in range(200):
-            d = {_sid(s): self._draw(s, key) for s in candidates}
-            wins[max(d, key=lambda k: d[k])] += 1
-        return [{"strategy_id": k, "choice_probability": round(v / 200, 3)} for k, v in wins.items()]
+        params = {_sid(s): self._params(s, key) for s in candidates}
+        return [
+            {"strategy_id": sid, "choice_probability": round(self._choice_probability(params, sid), 3)}
+            for sid in params
+        ]
 
     # -- start level -------------------------------------------------------------------------
     def _level_window(self, key: str, level: int) -> deque[bool]:
@@ -170,14 +179,17 @@ class AdaptivePolicy(SelectionPolicy):
             state = {str(lv): [int(x) for x in w] for lv, w in self.levels[key].items()}
             self.persist("learner", f"levels:{key}", (f"levels:{key}", json.dumps(state), utcnow()))
 
-    def start_level(self, key: str, max_level: int) -> tuple[int, str]:
+    def start_level(self, key: str, max_level: int, levels: Sequence[int] = (1, 2, 3, 4, 5)) -> tuple[int, str]:
         top = max(1, min(4, max_level))
+        usable = [lv for lv in sorted(levels) if lv <= top]
+        if not usable:
+            return 1, "no level below 5 has a candidate strategy: start at level 1"
         skipped: list[int] = []
-        for level in range(1, top + 1):
+        for level in usable:
             w = self._level_window(key, level)
             succ = sum(w)
             q = self.rng.betavariate(1 + succ, 1 + len(w) - succ)
-            if len(w) < 3 or q >= SKIP_BELOW or level == top:
+            if len(w) < 3 or q >= SKIP_BELOW or level == usable[-1]:
                 if skipped:
                     return level, (
                         f"levels {skipped} skipped: they kept failing for {key} (sampled success below {SKIP_BELOW})"

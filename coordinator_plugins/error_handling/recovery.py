@@ -186,7 +186,9 @@ class RecoveryManager:
         }
         level = st.level
         if st.recoveries == 0 and level == 1:
-            learned, reason = self.policy.start_level(key, cfg.max_recovery_level)
+            with_candidates = [lv for lv, allowed in LEVEL_STRATEGIES.items()
+                               if any(s.level in allowed for s in self.strategies.values())]
+            learned, reason = self.policy.start_level(key, cfg.max_recovery_level, with_candidates)
             level = max(1, min(learned, cfg.max_recovery_level))
             info["start_reason"] = reason
             if level > 1:
@@ -200,11 +202,11 @@ class RecoveryManager:
         success = False
         try:
             while level <= cfg.max_recovery_level:
-                info["recovery_level"] = level
                 result = await self._run_level(report, level, key, record_keys, tried, info)
                 if result is None:  # no applicable strategy: passed over
                     level += 1
                     continue
+                info["recovery_level"] = level
                 if result.outcome == "budget_exhausted":
                     break
                 self.policy.record_level(key, level, result.success)
@@ -216,7 +218,7 @@ class RecoveryManager:
                         strategy_name=self.strategies[result.strategy_id].name,
                     )
                     break
-                st.level = min(level + 1, cfg.max_recovery_level)
+                st.level = level  # the highest level reached; the next recovery starts here
                 self._save_level(report.error_id, st)
                 if level >= cfg.max_recovery_level:
                     break

@@ -51,7 +51,8 @@ class AdaptiveTimeouts:
         return est
 
     def get(self, error_type: str, strategy_id: str) -> float:
-        return self.estimate(error_type, strategy_id).timeout
+        est = self._est.get((error_type, strategy_id))
+        return est.timeout if est is not None else self._clamp(self.default)
 
     def observe_success(self, error_type: str, strategy_id: str, duration: float) -> float:
         est = self.estimate(error_type, strategy_id)
