@@ -1,0 +1,281 @@
+"""Issue 6: the HTTP API on the coordinator's router."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from conftest import farm_config, wait_for
+from coordinator_plugins.error_handling import ERROR_HANDLING_KEY
+from coordinator_plugins.reference import build_app
+
+
+async def post_error(farm: Any, **body: Any) -> tuple[int, Any]:
+    return await farm.post("/api/errors", {"message": "Connection reset by peer", "component": "worker", **body})
+
+
+async def test_post_error_is_durable_before_202(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    status, body = await post_error(farm, exception_type="ConnectionResetError", worker_id="w1",
+                                    metadata={"attempt": 3})
+    assert status == 202, body
+    assert body["error_type"] == "network" and body["category"] == "connection" and body["new_group"]
+    assert body["recovery"] == "off" and body["aggregated_count"] == 1
+    rows = await farm.integ.store.read(lambda cur: cur.execute(
+        "SELECT aggregated_count, worker_id FROM error_reports WHERE error_id = ?", [body["error_id"]]).fetchall())
+    assert rows == [(1, "w1")]
+    status, again = await post_error(farm, exception_type="ConnectionResetError", worker_id="w1")
+    assert again["error_id"] == body["error_id"] and not again["new_group"] and again["aggregated_count"] == 2
+
+
+async def test_post_error_schedules_recovery(make_farm) -> None:
+    farm = await make_farm(plugin={"builtin_strategies": ["retry"]})
+    status, body = await post_error(farm, message="Database connection lost", component="db",
+                                    exception_type="ConnectionException", severity="critical")
+    assert status == 202 and body["recovery"] in ("scheduled", "in_progress")
+    assert body["error_severity"] == "critical"
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"{not json", "malformed_json"),
+    (b"[1, 2]", "invalid_body"),
+    (b"", "missing_body"),
+    (b'{"component": "w"}', "missing_field"),
+    (b'{"message": "x"}', "missing_field"),
+    (b'{"message": 5, "component": "w"}', "invalid_field"),
+    (b'{"message": "   ", "component": "w"}', "invalid_field"),
+    (b'{"message": "x", "component": "w", "error_type": "cosmic"}', "invalid_enum"),
+    (b'{"message": "x", "component": "w", "severity": "urgent"}', "invalid_enum"),
+    (b'{"message": "x", "component": "w", "metadata": [1]}', "invalid_field"),
+    (b'{"message": "x", "component": "w", "worker_id": 7}', "invalid_field"),
+])
+async def test_post_error_rejects_bad_input(make_farm, raw: bytes, code: str) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    status, body = await farm.post("/api/errors", data=raw, headers={"Content-Type": "application/json"})
+    assert status == 400 and body["code"] == code and body["error"]
+
+
+async def test_oversized_body_is_413(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    big = b'{"message": "' + b"x" * (1024 * 1024 + 10) + b'", "component": "w"}'
+    status, body = await farm.post("/api/errors", data=big, headers={"Content-Type": "application/json"})
+    assert status == 413 and body["code"] == "body_too_large"
+
+
+async def test_list_filters_and_seed_query_forms(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    ids = {}
+    for comp, sev, msg in [("a", "low", "low thing"), ("b", "high", "high thing"), ("c", "critical", "crit thing")]:
+        ids[comp] = (await post_error(farm, component=comp, severity=sev, message=msg))[1]["error_id"]
+    await farm.post(f"/api/errors/{ids['a']}/resolve")
+    status, body = await farm.get("/api/errors")
+    assert status == 200 and {e["error_id"] for e in body["errors"]} == {ids["b"], ids["c"]}
+    assert body["next_cursor"] is None
+    item = body["errors"][0]
+    for key in ("error_id", "error_type", "error_severity", "category", "message", "component", "operation",
+                "first_seen", "last_seen", "aggregated_count", "retry_count", "resolution_status", "recovery_level"):
+        assert key in item
+    assert body["errors"][0]["error_id"] == ids["c"]  # newest last_seen first
+    assert {e["error_id"] for e in (await farm.get("/api/errors?resolved=true"))[1]["errors"]} == set(ids.values())
+    assert [e["error_id"] for e in (await farm.get("/api/errors?status=resolved"))[1]["errors"]] == [ids["a"]]
+    high = (await farm.get("/api/errors?severity=high&status=all"))[1]["errors"]
+    assert {e["error_id"] for e in high} == {ids["b"], ids["c"]}
+    assert [e["error_id"] for e in (await farm.get("/api/errors?component=b"))[1]["errors"]] == [ids["b"]]
+    assert (await farm.get("/api/errors?error_type=network&status=all"))[1]["errors"] == []
+    for bad in ("limit=0", "limit=1001", "limit=x", "status=closed", "severity=urgent", "error_type=cosmic",
+                "cursor=garbage"):
+        status, body = await farm.get(f"/api/errors?{bad}")
+        assert status == 400 and body["code"], bad
+
+
+async def test_cursor_pages_each_group_once_while_new_ones_arrive(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    for i in range(57):
+        await farm.integ.report_error(f"failure kind {chr(65 + i % 26)}{chr(65 + i // 26)}", {"component": "c"})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        q = "/api/errors?limit=10" + (f"&cursor={cursor}" if cursor else "")
+        status, body = await farm.get(q)
+        assert status == 200
+        seen += [e["error_id"] for e in body["errors"]]
+        await farm.integ.report_error(f"newcomer {chr(97 + len(seen) % 26)}{len(seen) // 26}x", {"component": "n"})
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen))
+    originals = {r.error_id for r in farm.integ.error_handler.groups if r.context.component == "c"}
+    assert originals <= set(seen)
+
+
+async def test_get_one_error_and_stack_traces(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    _, body = await post_error(farm, stack_trace="Traceback: secret path /srv/app.py line 3")
+    status, item = await farm.get(f"/api/errors/{body['error_id']}")
+    assert status == 200 and item["current_recovery_level"] == 1 and item["recovery_history"] == []
+    assert "stack_trace" not in item and "secret" not in str(item)
+    status, err = await farm.get("/api/errors/nope")
+    assert status == 404 and err["code"] == "not_found"
+
+
+async def test_stack_traces_when_allowed(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False, "expose_stack_traces": True})
+    _, body = await post_error(farm, stack_trace="Traceback: line 3")
+    assert (await farm.get(f"/api/errors/{body['error_id']}"))[1]["stack_trace"] == "Traceback: line 3"
+
+
+async def test_resolve(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    _, body = await post_error(farm)
+    eid = body["error_id"]
+    status, out = await farm.post(f"/api/errors/{eid}/resolve", {"resolution": "fixed cable", "details": {"by": "me"}})
+    assert status == 200 and out == {"error_id": eid, "resolution_status": "resolved", "already_resolved": False}
+    status, out = await farm.post(f"/api/errors/{eid}/resolve")
+    assert out["already_resolved"] is True
+    assert (await farm.post("/api/errors/unknown/resolve"))[0] == 404
+    assert (await farm.post(f"/api/errors/{eid}/resolve", data=b"{bad"))[0] == 400
+    status, out = await farm.post(f"/api/errors/{eid}/resolve", {"details": "not an object"})
+    assert status == 400
+
+
+async def test_recovery_routes(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False, "builtin_strategies": ["worker"]}, workers=1)
+    ok, info = await farm.integ.handle_error("worker lost", {"component": "worker", "worker_id": "worker-1"})
+    assert ok
+    status, metrics = await farm.get("/api/recovery/metrics?days=7")
+    assert status == 200 and metrics["strategies"]["worker"]["total_executions"] == 1
+    assert metrics["overall"]["total_executions"] == 1 and metrics["top_strategies"]["worker"]["strategy_id"] == "worker"
+    assert (await farm.get("/api/recovery/metrics?strategy_id=retry"))[1]["overall"]["total_executions"] == 0
+    for bad in ("days=0", "days=3651", "days=x", "error_type=cosmic"):
+        assert (await farm.get(f"/api/recovery/metrics?{bad}"))[0] == 400, bad
+    status, hist = await farm.get(f"/api/recovery/history?error_id={info['error_id']}")
+    assert status == 200 and hist["current_level"] == 1 and hist["history"][0]["success"]
+    assert (await farm.get("/api/recovery/history?error_id=unknown"))[0] == 404
+    status, summary = await farm.get("/api/recovery/history")
+    assert status == 200 and summary["summary"]["recoveries"] == 1 and summary["errors"]
+    status, strategies = await farm.get("/api/recovery/strategies?error_type=worker")
+    assert status == 200 and strategies["selection"] == "adaptive"
+    entry = strategies["error_types"]["worker"]["strategies"][0]
+    assert entry["strategy_id"] == "worker" and entry["samples"] == 1 and "why" in entry
+    assert (await farm.get("/api/recovery/strategies?error_type=x"))[0] == 400
+    status, diag = await farm.get("/api/diagnostics")
+    assert status == 200 and diag["status"] in ("healthy", "degraded", "critical")
+    for key in ("issues", "error_metrics", "recovery_metrics", "active_recovery_levels", "database"):
+        assert key in diag
+
+
+async def test_reset_levels(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False, "builtin_strategies": [], "strategies": {}})
+    report = await farm.integ.report_error("x failed", {"component": "c"})
+    farm.integ.recovery_manager.state(report.error_id).level = 4
+    status, out = await farm.post("/api/recovery/reset", {"error_id": report.error_id})
+    assert status == 200 and out == {"reset": 1}
+    assert farm.integ.recovery_manager.levels[report.error_id].level == 1
+    assert (await farm.post("/api/recovery/reset", {"error_id": "nope"}))[0] == 404
+    status, out = await farm.post("/api/recovery/reset")
+    assert status == 200 and out["reset"] == 1
+    assert (await farm.post("/api/recovery/reset", {"error_id": 5}))[0] == 400
+
+
+async def test_auth_on_posts_only(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False, "api_token": "s3cret"})
+    body = {"message": "m", "component": "c"}
+    assert (await farm.post("/api/errors", body))[0] == 401
+    status, err = await farm.post("/api/errors", body, headers={"Authorization": "Bearer wrong"})
+    assert status == 401 and err["code"] == "unauthorized"
+    assert (await farm.post("/api/errors", body, headers={"Authorization": "Basic s3cret"}))[0] == 401
+    status, ok = await farm.post("/api/errors", body, headers={"Authorization": "Bearer s3cret"})
+    assert status == 202
+    for path in ("/api/recovery/reset", f"/api/errors/{ok['error_id']}/resolve"):
+        assert (await farm.post(path))[0] == 401
+        assert (await farm.post(path, headers={"Authorization": "Bearer s3cret"}))[0] == 200
+    assert (await farm.get("/api/errors"))[0] == 200
+    assert (await farm.get("/api/diagnostics"))[0] == 200
+
+
+async def test_openapi_documents_every_route(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    status, doc = await farm.get("/api/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    mounted = set()
+    for route in farm.app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if path and path.startswith("/api/") and route.method != "HEAD" and not path.startswith(
+                ("/api/workers", "/api/tasks", "/api/status")):
+            mounted.add((route.method.lower(), path))
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    assert mounted == documented
+
+
+async def test_unhandled_coordinator_errors_become_json_500_and_are_reported(tmp_path: Path) -> None:
+    app = build_app(farm_config(tmp_path, {"auto_recover": False}))
+
+    async def boom(request: web.Request) -> web.Response:
+        raise KeyError("missing worker slot")
+
+    app.router.add_get("/api/boom", boom)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s, s.get(server.make_url("/api/boom")) as r:
+            assert r.status == 500
+            body = await r.json()
+        assert body["code"] == "internal_error" and body["error_id"]
+        integ = app[ERROR_HANDLING_KEY]
+        report = integ.error_handler.groups.get(body["error_id"])
+        assert report.context.component == "coordinator" and report.context.operation == "GET /api/boom"
+        assert "missing worker slot" in report.message
+    finally:
+        await server.close()
+
+
+async def test_metrics_and_dashboard_with_two_apps_in_one_process(make_farm, tmp_path: Path) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    await post_error(farm)
+    second = build_app(farm_config(tmp_path / "two" if (tmp_path / "two").mkdir() is None else tmp_path,
+                                   {"auto_recover": False}))
+    server = TestServer(second, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(farm.url + "/metrics") as r:
+                text = await r.text()
+            assert r.status == 200
+            assert 'error_handling_errors_total{error_type="network",severity="medium"} 1.0' in text
+            assert "error_handling_open_groups 1.0" in text
+            async with s.get(server.make_url("/metrics")) as r:
+                assert r.status == 200 and "error_handling_open_groups 0.0" in await r.text()
+            async with s.get(farm.url + "/dashboard/errors") as r:
+                html = await r.text()
+            assert r.status == 200 and "Open error groups" in html and '"/api"' in html
+    finally:
+        await server.close()
+
+
+async def test_no_route_runs_duckdb_on_the_event_loop(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False})
+    import threading
+
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    store = farm.integ.store
+    original = store._cursor
+
+    def spy() -> Any:
+        seen.append(threading.get_ident())
+        return original()
+
+    store._cursor = spy  # type: ignore[method-assign]
+    await post_error(farm)
+    for path in ("/api/errors", "/api/recovery/metrics", "/api/recovery/history", "/api/diagnostics"):
+        assert (await farm.get(path))[0] == 200
+    assert seen and loop_thread not in seen
+    await wait_for(lambda: True)
+    await asyncio.sleep(0)
