@@ -79,7 +79,8 @@ class ErrorRoutes:
             ctx["metadata"] = metadata
         report, seq, recovery = await self.integ.ingest(str(message), ctx)
         try:
-            await asyncio.wait_for(self.integ.store.wait_durable(seq), DURABLE_TIMEOUT)
+            async with asyncio.timeout(DURABLE_TIMEOUT):
+                await self.integ.store.wait_durable(seq)
         except (TimeoutError, ConnectionError):
             raise ApiError(
                 503, "the error store is not writing; the report was not acknowledged", "store_unavailable"

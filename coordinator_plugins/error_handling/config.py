@@ -43,6 +43,7 @@ class ErrorHandlingConfig:
     max_groups_in_memory: int = 50_000
     retention_days: int = 30
     write_queue_limit: int = 200_000
+    commit_window: float = 0.002
 
 
 def _err(key: str, accepted: str, value: Any) -> ValueError:
@@ -150,6 +151,8 @@ def _check(key: str, value: Any) -> Any:
         return _number(key, value, 100, 10_000_000, integer=True)
     if key == "retention_days":
         return _number(key, value, 1, 36_500, integer=True)
+    if key == "commit_window":
+        return _number(key, value, 0, 0.1)
     if key == "write_queue_limit":
         return _number(key, value, 1_000, 100_000_000, integer=True)
     if key == "seed":

@@ -26,6 +26,7 @@ from coordinator_plugins.error_handling.retry import RetryPolicy, is_never_retri
 from coordinator_plugins.error_handling.store import DuckDBStore
 
 logger = logging.getLogger(__name__)
+_TICK = timedelta(microseconds=1)
 _ID_RNG = random.Random(os.urandom(32))  # error ids stay random whatever `seed` says
 
 
@@ -89,7 +90,7 @@ class ErrorHandler:
         self, error: BaseException | str, context: Mapping[str, Any] | None
     ) -> tuple[ErrorReport, str, dict[str, Any] | None]:
         """Classify one occurrence and fold it into its group (in memory). No I/O."""
-        ctx = dict(context or {})
+        ctx = context or {}
         if isinstance(error, BaseException):
             exc: BaseException | None = error
             message = str(error) or type(error).__name__
@@ -124,6 +125,8 @@ class ErrorHandler:
         self.by_severity[cls.severity] = self.by_severity.get(cls.severity, 0) + 1
         self.by_category[cls.category] = self.by_category.get(cls.category, 0) + 1
         group = self.groups.by_fingerprint(fp)
+        if group is not None and now <= group.last_seen:
+            now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it
         if group is not None and group.is_open:
             group.aggregated_count += 1
             group.last_seen = now

@@ -50,7 +50,8 @@ class EnhancedErrorHandlingIntegration:
         self.coordinator = coordinator
         self.actions = adapt_coordinator(coordinator)
         self.rng = random.Random(cfg.seed)
-        self.store = DuckDBStore(cfg.database, queue_limit=cfg.write_queue_limit, on_error=self._store_failed)
+        self.store = DuckDBStore(cfg.database, queue_limit=cfg.write_queue_limit, on_error=self._store_failed,
+                                 gather=cfg.commit_window)
         self.error_handler = ErrorHandler(
             self.store, cfg.hook_timeout, cfg.regression_window, cfg.max_groups_in_memory, self.rng
         )
@@ -180,7 +181,7 @@ class EnhancedErrorHandlingIntegration:
         """Report one occurrence; returns (group, write sequence number, recovery status)."""
         if self.closed:
             raise RuntimeError("error handling is shut down")
-        ctx = dict(context or {})
+        ctx = context or {}
         report, seq = await self.error_handler.report(error, ctx)
         if callable(ctx.get("callable")):
             report.recovery_details["_operation"] = (ctx["callable"], ctx.get("args") or (), ctx.get("kwargs") or {})

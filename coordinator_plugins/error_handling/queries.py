@@ -100,8 +100,31 @@ def report_from_row(d: dict[str, Any]) -> ErrorReport:
     )
 
 
+def reconcile_counts(cur: Cursor) -> int:
+    """Count into each group the occurrences its row does not include yet.
+
+    Group rows are written lazily, occurrences always before their acknowledgement; after a
+    crash, occurrences newer than a group's ``last_seen`` are the ones its count is missing.
+    A resolved group with such occurrences after its resolution is open again (a regression)."""
+    rows = cur.execute(
+        "SELECT o.error_id, count(*), max(o.occurred_at), any_value(r.resolution_time) FROM error_occurrences o "
+        "JOIN error_reports r USING (error_id) WHERE o.occurred_at > r.last_seen GROUP BY o.error_id").fetchall()
+    if not rows:
+        return 0
+    cur.execute("BEGIN TRANSACTION")
+    for error_id, n, newest, resolved_at in rows:
+        reopen = resolved_at is not None and newest > resolved_at
+        cur.execute(
+            "UPDATE error_reports SET aggregated_count = aggregated_count + ?, last_seen = ?"
+            + (", resolution_status = 'open', resolution_time = NULL, regression_count = regression_count + 1"
+               if reopen else "") + " WHERE error_id = ?", [n, newest, error_id])
+    cur.execute("COMMIT")
+    return len(rows)
+
+
 def load_state(cur: Cursor, regression_window: float, max_groups: int) -> dict[str, Any]:
     """Everything the plugin restores at startup."""
+    reconciled = reconcile_counts(cur)
     rows = cur.execute(
         _SELECT_GROUP + " WHERE resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?) "
         "ORDER BY last_seen DESC LIMIT ?",
@@ -123,7 +146,8 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> dict[s
         "SELECT error_type, strategy_id, timeout, srtt, rttvar, samples FROM adaptive_timeouts"
     ).fetchall()
     learner = cur.execute("SELECT key, state FROM learner_state").fetchall()
-    return {"groups": groups, "levels": levels, "scores": scores, "timeouts": timeouts, "learner": learner}
+    return {"groups": groups, "levels": levels, "scores": scores, "timeouts": timeouts, "learner": learner,
+            "reconciled": reconciled}
 
 
 def get_group(cur: Cursor, error_id: str) -> dict[str, Any] | None:

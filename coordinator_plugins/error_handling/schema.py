@@ -206,6 +206,11 @@ UPSERTS: dict[str, str] = {
     ),
 }
 
+INSERT_OCCURRENCES = (
+    "INSERT INTO error_occurrences SELECT * FROM (SELECT unnest(?::VARCHAR[]), unnest(?::TIMESTAMPTZ[]), "
+    "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::JSON[]))"
+)
+
 PERF_COLUMNS = (
     "strategy_id",
     "strategy_name",

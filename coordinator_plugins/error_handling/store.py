@@ -21,6 +21,7 @@ import duckdb
 from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.schema import (
     GROUP_COLUMNS,
+    INSERT_OCCURRENCES,
     INSERT_PERF,
     PERF_COLUMNS,
     SCHEMA,
@@ -41,6 +42,7 @@ Cursor = duckdb.DuckDBPyConnection
 
 
 CHUNK = 1000
+SMALL_BATCH = 2000
 
 
 def _chunks(rows: list[Any], size: int = CHUNK) -> Any:
@@ -106,6 +108,8 @@ class DuckDBStore:
         queue_limit: int = 200_000,
         on_error: Callable[[BaseException], None] | None = None,
         auto_reconnect_after: float = 10.0,
+        group_interval: float = 0.2,
+        gather: float = 0.002,
     ) -> None:
         self.path = path
         self.queue_limit = queue_limit
@@ -120,6 +124,19 @@ class DuckDBStore:
         self._stop = False
         self._seq = 0
         self._committed = 0
+        # Rows of groups already in the table are written lazily (they are derived from the
+        # occurrences, which are always durable first): at most every ``group_interval`` seconds,
+        # and whenever flush() asks. ``_groups_committed`` is the seq through which they are.
+        self.group_interval = group_interval
+        self._lazy: dict[str, ErrorReport] = {}
+        self._lazy_since = 0.0
+        self._force_groups = 0
+        self._groups_committed = 0
+        self._flush_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self.gather = gather
+        self._last_commit = 0.0
+        self._appender: Any = None
+        self._appender_cur: Any = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
@@ -240,22 +257,48 @@ class DuckDBStore:
         await fut
 
     async def flush(self) -> None:
-        await self.wait_durable(self._seq)
+        """Wait until everything queued so far, group rows included, is committed."""
+        seq = self._seq
+        if seq <= self._groups_committed:
+            return
+        if self._writer is None:
+            raise ConnectionError("store is not open")
+        self._force_groups = max(self._force_groups, seq)
+        self._wake.set()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._flush_waiters, (seq, id(fut), fut))
+        await fut
 
     def _release_waiters(self) -> None:
-        while self._waiters and self._waiters[0][0] <= self._committed:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                fut.set_result(None)
+        for waiters, done in ((self._waiters, self._committed), (self._flush_waiters, self._groups_committed)):
+            while waiters and waiters[0][0] <= done:
+                _, _, fut = heapq.heappop(waiters)
+                if not fut.done():
+                    fut.set_result(None)
 
     # -- writer thread ----------------------------------------------------------------------
-    def _take(self) -> _Batch | None:
+    def _take(self, real_only: bool = False) -> _Batch | None:
         with self._lock:
             b = self._batch
             if b.seq == 0:
+                if real_only:
+                    return None
+                if self._force_groups > self._groups_committed and self._lazy:
+                    b.seq = self._committed  # nothing new: a transaction for the lazy group rows only
+                    return b
+                if self._force_groups > self._groups_committed:
+                    self._groups_committed = self._force_groups  # nothing was pending
+                    self._notify()
                 return None
             self._batch = _Batch()
             return b
+
+    def _notify(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._release_waiters)
+            except RuntimeError:
+                pass
 
     def _run_writer(self) -> None:
         cur: duckdb.DuckDBPyConnection | None = None
@@ -266,6 +309,11 @@ class DuckDBStore:
             if batch is None:
                 self._wake.wait(0.5)
                 self._wake.clear()
+                if (self.gather and len(self._batch.occ_id) < 512
+                        and time.monotonic() - self._last_commit < 0.01):
+                    # In a burst (the last commit was moments ago), wait a little so that one
+                    # commit carries many reports: group commit, as PostgreSQL's commit_delay.
+                    time.sleep(self.gather)
                 batch = self._take()
             if batch is None:
                 if self._stop:
@@ -289,63 +337,104 @@ class DuckDBStore:
                 if self.failing_since and time.monotonic() - self.failing_since > self.auto_reconnect_after:
                     self._reconnect_sync()
                 # Fold newer writes into the failed batch, so the retry commits them together.
-                newer = self._take()
+                newer = self._take(real_only=True)
                 if newer is not None:
                     batch.absorb(newer)
                 continue
             backoff = 0.05
             with self._lock:
                 self._occ_pending -= len(batch.occ_id)
-            self._committed = batch.seq
+            self._committed = max(self._committed, batch.seq)
+            self._last_commit = time.monotonic()
+            if not self._lazy:
+                self._groups_committed = max(self._groups_committed, batch.seq)
             self.commits += 1
             self.rows_written += batch.size()
             self.failing_since = None
             batch = None
-            if self._loop is not None and not self._loop.is_closed():
-                try:
-                    self._loop.call_soon_threadsafe(self._release_waiters)
-                except RuntimeError:
-                    pass
+            self._notify()
         if cur is not None:
             cur.close()
 
     def _write(self, cur: duckdb.DuckDBPyConnection, batch: _Batch) -> None:
-        cur.execute("BEGIN TRANSACTION")
-        written: list[ErrorReport] = []
-        try:
-            if batch.groups:
-                written = [r for r in batch.groups.values() if not r.persisted]
-                known = [r for r in batch.groups.values() if r.persisted]
-                for part in _chunks(written):
-                    cur.execute(UPSERT_GROUPS, columns_of([group_row(r) for r in part], len(GROUP_COLUMNS)))
-                for part in _chunks(known):
-                    cur.execute(UPDATE_GROUPS, columns_of([update_row(r) for r in part], len(UPDATE_COLUMNS)))
-            if batch.occ_id:
-                md = [dumps(m) if m else None for m in batch.occ_md]
-                rows = list(zip(batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task,
-                                batch.occ_hw, md, strict=True))
-                app = cur.appender("error_occurrences")
-                for part in _chunks(rows, 2000):
-                    app.append_rows(part)
-                app.flush()
-            perfs = [p for k, p in batch.ops if k == "perf"]
-            if perfs:
-                cur.execute(INSERT_PERF, columns_of(perfs, len(PERF_COLUMNS)))
-            for kind, by_key in batch.upserts.items():
-                rows = list(by_key.values())
-                cur.execute(UPSERTS[kind], columns_of(rows, len(rows[0])))
-            for kind, payload in batch.ops:
-                if kind == "sql":
-                    cur.execute(*payload)
-            cur.execute("COMMIT")
-            for r in written:
-                r.persisted = True
-        except BaseException:
+        written = [r for r in batch.groups.values() if not r.persisted]
+        for r in batch.groups.values():
+            if r.persisted:
+                if not self._lazy:
+                    self._lazy_since = time.monotonic()
+                self._lazy[r.error_id] = r
+        known: list[ErrorReport] = []
+        if self._lazy and (self._force_groups > self._groups_committed or len(self._lazy) > 5000 or self._stop
+                           or time.monotonic() - self._lazy_since >= self.group_interval):
+            known = list(self._lazy.values())
+        # Each DuckDB call must win the GIL back from the event loop's thread, so the statements
+        # are few: occurrences go in one INSERT (the appender only for large batches), and a batch
+        # that is a single statement runs in autocommit, which is atomic, with no BEGIN/COMMIT.
+        statements: list[tuple[str, Any]] = []
+        for part in _chunks(written):
+            statements.append((UPSERT_GROUPS, columns_of([group_row(r) for r in part], len(GROUP_COLUMNS))))
+        for part in _chunks(known):
+            statements.append((UPDATE_GROUPS, columns_of([update_row(r) for r in part], len(UPDATE_COLUMNS))))
+        big: list[tuple[Any, ...]] = []
+        if batch.occ_id and not statements and not batch.ops and not batch.upserts:
+            # The common commit under load: occurrences only. A flush of a long-lived appender in
+            # autocommit is one atomic, durable commit and the cheapest call DuckDB offers.
+            md = [dumps(m) if m else None for m in batch.occ_md]
+            rows = list(zip(batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task,
+                            batch.occ_hw, md, strict=True))
+            app = self._appender_for(cur)
             try:
-                cur.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
+                app.append_rows(rows)
+                app.flush()
+            except BaseException:
+                self._appender = None
+                raise
+            return
+        if batch.occ_id:
+            md = [dumps(m) if m else None for m in batch.occ_md]
+            if len(batch.occ_id) <= SMALL_BATCH:
+                statements.append((INSERT_OCCURRENCES, [batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker,
+                                                        batch.occ_task, batch.occ_hw, md]))
+            else:
+                big = list(zip(batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task,
+                               batch.occ_hw, md, strict=True))
+        perfs = [p for k, p in batch.ops if k == "perf"]
+        if perfs:
+            statements.append((INSERT_PERF, columns_of(perfs, len(PERF_COLUMNS))))
+        for kind, by_key in batch.upserts.items():
+            rows = list(by_key.values())
+            statements.append((UPSERTS[kind], columns_of(rows, len(rows[0]))))
+        statements.extend(payload for kind, payload in batch.ops if kind == "sql")
+        if len(statements) == 1 and not big:
+            cur.execute(*statements[0])
+        elif statements or big:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                for sql, params in statements:
+                    cur.execute(sql, params)
+                if big:
+                    app = cur.appender("error_occurrences")
+                    for part in _chunks(big, 2000):
+                        app.append_rows(part)
+                    app.flush()
+                cur.execute("COMMIT")
+            except BaseException:
+                try:
+                    cur.execute("ROLLBACK")
+                except Exception:
+                    pass
+                raise
+        for r in written:
+            r.persisted = True
+        if known:
+            self._lazy.clear()
+            self._groups_committed = max(self._groups_committed, batch.seq)
+
+    def _appender_for(self, cur: duckdb.DuckDBPyConnection) -> Any:
+        if self._appender is None or self._appender_cur is not cur:
+            self._appender = cur.appender("error_occurrences")
+            self._appender_cur = cur
+        return self._appender
 
     def _failed(self, exc: BaseException) -> None:
         first = self.failing_since is None
