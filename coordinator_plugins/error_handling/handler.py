@@ -127,6 +127,8 @@ class ErrorHandler:
         group = self.groups.by_fingerprint(fp)
         if group is not None and now <= group.last_seen:
             now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it
+        if group is not None:
+            group.add_targets(vals["worker_id"], vals["task_id"], metadata)
         if group is not None and group.is_open:
             group.aggregated_count += 1
             group.last_seen = now
@@ -176,6 +178,7 @@ class ErrorHandler:
             first_seen=now,
             last_seen=now,
         )
+        report.add_targets(vals["worker_id"], vals["task_id"], metadata)
         if group is not None:  # resolved long ago: a new group, related to the old one
             report.related_errors.append(group.error_id)
         self.groups.add(report)

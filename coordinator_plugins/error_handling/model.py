@@ -109,6 +109,7 @@ class ErrorCategory(enum.Enum):
 
 
 RESOLUTION_STATUSES = ("open", "retrying", "resolved", "failed")
+MAX_TARGETS = 200
 
 
 def utcnow() -> datetime:
@@ -191,6 +192,28 @@ class ErrorReport:
     is_regression: bool = False
     # True once the group's full row is in the database (only the store's writer sets it).
     persisted: bool = False
+    # Workers and tasks that occurrences named since the group's last recovery started, and the
+    # latest occurrence's metadata: what the next recovery acts on (not persisted).
+    target_workers: list[str] = field(default_factory=list)
+    target_tasks: list[str] = field(default_factory=list)
+    latest_metadata: dict[str, Any] | None = None
+
+    def add_targets(self, worker_id: str | None, task_id: str | None, metadata: dict[str, Any] | None) -> None:
+        if worker_id and worker_id not in self.target_workers and len(self.target_workers) < MAX_TARGETS:
+            self.target_workers.append(worker_id)
+        if task_id and task_id not in self.target_tasks and len(self.target_tasks) < MAX_TARGETS:
+            self.target_tasks.append(task_id)
+        if metadata:
+            self.latest_metadata = metadata
+
+    def take_targets(self) -> tuple[list[str], list[str], dict[str, Any] | None]:
+        out = (self.target_workers, self.target_tasks, self.latest_metadata)
+        self.target_workers, self.target_tasks, self.latest_metadata = [], [], None
+        return out
+
+    @property
+    def has_targets(self) -> bool:
+        return bool(self.target_workers or self.target_tasks)
 
     @property
     def is_open(self) -> bool:

@@ -28,6 +28,7 @@ from coordinator_plugins.error_handling.timeouts import AdaptiveTimeouts
 
 logger = logging.getLogger(__name__)
 HISTORY_LIMIT = 50
+Targets = tuple[list[str], list[str], Any]  # (workers, tasks, latest metadata) a recovery acts on
 
 
 @dataclass
@@ -119,15 +120,24 @@ class RecoveryManager:
             handle.cancel()
         task = asyncio.create_task(self._recover(report), name=f"recover-{report.error_id[:8]}")
         self.inflight[report.error_id] = task
-        error_id = report.error_id
-        task.add_done_callback(lambda t: self._finished(error_id, t))
+        task.add_done_callback(lambda t: self._finished(report, t))
         return task
 
-    def _finished(self, error_id: str, task: asyncio.Task[Any]) -> None:
+    def _finished(self, report: ErrorReport, task: asyncio.Task[Any]) -> None:
+        error_id = report.error_id
         if self.inflight.get(error_id) is task:
             del self.inflight[error_id]
         if not task.cancelled() and task.exception() is not None:
             logger.error("recovery of %s crashed: %r", error_id, task.exception())
+        # Occurrences that joined while it ran may name workers or tasks it did not act on.
+        if (
+            self.config.auto_recover
+            and not self.closed
+            and report.has_targets
+            and not task.cancelled()
+            and error_id not in self.deferred
+        ):
+            self._start(report)
 
     async def recover(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
         """Recover now, or join the recovery already running for this group."""
@@ -144,9 +154,10 @@ class RecoveryManager:
         rich = any(k == hk and a.n >= 3 for (k, _), a in self.perf.arms.items())
         return (hk if rich else et), [et, hk]
 
-    def _info(self, report: ErrorReport, level: int, timeout: float) -> dict[str, Any]:
+    def _info(self, report: ErrorReport, level: int, timeout: float, targets: Targets) -> dict[str, Any]:
         c = report.context
         exc = report.exception
+        workers, tasks, metadata = targets
         info: dict[str, Any] = {
             "error_id": report.error_id,
             "error_type": report.error_type.value,
@@ -155,10 +166,13 @@ class RecoveryManager:
             "message": report.message,
             "component": c.component,
             "operation": c.operation,
-            "worker_id": c.worker_id,
-            "task_id": c.task_id,
             "hardware_id": c.hardware_id,
-            "metadata": dict(c.metadata),
+            # every worker and task that the group's occurrences named since its last recovery
+            "worker_ids": list(workers),
+            "task_ids": list(tasks),
+            "worker_id": workers[-1] if workers else None,
+            "task_id": tasks[-1] if tasks else None,
+            "metadata": dict(metadata if metadata is not None else c.metadata),
             "level": level,
             "timeout": timeout,
             "exception": exc,
@@ -176,6 +190,8 @@ class RecoveryManager:
         started = time.perf_counter()
         info: dict[str, Any] = {
             "error_id": report.error_id,
+            "error_type": report.error_type.value,
+            "category": report.category.value,
             "success": False,
             "strategy_id": None,
             "strategy_name": None,
@@ -194,6 +210,7 @@ class RecoveryManager:
             if level > 1:
                 info["skipped_levels"] = list(range(1, level))
         st.recoveries += 1
+        targets = report.take_targets()
         self.recoveries += 1
         report.resolution_status = "retrying"
         self.persist_group(report)
@@ -202,7 +219,7 @@ class RecoveryManager:
         success = False
         try:
             while level <= cfg.max_recovery_level:
-                result = await self._run_level(report, level, key, record_keys, tried, info)
+                result = await self._run_level(report, level, key, record_keys, tried, info, targets)
                 if result is None:  # no applicable strategy: passed over
                     level += 1
                     continue
@@ -256,7 +273,14 @@ class RecoveryManager:
         return success, info
 
     async def _run_level(
-        self, report: ErrorReport, level: int, key: str, record_keys: list[str], tried: set[str], info: dict[str, Any]
+        self,
+        report: ErrorReport,
+        level: int,
+        key: str,
+        record_keys: list[str],
+        tried: set[str],
+        info: dict[str, Any],
+        targets: Targets,
     ) -> StrategyResult | None:
         allowed = LEVEL_STRATEGIES[level]
         candidates = [s for s in self.strategies.values() if s.level in allowed]
@@ -273,7 +297,7 @@ class RecoveryManager:
             t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    result = await strategy.run(self._info(report, level, timeout))
+                    result = await strategy.run(self._info(report, level, timeout, targets))
             except TimeoutError:
                 result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
             tried.add(strategy.strategy_id)
@@ -305,7 +329,8 @@ class RecoveryManager:
         health = None
         if self.coordinator is not None and callable(getattr(self.coordinator, "health", None)):
             with contextlib.suppress(Exception):
-                health = await asyncio.wait_for(self.coordinator.health(), 2.0)
+                async with asyncio.timeout(2.0):
+                    health = await self.coordinator.health()
         affected, recovered = len(result.affected_tasks), len(result.recovered_tasks)
         impact = impact_score(before, after, result.execution_time, affected, recovered)
         stability = stability_score(health, after)

@@ -170,7 +170,8 @@ class DuckDBStore:
         if self._writer is None:
             return
         try:
-            await asyncio.wait_for(self.flush(), timeout=30)
+            async with asyncio.timeout(30):
+                await self.flush()
         except TimeoutError:
             logger.error("store: pending writes could not be flushed within 30 s (%s)", self.last_error)
         self._stop = True

@@ -153,7 +153,8 @@ class CoordinatorActions:
             if remaining <= 0:
                 return None
             try:
-                await asyncio.wait_for(task.done.wait(), min(remaining, 0.5))
+                async with asyncio.timeout(min(remaining, 0.5)):
+                    await task.done.wait()
             except TimeoutError:
                 pass
         return task.status

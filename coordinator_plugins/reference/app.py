@@ -133,7 +133,8 @@ async def poll(request: web.Request) -> web.Response:
     wait = min(float(wait), 5.0) if isinstance(wait, int | float) and not isinstance(wait, bool) and wait > 0 else 0
     if not worker.inbox and wait:
         try:
-            await asyncio.wait_for(worker.wake.wait(), wait)
+            async with asyncio.timeout(wait):
+                await worker.wake.wait()
         except TimeoutError:
             pass
     return web.json_response({"tasks": coord.take_assignments(worker)})

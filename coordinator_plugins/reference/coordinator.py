@@ -64,21 +64,25 @@ class Component:
                 logger.exception("component %s tick failed", self.name)
             if self.wake is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):
+                        await self.wake.wait()
                 self.wake.clear()
             else:
                 await asyncio.sleep(self.interval)
 
     def start(self) -> None:
         if self.task is None or self.task.done():
+            self.last_tick = time.monotonic()  # a grace period until its first tick
             self.task = asyncio.create_task(self._loop(), name=f"coordinator-{self.name}")
 
     async def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        self.task = None
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            # Bounded: a stop must never hang its caller, whatever the loop was awaiting.
+            done, _ = await asyncio.wait({task}, timeout=5.0)
+            if not done:
+                logger.error("component %s did not stop within 5 s of its cancellation", self.name)
 
     def healthy(self) -> bool:
         return (
@@ -116,6 +120,7 @@ class Coordinator(CoordinatorActions):
         self._db_error_reported = False
         self.lost_events = 0
         self.stopping = False
+        self._down: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, url: str) -> None:
@@ -198,6 +203,7 @@ class Coordinator(CoordinatorActions):
         return sum(len(w.tasks) for w in self.workers.values())
 
     async def _schedule_tick(self) -> None:
+        self._watch("heartbeat_monitor")
         if self.paused:
             return
         free = [w for w in self.workers.values() if w.schedulable()]
@@ -291,7 +297,19 @@ class Coordinator(CoordinatorActions):
         worker.last_heartbeat = time.monotonic()
         return True
 
+    def _watch(self, name: str) -> None:
+        """Report an internal loop that stopped or stalled, once per outage."""
+        comp = self.components[name]
+        if comp.healthy():
+            self._down.discard(name)
+        elif name not in self._down:
+            self._down.add(name)
+            self.report(f"coordinator component {name} stopped or stalled", component=name,
+                        operation="watchdog", error_type="scheduling" if name == "scheduler" else "coordination")
+
     async def _heartbeat_tick(self) -> None:
+        self._watch("scheduler")
+        self._watch("db_flusher")
         now = time.monotonic()
         for worker in list(self.workers.values()):
             if worker.status == "active" and now - worker.last_heartbeat > self.settings.heartbeat_timeout:

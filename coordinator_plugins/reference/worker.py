@@ -90,7 +90,8 @@ class Worker:
                 logger.debug("heartbeat failed: %r", exc)
             self._check_orphan()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), self.heartbeat_interval)
+                async with asyncio.timeout(self.heartbeat_interval):
+                    await self.stop.wait()
 
     def _abandon_all(self) -> None:
         for t in self.running.values():
@@ -167,7 +168,8 @@ async def execute(spec: dict[str, Any]) -> dict[str, Any]:
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), float(spec.get("timeout", 60)))
+            async with asyncio.timeout(float(spec.get("timeout", 60))):
+                out, _ = await proc.communicate()
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -25,9 +25,17 @@ def _has(coordinator: Any, *names: str) -> bool:
     return coordinator is not None and all(callable(getattr(coordinator, n, None)) for n in names)
 
 
+def _targets(error_info: dict[str, Any], many: str, one: str) -> list[str]:
+    """Every worker or task the error's occurrences named (``worker_ids``), else the single one."""
+    ids = [str(x) for x in error_info.get(many) or [] if x]
+    if not ids and error_info.get(one):
+        ids = [str(error_info[one])]
+    return list(dict.fromkeys(ids))
+
+
 class RetryStrategy(RecoveryStrategy):
-    """LOW: re-run the failed operation (``callable`` in the context) or re-submit the failed task,
-    and succeed only when the re-run succeeded."""
+    """LOW: re-run the failed operation (``callable`` in the context) or re-submit the failed tasks,
+    and succeed only when the re-runs succeeded."""
 
     strategy_id = "retry"
 
@@ -37,7 +45,8 @@ class RetryStrategy(RecoveryStrategy):
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
         if callable(error_info.get("callable")):
             return True
-        return bool(error_info.get("task_id")) and _has(self.coordinator, "retry_task", "wait_task", "task_info")
+        return bool(_targets(error_info, "task_ids", "task_id")) and _has(
+            self.coordinator, "retry_task", "wait_task", "task_info")
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
         fn = error_info.get("callable")
@@ -47,27 +56,29 @@ class RetryStrategy(RecoveryStrategy):
                 result = await result
             error_info["details"]["result"] = repr(result)[:200]
             return True
-        task_id = str(error_info["task_id"])
-        info = await self.coordinator.task_info(task_id)
-        if info is None:
-            raise NotApplicable(f"unknown task {task_id}")
-        if info["status"] == "completed":
-            raise NotApplicable(f"task {task_id} already completed")
+        c = self.coordinator
+        tasks = []
+        for tid in _targets(error_info, "task_ids", "task_id"):
+            info = await c.task_info(tid)
+            if info is not None and info["status"] != "completed":
+                tasks.append(tid)
+        if not tasks:
+            raise NotApplicable("no failed task left to re-run")
         deadline = _deadline(error_info)
-        error_info["affected_tasks"].append(task_id)
-        if not await self.coordinator.retry_task(task_id):
-            return False
-        status = await self.coordinator.wait_task(task_id, _remaining(deadline))
-        error_info["details"]["task_status"] = status
-        if status == "completed":
-            error_info["recovered_tasks"].append(task_id)
-            return True
-        return False
+        error_info["affected_tasks"].extend(tasks)
+        for tid in tasks:
+            if not await c.retry_task(tid):
+                return False
+        statuses = await asyncio.gather(*(c.wait_task(tid, _remaining(deadline)) for tid in tasks))
+        error_info["details"]["task_status"] = dict(zip(tasks, statuses, strict=True))
+        error_info["recovered_tasks"].extend(t for t, s in zip(tasks, statuses, strict=True) if s == "completed")
+        return all(s == "completed" for s in statuses)
 
 
 class WorkerRecoveryStrategy(RecoveryStrategy):
-    """MEDIUM: drain the worker, requeue its tasks, restart (or replace) its process, and succeed
-    only when it (or its replacement) heartbeats again and its tasks are pending or running elsewhere."""
+    """MEDIUM: for each worker the error named: drain it, requeue its tasks, restart (or replace) its
+    process, and succeed only when it (or its replacement) heartbeats again and its tasks are
+    pending or running elsewhere."""
 
     strategy_id = "worker"
 
@@ -75,31 +86,40 @@ class WorkerRecoveryStrategy(RecoveryStrategy):
         super().__init__(coordinator, "Worker recovery", RecoveryLevel.MEDIUM)
 
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
-        return bool(error_info.get("worker_id")) and _has(
-            self.coordinator, "worker_info", "drain_worker", "requeue_worker_tasks", "restart_worker"
-        )
+        return bool(_targets(error_info, "worker_ids", "worker_id")) and _has(
+            self.coordinator, "worker_info", "drain_worker", "requeue_worker_tasks", "restart_worker")
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
         c = self.coordinator
-        wid = str(error_info["worker_id"])
-        if await c.worker_info(wid) is None:
-            raise NotApplicable(f"unknown worker {wid}")
+        workers = [w for w in _targets(error_info, "worker_ids", "worker_id") if await c.worker_info(w) is not None]
+        if not workers:
+            raise NotApplicable("no known worker to recover")
         deadline = _deadline(error_info)
+        earlier = [str(t) for t in (error_info.get("metadata") or {}).get("requeued") or []]
+        results = await asyncio.gather(*(self._recover_one(w, error_info, deadline) for w in workers))
+        for tid in earlier:  # tasks the coordinator requeued when it noticed the loss
+            if tid not in error_info["affected_tasks"]:
+                error_info["affected_tasks"].append(tid)
+                t = await c.task_info(tid)
+                if t and t.get("status") in ("pending", "assigned", "running", "completed"):
+                    error_info["recovered_tasks"].append(tid)
+        error_info["details"]["serving_workers"] = dict(zip(workers, results, strict=True))
+        return all(r is not None for r in results)
+
+    async def _recover_one(self, wid: str, error_info: dict[str, Any], deadline: float) -> str | None:
+        c = self.coordinator
         drained = await c.drain_worker(wid)
         try:
             moved = await c.requeue_worker_tasks(wid)
-            earlier = (error_info.get("metadata") or {}).get("requeued") or []
-            affected = list(dict.fromkeys([*moved, *[str(t) for t in earlier]]))
-            error_info["affected_tasks"].extend(affected)
+            error_info["affected_tasks"].extend(moved)
             serving = await c.restart_worker(wid, timeout=_remaining(deadline))
-            error_info["details"]["serving_worker"] = serving
             if serving is None or not await c.worker_alive(serving):
-                return False
+                return None
             if serving == wid:
                 await c.undrain_worker(wid)
                 drained = False
             ok = True
-            for tid in affected:
+            for tid in moved:
                 t = await c.task_info(tid)
                 status = t and t.get("status")
                 elsewhere = bool(t) and (t.get("worker_id") != wid or serving == wid)
@@ -107,7 +127,7 @@ class WorkerRecoveryStrategy(RecoveryStrategy):
                     error_info["recovered_tasks"].append(tid)
                 else:
                     ok = False
-            return ok
+            return serving if ok else None
         finally:
             if drained:  # restore the scheduling flag we changed, also on timeout or cancellation
                 await c.undrain_worker(wid)
