@@ -232,6 +232,9 @@ class Demo:
         print("\nsummary\n" + render_table(rows), file=self.out, flush=True)
         Path(self.args.report).write_text(render_html(self.stats, rows), encoding="utf-8")
         print(f"report: {self.args.report}", file=self.out, flush=True)
+        if self.stop.is_set():
+            print("demo: interrupted; stopped cleanly", file=self.out, flush=True)
+            return 130
         if self.stats["lost"]:
             print(f"demo: {self.stats['lost']} task(s) lost", file=self.out, flush=True)
             return 1
