@@ -32,7 +32,13 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(config, stop=stop)
 
-    asyncio.run(run())
+    from coordinator_plugins.error_handling.store import StoreUnavailable
+
+    try:
+        asyncio.run(run())
+    except (StoreUnavailable, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -43,6 +43,17 @@ class RecoveryBudget:
         self.granted += 1
         return True
 
+    def refund(self, component: str) -> None:
+        """Give back the latest grant of ``component`` (the action turned out not to apply)."""
+        q = self._per.get(component)
+        if q:
+            stamp = q.pop()
+            try:
+                self._all.remove(stamp)
+            except ValueError:
+                pass
+            self.granted -= 1
+
     def retry_after(self, component: str) -> float:
         """Seconds until ``component`` may spend again (0 when it may now)."""
         now = self.clock()

@@ -44,6 +44,7 @@ class ErrorHandlingConfig:
     retention_days: int = 30
     write_queue_limit: int = 200_000
     commit_window: float = 0.002
+    fallback_to_memory: bool = False
 
 
 def _err(key: str, accepted: str, value: Any) -> ValueError:
@@ -121,7 +122,7 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise _err(key, "a string", value)
         return value
-    if key in ("auto_recover", "expose_stack_traces", "metrics"):
+    if key in ("auto_recover", "expose_stack_traces", "metrics", "fallback_to_memory"):
         if not isinstance(value, bool):
             raise _err(key, "true or false", value)
         return value

@@ -98,7 +98,7 @@ class EnhancedErrorHandlingIntegration:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.store.open()
+        await self.store.open(self.config.fallback_to_memory)
         state = await self.store.read(
             lambda cur: queries.load_state(cur, self.config.regression_window, self.config.max_groups_in_memory)
         )

@@ -37,6 +37,8 @@ class LevelState:
     last_updated: float = field(default_factory=time.time)
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
     recoveries: int = 0
+    failures: int = 0  # consecutive failed recoveries
+    cooldown_until: float = 0.0  # monotonic time before which no automatic recovery starts
 
 
 class RecoveryManager:
@@ -106,11 +108,21 @@ class RecoveryManager:
 
     # -- entry points ---------------------------------------------------------------------------------
     def schedule(self, report: ErrorReport) -> str:
-        """Start recovery in the background; "in_progress" when one already runs for the group."""
+        """Start recovery in the background; "in_progress" when one already runs for the group.
+
+        A group already waiting for the budget, or cooling down after a failed recovery, gets
+        its recovery then, not now: an error storm must not become a recovery storm."""
         if report.error_id in self.inflight:
             return "in_progress"
         if self.closed:
             return "off"
+        if report.error_id in self.deferred:
+            return "scheduled"
+        st = self.levels.get(report.error_id)
+        wait = st.cooldown_until - time.monotonic() if st is not None else 0.0
+        if wait > 0:
+            self._defer(report, wait)
+            return "scheduled"
         self._start(report)
         return "scheduled"
 
@@ -252,6 +264,15 @@ class RecoveryManager:
                     "at": utcnow().isoformat(),
                 }
             )
+            budget_refused = bool(info["attempts"]) and info["attempts"][-1]["outcome"] == "budget_exhausted"
+            if success:
+                st.failures = 0
+                st.cooldown_until = 0.0
+            elif any(a["outcome"] not in ("not_applicable", "budget_exhausted") for a in info["attempts"]):
+                st.failures += 1
+                if not budget_refused:  # the budget defers by itself
+                    pause = min(cfg.escalation_backoff * 2 ** st.failures, cfg.escalation_backoff_max)
+                    st.cooldown_until = time.monotonic() + pause
             if success:
                 self.successes += 1
                 st.level = 1
@@ -302,6 +323,8 @@ class RecoveryManager:
                 result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
             tried.add(strategy.strategy_id)
             if result.outcome == "not_applicable":
+                if level >= 3:
+                    self.budget.refund(report.context.component)  # nothing was done
                 self._attempt(info, decision, "not_applicable", result.execution_time, {})
                 candidates = [s for s in candidates if s is not strategy]
                 continue

@@ -54,6 +54,10 @@ def _chunks(rows: list[Any], size: int = CHUNK) -> Any:
         yield rows[i : i + size]
 
 
+class StoreUnavailable(RuntimeError):
+    """The database cannot be opened (locked by another process, unreadable, ...)."""
+
+
 class _Batch:
     """Writes gathered between two commits."""
 
@@ -149,6 +153,7 @@ class DuckDBStore:
         self.last_error: str | None = None
         self.failing_since: float | None = None
         self.reconnects = 0
+        self.fallback_reason: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -159,9 +164,21 @@ class DuckDBStore:
         con.execute(SCHEMA)
         return con
 
-    async def open(self) -> None:
+    async def open(self, fallback_to_memory: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
-        self._con = await asyncio.to_thread(self._connect)
+        try:
+            self._con = await asyncio.to_thread(self._connect)
+        except duckdb.Error as exc:
+            reason = str(exc).splitlines()[0]
+            if "lock" in reason.lower():
+                reason = f"it is locked by another process ({reason})"
+            if not fallback_to_memory:
+                raise StoreUnavailable(f"error_handling.database: cannot open {self.path!r}: {reason}") from None
+            logger.error("error handling: cannot open %s (%s); falling back to an in-memory database: "
+                         "nothing will survive a restart", self.path, reason)
+            self.fallback_reason = reason
+            self.path = ":memory:"
+            self._con = await asyncio.to_thread(self._connect)
         self._writer = threading.Thread(target=self._run_writer, name="eh-store-writer", daemon=True)
         self._writer.start()
 
@@ -509,6 +526,7 @@ class DuckDBStore:
     def status(self) -> dict[str, Any]:
         return {
             "ok": self.failing_since is None and self._con is not None,
+            "fallback": self.fallback_reason,
             "path": self.path,
             "pending_writes": self._seq - self._committed,
             "queued_occurrences": self._occ_pending,
