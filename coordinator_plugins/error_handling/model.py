@@ -109,6 +109,22 @@ class ErrorCategory(enum.Enum):
 
 
 RESOLUTION_STATUSES = ("open", "retrying", "resolved", "failed")
+# The fields every item of GET /errors carries (SPEC section 5).
+LIST_ITEM_FIELDS = (
+    "error_id",
+    "error_type",
+    "error_severity",
+    "category",
+    "message",
+    "component",
+    "operation",
+    "first_seen",
+    "last_seen",
+    "aggregated_count",
+    "retry_count",
+    "resolution_status",
+    "recovery_level",
+)
 MAX_TARGETS = 200
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.model import LIST_ITEM_FIELDS, ErrorSeverity, ErrorType
 
 _ERR = {"$ref": "#/components/schemas/Error"}
 
@@ -36,21 +36,7 @@ PATH_ID = {"name": "error_id", "in": "path", "required": True, "schema": {"type"
 def document(prefix: str) -> dict[str, Any]:
     item = {
         "type": "object",
-        "required": [
-            "error_id",
-            "error_type",
-            "error_severity",
-            "category",
-            "message",
-            "component",
-            "operation",
-            "first_seen",
-            "last_seen",
-            "aggregated_count",
-            "retry_count",
-            "resolution_status",
-            "recovery_level",
-        ],
+        "required": list(LIST_ITEM_FIELDS),
         "properties": {
             "error_id": {"type": "string"},
             "error_type": ERROR_TYPE,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coordinator_plugins.error_handling.model import (
+    LIST_ITEM_FIELDS,
     ErrorCategory,
     ErrorContext,
     ErrorReport,
@@ -18,19 +19,7 @@ from coordinator_plugins.error_handling.schema import GROUP_COLUMNS
 from coordinator_plugins.error_handling.store import Cursor
 
 LIST_FIELDS = (
-    "error_id",
-    "error_type",
-    "error_severity",
-    "category",
-    "message",
-    "component",
-    "operation",
-    "first_seen",
-    "last_seen",
-    "aggregated_count",
-    "retry_count",
-    "resolution_status",
-    "recovery_level",
+    *LIST_ITEM_FIELDS,
     "worker_id",
     "task_id",
     "hardware_id",
@@ -108,7 +97,8 @@ def reconcile_counts(cur: Cursor) -> int:
     A resolved group with such occurrences after its resolution is open again (a regression)."""
     rows = cur.execute(
         "SELECT o.error_id, count(*), max(o.occurred_at), any_value(r.resolution_time) FROM error_occurrences o "
-        "JOIN error_reports r USING (error_id) WHERE o.occurred_at > r.last_seen GROUP BY o.error_id").fetchall()
+        "JOIN error_reports r USING (error_id) WHERE o.occurred_at > r.last_seen GROUP BY o.error_id"
+    ).fetchall()
     if not rows:
         return 0
     cur.execute("BEGIN TRANSACTION")
@@ -116,8 +106,14 @@ def reconcile_counts(cur: Cursor) -> int:
         reopen = resolved_at is not None and newest > resolved_at
         cur.execute(
             "UPDATE error_reports SET aggregated_count = aggregated_count + ?, last_seen = ?"
-            + (", resolution_status = 'open', resolution_time = NULL, regression_count = regression_count + 1"
-               if reopen else "") + " WHERE error_id = ?", [n, newest, error_id])
+            + (
+                ", resolution_status = 'open', resolution_time = NULL, regression_count = regression_count + 1"
+                if reopen
+                else ""
+            )
+            + " WHERE error_id = ?",
+            [n, newest, error_id],
+        )
     cur.execute("COMMIT")
     return len(rows)
 
@@ -146,8 +142,14 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> dict[s
         "SELECT error_type, strategy_id, timeout, srtt, rttvar, samples FROM adaptive_timeouts"
     ).fetchall()
     learner = cur.execute("SELECT key, state FROM learner_state").fetchall()
-    return {"groups": groups, "levels": levels, "scores": scores, "timeouts": timeouts, "learner": learner,
-            "reconciled": reconciled}
+    return {
+        "groups": groups,
+        "levels": levels,
+        "scores": scores,
+        "timeouts": timeouts,
+        "learner": learner,
+        "reconciled": reconciled,
+    }
 
 
 def get_group(cur: Cursor, error_id: str) -> dict[str, Any] | None:
@@ -165,21 +167,7 @@ def list_groups(
     after: tuple[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
     """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id)."""
-    where: list[str] = []
-    params: list[Any] = []
-    if status == "open":
-        where.append("resolution_status <> 'resolved'")
-    elif status == "resolved":
-        where.append("resolution_status = 'resolved'")
-    if component is not None:
-        where.append("component = ?")
-        params.append(component)
-    if min_rank is not None:
-        where.append("severity_rank >= ?")
-        params.append(min_rank)
-    if error_type is not None:
-        where.append("error_type = ?")
-        params.append(error_type)
+    where, params = _filters(status, component, min_rank, error_type)
     if after is not None:
         where.append("(last_seen, error_id) < (?::TIMESTAMPTZ, ?)")
         params.extend(after)
@@ -280,13 +268,23 @@ def performance_metrics(cur: Cursor, error_type: str | None, strategy_id: str | 
 
 
 def unresolved(cur: Cursor, component: str | None, min_rank: int | None) -> list[dict[str, Any]]:
-    where: list[str] = ["resolution_status <> 'resolved'"]
-    params: list[Any] = []
-    if component is not None:
-        where.append("component = ?")
-        params.append(component)
-    if min_rank is not None:
-        where.append("severity_rank >= ?")
-        params.append(min_rank)
+    where, params = _filters("open", component, min_rank, None)
     rows = cur.execute(_SELECT_GROUP + " WHERE " + " AND ".join(where) + " ORDER BY last_seen DESC", params).fetchall()
     return [_row_dict(GROUP_COLUMNS, r) for r in rows]
+
+
+def _filters(
+    status: str, component: str | None, min_rank: int | None, error_type: str | None
+) -> tuple[list[str], list[Any]]:
+    """WHERE clauses and their parameters (never values pasted into SQL)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if status == "open":
+        where.append("resolution_status <> 'resolved'")
+    elif status == "resolved":
+        where.append("resolution_status = 'resolved'")
+    for column, value in (("component", component), ("severity_rank", min_rank), ("error_type", error_type)):
+        if value is not None:
+            where.append(f"{column} {'>=' if column == 'severity_rank' else '='} ?")
+            params.append(value)
+    return where, params
