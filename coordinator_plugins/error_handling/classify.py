@@ -158,6 +158,9 @@ _DEFAULT_SEVERITY: dict[ErrorCategory, ErrorSeverity] = {
 }
 
 
+_SEVERITY_BY_VALUE = {c._value_: s for c, s in _DEFAULT_SEVERITY.items()}  # str keys: cheaper to hash
+
+
 def exception_class_by_name(name: str | None) -> type[BaseException] | None:
     """The class a reported ``exception_type`` names (``"ConnectionResetError"``,
     ``"aiohttp.ClientConnectorError"``, ``"_duckdb.ConnectionException"``), or None."""
@@ -228,7 +231,7 @@ def classify(
     if explicit_severity is not None:
         severity = explicit_severity
     else:
-        severity = _DEFAULT_SEVERITY.get(category, S.MEDIUM)
+        severity = _SEVERITY_BY_VALUE.get(category._value_, S.MEDIUM)
     return Classification(etype, category, severity, by_class)
 
 

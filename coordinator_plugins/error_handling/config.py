@@ -45,6 +45,7 @@ class ErrorHandlingConfig:
     write_queue_limit: int = 200_000
     commit_window: float = 0.002
     fallback_to_memory: bool = False
+    database_memory_mb: int = 64
 
 
 def _err(key: str, accepted: str, value: Any) -> ValueError:
@@ -152,6 +153,8 @@ def _check(key: str, value: Any) -> Any:
         return _number(key, value, 100, 10_000_000, integer=True)
     if key == "retention_days":
         return _number(key, value, 1, 36_500, integer=True)
+    if key == "database_memory_mb":
+        return _number(key, value, 16, 1_000_000, integer=True)
     if key == "commit_window":
         return _number(key, value, 0, 0.1)
     if key == "write_queue_limit":

@@ -66,9 +66,9 @@ class ErrorHandler:
         self._policies: dict[str, RetryPolicy] = {}
         self.rng = rng or random.Random()
         self.occurrences = 0
-        self.by_type: dict[ErrorType, int] = {}
-        self.by_severity: dict[ErrorSeverity, int] = {}
-        self.by_category: dict[Any, int] = {}
+        self.by_type: dict[str, int] = {}
+        self.by_severity: dict[str, int] = {}
+        self.by_category: dict[str, int] = {}
         self.regressions = 0
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
@@ -118,12 +118,14 @@ class ErrorHandler:
             has_task=bool(vals["task_id"]),
             has_worker=bool(vals["worker_id"]),
         )
-        fp = fingerprint(cls.error_type.value, cls.category.value, component, operation, exc_type, message)
+        fp = fingerprint(cls.error_type._value_, cls.category._value_, component, operation, exc_type, message)
         now = utcnow()
         self.occurrences += 1
-        self.by_type[cls.error_type] = self.by_type.get(cls.error_type, 0) + 1
-        self.by_severity[cls.severity] = self.by_severity.get(cls.severity, 0) + 1
-        self.by_category[cls.category] = self.by_category.get(cls.category, 0) + 1
+        # keyed by the members' plain values: an Enum's __hash__ is a Python call, too slow here
+        tv, sv, cv = cls.error_type._value_, cls.severity._value_, cls.category._value_
+        self.by_type[tv] = self.by_type.get(tv, 0) + 1
+        self.by_severity[sv] = self.by_severity.get(sv, 0) + 1
+        self.by_category[cv] = self.by_category.get(cv, 0) + 1
         group = self.groups.by_fingerprint(fp)
         if group is not None and now <= group.last_seen:
             now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it

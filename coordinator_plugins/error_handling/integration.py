@@ -51,7 +51,7 @@ class EnhancedErrorHandlingIntegration:
         self.actions = adapt_coordinator(coordinator)
         self.rng = random.Random(cfg.seed)
         self.store = DuckDBStore(cfg.database, queue_limit=cfg.write_queue_limit, on_error=self._store_failed,
-                                 gather=cfg.commit_window)
+                                 gather=cfg.commit_window, memory_mb=cfg.database_memory_mb)
         self.error_handler = ErrorHandler(
             self.store, cfg.hook_timeout, cfg.regression_window, cfg.max_groups_in_memory, self.rng
         )
@@ -253,9 +253,9 @@ class EnhancedErrorHandlingIntegration:
             "total_errors": h.occurrences,
             "groups_in_memory": len(h.groups),
             "open_groups": h.groups.count_open(),
-            "by_type": {k.value: v for k, v in h.by_type.items()},
-            "by_severity": {k.value: v for k, v in h.by_severity.items()},
-            "by_category": {k.value: v for k, v in h.by_category.items()},
+            "by_type": dict(h.by_type),
+            "by_severity": dict(h.by_severity),
+            "by_category": dict(h.by_category),
             "regressions": h.regressions,
             "hook_calls": h.hooks.calls,
             "hook_failures": h.hooks.failures,

@@ -59,7 +59,7 @@ class PluginMetrics:
         self._children: dict[Any, Any] = {}
 
     def on_error(self, report: ErrorReport) -> None:
-        key = (report.error_type, report.error_severity)
+        key = (report.error_type._value_, report.error_severity._value_)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = self.errors.labels(report.error_type.value, report.error_severity.value)

@@ -114,8 +114,10 @@ class DuckDBStore:
         auto_reconnect_after: float = 10.0,
         group_interval: float = 0.2,
         gather: float = 0.002,
+        memory_mb: int = 64,
     ) -> None:
         self.path = path
+        self.memory_mb = memory_mb
         self.queue_limit = queue_limit
         self.on_error = on_error
         self.auto_reconnect_after = auto_reconnect_after
@@ -157,9 +159,12 @@ class DuckDBStore:
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
+        # DuckDB's buffer cache may otherwise grow to most of the machine's memory: bound it, as a
+        # plugin living in someone else's process should (it spills to disk beyond the limit).
         con = duckdb.connect(
             self.path,
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                    "memory_limit": f"{self.memory_mb}MB"},
         )
         con.execute(SCHEMA)
         return con
