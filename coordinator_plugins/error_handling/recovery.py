@@ -142,14 +142,9 @@ class RecoveryManager:
         if not task.cancelled() and task.exception() is not None:
             logger.error("recovery of %s crashed: %r", error_id, task.exception())
         # Occurrences that joined while it ran may name workers or tasks it did not act on.
-        if (
-            self.config.auto_recover
-            and not self.closed
-            and report.has_targets
-            and not task.cancelled()
-            and error_id not in self.deferred
-        ):
-            self._start(report)
+        # schedule() respects the budget's deferral and the cooldown after a failure.
+        if self.config.auto_recover and report.has_targets and not task.cancelled():
+            self.schedule(report)
 
     async def recover(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
         """Recover now, or join the recovery already running for this group."""
