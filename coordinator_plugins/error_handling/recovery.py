@@ -4,7 +4,6 @@ learn, and escalate through the five levels. One recovery per group at a time.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -14,12 +13,10 @@ from typing import Any
 
 from coordinator_plugins.error_handling.budget import RecoveryBudget
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig
+from coordinator_plugins.error_handling.learn import Learner
 from coordinator_plugins.error_handling.model import ErrorReport, utcnow
 from coordinator_plugins.error_handling.performance import (
     PerformanceTracker,
-    Sample,
-    impact_score,
-    stability_score,
 )
 from coordinator_plugins.error_handling.policy import SelectionPolicy
 from coordinator_plugins.error_handling.sampler import ResourceSampler
@@ -67,8 +64,9 @@ class RecoveryManager:
         self.levels: dict[str, LevelState] = {}
         self.inflight: dict[str, asyncio.Task[tuple[bool, dict[str, Any]]]] = {}
         self.deferred: dict[str, asyncio.TimerHandle] = {}
-        self.decisions: deque[dict[str, Any]] = deque(maxlen=500)
-        self.counts: dict[str, int] = {}
+        self.learner = Learner(coordinator, perf, timeouts, sampler)
+        self.decisions = self.learner.decisions
+        self.counts = self.learner.counts
         self.recoveries = 0
         self.successes = 0
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
@@ -209,8 +207,11 @@ class RecoveryManager:
         }
         level = st.level
         if st.recoveries == 0 and level == 1:
-            with_candidates = [lv for lv, allowed in LEVEL_STRATEGIES.items()
-                               if any(s.level in allowed for s in self.strategies.values())]
+            with_candidates = [
+                lv
+                for lv, allowed in LEVEL_STRATEGIES.items()
+                if any(s.level in allowed for s in self.strategies.values())
+            ]
             learned, reason = self.policy.start_level(key, cfg.max_recovery_level, with_candidates)
             level = max(1, min(learned, cfg.max_recovery_level))
             info["start_reason"] = reason
@@ -266,7 +267,7 @@ class RecoveryManager:
             elif any(a["outcome"] not in ("not_applicable", "budget_exhausted") for a in info["attempts"]):
                 st.failures += 1
                 if not budget_refused:  # the budget defers by itself
-                    pause = min(cfg.escalation_backoff * 2 ** st.failures, cfg.escalation_backoff_max)
+                    pause = min(cfg.escalation_backoff * 2**st.failures, cfg.escalation_backoff_max)
                     st.cooldown_until = time.monotonic() + pause
             if success:
                 self.successes += 1
@@ -305,7 +306,7 @@ class RecoveryManager:
             strategy = self.strategies[decision.strategy_id]
             if level >= 3 and not self.budget.try_acquire(report.context.component):
                 wait = self.budget.retry_after(report.context.component)
-                self._attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
+                self.learner.attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
                 self._defer(report, wait)
                 return StrategyResult(strategy.strategy_id, "budget_exhausted")
             timeout = self.timeouts.get(report.error_type.value, strategy.strategy_id)
@@ -320,100 +321,12 @@ class RecoveryManager:
             if result.outcome == "not_applicable":
                 if level >= 3:
                     self.budget.refund(report.context.component)  # nothing was done
-                self._attempt(info, decision, "not_applicable", result.execution_time, {})
+                self.learner.attempt(info, decision, "not_applicable", result.execution_time, {})
                 candidates = [s for s in candidates if s is not strategy]
                 continue
-            await self._learn(report, level, record_keys, strategy, result, before, decision, info)
+            await self.learner.learn(report, level, record_keys, strategy, result, before, decision, info)
             return result
         return None
-
-    async def _learn(
-        self,
-        report: ErrorReport,
-        level: int,
-        record_keys: list[str],
-        strategy: RecoveryStrategy,
-        result: StrategyResult,
-        before: dict[str, Any],
-        decision: Any,
-        info: dict[str, Any],
-    ) -> None:
-        et = report.error_type.value
-        if result.outcome == "timeout":
-            self.timeouts.observe_timeout(et, strategy.strategy_id)
-        elif result.success:
-            self.timeouts.observe_success(et, strategy.strategy_id, result.execution_time)
-        after = self.sampler.latest()
-        health = None
-        if self.coordinator is not None and callable(getattr(self.coordinator, "health", None)):
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2.0):
-                    health = await self.coordinator.health()
-        affected, recovered = len(result.affected_tasks), len(result.recovered_tasks)
-        impact = impact_score(before, after, result.execution_time, affected, recovered)
-        stability = stability_score(health, after)
-        self.perf.add(
-            record_keys,
-            strategy.strategy_id,
-            Sample(result.success, result.execution_time, impact, stability, affected, recovered),
-        )
-        self.perf.record(
-            {
-                "strategy_id": strategy.strategy_id,
-                "strategy_name": strategy.name,
-                "error_type": et,
-                "execution_time": result.execution_time,
-                "success": result.success,
-                "hardware_id": report.context.hardware_id,
-                "affected_tasks": affected,
-                "recovered_tasks": recovered,
-                "resource_usage": {"before": before, "after": after},
-                "impact_score": impact,
-                "stability_score": stability,
-                "error_id": report.error_id,
-                "level": level,
-                "outcome": result.outcome,
-                "context": {
-                    "category": report.category.value,
-                    "component": report.context.component,
-                    "decision": decision.to_dict(),
-                    "details": result.details,
-                    "error": result.error,
-                },
-            }
-        )
-        self._attempt(
-            info,
-            decision,
-            result.outcome,
-            result.execution_time,
-            {
-                "affected_tasks": result.affected_tasks,
-                "recovered_tasks": result.recovered_tasks,
-                "impact_score": round(impact, 4),
-                "stability_score": round(stability, 4),
-                "error": result.error,
-                "details": result.details,
-            },
-        )
-
-    def _attempt(
-        self, info: dict[str, Any], decision: Any, outcome: str, elapsed: float, extra: dict[str, Any]
-    ) -> None:
-        attempt = {
-            "strategy_id": decision.strategy_id,
-            "level": decision.level,
-            "success": outcome == "success",
-            "execution_time": round(elapsed, 6),
-            "outcome": outcome,
-            "decision": decision.to_dict(),
-            **extra,
-        }
-        info["attempts"].append(attempt)
-        self.counts[outcome] = self.counts.get(outcome, 0) + 1
-        self.decisions.append(
-            {"error_id": info["error_id"], "at": utcnow().isoformat(), **decision.to_dict(), "outcome": outcome}
-        )
 
     def _defer(self, report: ErrorReport, wait: float) -> None:
         """Run this group's recovery again once the budget allows; never drop it."""

@@ -18,22 +18,10 @@ from typing import Any, Protocol, TypeVar
 
 import duckdb
 
+from coordinator_plugins.error_handling.batch import Batch
 from coordinator_plugins.error_handling.model import ErrorReport
-from coordinator_plugins.error_handling.schema import (
-    GROUP_COLUMNS,
-    INSERT_OCCURRENCES,
-    INSERT_PERF,
-    PERF_COLUMNS,
-    SCHEMA,
-    UPDATE_COLUMNS,
-    UPDATE_GROUPS,
-    UPSERT_GROUPS,
-    UPSERTS,
-    columns_of,
-    dumps,
-    group_row,
-    update_row,
-)
+from coordinator_plugins.error_handling.schema import SCHEMA, UPSERTS
+from coordinator_plugins.error_handling.writer import WriterLoop
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -41,52 +29,8 @@ R = TypeVar("R")
 Cursor = duckdb.DuckDBPyConnection
 
 
-CHUNK = 1000
-SMALL_BATCH = 2000
-
-
-def _chunks(rows: list[Any], size: int = CHUNK) -> Any:
-    """Yield slices of ``rows``, releasing the GIL between them: converting a large parameter
-    list holds the GIL inside DuckDB, and the event loop's thread must not wait on it for long."""
-    for i in range(0, len(rows), size):
-        if i:
-            time.sleep(0)
-        yield rows[i : i + size]
-
-
 class StoreUnavailable(RuntimeError):
     """The database cannot be opened (locked by another process, unreadable, ...)."""
-
-
-class _Batch:
-    """Writes gathered between two commits."""
-
-    __slots__ = ("groups", "occ_hw", "occ_id", "occ_md", "occ_msg", "occ_task", "occ_ts", "occ_worker", "ops",
-                 "seq", "upserts")
-
-    def __init__(self) -> None:
-        self.seq = 0
-        self.occ_id: list[str] = []
-        self.occ_ts: list[Any] = []
-        self.occ_msg: list[str] = []
-        self.occ_worker: list[str | None] = []
-        self.occ_task: list[str | None] = []
-        self.occ_hw: list[str | None] = []
-        self.occ_md: list[dict[str, Any] | None] = []
-        self.groups: dict[str, ErrorReport] = {}
-        self.upserts: dict[str, dict[Any, tuple[Any, ...]]] = {}
-        self.ops: list[tuple[str, Any]] = []
-
-    def size(self) -> int:
-        return len(self.occ_id) + len(self.groups) + len(self.ops) + sum(len(v) for v in self.upserts.values())
-
-    def absorb(self, newer: _Batch) -> None:
-        for name in ("occ_id", "occ_ts", "occ_msg", "occ_worker", "occ_task", "occ_hw", "occ_md", "ops"):
-            getattr(self, name).extend(getattr(newer, name))
-        self.groups.update(newer.groups)
-        for kind, rows in newer.upserts.items():
-            self.upserts.setdefault(kind, {}).update(rows)
-        self.seq = newer.seq
 
 
 class Store(Protocol):
@@ -103,7 +47,7 @@ class Store(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-class DuckDBStore:
+class DuckDBStore(WriterLoop):
     """The embedded store. Start with :meth:`open` (on the loop) and stop with :meth:`close`."""
 
     def __init__(
@@ -125,7 +69,7 @@ class DuckDBStore:
         self._generation = 0
         self._conn_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._batch = _Batch()
+        self._batch = Batch()
         self._wake = threading.Event()
         self._stop = False
         self._seq = 0
@@ -163,8 +107,11 @@ class DuckDBStore:
         # plugin living in someone else's process should (it spills to disk beyond the limit).
         con = duckdb.connect(
             self.path,
-            config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
-                    "memory_limit": f"{self.memory_mb}MB"},
+            config={
+                "autoinstall_known_extensions": False,
+                "autoload_known_extensions": False,
+                "memory_limit": f"{self.memory_mb}MB",
+            },
         )
         con.execute(SCHEMA)
         return con
@@ -179,8 +126,12 @@ class DuckDBStore:
                 reason = f"it is locked by another process ({reason})"
             if not fallback_to_memory:
                 raise StoreUnavailable(f"error_handling.database: cannot open {self.path!r}: {reason}") from None
-            logger.error("error handling: cannot open %s (%s); falling back to an in-memory database: "
-                         "nothing will survive a restart", self.path, reason)
+            logger.error(
+                "error handling: cannot open %s (%s); falling back to an in-memory database: "
+                "nothing will survive a restart",
+                self.path,
+                reason,
+            )
             self.fallback_reason = reason
             self.path = ":memory:"
             self._con = await asyncio.to_thread(self._connect)
@@ -214,8 +165,8 @@ class DuckDBStore:
     # Occurrences are buffered column-wise (lists of untracked atoms, so a storm does not fill
     # the garbage collector's old generation), groups as a map of dirty reports, and the rarer
     # writes as a list of operations. The writer swaps all three out under a short lock.
-    def _new_batch(self) -> _Batch:
-        return _Batch()
+    def _new_batch(self) -> Batch:
+        return Batch()
 
     def _mark(self) -> int:
         self._seq += 1
@@ -298,179 +249,6 @@ class DuckDBStore:
                 _, _, fut = heapq.heappop(waiters)
                 if not fut.done():
                     fut.set_result(None)
-
-    # -- writer thread ----------------------------------------------------------------------
-    def _take(self, real_only: bool = False) -> _Batch | None:
-        with self._lock:
-            b = self._batch
-            if b.seq == 0:
-                if real_only:
-                    return None
-                if self._force_groups > self._groups_committed and self._lazy:
-                    b.seq = self._committed  # nothing new: a transaction for the lazy group rows only
-                    return b
-                if self._force_groups > self._groups_committed:
-                    self._groups_committed = self._force_groups  # nothing was pending
-                    self._notify()
-                return None
-            self._batch = _Batch()
-            return b
-
-    def _notify(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._release_waiters)
-            except RuntimeError:
-                pass
-
-    def _run_writer(self) -> None:
-        cur: duckdb.DuckDBPyConnection | None = None
-        gen = -1
-        batch: _Batch | None = None
-        backoff = 0.05
-        while True:
-            if batch is None:
-                self._wake.wait(0.5)
-                self._wake.clear()
-                if (self.gather and len(self._batch.occ_id) < 512
-                        and time.monotonic() - self._last_commit < 0.01):
-                    # In a burst (the last commit was moments ago), wait a little so that one
-                    # commit carries many reports: group commit, as PostgreSQL's commit_delay.
-                    time.sleep(self.gather)
-                batch = self._take()
-            if batch is None:
-                if self._stop:
-                    break
-                continue
-            try:
-                if cur is None or gen != self._generation:
-                    with self._conn_lock:
-                        if self._con is None:
-                            raise duckdb.ConnectionException("store connection is closed")
-                        cur, gen = self._con.cursor(), self._generation
-                self._write(cur, batch)
-            except Exception as exc:
-                self._failed(exc)
-                cur = None
-                if self._stop and time.monotonic() - (self.failing_since or 0) > 5:
-                    logger.error("store: giving up on %d queued writes at shutdown", batch.size())
-                    break
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                if self.failing_since and time.monotonic() - self.failing_since > self.auto_reconnect_after:
-                    self._reconnect_sync()
-                # Fold newer writes into the failed batch, so the retry commits them together.
-                newer = self._take(real_only=True)
-                if newer is not None:
-                    batch.absorb(newer)
-                continue
-            backoff = 0.05
-            with self._lock:
-                self._occ_pending -= len(batch.occ_id)
-            self._committed = max(self._committed, batch.seq)
-            self._last_commit = time.monotonic()
-            if not self._lazy:
-                self._groups_committed = max(self._groups_committed, batch.seq)
-            self.commits += 1
-            self.rows_written += batch.size()
-            self.failing_since = None
-            batch = None
-            self._notify()
-        if cur is not None:
-            cur.close()
-
-    def _write(self, cur: duckdb.DuckDBPyConnection, batch: _Batch) -> None:
-        written = [r for r in batch.groups.values() if not r.persisted]
-        for r in batch.groups.values():
-            if r.persisted:
-                if not self._lazy:
-                    self._lazy_since = time.monotonic()
-                self._lazy[r.error_id] = r
-        known: list[ErrorReport] = []
-        if self._lazy and (self._force_groups > self._groups_committed or len(self._lazy) > 5000 or self._stop
-                           or time.monotonic() - self._lazy_since >= self.group_interval):
-            known = list(self._lazy.values())
-        # Each DuckDB call must win the GIL back from the event loop's thread, so the statements
-        # are few: occurrences go in one INSERT (the appender only for large batches), and a batch
-        # that is a single statement runs in autocommit, which is atomic, with no BEGIN/COMMIT.
-        statements: list[tuple[str, Any]] = []
-        for part in _chunks(written):
-            statements.append((UPSERT_GROUPS, columns_of([group_row(r) for r in part], len(GROUP_COLUMNS))))
-        for part in _chunks(known):
-            statements.append((UPDATE_GROUPS, columns_of([update_row(r) for r in part], len(UPDATE_COLUMNS))))
-        big: list[tuple[Any, ...]] = []
-        if batch.occ_id and not statements and not batch.ops and not batch.upserts:
-            # The common commit under load: occurrences only. A flush of a long-lived appender in
-            # autocommit is one atomic, durable commit and the cheapest call DuckDB offers.
-            md = [dumps(m) if m else None for m in batch.occ_md]
-            rows = list(zip(batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task,
-                            batch.occ_hw, md, strict=True))
-            app = self._appender_for(cur)
-            try:
-                app.append_rows(rows)
-                app.flush()
-            except BaseException:
-                self._appender = None
-                raise
-            return
-        if batch.occ_id:
-            md = [dumps(m) if m else None for m in batch.occ_md]
-            if len(batch.occ_id) <= SMALL_BATCH:
-                statements.append((INSERT_OCCURRENCES, [batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker,
-                                                        batch.occ_task, batch.occ_hw, md]))
-            else:
-                big = list(zip(batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task,
-                               batch.occ_hw, md, strict=True))
-        perfs = [p for k, p in batch.ops if k == "perf"]
-        if perfs:
-            statements.append((INSERT_PERF, columns_of(perfs, len(PERF_COLUMNS))))
-        for kind, by_key in batch.upserts.items():
-            rows = list(by_key.values())
-            statements.append((UPSERTS[kind], columns_of(rows, len(rows[0]))))
-        statements.extend(payload for kind, payload in batch.ops if kind == "sql")
-        if len(statements) == 1 and not big:
-            cur.execute(*statements[0])
-        elif statements or big:
-            cur.execute("BEGIN TRANSACTION")
-            try:
-                for sql, params in statements:
-                    cur.execute(sql, params)
-                if big:
-                    app = cur.appender("error_occurrences")
-                    for part in _chunks(big, 2000):
-                        app.append_rows(part)
-                    app.flush()
-                cur.execute("COMMIT")
-            except BaseException:
-                try:
-                    cur.execute("ROLLBACK")
-                except Exception:
-                    pass
-                raise
-        for r in written:
-            r.persisted = True
-        if known:
-            self._lazy.clear()
-            self._groups_committed = max(self._groups_committed, batch.seq)
-
-    def _appender_for(self, cur: duckdb.DuckDBPyConnection) -> Any:
-        if self._appender is None or self._appender_cur is not cur:
-            self._appender = cur.appender("error_occurrences")
-            self._appender_cur = cur
-        return self._appender
-
-    def _failed(self, exc: BaseException) -> None:
-        first = self.failing_since is None
-        if first:
-            self.failing_since = time.monotonic()
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        if first:
-            logger.error("store: write failed, writes are buffered: %s", self.last_error)
-            if self.on_error is not None and self._loop is not None and not self._loop.is_closed():
-                try:
-                    self._loop.call_soon_threadsafe(self.on_error, exc)
-                except RuntimeError:
-                    pass
 
     # -- connection management ----------------------------------------------------------------
     def _reconnect_sync(self) -> bool:
