@@ -350,3 +350,63 @@ def test_soak_demo_ten_minutes_memory_and_fds_flat(tmp_path: Path) -> None:
     late = samples[-1]
     assert late[0] - early[0] < 100e6, samples
     assert late[1] - early[1] < 20, samples
+
+
+async def test_level_history_with_mixed_fields_is_written(tmp_path: Path) -> None:
+    """A failed recovery then a successful one in the same group: the history holds an attempt
+    whose details are {} and one whose details have keys. It must still be written (passed as
+    Python objects, DuckDB inferred a STRUCT from the first entry and refused the second)."""
+    flaky = {"ok": False}
+
+    class Flaky(RecoveryStrategy):
+        def __init__(self) -> None:
+            super().__init__(None, "flaky", RecoveryLevel.LOW)
+
+        async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+            if flaky["ok"]:
+                error_info["details"]["fixed_by"] = "reseating the card"  # {} in the failed run
+            return flaky["ok"]
+
+    integ = EnhancedErrorHandlingIntegration(None, validate_config({
+        "database": str(tmp_path / "eh.duckdb"), "auto_recover": False, "builtin_strategies": [],
+        "escalation_backoff": 0, "max_recovery_level": 1}))
+    integ.add_custom_strategy("flaky", Flaky())
+    await integ.start()
+    try:
+        ok, first = await integ.handle_error("gpu fell off the bus", {"component": "gpu"})
+        assert not ok
+        flaky["ok"] = True
+        ok, second = await integ.handle_error("gpu fell off the bus", {"component": "gpu"})
+        assert ok and second["error_id"] == first["error_id"]
+        async with asyncio.timeout(10):
+            await integ.flush()
+        row = await integ.store.read(lambda cur: cur.execute(
+            "SELECT json_array_length(history) FROM progressive_recovery WHERE error_id = ?",
+            [first["error_id"]]).fetchone())
+        assert row == (2,)
+        assert integ.store.status()["dropped_writes"] == 0 and integ.store.status()["ok"]
+    finally:
+        await integ.stop()
+
+
+async def test_a_row_the_database_refuses_does_not_block_later_writes(tmp_path: Path) -> None:
+    integ = EnhancedErrorHandlingIntegration(None, validate_config(
+        {"database": str(tmp_path / "eh.duckdb"), "auto_recover": False}))
+    await integ.start()
+    try:
+        from coordinator_plugins.error_handling.model import utcnow
+
+        integ.store.enqueue_upsert("score", ("network", "x"), ("network", "x", "not a number", utcnow(), 1, "{}"))
+        report = await integ.report_error("written in the same batch", {"component": "c"})
+        async with asyncio.timeout(10):
+            await integ.flush()
+        assert integ.store.status()["dropped_writes"] == 1
+        later = await integ.report_error("written after it", {"component": "d"})
+        async with asyncio.timeout(10):
+            await integ.flush()
+        ids = await integ.store.read(lambda cur: cur.execute("SELECT error_id FROM error_reports").fetchall())
+        assert {report.error_id, later.error_id} <= {r[0] for r in ids}
+        diag = await integ.run_diagnostics()
+        assert diag["status"] == "degraded" and any("dropped" in i for i in diag["issues"])
+    finally:
+        await integ.stop()

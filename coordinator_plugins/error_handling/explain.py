@@ -104,6 +104,9 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
     if not store["ok"]:
         status = "critical" if store["failing_for_seconds"] > 30 else "degraded"
         issues.append(f"store is failing ({store['last_error']}); writes are buffered in memory")
+    if store.get("dropped_writes"):
+        status = "degraded" if status == "healthy" else status
+        issues.append(f"{store['dropped_writes']} write(s) refused by the database on their data were dropped")
     if store.get("fallback"):
         status = "degraded"
         issues.append(f"database fell back to memory: {store['fallback']}; nothing survives a restart")

@@ -20,6 +20,7 @@ from coordinator_plugins.error_handling.performance import (
 )
 from coordinator_plugins.error_handling.policy import SelectionPolicy
 from coordinator_plugins.error_handling.sampler import ResourceSampler
+from coordinator_plugins.error_handling.schema import dumps
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy, StrategyResult
 from coordinator_plugins.error_handling.timeouts import AdaptiveTimeouts
 
@@ -94,7 +95,8 @@ class RecoveryManager:
 
     def _save_level(self, error_id: str, st: LevelState) -> None:
         st.last_updated = time.time()
-        self.persist("level", error_id, (error_id, st.level, utcnow(), list(st.history)))
+        # serialized here: DuckDB would infer a STRUCT from the first entry and fail on the others
+        self.persist("level", error_id, (error_id, st.level, utcnow(), dumps(list(st.history))))
 
     def reset_level(self, error_id: str) -> bool:
         st = self.levels.get(error_id)

@@ -94,6 +94,7 @@ class DuckDBStore(WriterLoop):
         self._local = threading.local()
         self._occ_pending = 0
         self.dropped_occurrences = 0
+        self.dropped_writes = 0
         self.commits = 0
         self.rows_written = 0
         self.last_error: str | None = None
@@ -314,6 +315,7 @@ class DuckDBStore(WriterLoop):
             "pending_writes": self._seq - self._committed,
             "queued_occurrences": self._occ_pending,
             "dropped_occurrences": self.dropped_occurrences,
+            "dropped_writes": self.dropped_writes,
             "commits": self.commits,
             "rows_written": self.rows_written,
             "reconnects": self.reconnects,

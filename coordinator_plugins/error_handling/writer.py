@@ -18,6 +18,22 @@ from coordinator_plugins.error_handling.model import ErrorReport
 logger = logging.getLogger(__name__)
 
 
+def transient(exc: BaseException) -> bool:
+    """A failure of the database or its connection (retry later), not of the data written."""
+    if isinstance(
+        exc,
+        duckdb.ConnectionException
+        | duckdb.IOException
+        | duckdb.InterruptException
+        | duckdb.TransactionException
+        | duckdb.OutOfMemoryException
+        | duckdb.FatalException,
+    ):
+        return True
+    text = str(exc).lower()
+    return "closed" in text or "lock" in text
+
+
 class WriterLoop:
     """Mixed into :class:`DuckDBStore`; runs on its own thread and owns its own cursor."""
 
@@ -47,8 +63,43 @@ class WriterLoop:
     commits: int
     rows_written: int
 
+    dropped_writes: int
+
     def _release_waiters(self) -> None:
         raise NotImplementedError
+
+    def _salvage(self, cur: duckdb.DuckDBPyConnection, batch: Batch, exc: BaseException) -> None:
+        """A batch failed on its data, not on the database: write it in parts, so that one bad
+        row cannot block every write behind it. A part that fails on its own data is dropped,
+        logged and counted; a database failure meanwhile propagates and the batch is retried."""
+        logger.error("store: a write failed on its data (%s: %s); writing the batch in parts", type(exc).__name__, exc)
+        core = Batch()
+        for name in ("occ_id", "occ_ts", "occ_msg", "occ_worker", "occ_task", "occ_hw", "occ_md"):
+            setattr(core, name, getattr(batch, name))
+        core.groups = batch.groups
+        pieces = [core]
+        for kind, by_key in batch.upserts.items():
+            for key, row in by_key.items():
+                piece = Batch()
+                piece.upserts = {kind: {key: row}}
+                pieces.append(piece)
+        for op in batch.ops:
+            piece = Batch()
+            piece.ops = [op]
+            pieces.append(piece)
+        for piece in pieces:
+            try:
+                self._write(cur, piece)
+            except duckdb.Error as err:
+                if transient(err):
+                    raise
+                self.dropped_writes += piece.size()
+                logger.error(
+                    "store: dropped %d write(s) that the database refuses: %s: %s",
+                    piece.size(),
+                    type(err).__name__,
+                    err,
+                )
 
     def _reconnect_sync(self) -> bool:
         raise NotImplementedError
@@ -101,7 +152,12 @@ class WriterLoop:
                         if self._con is None:
                             raise duckdb.ConnectionException("store connection is closed")
                         cur, gen = self._con.cursor(), self._generation
-                self._write(cur, batch)
+                try:
+                    self._write(cur, batch)
+                except duckdb.Error as exc:
+                    if transient(exc):
+                        raise
+                    self._salvage(cur, batch, exc)
             except Exception as exc:
                 self._failed(exc)
                 cur = None
