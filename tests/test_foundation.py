@@ -264,3 +264,18 @@ async def test_serve_subprocess_with_two_real_workers(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_every_database_outage_is_reported(make_farm) -> None:
+    """Each outage of the coordinator's database is reported, not only the first one."""
+    farm = await make_farm(plugin={"builtin_strategies": ["database"], "recovery_budget": 0})
+    c, integ = farm.coord, farm.integ
+    def reported() -> int:
+        return sum(g.aggregated_count for g in integ.error_handler.groups if g.context.component == "database")
+
+    for outage in range(1, 4):
+        c.db.break_connection()
+        await farm.submit(duration=0.01)  # a write that must fail
+        await wait_for(lambda n=outage: reported() == n, 10, f"outage {outage} reported")
+        await wait_for(lambda: c.db.ok and not c.db.pending_rows, 15, f"outage {outage} recovered")
+    assert reported() == 3

@@ -332,7 +332,8 @@ def test_soak_demo_ten_minutes_memory_and_fds_flat(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "coordinator_plugins", "demo", "--workers", "3", "--duration", "600",
            "--fault-rate", "0.5", "--seed", str(random.randrange(1000)), "--database", str(tmp_path / "soak.duckdb"),
            "--report", str(tmp_path / "soak.html")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (tmp_path / "soak.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     me = psutil.Process(proc.pid)
     samples = []
     try:
@@ -345,7 +346,9 @@ def test_soak_demo_ten_minutes_memory_and_fds_flat(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0
+    log.close()
+    output = (tmp_path / "soak.log").read_text()
+    assert proc.returncode == 0, output[output.find("summary"):] if "summary" in output else output[-3000:]
     early = samples[len(samples) // 6]
     late = samples[-1]
     assert late[0] - early[0] < 100e6, samples

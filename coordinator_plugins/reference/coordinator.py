@@ -351,11 +351,12 @@ class Coordinator(CoordinatorActions):
         return moved
 
     async def _flush_tick(self) -> None:
+        if self.db.ok:  # healthy again (a flush or a reconnect worked): the next outage is news
+            self._db_error_reported = False
         if not self.db.pending_rows:
             return
         try:
             await self.db.flush()
-            self._db_error_reported = False
         except Exception as exc:
             if not self._db_error_reported:
                 self._db_error_reported = True
