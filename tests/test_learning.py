@@ -227,3 +227,28 @@ async def test_learned_state_survives_a_restart(tmp_path: Path) -> None:
         assert info["attempts"][0]["level"] == 2  # the next recovery starts where the last one ended
     finally:
         await again.stop()
+
+
+async def test_a_failed_group_is_retried_after_its_cooldown(tmp_path: Path) -> None:
+    """A fault that reports itself once (a stopped loop, a dead process) is not left failed."""
+    outcomes = iter([0.0, 1.0])
+    current = {"p": next(outcomes)}
+
+    def truth(et: str, sid: str) -> float:
+        p = current["p"]
+        current["p"] = next(outcomes, 1.0)
+        return p
+
+    integ = await farm_of(tmp_path, {}, {}, auto_recover=True, escalation_backoff=0.05, escalation_backoff_max=0.2,
+                          max_recovery_level=1)
+    integ.add_custom_strategy("fixer", SyntheticStrategy("fixer", L, truth, random.Random(5)))
+    try:
+        report = await integ.report_error("scheduler loop stopped", {"component": "scheduler"})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and report.resolution_status != "resolved":
+            await asyncio.sleep(0.05)
+        assert report.resolution_status == "resolved" and report.aggregated_count == 1
+        hist = await integ.get_recovery_history(report.error_id)
+        assert hist is not None and [h["success"] for h in hist["history"]] == [False, True]
+    finally:
+        await integ.stop()

@@ -142,9 +142,16 @@ class RecoveryManager:
         if not task.cancelled() and task.exception() is not None:
             logger.error("recovery of %s crashed: %r", error_id, task.exception())
         # Occurrences that joined while it ran may name workers or tasks it did not act on.
-        # schedule() respects the budget's deferral and the cooldown after a failure.
-        if self.config.auto_recover and report.has_targets and not task.cancelled():
+        if not self.config.auto_recover or task.cancelled() or self.closed:
+            return
+        if report.has_targets:  # schedule() respects the budget's deferral and the cooldown
             self.schedule(report)
+        elif report.resolution_status == "failed":
+            # Like a supervisor, try again after the cooldown: the fault may not report itself
+            # again (a stopped loop, a dead process), and a failed group must not wait forever.
+            st = self.levels.get(error_id)
+            if st is not None and st.cooldown_until:
+                self._defer(report, max(0.0, st.cooldown_until - time.monotonic()))
 
     async def recover(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
         """Recover now, or join the recovery already running for this group."""
