@@ -276,3 +276,23 @@ async def test_custom_strategies_from_config_and_code(tmp_path: Path) -> None:
         await integ.stop()
     with pytest.raises(ValueError, match=r"strategies.x: .*does not resolve: no attribute 'Nope'"):
         validate_config({"strategies": {"x": "tests.strategies_for_tests:Nope"}})
+
+
+async def test_overlapping_load_shedding_restores_the_original_settings(make_farm) -> None:
+    """Two groups' system recoveries overlap: the settings from before the first are restored
+    when the last ends (each run used to restore what it saw, leaving the farm throttled)."""
+    farm = await make_farm(plugin={"auto_recover": False})
+    c = farm.coord
+    await c.set_max_concurrency(8)
+    strategy = SystemRecoveryStrategy(c, sampler=Overloaded())
+    strategy.strategy_id = "system"
+    first = asyncio.create_task(strategy.run({"category": "system_overload", "timeout": 0.6}))
+    await asyncio.sleep(0.2)
+    assert c.scheduling_paused() and await c.get_max_concurrency() == 4
+    second = asyncio.create_task(strategy.run({"category": "system_overload", "timeout": 1.0}))
+    await asyncio.sleep(0.1)
+    assert await c.get_max_concurrency() == 4  # joined, not halved again
+    assert (await first).outcome == "failure"  # still overloaded when its time ran out
+    assert c.scheduling_paused() and await c.get_max_concurrency() == 4  # the second still sheds
+    await second
+    assert not c.scheduling_paused() and await c.get_max_concurrency() == 8

@@ -227,6 +227,8 @@ class SystemRecoveryStrategy(RecoveryStrategy):
         super().__init__(coordinator, "System load shedding", RecoveryLevel.CRITICAL)
         self.sampler = sampler
         self.settle = settle
+        self._holders = 0  # runs currently shedding load
+        self._saved: tuple[bool, int] | None = None  # the settings before the first of them
 
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
         category = str(error_info.get("category") or "")
@@ -240,22 +242,40 @@ class SystemRecoveryStrategy(RecoveryStrategy):
         snap = self.sampler.latest()
         return snap.get("cpu_percent", 0.0) > self.CPU_LIMIT or snap.get("memory_percent", 0.0) > self.MEMORY_LIMIT
 
-    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+    async def _shed(self, error_info: dict[str, Any]) -> None:
+        """Enter load shedding. Runs for several groups may overlap: the first saves the settings
+        as they were and sheds, the last one out restores them (see :meth:`_restore`)."""
         c = self.coordinator
-        deadline = _deadline(error_info)
+        self._holders += 1
+        if self._holders > 1:
+            error_info["details"]["shed"] = {"joined": True}
+            return
         was_paused = c.scheduling_paused()
         old_limit = await c.get_max_concurrency()
+        self._saved = (was_paused, old_limit)
         running = 0
         if _has(c, "health"):
             counts = (await c.health()).get("tasks", {})
             running = sum(int(counts.get(s, 0)) for s in ("assigned", "running"))
         new_limit = max(1, (old_limit or running or 2) // 2)
-        changed_limit = False
+        await c.pause_scheduling()
+        await c.set_max_concurrency(new_limit)
+        error_info["details"]["shed"] = {"paused": True, "max_concurrency": new_limit, "was": old_limit}
+
+    async def _restore(self) -> None:
+        self._holders -= 1
+        if self._holders > 0 or self._saved is None:
+            return
+        (was_paused, old_limit), self._saved = self._saved, None
+        await self.coordinator.set_max_concurrency(old_limit)
+        if not was_paused:
+            await self.coordinator.resume_scheduling()
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        c = self.coordinator
+        deadline = _deadline(error_info)
         try:
-            await c.pause_scheduling()
-            await c.set_max_concurrency(new_limit)
-            changed_limit = True
-            error_info["details"]["shed"] = {"paused": True, "max_concurrency": new_limit, "was": old_limit}
+            await self._shed(error_info)
             quiet_since: float | None = None
             while time.monotonic() < deadline:
                 if self.overloaded():
@@ -267,11 +287,8 @@ class SystemRecoveryStrategy(RecoveryStrategy):
                 await asyncio.sleep(min(0.2, _remaining(deadline)))
             else:
                 return False
-        finally:
-            if changed_limit:
-                await c.set_max_concurrency(old_limit)
-            if not was_paused:
-                await c.resume_scheduling()
+        finally:  # also on timeout or cancellation
+            await self._restore()
         health = await c.health() if _has(c, "health") else {"healthy": True}
         return not self.overloaded() and bool(health.get("healthy", True))
 
