@@ -279,3 +279,11 @@ async def test_every_database_outage_is_reported(make_farm) -> None:
         await wait_for(lambda n=outage: reported() == n, 10, f"outage {outage} reported")
         await wait_for(lambda: c.db.ok and not c.db.pending_rows, 15, f"outage {outage} recovered")
     assert reported() == 3
+
+
+async def test_a_restarted_worker_keeps_its_arguments(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False}, coordinator={"worker_max_tasks": 3}, workers=1)
+    c = farm.coord
+    assert c.workers["worker-1"].max_tasks == 3
+    assert await c.restart_worker("worker-1", timeout=15) == "worker-1"
+    assert c.workers["worker-1"].max_tasks == 3  # restarts used to come back with the default 1

@@ -28,6 +28,7 @@ class WorkerLauncher:
         self.extra_args = list(extra_args or [])
         self.env = env
         self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.args: dict[str, list[str]] = {}  # each worker's own arguments, reused by restarts
         self.starts = 0
         self.closed = False
 
@@ -43,12 +44,15 @@ class WorkerLauncher:
         return proc is not None and proc.returncode is None
 
     async def start(self, worker_id: str, args: list[str] | None = None) -> int:
+        """Start a worker process; ``args`` default to the ones it was last started with."""
         if self.closed:
             raise RuntimeError("launcher is shut down")
         if not self.url:
             raise RuntimeError("launcher has no coordinator url yet")
         if self.running(worker_id):
             raise RuntimeError(f"worker {worker_id} is already running")
+        args = self.args.get(worker_id, []) if args is None else list(args)
+        self.args[worker_id] = args
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         cmd = [
@@ -63,7 +67,7 @@ class WorkerLauncher:
             "--parent-pid",
             str(os.getpid()),
             *self.extra_args,
-            *(args or []),
+            *args,
         ]
         proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdin=asyncio.subprocess.DEVNULL)
         self.procs[worker_id] = proc
