@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from coordinator_plugins.error_handling.model import ErrorType
 from coordinator_plugins.error_handling.policy import AdaptivePolicy
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES
 
@@ -155,7 +154,3 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
         "resources": integ.sampler.latest(),
         "timeouts": integ.timeouts.snapshot(),
     }
-
-
-def error_type_values() -> list[str]:
-    return [t.value for t in ErrorType]

@@ -10,7 +10,6 @@ import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Iterator
-from datetime import datetime
 
 from coordinator_plugins.error_handling.model import ErrorReport
 
@@ -129,8 +128,3 @@ class GroupIndex:
             _, victim = next(iter(self._by_fp.items()))
         self._forget(victim)
         self.evicted += 1
-
-    def oldest_seen(self) -> datetime | None:
-        for report in self._by_fp.values():
-            return report.last_seen
-        return None

@@ -85,7 +85,7 @@ class EnhancedErrorHandlingIntegration:
                 strategy = SystemRecoveryStrategy(self.actions, sampler=self.sampler)
             else:
                 strategy = BUILTIN_CLASSES[sid](self.actions)  # type: ignore[call-arg]
-            self.recovery_manager.add_strategy(sid, strategy, builtin=True)
+            self.recovery_manager.add_strategy(sid, strategy)
         for sid, path in cfg.strategies.items():
             custom_cls = resolve_dotted(f"strategies.{sid}", path)
             self.add_custom_strategy(sid, custom_cls(self.actions))

@@ -74,7 +74,7 @@ class RecoveryManager:
         self.closed = False
 
     # -- registration -------------------------------------------------------------------------
-    def add_strategy(self, strategy_id: str, strategy: RecoveryStrategy, builtin: bool = False) -> None:
+    def add_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
         if not isinstance(strategy, RecoveryStrategy):
             raise ValueError(f"strategy {strategy_id!r}: expected a RecoveryStrategy instance")
         if not isinstance(strategy_id, str) or not strategy_id:

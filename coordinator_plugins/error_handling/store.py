@@ -166,9 +166,6 @@ class DuckDBStore(WriterLoop):
     # Occurrences are buffered column-wise (lists of untracked atoms, so a storm does not fill
     # the garbage collector's old generation), groups as a map of dirty reports, and the rarer
     # writes as a list of operations. The writer swaps all three out under a short lock.
-    def _new_batch(self) -> Batch:
-        return Batch()
-
     def _mark(self) -> int:
         self._seq += 1
         self._batch.seq = self._seq
@@ -217,10 +214,6 @@ class DuckDBStore(WriterLoop):
 
     def enqueue_sql(self, sql: str, params: list[Any] | None = None) -> int:
         return self._put("sql", None, (sql, params or []))
-
-    @property
-    def last_seq(self) -> int:
-        return self._seq
 
     async def wait_durable(self, seq: int) -> None:
         if seq <= self._committed:
