@@ -48,6 +48,15 @@ class Progress:
             print(text, file=self.out, flush=True)
 
 
+def successes_by_level(recoveries: list[dict[str, Any]]) -> dict[int, int]:
+    """Successful recoveries counted by the level that ended them."""
+    out: dict[int, int] = {}
+    for r in recoveries:
+        if r["success"]:
+            out[r["recovery_level"]] = out.get(r["recovery_level"], 0) + 1
+    return out
+
+
 class Demo:
     def __init__(self, args: argparse.Namespace, out: TextIO = sys.stdout) -> None:
         self.args = args
@@ -162,10 +171,7 @@ class Demo:
             s = coord.tasks[t].status
             counts[s] = counts.get(s, 0) + 1
         rec = self.stats["recoveries"]
-        by_level: dict[int, int] = {}
-        for r in rec:
-            if r["success"]:
-                by_level[r["recovery_level"]] = by_level.get(r["recovery_level"], 0) + 1
+        by_level = successes_by_level(rec)
         head = f"t={elapsed:5.1f}s" if elapsed is not None else "draining"
         lines = [
             f"{head}  tasks {self.stats['submitted']} submitted, {counts.get('completed', 0)} done, "
@@ -202,12 +208,10 @@ class Demo:
         st["errors"] = len(st["error_times"])
         st["groups"] = len(integ.error_handler.groups)
         st["open_groups"] = integ.error_handler.groups.count_open()
-        by_level: dict[int, int] = {}
+        by_level = successes_by_level(st["recoveries"])
         by_strategy: dict[str, dict[str, int]] = {}
         by_type_strategy: dict[tuple[str, str], dict[str, int]] = {}
         for r in st["recoveries"]:
-            if r["success"]:
-                by_level[r["recovery_level"]] = by_level.get(r["recovery_level"], 0) + 1
             et = r["error_type"]
             for a in r["attempts"]:
                 if a["outcome"] in ("not_applicable", "budget_exhausted"):

@@ -53,9 +53,8 @@ def explain_strategies(integ: EnhancedErrorHandlingIntegration, error_type: str 
         entries = {r["strategy_id"]: r for r in recommendations(integ, et)}
         start_level, start_reason = 1, "new groups start at level 1"
         if isinstance(policy, AdaptivePolicy):
-            with_candidates = [lv for lv, allowed in LEVEL_STRATEGIES.items()
-                               if any(s.level in allowed for s in rm.strategies.values())]
-            start_level, start_reason = policy.start_level(et, integ.config.max_recovery_level, with_candidates)
+            start_level, start_reason = policy.start_level(et, integ.config.max_recovery_level,
+                                                           rm.levels_with_candidates())
         for level in range(1, integ.config.max_recovery_level + 1):
             cands = [s for s in rm.strategies.values() if s.level in LEVEL_STRATEGIES[level]]
             for row in policy.explain(cands, et, level):

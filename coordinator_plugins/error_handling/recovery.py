@@ -84,6 +84,12 @@ class RecoveryManager:
         strategy.strategy_id = strategy_id
         self.strategies[strategy_id] = strategy
 
+    def levels_with_candidates(self) -> list[int]:
+        """The progressive levels at which at least one registered strategy may run."""
+        return [
+            lv for lv, allowed in LEVEL_STRATEGIES.items() if any(s.level in allowed for s in self.strategies.values())
+        ]
+
     # -- levels ----------------------------------------------------------------------------------
     def state(self, error_id: str) -> LevelState:
         st = self.levels.get(error_id)
@@ -216,12 +222,7 @@ class RecoveryManager:
         }
         level = st.level
         if st.recoveries == 0 and level == 1:
-            with_candidates = [
-                lv
-                for lv, allowed in LEVEL_STRATEGIES.items()
-                if any(s.level in allowed for s in self.strategies.values())
-            ]
-            learned, reason = self.policy.start_level(key, cfg.max_recovery_level, with_candidates)
+            learned, reason = self.policy.start_level(key, cfg.max_recovery_level, self.levels_with_candidates())
             level = max(1, min(learned, cfg.max_recovery_level))
             info["start_reason"] = reason
             if level > 1:
