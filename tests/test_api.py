@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import farm_config, wait_for
+from conftest import farm_config
 from coordinator_plugins.error_handling import ERROR_HANDLING_KEY
 from coordinator_plugins.reference import build_app
 
@@ -277,5 +276,3 @@ async def test_no_route_runs_duckdb_on_the_event_loop(make_farm) -> None:
     for path in ("/api/errors", "/api/recovery/metrics", "/api/recovery/history", "/api/diagnostics"):
         assert (await farm.get(path))[0] == 200
     assert seen and loop_thread not in seen
-    await wait_for(lambda: True)
-    await asyncio.sleep(0)

@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 import duckdb
 import pytest
-from aiohttp import web
 
 from coordinator_plugins.error_handling import (
     EnhancedErrorHandlingIntegration,
@@ -316,4 +315,3 @@ async def test_memory_is_bounded_by_max_groups(tmp_path: Path) -> None:
 def test_config_is_a_dataclass_with_defaults() -> None:
     cfg = validate_config({})
     assert isinstance(cfg, ErrorHandlingConfig) and cfg.max_recovery_level == 5 and cfg.selection == "adaptive"
-    assert web  # the module imports aiohttp for type use in other tests

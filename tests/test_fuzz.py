@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import farm_config
-from coordinator_plugins.error_handling.config import validate_config
 from coordinator_plugins.error_handling.openapi import document
 from coordinator_plugins.reference import build_app
 
@@ -154,4 +153,3 @@ def test_fuzzer_reaches_the_success_paths(server: ServerThread) -> None:
                            json.dumps({"message": "m", "component": "c"}).encode(),
                            {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
     assert status == 202
-    assert validate_config({})  # the package imports fine in this thread's context
