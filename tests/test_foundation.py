@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -287,3 +288,39 @@ async def test_a_restarted_worker_keeps_its_arguments(make_farm) -> None:
     assert c.workers["worker-1"].max_tasks == 3
     assert await c.restart_worker("worker-1", timeout=15) == "worker-1"
     assert c.workers["worker-1"].max_tasks == 3  # restarts used to come back with the default 1
+
+
+def _watchdog_reports(integ: Any, component: str) -> int:
+    return sum(g.aggregated_count for g in integ.error_handler.groups
+               if g.context.component == component and g.context.operation == "watchdog")
+
+
+async def test_a_loop_stopped_again_before_the_watchdog_looked_is_reported_again(make_farm) -> None:
+    """Found by the soak: a recovery restarted the scheduler and a fault stopped it again before
+    the watchdog's next tick; the watchdog only reported healthy-to-down edges, so the second
+    outage was never reported, the group stayed resolved and no task ran again."""
+    farm = await make_farm(plugin={"auto_recover": False}, coordinator={"watchdog_repeat": 3600})
+    c, integ = farm.coord, farm.integ
+    assert await c.stop_component("scheduler")
+    await wait_for(lambda: _watchdog_reports(integ, "scheduler") == 1, 5, "first outage reported")
+    # The scheduler's watchdog (the heartbeat monitor) does not tick while it is restarted and
+    # stopped again: the same window as a restart and a new fault within one tick.
+    assert await c.stop_component("heartbeat_monitor")
+    assert await c.restart_component("scheduler")
+    assert await c.stop_component("scheduler")
+    c.components["heartbeat_monitor"].start()
+    await wait_for(lambda: _watchdog_reports(integ, "scheduler") == 2, 5, "second outage reported")
+    await asyncio.sleep(0.5)
+    assert _watchdog_reports(integ, "scheduler") == 2  # one report per outage, not per tick
+
+
+async def test_a_loop_that_stays_down_is_reported_again(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False}, coordinator={"watchdog_repeat": 0.5})
+    c, integ = farm.coord, farm.integ
+    assert await c.stop_component("scheduler")
+    await wait_for(lambda: _watchdog_reports(integ, "scheduler") >= 3, 5, "repeated reports of a loop still down")
+    assert await c.restart_component("scheduler")
+    await asyncio.sleep(0.3)
+    settled = _watchdog_reports(integ, "scheduler")
+    await asyncio.sleep(1.0)
+    assert _watchdog_reports(integ, "scheduler") == settled  # healthy again: no more reports

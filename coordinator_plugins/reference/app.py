@@ -24,6 +24,7 @@ _SETTING_TYPES: dict[str, tuple[type, float, float]] = {
     "heartbeat_timeout": (float, 0.1, 86400),
     "scheduler_interval": (float, 0.01, 3600),
     "max_concurrency": (int, 0, 1_000_000),
+    "watchdog_repeat": (float, 0.1, 86400),
     "workers": (int, 0, 1000),
     "worker_max_tasks": (int, 1, 1000),
 }

@@ -33,6 +33,7 @@ class CoordinatorSettings:
     heartbeat_timeout: float = 5.0
     scheduler_interval: float = 0.5
     max_concurrency: int = 0  # 0 = unlimited
+    watchdog_repeat: float = 10.0  # a loop still down is reported again after this many seconds
     workers: int = 0  # local worker processes launched at start
     worker_max_tasks: int = 1
 
@@ -50,6 +51,7 @@ class Component:
         self.task: asyncio.Task[None] | None = None
         self.last_tick = 0.0
         self.restarts = 0
+        self.starts = 0  # each start is a new life: an outage after it is a new outage
         self.errors = 0
 
     async def _loop(self) -> None:
@@ -72,6 +74,7 @@ class Component:
 
     def start(self) -> None:
         if self.task is None or self.task.done():
+            self.starts += 1
             self.last_tick = time.monotonic()  # a grace period until its first tick
             self.task = asyncio.create_task(self._loop(), name=f"coordinator-{self.name}")
 
@@ -120,7 +123,7 @@ class Coordinator(CoordinatorActions):
         self._db_error_reported = False
         self.lost_events = 0
         self.stopping = False
-        self._down: set[str] = set()
+        self._down: dict[str, tuple[int, float]] = {}  # loop -> (its start count, when) reported down
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, url: str) -> None:
@@ -298,14 +301,24 @@ class Coordinator(CoordinatorActions):
         return True
 
     def _watch(self, name: str) -> None:
-        """Report an internal loop that stopped or stalled, once per outage."""
+        """Report an internal loop that stopped or stalled: once per outage, and again every
+        ``watchdog_repeat`` seconds while it stays down.
+
+        An outage is new when the loop was started again since the last report, even if no
+        watchdog tick saw it healthy in between: a recovery may restart it and a fault stop it
+        again within one tick. Reporting only on a healthy-to-down edge lost that second outage
+        (the group was resolved by the restart and the loop stayed down for good)."""
         comp = self.components[name]
         if comp.healthy():
-            self._down.discard(name)
-        elif name not in self._down:
-            self._down.add(name)
-            self.report(f"coordinator component {name} stopped or stalled", component=name,
-                        operation="watchdog", error_type="scheduling" if name == "scheduler" else "coordination")
+            self._down.pop(name, None)
+            return
+        now = time.monotonic()
+        seen = self._down.get(name)
+        if seen is not None and seen[0] == comp.starts and now - seen[1] < self.settings.watchdog_repeat:
+            return
+        self._down[name] = (comp.starts, now)
+        self.report(f"coordinator component {name} stopped or stalled", component=name,
+                    operation="watchdog", error_type="scheduling" if name == "scheduler" else "coordination")
 
     async def _heartbeat_tick(self) -> None:
         self._watch("scheduler")
