@@ -130,6 +130,29 @@ async def test_system_strategy_restores_settings_when_interrupted(make_farm, how
     assert await c.get_max_concurrency() == 8
 
 
+async def test_system_strategy_never_holds_the_farm_paused_through_an_overload(make_farm) -> None:
+    """Found by the soak on a busy machine: an overload the farm did not cause lasted longer than
+    the strategy's timeout, and each run paused scheduling for all of it (the learned timeout grew
+    to 100 s). Shedding pauses briefly, then runs the farm at the halved limit."""
+    farm = await make_farm(plugin={"auto_recover": False}, workers=2)
+    c = farm.coord
+    await c.set_max_concurrency(4)
+    strategy = SystemRecoveryStrategy(c, sampler=Overloaded(), max_pause=0.3)
+    strategy.strategy_id = "system"
+    run = asyncio.create_task(strategy.run({"category": "system_overload", "error_type": "system", "timeout": 6}))
+    await asyncio.sleep(0.1)
+    assert c.scheduling_paused() and await c.get_max_concurrency() == 2
+    await wait_for(lambda: not c.scheduling_paused(), 3, "scheduling resumed at the reduced limit")
+    assert await c.get_max_concurrency() == 2 and not run.done()
+    tids = [await farm.submit(duration=0.05) for _ in range(4)]
+    statuses = await asyncio.gather(*(c.wait_task(t, 4) for t in tids))
+    assert statuses == ["completed"] * 4 and not run.done()  # work went on while shedding
+    result = await run
+    assert result.outcome == "failure"  # the overload outlasted the run: not a recovery
+    assert result.details["resumed_throttled"] is True
+    assert not c.scheduling_paused() and await c.get_max_concurrency() == 4
+
+
 async def test_system_strategy_succeeds_once_load_is_gone(make_farm) -> None:
     farm = await make_farm(plugin={"auto_recover": False})
     c = farm.coord
