@@ -221,7 +221,9 @@ class SystemRecoveryStrategy(RecoveryStrategy):
 
     Shedding halves the concurrency limit and pauses scheduling for at most ``max_pause``
     seconds, then lets the farm run at the halved limit until the overload is gone for
-    ``settle`` seconds (success) or the deadline passes (failure). It never holds the farm paused
+    ``settle`` seconds (success), or gives up (failure) when it is still there ``patience``
+    seconds later, since shedding is not what relieves it, or at the deadline. It never holds the
+    farm paused
     for the whole run: an overload the farm did not cause (another process on the host) would
     otherwise stop every task for as long as it lasts, which the 10-minute soak on a busy machine
     showed (the learned timeout grew to 100 s and the farm ran ~5% of its tasks)."""
@@ -230,11 +232,14 @@ class SystemRecoveryStrategy(RecoveryStrategy):
     CPU_LIMIT = 90.0
     MEMORY_LIMIT = 90.0
 
-    def __init__(self, coordinator: Any, sampler: Any = None, settle: float = 1.0, max_pause: float = 2.0) -> None:
+    def __init__(
+        self, coordinator: Any, sampler: Any = None, settle: float = 1.0, max_pause: float = 2.0, patience: float = 10.0
+    ) -> None:
         super().__init__(coordinator, "System load shedding", RecoveryLevel.CRITICAL)
         self.sampler = sampler
         self.settle = settle
         self.max_pause = max_pause
+        self.patience = patience
         self._holders = 0  # runs currently shedding load
         self._saved: tuple[bool, int] | None = None  # the settings before the first of them
         self._paused_at: float | None = None  # when shedding paused scheduling, until it resumes
@@ -295,6 +300,7 @@ class SystemRecoveryStrategy(RecoveryStrategy):
         deadline = _deadline(error_info)
         try:
             await self._shed(error_info)
+            deadline = min(deadline, time.monotonic() + self.patience)
             quiet_since: float | None = None
             while time.monotonic() < deadline:
                 if self.overloaded():
