@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import wait_for
 from coordinator_plugins.error_handling import (
+    DuckDBStore,
     EnhancedErrorHandlingIntegration,
     RecoveryLevel,
     RecoveryStrategy,
@@ -153,6 +154,30 @@ async def test_store_outage_buffers_reports_and_recovery_reconnects(make_farm) -
         "SELECT error_id FROM error_reports WHERE error_id IN (SELECT unnest(?::VARCHAR[]))", [list(ids)]).fetchall())
     assert {r[0] for r in rows} == ids
     assert (await farm.get("/api/diagnostics"))[1]["database"]["ok"] is True
+
+
+async def test_a_durability_wait_times_out_while_the_store_is_down(tmp_path: Path) -> None:
+    """POST /errors answers 503 rather than 202 when its write is not durable in time: the
+    store's wait must time out while the database is down, and succeed once it is back."""
+    store = DuckDBStore(str(tmp_path / "eh.duckdb"), auto_reconnect_after=3600)
+    await store.open()
+    try:
+        await store.wait_durable(store.enqueue_sql("SELECT 1"), 5)  # healthy: durable at once
+        store.break_connection()
+        seq = store.enqueue_sql("SELECT 2")
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await store.wait_durable(seq, 0.3)
+        assert 0.3 <= time.monotonic() - t0 < 5
+        waits = [asyncio.ensure_future(store.wait_durable(store.enqueue_sql("SELECT 3"), 30)) for _ in range(50)]
+        await asyncio.sleep(0.1)
+        assert not any(w.done() for w in waits)
+        assert await store.reconnect()
+        await asyncio.wait_for(asyncio.gather(*waits), 10)  # the buffered writes are committed
+        await asyncio.sleep(0.6)
+        assert store.status()["ok"] and not store._deadlines  # released waits are forgotten
+    finally:
+        await store.close()
 
 
 async def test_storm_every_error_counted_within_budget(make_farm) -> None:

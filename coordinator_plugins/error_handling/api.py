@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
@@ -79,8 +78,7 @@ class ErrorRoutes:
             ctx["metadata"] = metadata
         report, seq, recovery = await self.integ.ingest(str(message), ctx)
         try:
-            async with asyncio.timeout(DURABLE_TIMEOUT):
-                await self.integ.store.wait_durable(seq)
+            await self.integ.store.wait_durable(seq, DURABLE_TIMEOUT)
         except (TimeoutError, ConnectionError):
             raise ApiError(
                 503, "the error store is not writing; the report was not acknowledged", "store_unavailable"

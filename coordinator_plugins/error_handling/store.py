@@ -25,6 +25,7 @@ from coordinator_plugins.error_handling.writer import WriterLoop
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
+SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
 
 Cursor = duckdb.DuckDBPyConnection
 
@@ -40,7 +41,7 @@ class Store(Protocol):
     def enqueue_group(self, report: ErrorReport) -> int: ...
     def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int: ...
     def enqueue_performance(self, row: tuple[Any, ...]) -> int: ...
-    async def wait_durable(self, seq: int) -> None: ...
+    async def wait_durable(self, seq: int, timeout: float | None = None) -> None: ...
     async def flush(self) -> None: ...
     async def read(self, fn: Callable[[Cursor], R]) -> R: ...
     async def reconnect(self) -> bool: ...
@@ -88,6 +89,10 @@ class DuckDBStore(WriterLoop):
         self._appender: Any = None
         self._appender_cur: Any = None
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        # (deadline, id, future) of the waiters that have a timeout; one sweeping timer serves
+        # them all, cheaper per request than a timer per wait (see wait_durable).
+        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eh-store-read")
@@ -161,6 +166,10 @@ class DuckDBStore(WriterLoop):
             if not fut.done():
                 fut.set_exception(ConnectionError("store closed before the write was durable"))
         self._waiters.clear()
+        self._deadlines.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     # -- writes (called on the loop; never block) -----------------------------------------
     # Occurrences are buffered column-wise (lists of untracked atoms, so a storm does not fill
@@ -215,14 +224,33 @@ class DuckDBStore(WriterLoop):
     def enqueue_sql(self, sql: str, params: list[Any] | None = None) -> int:
         return self._put("sql", None, (sql, params or []))
 
-    async def wait_durable(self, seq: int) -> None:
+    async def wait_durable(self, seq: int, timeout: float | None = None) -> None:
+        """Return once the write numbered ``seq`` is committed. TimeoutError when it is not
+        within ``timeout`` seconds (checked every SWEEP_INTERVAL, so up to that much later);
+        ConnectionError when the store closes first."""
         if seq <= self._committed:
             return
-        if self._writer is None:
+        if self._writer is None or self._loop is None:
             raise ConnectionError("store is not open")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = self._loop.create_future()
         heapq.heappush(self._waiters, (seq, id(fut), fut))
+        if timeout is not None:
+            heapq.heappush(self._deadlines, (time.monotonic() + timeout, id(fut), fut))
+            if self._sweeper is None:
+                self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
         await fut
+
+    def _sweep(self) -> None:
+        """Fail the waits whose deadline passed; forget the ones already released."""
+        self._sweeper = None
+        now = time.monotonic()
+        dl = self._deadlines
+        while dl and (dl[0][2].done() or dl[0][0] <= now):
+            _, _, fut = heapq.heappop(dl)
+            if not fut.done():
+                fut.set_exception(TimeoutError(f"write not durable in time (last error: {self.last_error})"))
+        if dl and self._loop is not None and not self._loop.is_closed():
+            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def flush(self) -> None:
         """Wait until everything queued so far, group rows included, is committed."""
