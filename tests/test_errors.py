@@ -120,6 +120,19 @@ def test_fingerprint_masks_volatile_parts() -> None:
         "job <uuid> at <ts> in <path>"
 
 
+@pytest.mark.parametrize(("message", "normalized"), [
+    ("exit code 137 after 30 s", "exit code <n> after <n> s"),
+    ("exit code 1", "exit code <n>"),
+    ("retry 12) of 3,", "retry <n>) of <n>,"),
+    ("port 5432 refused", "port <n> refused"),
+    ("value \u0663\u0664 is out of range", "value <n> is out of range"),  # non-ASCII digits: the regex path
+    ("deadbeef12 and 12345678", "<hex> and <n>"),
+    ("-5 and +7.5", "<n> and <n>"),
+])
+def test_numbers_are_masked_alike_on_every_path(message: str, normalized: str) -> None:
+    assert normalize_message(message) == normalized
+
+
 async def make_integ(tmp_path: Path, **cfg: Any) -> EnhancedErrorHandlingIntegration:
     base = {"database": str(tmp_path / "eh.duckdb"), "auto_recover": False}
     base.update(cfg)
