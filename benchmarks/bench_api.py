@@ -98,7 +98,7 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
-COMMIT_WINDOW = 0.002
+COMMIT_WINDOW = 0.001
 
 
 def plugin_app(tmp: str) -> web.Application:
@@ -159,7 +159,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--skip-get", action="store_true")
-    ap.add_argument("--commit-window", type=float, default=0.002, help="the plugin's commit_window (s)")
+    ap.add_argument("--commit-window", type=float, default=0.001, help="the plugin's commit_window (s)")
     ap.add_argument("--runs", type=int, default=3, help="POST comparisons; the median ratio is reported")
     args = ap.parse_args()
     global COMMIT_WINDOW

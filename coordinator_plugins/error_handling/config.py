@@ -43,7 +43,7 @@ class ErrorHandlingConfig:
     max_groups_in_memory: int = 50_000
     retention_days: int = 30
     write_queue_limit: int = 200_000
-    commit_window: float = 0.002
+    commit_window: float = 0.001
     fallback_to_memory: bool = False
     database_memory_mb: int = 64
 

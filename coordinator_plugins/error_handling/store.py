@@ -58,7 +58,7 @@ class DuckDBStore(WriterLoop):
         on_error: Callable[[BaseException], None] | None = None,
         auto_reconnect_after: float = 10.0,
         group_interval: float = 0.2,
-        gather: float = 0.002,
+        gather: float = 0.001,
         memory_mb: int = 64,
     ) -> None:
         self.path = path
