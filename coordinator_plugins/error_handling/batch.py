@@ -31,6 +31,8 @@ from coordinator_plugins.error_handling.schema import (
 
 CHUNK = 1000
 SMALL_BATCH = 2000
+# The occurrence columns a batch keeps, in the order of INSERT_OCCURRENCES and of the table.
+OCC_COLUMNS = ("occ_id", "occ_ts", "occ_msg", "occ_worker", "occ_task", "occ_hw", "occ_md")
 
 
 def chunks(rows: list[Any], size: int = CHUNK) -> Any:
@@ -76,7 +78,7 @@ class Batch:
         return len(self.occ_id) + len(self.groups) + len(self.ops) + sum(len(v) for v in self.upserts.values())
 
     def absorb(self, newer: Batch) -> None:
-        for name in ("occ_id", "occ_ts", "occ_msg", "occ_worker", "occ_task", "occ_hw", "occ_md", "ops"):
+        for name in (*OCC_COLUMNS, "ops"):
             getattr(self, name).extend(getattr(newer, name))
         self.groups.update(newer.groups)
         for kind, rows in newer.upserts.items():
@@ -84,11 +86,14 @@ class Batch:
         self.seq = newer.seq
 
 
-def occurrence_rows(batch: Batch) -> list[tuple[Any, ...]]:
+def occurrence_columns(batch: Batch) -> list[list[Any]]:
+    """The batch's occurrences column by column, metadata serialized, ready to be written."""
     md = [dumps(m) if m else None for m in batch.occ_md]
-    return list(
-        zip(batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task, batch.occ_hw, md, strict=True)
-    )
+    return [batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task, batch.occ_hw, md]
+
+
+def occurrence_rows(batch: Batch) -> list[tuple[Any, ...]]:
+    return list(zip(*occurrence_columns(batch), strict=True))
 
 
 def statements_for(
@@ -104,13 +109,7 @@ def statements_for(
     big: list[tuple[Any, ...]] = []
     if batch.occ_id:
         if len(batch.occ_id) <= SMALL_BATCH:
-            md = [dumps(m) if m else None for m in batch.occ_md]
-            statements.append(
-                (
-                    INSERT_OCCURRENCES,
-                    [batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task, batch.occ_hw, md],
-                )
-            )
+            statements.append((INSERT_OCCURRENCES, occurrence_columns(batch)))
         else:
             big = occurrence_rows(batch)
     perfs = [p for k, p in batch.ops if k == "perf"]

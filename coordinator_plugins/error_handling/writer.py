@@ -12,7 +12,13 @@ from typing import Any
 
 import duckdb
 
-from coordinator_plugins.error_handling.batch import Batch, occurrence_rows, run_statements, statements_for
+from coordinator_plugins.error_handling.batch import (
+    OCC_COLUMNS,
+    Batch,
+    occurrence_rows,
+    run_statements,
+    statements_for,
+)
 from coordinator_plugins.error_handling.model import ErrorReport
 
 logger = logging.getLogger(__name__)
@@ -74,7 +80,7 @@ class WriterLoop:
         logged and counted; a database failure meanwhile propagates and the batch is retried."""
         logger.error("store: a write failed on its data (%s: %s); writing the batch in parts", type(exc).__name__, exc)
         core = Batch()
-        for name in ("occ_id", "occ_ts", "occ_msg", "occ_worker", "occ_task", "occ_hw", "occ_md"):
+        for name in OCC_COLUMNS:
             setattr(core, name, getattr(batch, name))
         core.groups = batch.groups
         pieces = [core]
@@ -121,12 +127,16 @@ class WriterLoop:
             self._batch = Batch()
             return b
 
-    def _notify(self) -> None:
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the event loop (from the writer thread), unless it is gone."""
         if self._loop is not None and not self._loop.is_closed():
             try:
-                self._loop.call_soon_threadsafe(self._release_waiters)
-            except RuntimeError:
+                self._loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # closed meanwhile
                 pass
+
+    def _notify(self) -> None:
+        self._on_loop(self._release_waiters)
 
     def _run_writer(self) -> None:
         cur: duckdb.DuckDBPyConnection | None = None
@@ -234,8 +244,5 @@ class WriterLoop:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if first:
             logger.error("store: write failed, writes are buffered: %s", self.last_error)
-            if self.on_error is not None and self._loop is not None and not self._loop.is_closed():
-                try:
-                    self._loop.call_soon_threadsafe(self.on_error, exc)
-                except RuntimeError:
-                    pass
+            if self.on_error is not None:
+                self._on_loop(self.on_error, exc)

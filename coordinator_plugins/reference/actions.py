@@ -174,7 +174,6 @@ class CoordinatorActions:
         if comp is None:
             return False
         await comp.stop()
-        comp.restarts += 1
         comp.start()
         await asyncio.sleep(0)  # let it run its first tick
         for _ in range(40):

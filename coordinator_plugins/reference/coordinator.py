@@ -50,7 +50,6 @@ class Component:
         self.wake = wake
         self.task: asyncio.Task[None] | None = None
         self.last_tick = 0.0
-        self.restarts = 0
         self.starts = 0  # each start is a new life: an outage after it is a new outage
         self.errors = 0
 

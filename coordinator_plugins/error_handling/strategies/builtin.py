@@ -223,10 +223,9 @@ class SystemRecoveryStrategy(RecoveryStrategy):
     seconds, then lets the farm run at the halved limit until the overload is gone for
     ``settle`` seconds (success), or gives up (failure) when it is still there ``patience``
     seconds later, since shedding is not what relieves it, or at the deadline. It never holds the
-    farm paused
-    for the whole run: an overload the farm did not cause (another process on the host) would
-    otherwise stop every task for as long as it lasts, which the 10-minute soak on a busy machine
-    showed (the learned timeout grew to 100 s and the farm ran ~5% of its tasks)."""
+    farm paused for the whole run: an overload the farm did not cause (another process on the
+    host) would otherwise stop every task for as long as it lasts, which the 10-minute soak on a
+    busy machine showed (the learned timeout grew to 100 s and the farm ran ~5% of its tasks)."""
 
     strategy_id = "system"
     CPU_LIMIT = 90.0
