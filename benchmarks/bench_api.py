@@ -26,8 +26,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coordinator_plugins.error_handling import ERROR_HANDLING_KEY  # noqa: E402
-from coordinator_plugins.reference import build_app  # noqa: E402
+from coordinator_plugins.error_handling import ERROR_HANDLING_KEY
+from coordinator_plugins.reference import build_app
 
 
 # -- client side (runs in a subprocess) -----------------------------------------------------

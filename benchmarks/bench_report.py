@@ -20,7 +20,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, validate_config  # noqa: E402
+from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, validate_config
 
 
 async def lag_probe(samples: list[float], stop: asyncio.Event) -> None:

@@ -22,12 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coordinator_plugins.error_handling import (  # noqa: E402
+from coordinator_plugins.error_handling import (
     EnhancedErrorHandlingIntegration,
     RecoveryLevel,
     validate_config,
 )
-from coordinator_plugins.error_handling.simulate import OraclePolicy, SyntheticStrategy  # noqa: E402
+from coordinator_plugins.error_handling.learning.simulate import OraclePolicy, SyntheticStrategy
 
 L, M, H, C = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH, RecoveryLevel.CRITICAL
 # strategy id -> (level, nominal seconds)

@@ -22,10 +22,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_api import serve  # noqa: E402
+from bench_api import serve
 
-from coordinator_plugins.error_handling import ERROR_HANDLING_KEY  # noqa: E402
-from coordinator_plugins.reference import build_app  # noqa: E402
+from coordinator_plugins.error_handling import ERROR_HANDLING_KEY
+from coordinator_plugins.reference import build_app
 
 
 async def client(url: str, workers: int, per_worker: int) -> dict[str, Any]:

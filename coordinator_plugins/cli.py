@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(config, stop=stop)
 
-    from coordinator_plugins.error_handling.store import StoreUnavailable
+    from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
 
     try:
         asyncio.run(run())

@@ -16,7 +16,6 @@ import psutil
 import pytest
 
 
-
 def demo_cmd(tmp: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "coordinator_plugins", "demo", "--workers", "2", "--seed", "7",
             "--database", str(tmp / "demo.duckdb"), "--report", str(tmp / "report.html"), "--port", "0", *extra]

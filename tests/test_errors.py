@@ -22,8 +22,8 @@ from coordinator_plugins.error_handling import (
     RetryPolicy,
     validate_config,
 )
-from coordinator_plugins.error_handling.classify import classify
-from coordinator_plugins.error_handling.group import fingerprint, normalize_message
+from coordinator_plugins.error_handling.intake.classify import classify
+from coordinator_plugins.error_handling.intake.group import fingerprint, normalize_message
 
 T, C, S = ErrorType, ErrorCategory, ErrorSeverity
 
@@ -45,7 +45,7 @@ CASES: list[tuple[Any, dict[str, Any], ErrorType, ErrorCategory, ErrorSeverity]]
     (_aiohttp_connector_error(), {}, T.NETWORK, C.CONNECTION, S.MEDIUM),
     (aiohttp.ServerDisconnectedError(), {}, T.NETWORK, C.CONNECTION, S.MEDIUM),
     (aiohttp.ClientPayloadError("truncated"), {}, T.NETWORK, C.CONNECTION, S.MEDIUM),
-    (asyncio.TimeoutError(), {}, T.TIMEOUT, C.TIMEOUT, S.MEDIUM),
+    (TimeoutError(), {}, T.TIMEOUT, C.TIMEOUT, S.MEDIUM),
     (TimeoutError("took too long"), {"task_id": "t1"}, T.TIMEOUT, C.TASK_TIMEOUT, S.MEDIUM),
     (aiohttp.ServerTimeoutError("read timeout"), {}, T.TIMEOUT, C.TIMEOUT, S.MEDIUM),
     (subprocess.TimeoutExpired(["x"], 5), {"component": "task"}, T.TIMEOUT, C.TASK_TIMEOUT, S.MEDIUM),

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import farm_config
-from coordinator_plugins.error_handling.openapi import document
+from coordinator_plugins.error_handling.web.openapi import document
 from coordinator_plugins.reference import build_app
 
 DOC = document("/api")

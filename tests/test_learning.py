@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, RecoveryLevel, validate_config
-from coordinator_plugins.error_handling.budget import RecoveryBudget
-from coordinator_plugins.error_handling.simulate import SyntheticStrategy
-from coordinator_plugins.error_handling.timeouts import AdaptiveTimeouts
+from coordinator_plugins.error_handling.learning.simulate import SyntheticStrategy
+from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
+from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 
 L, M, H = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH
 

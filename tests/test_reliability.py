@@ -29,10 +29,10 @@ from coordinator_plugins.error_handling import (
     SystemRecoveryStrategy,
     validate_config,
 )
-from coordinator_plugins.error_handling.classify import classify
-from coordinator_plugins.error_handling.group import fingerprint
-from coordinator_plugins.error_handling.sampler import ResourceSampler
-from coordinator_plugins.error_handling.store import StoreUnavailable
+from coordinator_plugins.error_handling.intake.classify import classify
+from coordinator_plugins.error_handling.intake.group import fingerprint
+from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
+from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
 
 
 def serve_config(tmp: Path, db: str = "eh.duckdb", extra: str = "") -> Path:

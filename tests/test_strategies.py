@@ -24,7 +24,7 @@ from coordinator_plugins.error_handling import (
     WorkerRecoveryStrategy,
     validate_config,
 )
-from coordinator_plugins.error_handling.sampler import ResourceSampler
+from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.reference import SeedCoordinatorAdapter
 from tests.strategies_for_tests import SeedShapedCoordinator
 

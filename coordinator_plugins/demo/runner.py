@@ -253,7 +253,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.duration <= 0 or args.fault_rate < 0 or args.task_rate < 0:
         print("error: --duration must be > 0, and --fault-rate and --task-rate >= 0", file=sys.stderr)
         return 2
-    from coordinator_plugins.error_handling.store import StoreUnavailable
+    from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
 
     try:
         return asyncio.run(Demo(args).run())

@@ -1,6 +1,7 @@
 """The error-handling plugin: classify, group, persist, hook, recover, learn."""
 
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
+from coordinator_plugins.error_handling.intake.retry import RetryPolicy
 from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
 from coordinator_plugins.error_handling.model import (
     ErrorCategory,
@@ -14,8 +15,7 @@ from coordinator_plugins.error_handling.plugin import (
     install_enhanced_error_handling,
     setup,
 )
-from coordinator_plugins.error_handling.retry import RetryPolicy
-from coordinator_plugins.error_handling.store import DuckDBStore, Store
+from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore, Store
 from coordinator_plugins.error_handling.strategies import (
     CoordinatorRecoveryStrategy,
     DatabaseRecoveryStrategy,

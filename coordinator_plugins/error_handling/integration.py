@@ -16,28 +16,28 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling import queries
-from coordinator_plugins.error_handling.budget import RecoveryBudget
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted
-from coordinator_plugins.error_handling.handler import ErrorHandler, parse_enum
-from coordinator_plugins.error_handling.hooks import Hook
-from coordinator_plugins.error_handling.metrics import PluginMetrics
+from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
+from coordinator_plugins.error_handling.intake.hooks import Hook
+from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
+from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, make_policy
+from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType, utcnow
-from coordinator_plugins.error_handling.performance import PerformanceTracker, Sample
-from coordinator_plugins.error_handling.policy import AdaptivePolicy, make_policy
-from coordinator_plugins.error_handling.recovery import LevelState, RecoveryManager
-from coordinator_plugins.error_handling.sampler import ResourceSampler
-from coordinator_plugins.error_handling.store import DuckDBStore
+from coordinator_plugins.error_handling.observe.metrics import PluginMetrics
+from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
+from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
+from coordinator_plugins.error_handling.recovery.manager import LevelState, RecoveryManager
+from coordinator_plugins.error_handling.storage import queries
+from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
 from coordinator_plugins.error_handling.strategies import BUILTIN_CLASSES, RecoveryStrategy
 from coordinator_plugins.error_handling.strategies.builtin import DatabaseRecoveryStrategy, SystemRecoveryStrategy
-from coordinator_plugins.error_handling.timeouts import AdaptiveTimeouts
 
 logger = logging.getLogger(__name__)
 
 
 def adapt_coordinator(coordinator: Any) -> Any:
     """The object strategies act through: the coordinator itself, or a seed adapter around it."""
-    from coordinator_plugins.reference.seed_adapter import SeedCoordinatorAdapter
+    from coordinator_plugins.contract.seed_adapter import SeedCoordinatorAdapter
 
     if coordinator is not None and SeedCoordinatorAdapter.is_seed_shaped(coordinator):
         return SeedCoordinatorAdapter(coordinator)
@@ -297,7 +297,7 @@ class EnhancedErrorHandlingIntegration:
 
     async def get_strategy_recommendations(self, error_type: str | ErrorType) -> list[dict[str, Any]]:
         et = parse_enum(ErrorType, "error_type", error_type).value
-        from coordinator_plugins.error_handling.explain import recommendations
+        from coordinator_plugins.error_handling.observe.explain import recommendations
 
         return recommendations(self, et)
 
@@ -308,7 +308,7 @@ class EnhancedErrorHandlingIntegration:
         return sum(self.recovery_manager.reset_level(e) for e in list(self.recovery_manager.levels))
 
     async def run_diagnostics(self) -> dict[str, Any]:
-        from coordinator_plugins.error_handling.explain import diagnostics
+        from coordinator_plugins.error_handling.observe.explain import diagnostics
 
         return await diagnostics(self)
 

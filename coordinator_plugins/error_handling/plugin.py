@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling.api import add_routes
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
 from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
+from coordinator_plugins.error_handling.web.api import add_routes
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,7 @@
 """The reference coordinator and worker: real processes talking HTTP."""
 
+from coordinator_plugins.contract.protocol import CoordinatorProtocol
+from coordinator_plugins.contract.seed_adapter import SeedCoordinatorAdapter
 from coordinator_plugins.reference.app import (
     COORDINATOR_KEY,
     PLUGINS_KEY,
@@ -9,8 +11,6 @@ from coordinator_plugins.reference.app import (
 )
 from coordinator_plugins.reference.coordinator import Component, Coordinator, CoordinatorSettings
 from coordinator_plugins.reference.launcher import WorkerLauncher
-from coordinator_plugins.reference.protocol import CoordinatorProtocol
-from coordinator_plugins.reference.seed_adapter import SeedCoordinatorAdapter
 
 __all__ = [
     "COORDINATOR_KEY",

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from coordinator_plugins.error_handling.policy import Decision, SelectionPolicy
+from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryLevel, RecoveryStrategy
 
 Truth = Callable[[str, str], float]  # (error_type, strategy_id) -> success probability

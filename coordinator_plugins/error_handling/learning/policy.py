@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, weighted_score
 from coordinator_plugins.error_handling.model import utcnow
-from coordinator_plugins.error_handling.performance import PerformanceTracker, weighted_score
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
 
 LEVEL_WINDOW = 20

@@ -15,8 +15,8 @@ from coordinator_plugins.error_handling.model import (
     ErrorType,
     iso,
 )
-from coordinator_plugins.error_handling.schema import GROUP_COLUMNS
-from coordinator_plugins.error_handling.store import Cursor
+from coordinator_plugins.error_handling.storage.duckdb_store import Cursor
+from coordinator_plugins.error_handling.storage.schema import GROUP_COLUMNS
 
 LIST_FIELDS = (
     *LIST_ITEM_FIELDS,

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling import queries
-from coordinator_plugins.error_handling.explain import explain_strategies
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
-from coordinator_plugins.error_handling.validate import (
+from coordinator_plugins.error_handling.observe.explain import explain_strategies
+from coordinator_plugins.error_handling.storage import queries
+from coordinator_plugins.error_handling.web.validate import (
     ApiError,
     bad,
     decode_cursor,
@@ -176,7 +176,7 @@ class ErrorRoutes:
         return web.json_response(explain_strategies(self.integ, et.value if et else None), dumps=_dumps)
 
     async def openapi(self, request: web.Request) -> web.Response:
-        from coordinator_plugins.error_handling.openapi import document
+        from coordinator_plugins.error_handling.web.openapi import document
 
         return web.json_response(document(self.integ.config.api_prefix))
 
@@ -187,7 +187,7 @@ class ErrorRoutes:
         )
 
     async def dashboard(self, request: web.Request) -> web.Response:
-        from coordinator_plugins.error_handling.dashboard import render
+        from coordinator_plugins.error_handling.web.dashboard import render
 
         return web.Response(text=render(self.integ.config.api_prefix), content_type="text/html")
 

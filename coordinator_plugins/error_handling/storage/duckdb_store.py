@@ -18,10 +18,10 @@ from typing import Any, Protocol, TypeVar
 
 import duckdb
 
-from coordinator_plugins.error_handling.batch import Batch
 from coordinator_plugins.error_handling.model import ErrorReport
-from coordinator_plugins.error_handling.schema import SCHEMA, UPSERTS
-from coordinator_plugins.error_handling.writer import WriterLoop
+from coordinator_plugins.error_handling.storage.batch import Batch
+from coordinator_plugins.error_handling.storage.schema import SCHEMA, UPSERTS
+from coordinator_plugins.error_handling.storage.writer import WriterLoop
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")

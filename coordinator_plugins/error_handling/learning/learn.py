@@ -9,16 +9,16 @@ import contextlib
 from collections import deque
 from typing import Any
 
-from coordinator_plugins.error_handling.model import ErrorReport, utcnow
-from coordinator_plugins.error_handling.performance import (
+from coordinator_plugins.error_handling.learning.performance import (
     PerformanceTracker,
     Sample,
     impact_score,
     stability_score,
 )
-from coordinator_plugins.error_handling.sampler import ResourceSampler
+from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
+from coordinator_plugins.error_handling.model import ErrorReport, utcnow
+from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.strategies.base import RecoveryStrategy, StrategyResult
-from coordinator_plugins.error_handling.timeouts import AdaptiveTimeouts
 
 
 class Learner:

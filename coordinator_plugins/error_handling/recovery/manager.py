@@ -11,18 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator_plugins.error_handling.budget import RecoveryBudget
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig
-from coordinator_plugins.error_handling.learn import Learner
-from coordinator_plugins.error_handling.model import ErrorReport, utcnow
-from coordinator_plugins.error_handling.performance import (
+from coordinator_plugins.error_handling.learning.learn import Learner
+from coordinator_plugins.error_handling.learning.performance import (
     PerformanceTracker,
 )
-from coordinator_plugins.error_handling.policy import SelectionPolicy
-from coordinator_plugins.error_handling.sampler import ResourceSampler
-from coordinator_plugins.error_handling.schema import dumps
+from coordinator_plugins.error_handling.learning.policy import SelectionPolicy
+from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
+from coordinator_plugins.error_handling.model import ErrorReport, utcnow
+from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
+from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
+from coordinator_plugins.error_handling.storage.schema import dumps
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy, StrategyResult
-from coordinator_plugins.error_handling.timeouts import AdaptiveTimeouts
 
 logger = logging.getLogger(__name__)
 HISTORY_LIMIT = 50

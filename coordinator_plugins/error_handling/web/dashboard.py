@@ -9,7 +9,7 @@ from importlib.resources import files
 
 @cache
 def _template() -> str:
-    return (files("coordinator_plugins.error_handling") / "static" / "dashboard.html").read_text("utf-8")
+    return (files("coordinator_plugins.error_handling.web") / "static" / "dashboard.html").read_text("utf-8")
 
 
 def render(api_prefix: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 
 from coordinator_plugins.error_handling.model import ErrorReport
-from coordinator_plugins.error_handling.schema import (
+from coordinator_plugins.error_handling.storage.schema import (
     GROUP_COLUMNS,
     INSERT_OCCURRENCES,
     INSERT_PERF,

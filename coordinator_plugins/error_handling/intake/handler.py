@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from coordinator_plugins.error_handling.classify import classify
-from coordinator_plugins.error_handling.group import GroupIndex, fingerprint
-from coordinator_plugins.error_handling.hooks import Hook, HookRegistry
+from coordinator_plugins.error_handling.intake.classify import classify
+from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerprint
+from coordinator_plugins.error_handling.intake.hooks import Hook, HookRegistry
+from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
 from coordinator_plugins.error_handling.model import (
     ErrorContext,
     ErrorReport,
@@ -22,8 +23,7 @@ from coordinator_plugins.error_handling.model import (
     ErrorType,
     utcnow,
 )
-from coordinator_plugins.error_handling.retry import RetryPolicy, is_never_retried
-from coordinator_plugins.error_handling.store import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)

@@ -12,14 +12,14 @@ from typing import Any
 
 import duckdb
 
-from coordinator_plugins.error_handling.batch import (
+from coordinator_plugins.error_handling.model import ErrorReport
+from coordinator_plugins.error_handling.storage.batch import (
     OCC_COLUMNS,
     Batch,
     occurrence_rows,
     run_statements,
     statements_for,
 )
-from coordinator_plugins.error_handling.model import ErrorReport
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from coordinator_plugins.error_handling.policy import AdaptivePolicy
+from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES
 
 if TYPE_CHECKING:

@@ -1,0 +1,1 @@
+"""Intake, the first steps of a report: classify -> group -> (persist) -> hooks; and the retry runner."""

@@ -1,0 +1,1 @@
+"""Learning from recorded runs: performance records and scores, selection policies, timeouts."""

@@ -1,0 +1,1 @@
+"""Observing the plugin: Prometheus metrics, diagnostics and explanations, the resource sampler."""

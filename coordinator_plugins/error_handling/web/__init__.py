@@ -1,0 +1,1 @@
+"""The HTTP surface: routes, request validation, the OpenAPI document and the dashboard."""
