@@ -17,7 +17,13 @@ from aiohttp import web
 
 from conftest import wait_for
 from coordinator_plugins import available_plugins, load_config, load_plugins
-from coordinator_plugins.error_handling import ERROR_HANDLING_KEY, setup
+from coordinator_plugins.error_handling import (
+    ERROR_HANDLING_KEY,
+    EnhancedErrorHandlingIntegration,
+    ErrorHandlingConfig,
+    setup,
+    validate_config,
+)
 from coordinator_plugins.reference import CoordinatorProtocol, build_app
 from coordinator_plugins.reference.coordinator import Coordinator
 
@@ -60,6 +66,41 @@ def test_invalid_config_fails_before_anything_is_installed(table: dict[str, obje
     assert ERROR_HANDLING_KEY not in app
     assert len(app.router.routes()) == 0
     assert len(app.cleanup_ctx) == 0
+
+
+def test_every_bad_key_is_reported_at_once_with_a_suggestion_for_near_misses() -> None:
+    with pytest.raises(ValueError) as err:
+        validate_config({"databse": "x", "max_recovery_level": 9, "recovery_budget": -3, "verify_window": "long"})
+    lines = str(err.value).splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("plugins.error_handling.databse: unknown key;")
+    assert lines[0].endswith("did you mean 'database'?")
+    assert "max_recovery_level: expected an integer from 1 to 5, got 9" in lines[1]
+    assert "recovery_budget: expected an integer from 0 to 1000000, got -3" in lines[2]
+    assert "verify_window: expected a number" in lines[3]
+    with pytest.raises(ValueError) as far:
+        validate_config({"zzzz": 1})
+    assert "did you mean" not in str(far.value)
+
+
+def test_a_config_built_in_code_is_checked_like_one_from_a_file() -> None:
+    bad = ErrorHandlingConfig(max_recovery_level=9, recovery_budget=-3)
+    with pytest.raises(ValueError, match=r"max_recovery_level: expected an integer from 1 to 5, got 9"):
+        setup(web.Application(), None, bad)
+    with pytest.raises(ValueError, match=r"recovery_budget: expected an integer from 0 to 1000000, got -3"):
+        EnhancedErrorHandlingIntegration(None, bad)
+    good = validate_config(ErrorHandlingConfig(escalation_backoff=2))
+    assert good.escalation_backoff == 2.0 and isinstance(good.escalation_backoff, float)
+
+
+def test_protect_reads_needs_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COORDINATOR_PLUGINS_API_TOKEN", raising=False)
+    with pytest.raises(ValueError, match=r"plugins.error_handling.protect_reads: needs api_token"):
+        validate_config({"protect_reads": True})
+    assert validate_config({"protect_reads": True, "api_token": "t"}).protect_reads
+    monkeypatch.setenv("COORDINATOR_PLUGINS_API_TOKEN", "from-env")
+    assert validate_config({}).api_token == "from-env"
+    assert validate_config({"api_token": ""}).api_token == ""
 
 
 def test_coordinator_config_is_checked() -> None:

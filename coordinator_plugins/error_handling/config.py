@@ -1,66 +1,191 @@
-"""The ``[plugins.error_handling]`` config table: defaults, types, ranges, and validation."""
+"""The ``[plugins.error_handling]`` config table: defaults, types, ranges, and validation.
+
+Each field of :class:`ErrorHandlingConfig` carries its rule in its metadata (what it accepts and
+how a raw value becomes the setting), so a table from a file and a config built in code are
+checked by the same code. Every bad key is reported at once, each line naming the key, what it
+accepts and what it got; a near-miss of a key's name gets a suggestion.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 PREFIX = "plugins.error_handling"
 BUILTIN_STRATEGY_IDS = ("retry", "worker", "database", "coordinator", "system")
 SELECTIONS = ("adaptive", "score", "ladder")
+TOKEN_ENV = "COORDINATOR_PLUGINS_API_TOKEN"
+
+
+class _Bad(Exception):
+    """A value a rule refuses; ``accepted`` overrides the rule's own description."""
+
+    def __init__(self, accepted: str | None = None, message: str | None = None) -> None:
+        super().__init__(message or accepted or "")
+        self.accepted = accepted
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What a key accepts (for the message) and how a raw value becomes the setting."""
+
+    accepted: str
+    convert: Callable[[Any], Any]
+
+
+def _rule(accepted: str, convert: Callable[[Any], Any]) -> dict[str, Rule]:
+    return {"rule": Rule(accepted, convert)}
+
+
+def number(lo: float, hi: float = math.inf, integer: bool = False, optional: bool = False) -> dict[str, Rule]:
+    kind = "an integer" if integer else "a number"
+
+    def convert(value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise _Bad()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _Bad()
+        if not lo <= value <= hi:
+            raise _Bad()
+        return value if integer else float(value)
+
+    return _rule(f"{kind} from {lo} to {hi}", convert)
+
+
+def boolean() -> dict[str, Rule]:
+    def convert(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise _Bad()
+        return value
+
+    return _rule("true or false", convert)
+
+
+def text(accepted: str = "a string", nonempty: bool = False) -> dict[str, Rule]:
+    def convert(value: Any) -> str:
+        if not isinstance(value, str) or (nonempty and not value) or "\x00" in value:
+            raise _Bad()
+        return value
+
+    return _rule(accepted, convert)
+
+
+def url_path(allow_empty: bool) -> dict[str, Rule]:
+    def convert(value: Any) -> str:
+        if not isinstance(value, str) or "\x00" in value:
+            raise _Bad()
+        if not value:
+            if allow_empty:
+                return value
+            raise _Bad('a non-empty path such as "/api"')
+        if not value.startswith("/") or value.endswith("/"):
+            raise _Bad()
+        return value
+
+    return _rule('a path starting with "/" and not ending with "/"', convert)
+
+
+def choice(values: tuple[str, ...]) -> dict[str, Rule]:
+    def convert(value: Any) -> str:
+        if value not in values:
+            raise _Bad()
+        return str(value)
+
+    return _rule(f"one of {', '.join(values)}", convert)
+
+
+def subset(values: tuple[str, ...]) -> dict[str, Rule]:
+    def convert(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v in values for v in value):
+            raise _Bad()
+        return tuple(dict.fromkeys(value))
+
+    return _rule(f"a list drawn from {', '.join(values)}", convert)
+
+
+def _default_coordinator_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _hooks_rule() -> dict[str, Rule]:
+    return _rule('a table of key -> list of "module:function"', lambda v: _check_hooks(v))
+
+
+def _strategies_rule() -> dict[str, Rule]:
+    return _rule('a table of id -> "module:Class"', lambda v: _check_strategies(v))
 
 
 @dataclass(frozen=True, slots=True)
 class ErrorHandlingConfig:
-    """Validated settings of the error-handling plugin (see SPEC section 4)."""
+    """Validated settings of the error-handling plugin (see SPEC section 4).
 
-    database: str = "error_handling.duckdb"
-    api_prefix: str = "/api"
-    api_token: str = ""
-    auto_recover: bool = True
-    selection: str = "adaptive"
-    builtin_strategies: tuple[str, ...] = BUILTIN_STRATEGY_IDS
-    max_recovery_level: int = 5
-    escalation_backoff: float = 1.0
-    escalation_backoff_max: float = 60.0
-    default_timeout: float = 30.0
-    regression_window: float = 600.0
-    recovery_budget: int = 10
-    budget_window: float = 60.0
-    hook_timeout: float = 5.0
-    expose_stack_traces: bool = False
-    metrics: bool = True
-    dashboard_path: str = "/dashboard/errors"
-    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    strategies: Mapping[str, str] = field(default_factory=dict)
-    seed: int | None = None
+    Built in code, it is checked like a table from a file: pass it through
+    :func:`validate_config` (``setup`` does)."""
+
+    database: str = field(default="error_handling.duckdb", metadata=text('a file path or ":memory:"', nonempty=True))
+    api_prefix: str = field(default="/api", metadata=url_path(allow_empty=False))
+    api_token: str = field(default="", metadata=text())
+    auto_recover: bool = field(default=True, metadata=boolean())
+    selection: str = field(default="adaptive", metadata=choice(SELECTIONS))
+    builtin_strategies: tuple[str, ...] = field(default=BUILTIN_STRATEGY_IDS, metadata=subset(BUILTIN_STRATEGY_IDS))
+    max_recovery_level: int = field(default=5, metadata=number(1, 5, integer=True))
+    escalation_backoff: float = field(default=1.0, metadata=number(0, 86_400))
+    escalation_backoff_max: float = field(default=60.0, metadata=number(0, 86_400))
+    default_timeout: float = field(default=30.0, metadata=number(0.01, 86_400))
+    regression_window: float = field(default=600.0, metadata=number(0, 10 * 365 * 86_400))
+    recovery_budget: int = field(default=10, metadata=number(0, 1_000_000, integer=True))
+    budget_window: float = field(default=60.0, metadata=number(0.001, 86_400))
+    hook_timeout: float = field(default=5.0, metadata=number(0.001, 3_600))
+    expose_stack_traces: bool = field(default=False, metadata=boolean())
+    metrics: bool = field(default=True, metadata=boolean())
+    dashboard_path: str = field(default="/dashboard/errors", metadata=url_path(allow_empty=True))
+    hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict, metadata=_hooks_rule())
+    strategies: Mapping[str, str] = field(default_factory=dict, metadata=_strategies_rule())
+    seed: int | None = field(default=None, metadata=number(-(2**63), 2**63 - 1, integer=True, optional=True))
+    # SPEC section 4, recovery that holds (section 9), security (8) and fleets (10).
+    verify_window: float = field(default=30.0, metadata=number(0, 86_400))
+    max_recoveries_per_group: int = field(default=5, metadata=number(0, 1_000_000, integer=True))
+    protect_reads: bool = field(default=False, metadata=boolean())
+    coordinator_id: str = field(
+        default_factory=_default_coordinator_id, metadata=text("a non-empty string", nonempty=True)
+    )
+    lease_ttl: float = field(default=15.0, metadata=number(1, 3_600))
     # Extensions beyond SPEC section 4 (documented in the README).
-    recovery_budget_global: int = 0
-    level_reset_after: float = 3600.0
-    max_groups_in_memory: int = 50_000
-    retention_days: int = 30
-    write_queue_limit: int = 200_000
-    commit_window: float = 0.001
-    fallback_to_memory: bool = False
-    database_memory_mb: int = 64
+    recovery_budget_global: int = field(default=0, metadata=number(0, 1_000_000, integer=True))
+    level_reset_after: float = field(default=3600.0, metadata=number(0, 10 * 365 * 86_400))
+    max_groups_in_memory: int = field(default=50_000, metadata=number(100, 10_000_000, integer=True))
+    retention_days: int = field(default=30, metadata=number(1, 36_500, integer=True))
+    write_queue_limit: int = field(default=200_000, metadata=number(1_000, 100_000_000, integer=True))
+    commit_window: float = field(default=0.001, metadata=number(0, 0.1))
+    fallback_to_memory: bool = field(default=False, metadata=boolean())
+    database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
+
+
+KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))
+_RULES: dict[str, Rule] = {f.name: f.metadata["rule"] for f in fields(ErrorHandlingConfig)}
+
+
+def _line(key: str, accepted: str, value: Any) -> str:
+    return f"{PREFIX}.{key}: expected {accepted}, got {value!r}"
 
 
 def _err(key: str, accepted: str, value: Any) -> ValueError:
-    return ValueError(f"{PREFIX}.{key}: expected {accepted}, got {value!r}")
+    return ValueError(_line(key, accepted, value))
 
 
-def _number(key: str, value: Any, lo: float, hi: float = math.inf, integer: bool = False) -> Any:
-    kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        raise _err(key, f"{kind} from {lo} to {hi}", value)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _err(key, f"{kind} from {lo} to {hi}", value)
-    if not lo <= value <= hi:
-        raise _err(key, f"{kind} from {lo} to {hi}", value)
-    return value if integer else float(value)
+def suggest(name: str, candidates: tuple[str, ...] | list[str]) -> str:
+    """``"; did you mean 'x'?"`` for a near-miss of one of ``candidates``, else ``""``."""
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def resolve_dotted(key: str, path: Any) -> Any:
@@ -85,99 +210,62 @@ def resolve_dotted(key: str, path: Any) -> Any:
     return obj
 
 
+def _convert(key: str, value: Any, problems: list[str]) -> Any:
+    rule = _RULES[key]
+    try:
+        return rule.convert(value)
+    except _Bad as bad:
+        problems.append(bad.message or _line(key, bad.accepted or rule.accepted, value))
+    except ValueError as exc:  # nested checks (hooks, strategies) name their own key
+        problems.append(str(exc))
+    return None
+
+
 def validate_config(table: Mapping[str, Any] | ErrorHandlingConfig | None) -> ErrorHandlingConfig:
-    """Check a raw config table and return the validated settings."""
-    if table is None:
-        return ErrorHandlingConfig()
+    """Check a raw config table (or a config built in code) and return the validated settings.
+
+    Raises one ValueError listing every problem, a line each. ``api_token`` comes from the
+    environment variable ``COORDINATOR_PLUGINS_API_TOKEN`` when the table does not set it."""
     if isinstance(table, ErrorHandlingConfig):
-        return table
-    if not isinstance(table, Mapping):
+        raw: dict[str, Any] = {f.name: getattr(table, f.name) for f in fields(ErrorHandlingConfig)}
+        given = set(raw)
+    elif table is None or isinstance(table, Mapping):
+        raw = dict(table or {})
+        given = set(raw)
+    else:
         raise ValueError(f"{PREFIX}: expected a table, got {type(table).__name__}")
-    names = {f.name for f in fields(ErrorHandlingConfig)}
-    for key in table:
-        if key not in names:
-            raise ValueError(f"{PREFIX}.{key}: unknown key; accepted: {', '.join(sorted(names))}")
+    problems: list[str] = []
     out: dict[str, Any] = {}
-    for key, value in table.items():
-        out[key] = _check(key, value)
-    if "escalation_backoff_max" in out or "escalation_backoff" in out:
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in _RULES:
+            problems.append(
+                f"{PREFIX}.{key}: unknown key; accepted: {', '.join(sorted(KEYS))}{suggest(str(key), KEYS)}"
+            )
+            continue
+        out[key] = _convert(key, value, problems)
+    if "api_token" not in given and os.environ.get(TOKEN_ENV):
+        out["api_token"] = os.environ[TOKEN_ENV]
+    if not problems:
         lo = out.get("escalation_backoff", 1.0)
         hi = out.get("escalation_backoff_max", 60.0)
         if hi < lo:
-            raise _err("escalation_backoff_max", f"a number >= escalation_backoff ({lo})", hi)
-    return ErrorHandlingConfig(**out)
-
-
-def _check(key: str, value: Any) -> Any:
-    if key == "database":
-        if not isinstance(value, str) or not value:
-            raise _err(key, 'a file path or ":memory:"', value)
-        return value
-    if key in ("api_prefix", "dashboard_path"):
-        if not isinstance(value, str) or (value and (not value.startswith("/") or value.endswith("/"))):
-            raise _err(key, 'a path starting with "/" and not ending with "/"', value)
-        if key == "api_prefix" and not value:
-            raise _err(key, 'a non-empty path such as "/api"', value)
-        return value
-    if key == "api_token":
-        if not isinstance(value, str):
-            raise _err(key, "a string", value)
-        return value
-    if key in ("auto_recover", "expose_stack_traces", "metrics", "fallback_to_memory"):
-        if not isinstance(value, bool):
-            raise _err(key, "true or false", value)
-        return value
-    if key == "selection":
-        if value not in SELECTIONS:
-            raise _err(key, f"one of {', '.join(SELECTIONS)}", value)
-        return value
-    if key == "builtin_strategies":
-        if not isinstance(value, list | tuple) or not all(v in BUILTIN_STRATEGY_IDS for v in value):
-            raise _err(key, f"a list drawn from {', '.join(BUILTIN_STRATEGY_IDS)}", value)
-        return tuple(dict.fromkeys(value))
-    if key == "max_recovery_level":
-        return _number(key, value, 1, 5, integer=True)
-    if key in ("escalation_backoff", "escalation_backoff_max"):
-        return _number(key, value, 0, 86_400)
-    if key == "default_timeout":
-        return _number(key, value, 0.01, 86_400)
-    if key in ("regression_window", "level_reset_after"):
-        return _number(key, value, 0, 10 * 365 * 86_400)
-    if key in ("recovery_budget", "recovery_budget_global"):
-        return _number(key, value, 0, 1_000_000, integer=True)
-    if key == "budget_window":
-        return _number(key, value, 0.001, 86_400)
-    if key == "hook_timeout":
-        return _number(key, value, 0.001, 3_600)
-    if key == "max_groups_in_memory":
-        return _number(key, value, 100, 10_000_000, integer=True)
-    if key == "retention_days":
-        return _number(key, value, 1, 36_500, integer=True)
-    if key == "database_memory_mb":
-        return _number(key, value, 16, 1_000_000, integer=True)
-    if key == "commit_window":
-        return _number(key, value, 0, 0.1)
-    if key == "write_queue_limit":
-        return _number(key, value, 1_000, 100_000_000, integer=True)
-    if key == "seed":
-        if value is None:
-            return None
-        return _number(key, value, -(2**63), 2**63 - 1, integer=True)
-    if key == "hooks":
-        return _check_hooks(value)
-    if key == "strategies":
-        return _check_strategies(value)
-    raise AssertionError(key)  # pragma: no cover - names were checked by the caller
+            problems.append(_line("escalation_backoff_max", f"a number >= escalation_backoff ({lo})", hi))
+        if out.get("protect_reads") and not out.get("api_token"):
+            problems.append(f"{PREFIX}.protect_reads: needs api_token (or {TOKEN_ENV}) to be set")
+    if problems:
+        raise ValueError("\n".join(problems))
+    base = table if isinstance(table, ErrorHandlingConfig) else ErrorHandlingConfig()
+    return replace(base, **out)
 
 
 def _check_hooks(value: Any) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, Mapping):
-        raise _err("hooks", 'a table of key -> list of "module:function"', value)
+        raise _Bad()
     hooks: dict[str, tuple[str, ...]] = {}
     for hook_key, paths in value.items():
         if isinstance(paths, str):
             paths = [paths]
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        if not isinstance(paths, list | tuple) or not all(isinstance(p, str) for p in paths):
             raise _err(f"hooks.{hook_key}", 'a list of "module:function"', paths)
         for path in paths:
             if not callable(resolve_dotted(f"hooks.{hook_key}", path)):
@@ -190,7 +278,7 @@ def _check_strategies(value: Any) -> dict[str, str]:
     from coordinator_plugins.error_handling.strategies.base import RecoveryStrategy
 
     if not isinstance(value, Mapping):
-        raise _err("strategies", 'a table of id -> "module:Class"', value)
+        raise _Bad()
     out: dict[str, str] = {}
     for sid, path in value.items():
         if sid in BUILTIN_STRATEGY_IDS:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted
+from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted, validate_config
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
@@ -46,7 +46,7 @@ def adapt_coordinator(coordinator: Any) -> Any:
 
 class EnhancedErrorHandlingIntegration:
     def __init__(self, coordinator: Any = None, config: ErrorHandlingConfig | None = None) -> None:
-        self.config = cfg = config or ErrorHandlingConfig()
+        self.config = cfg = validate_config(config)
         self.coordinator = coordinator
         self.actions = adapt_coordinator(coordinator)
         self.rng = random.Random(cfg.seed)
