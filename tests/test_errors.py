@@ -216,6 +216,29 @@ async def test_seed_hooks_fire_and_bad_hooks_are_contained(tmp_path: Path) -> No
         await integ.stop()
 
 
+async def test_hook_keys_may_be_error_types_categories_or_lists(tmp_path: Path) -> None:
+    integ = await make_integ(tmp_path)
+    fired: list[tuple[str, str]] = []
+
+    def hook(name: str) -> Any:
+        return lambda report: fired.append((name, report.error_type.value))
+
+    integ.register_error_hook(ErrorType.NETWORK, hook("type"))
+    integ.register_error_hook(ErrorCategory.DB_CONNECTION, hook("category"))
+    integ.register_error_hook([ErrorType.TIMEOUT, "network"], hook("list"))
+    for bad in ("", 5, [], [ErrorType.NETWORK, None]):
+        with pytest.raises(ValueError, match="hook key"):
+            integ.register_error_hook(bad, hook("bad"))  # type: ignore[arg-type]
+    try:
+        await integ.report_error(ConnectionResetError("reset"), {"component": "w"})
+        await integ.report_error(TimeoutError("slow"), {"component": "w"})
+        await integ.report_error(duckdb.ConnectionException("Connection already closed!"), {"component": "db"})
+        await integ.report_error("bad input", {"component": "w", "error_type": "validation"})
+        assert sorted(fired) == [("category", "database"), ("list", "network"), ("list", "timeout"), ("type", "network")]
+    finally:
+        await integ.stop()
+
+
 async def test_hooks_from_config(tmp_path: Path) -> None:
     integ = await make_integ(tmp_path, hooks={"network": ["tests.hooks_for_tests:record"]})
     from tests import hooks_for_tests
@@ -241,6 +264,11 @@ async def test_retry_operation_counts_and_cancellation(tmp_path: Path) -> None:
     try:
         result, report = await integ.retry_operation(always_fails, context={"component": "flaky"})
         assert calls == 4 and result is None and report is not None and report.retry_count == 3
+        # SPEC 9: exhausted retries leave the group failed, in memory and in the database
+        assert report.resolution_status == "failed" and report.retry_successful is False
+        await integ.flush()
+        rows = await integ.get_unresolved_errors(component="flaky")
+        assert [r["resolution_status"] for r in rows] == ["failed"]
         attempts = 0
 
         async def then_works() -> str:

@@ -18,11 +18,11 @@ from aiohttp import web
 
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted, validate_config
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
-from coordinator_plugins.error_handling.intake.hooks import Hook
+from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
 from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, make_policy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
-from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType, utcnow
+from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.observe.metrics import PluginMetrics
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
@@ -166,7 +166,7 @@ class EnhancedErrorHandlingIntegration:
             self.performance_recovery.add(keys, previous, Sample(False, 0.0, 0.25, 0.5, 0, 0))
 
     # -- registration ------------------------------------------------------------------------------
-    def register_error_hook(self, key: str, hook: Hook) -> None:
+    def register_error_hook(self, key: HookKey, hook: Hook) -> None:
         self.error_handler.register_error_hook(key, hook)
 
     def add_custom_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
@@ -236,13 +236,10 @@ class EnhancedErrorHandlingIntegration:
                 return None
             report = queries.report_from_row(row)
             self.error_handler.groups.add(report)
-        if report.resolution_status == "resolved":
+        if not report.is_open:
             return True
-        report.resolution_status = "resolved"
-        report.resolution_time = utcnow()
-        report.resolution_strategy = resolution or "manual"
+        report.resolve(resolution or "manual")
         report.recovery_details["manual_resolution"] = {"resolution": resolution, "details": details or {}}
-        report.recovery_level = 1
         self.recovery_manager.reset_level(error_id)
         await self.store.wait_durable(self.error_handler.persist(report))
         return False

@@ -108,7 +108,18 @@ class ErrorCategory(enum.Enum):
         return self.value.split("_", 1)[0]
 
 
-RESOLUTION_STATUSES = ("open", "retrying", "resolved", "failed")
+class ResolutionStatus(enum.StrEnum):
+    """Where an error group is in its lifecycle. A ``str``, so it compares equal to its value.
+
+    ``open`` (new, or reopened by a regression), ``retrying`` (a recovery or retry is running),
+    ``resolved`` (fixed, by recovery or by hand), ``failed`` (recovery ran and did not fix it)."""
+
+    OPEN = "open"
+    RETRYING = "retrying"
+    RESOLVED = "resolved"
+    FAILED = "failed"
+
+
 # The fields every item of GET /errors carries (SPEC section 5).
 LIST_ITEM_FIELDS = (
     "error_id",
@@ -158,21 +169,6 @@ class ErrorContext:
     related_entities: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "component": self.component,
-            "operation": self.operation,
-            "timestamp": iso(self.timestamp),
-            "user_id": self.user_id,
-            "worker_id": self.worker_id,
-            "task_id": self.task_id,
-            "hardware_id": self.hardware_id,
-            "request_id": self.request_id,
-            "environment": self.environment,
-            "related_entities": self.related_entities,
-            "metadata": self.metadata,
-        }
-
 
 @dataclass(slots=True)
 class ErrorReport:
@@ -195,7 +191,7 @@ class ErrorReport:
     retry_successful: bool | None = None
     aggregated_count: int = 1
     related_errors: list[str] = field(default_factory=list)
-    resolution_status: str = "open"
+    resolution_status: ResolutionStatus = ResolutionStatus.OPEN
     resolution_time: datetime | None = None
     resolution_strategy: str | None = None
     recovery_details: dict[str, Any] = field(default_factory=dict)
@@ -233,35 +229,27 @@ class ErrorReport:
 
     @property
     def is_open(self) -> bool:
-        return self.resolution_status != "resolved"
+        return self.resolution_status is not ResolutionStatus.RESOLVED
 
-    def to_dict(self, stack_traces: bool = False) -> dict[str, Any]:
-        out = {
-            "error_id": self.error_id,
-            "error_type": self.error_type.value,
-            "error_severity": self.error_severity.value,
-            "category": self.category.value,
-            "message": self.message,
-            "component": self.context.component,
-            "operation": self.context.operation,
-            "worker_id": self.context.worker_id,
-            "task_id": self.context.task_id,
-            "hardware_id": self.context.hardware_id,
-            "exception_type": self.exception_type,
-            "fingerprint": self.fingerprint,
-            "first_seen": iso(self.first_seen),
-            "last_seen": iso(self.last_seen),
-            "aggregated_count": self.aggregated_count,
-            "retry_count": self.retry_count,
-            "retry_successful": self.retry_successful,
-            "resolution_status": self.resolution_status,
-            "resolution_time": iso(self.resolution_time),
-            "resolution_strategy": self.resolution_strategy,
-            "regression_count": self.regression_count,
-            "recovery_level": self.recovery_level,
-            "related_errors": list(self.related_errors),
-            "metadata": self.context.metadata,
-        }
-        if stack_traces:
-            out["stack_trace"] = self.context.stack_trace
-        return out
+    # -- lifecycle: the only places that change resolution_status --------------------------
+    def resolve(self, strategy: str | None, at: datetime | None = None) -> None:
+        """Resolved (by ``strategy``, or by hand): the level returns to 1."""
+        self.resolution_status = ResolutionStatus.RESOLVED
+        self.resolution_time = at or utcnow()
+        self.resolution_strategy = strategy
+        self.recovery_level = 1
+
+    def reopen(self, regression: bool = True) -> None:
+        """Open again; a regression when it had been resolved."""
+        if regression and self.resolution_status is ResolutionStatus.RESOLVED:
+            self.regression_count += 1
+        self.resolution_status = ResolutionStatus.OPEN
+        self.resolution_time = None
+
+    def retrying(self) -> None:
+        """A recovery or a retry of this group is running."""
+        self.resolution_status = ResolutionStatus.RETRYING
+
+    def fail(self) -> None:
+        """Recovery ran and did not fix it."""
+        self.resolution_status = ResolutionStatus.FAILED

@@ -27,7 +27,6 @@ class Classification:
     error_type: ErrorType
     category: ErrorCategory
     severity: ErrorSeverity
-    by_class: bool  # True when the exception class decided the type
 
 
 # DuckDB's exception classes (module ``_duckdb``) by name, and aiohttp's by name, so that a
@@ -203,14 +202,12 @@ def classify(
     low = message.lower()
     rule = _rule_for(cls) if cls is not None else None
     category: ErrorCategory | None = None
-    by_class = False
     if explicit_type is not None:
         etype = explicit_type
         if rule is not None and rule[0] is etype:
             category = rule[1]
     elif rule is not None:
         etype, category = rule
-        by_class = True
         if etype is T.SYSTEM and _errno_of(exc, low) in _RESOURCE_ERRNOS | {errno_mod.ENOSPC}:
             etype = T.RESOURCE
     else:
@@ -232,7 +229,7 @@ def classify(
         severity = explicit_severity
     else:
         severity = _SEVERITY_BY_VALUE.get(category._value_, S.MEDIUM)
-    return Classification(etype, category, severity, by_class)
+    return Classification(etype, category, severity)
 
 
 def _errno_of(exc: BaseException | None, low: str) -> int | None:

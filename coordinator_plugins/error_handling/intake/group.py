@@ -108,7 +108,7 @@ class GroupIndex:
 
     def mark(self, report: ErrorReport) -> None:
         """Keep the resolved-first eviction order in step with the report's status."""
-        if report.resolution_status == "resolved":
+        if not report.is_open:
             self._resolved[report.error_id] = None
             self._resolved.move_to_end(report.error_id)
         else:

@@ -14,7 +14,7 @@ from typing import Any
 
 from coordinator_plugins.error_handling.intake.classify import classify
 from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerprint
-from coordinator_plugins.error_handling.intake.hooks import Hook, HookRegistry
+from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
 from coordinator_plugins.error_handling.model import (
     ErrorContext,
@@ -82,7 +82,7 @@ class ErrorHandler:
     def get_retry_policy(self, component: str) -> RetryPolicy:
         return self._policies.get(component, self.default_retry_policy)
 
-    def register_error_hook(self, key: str, hook: Hook) -> None:
+    def register_error_hook(self, key: HookKey, hook: Hook) -> None:
         self.hooks.register(key, hook)
 
     # -- reporting ----------------------------------------------------------------------------
@@ -143,9 +143,7 @@ class ErrorHandler:
             previous = group.resolution_strategy
             group.aggregated_count += 1
             group.last_seen = now
-            group.resolution_status = "open"
-            group.resolution_time = None
-            group.regression_count += 1
+            group.reopen(regression=True)
             group.new_group = False
             group.is_regression = True
             self.groups.mark(group)
@@ -226,17 +224,16 @@ class ErrorHandler:
                 attempt += 1
                 if not policy.should_retry(report, attempt, exc):
                     report.retry_successful = False if attempt > 1 else None
+                    report.fail()  # exhausted (or not retryable): failed, never left "retrying"
                     self.persist(report)
                     return None, report
                 report.retry_count += 1
-                report.resolution_status = "retrying"
+                report.retrying()
                 self.persist(report)
                 await asyncio.sleep(policy.delay(attempt, self.rng))
                 continue
             if report is not None:
                 report.retry_successful = True
-                report.resolution_status = "resolved"
-                report.resolution_time = utcnow()
-                report.resolution_strategy = "retry_operation"
+                report.resolve("retry_operation")
                 self.persist(report)
             return result, None

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from coordinator_plugins.error_handling.model import ErrorReport, ErrorType
+from coordinator_plugins.error_handling.model import ErrorCategory, ErrorReport, ErrorType
 
 logger = logging.getLogger(__name__)
 
 Hook = Callable[[ErrorReport], Any] | Callable[[ErrorReport], Awaitable[Any]]
+# A hook's key: a string, an ErrorType or ErrorCategory (their values), or several of them.
+HookKey = str | ErrorType | ErrorCategory | Iterable[str | ErrorType | ErrorCategory]
 
 # The key "coordinator" also fires for these error types (SPEC section 3).
 _COORDINATOR_TYPES = {ErrorType.COORDINATION, ErrorType.SCHEDULING, ErrorType.STATE}
@@ -42,19 +44,21 @@ class HookRegistry:
         self.timeouts = 0
         self._running: set[asyncio.Task[Any]] = set()
 
-    def register(self, key: str, hook: Hook) -> None:
-        if not isinstance(key, str) or not key:
-            raise ValueError("hook key: expected a non-empty string")
+    def register(self, key: HookKey, hook: Hook) -> None:
+        """Register ``hook`` under ``key``: a string, an ErrorType or ErrorCategory, or a list of them."""
         if not callable(hook):
             raise ValueError(f"hook for {key!r}: expected a callable, got {type(hook).__name__}")
-        self._hooks.setdefault(key, []).append(hook)
-
-    def unregister(self, key: str, hook: Hook) -> bool:
-        hooks = self._hooks.get(key, [])
-        if hook in hooks:
-            hooks.remove(hook)
-            return True
-        return False
+        keys = list(key) if isinstance(key, list | tuple | set | frozenset) else [key]
+        names: list[str] = []
+        for k in keys:
+            name = k.value if isinstance(k, ErrorType | ErrorCategory) else k
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"hook key: expected a non-empty string, an ErrorType or a list of them, got {k!r}")
+            names.append(name)
+        if not names:
+            raise ValueError("hook key: expected at least one key")
+        for name in dict.fromkeys(names):
+            self._hooks.setdefault(name, []).append(hook)
 
     def matching(self, report: ErrorReport) -> list[Hook]:
         if not self._hooks:
@@ -63,9 +67,6 @@ class HookRegistry:
         for key in keys_for(report):
             found.extend(self._hooks.get(key, ()))
         return found
-
-    def registered(self) -> dict[str, int]:
-        return {k: len(v) for k, v in self._hooks.items() if v}
 
     async def run(self, report: ErrorReport) -> None:
         """Run every matching hook; return after all finish or ``timeout`` passes."""

@@ -171,7 +171,6 @@ class PerformanceTracker:
         self.arms: dict[tuple[str, str], ArmStats] = {}
         self.persist = persist
         self.record_row = record
-        self.records = 0
 
     def arm(self, key: str, strategy_id: str) -> ArmStats:
         a = self.arms.get((key, strategy_id))
@@ -208,7 +207,6 @@ class PerformanceTracker:
             )
 
     def record(self, row: dict[str, Any]) -> None:
-        self.records += 1
         if self.record_row is not None:
             self.record_row(
                 (
@@ -238,18 +236,3 @@ class PerformanceTracker:
                 self.arms[(key, strategy_id)] = ArmStats.from_json(data)
             except (ValueError, TypeError, IndexError, KeyError):
                 continue
-
-    def summary(self, key: str | None = None) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for (k, sid), arm in self.arms.items():
-            if key is not None and k != key:
-                continue
-            means = arm.means()
-            out.setdefault(k, {})[sid] = {
-                "samples": arm.n,
-                "total": arm.total,
-                "total_successes": arm.total_successes,
-                "score": round(weighted_score(means), 4) if arm.n else None,
-                **{m: (round(v, 4) if v is not None else None) for m, v in means.items()},
-            }
-        return out

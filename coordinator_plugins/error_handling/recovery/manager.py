@@ -18,7 +18,7 @@ from coordinator_plugins.error_handling.learning.performance import (
 )
 from coordinator_plugins.error_handling.learning.policy import SelectionPolicy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
-from coordinator_plugins.error_handling.model import ErrorReport, utcnow
+from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.storage.schema import dumps
@@ -152,7 +152,7 @@ class RecoveryManager:
             return
         if report.has_targets:  # schedule() respects the budget's deferral and the cooldown
             self.schedule(report)
-        elif report.resolution_status == "failed":
+        elif report.resolution_status is ResolutionStatus.FAILED:
             # Like a supervisor, try again after the cooldown: the fault may not report itself
             # again (a stopped loop, a dead process), and a failed group must not wait forever.
             st = self.levels.get(error_id)
@@ -230,7 +230,7 @@ class RecoveryManager:
         st.recoveries += 1
         targets = report.take_targets()
         self.recoveries += 1
-        report.resolution_status = "retrying"
+        report.retrying()
         self.persist_group(report)
         backoff = cfg.escalation_backoff
         tried: set[str] = set()
@@ -282,13 +282,13 @@ class RecoveryManager:
             if success:
                 self.successes += 1
                 st.level = 1
-                report.resolution_status = "resolved"
-                report.resolution_time = utcnow()
-                report.resolution_strategy = info["strategy_id"]
-                report.recovery_level = 1
+                report.resolve(info["strategy_id"])
             else:
                 ran = any(a["outcome"] != "not_applicable" for a in info["attempts"])
-                report.resolution_status = "failed" if ran else "open"
+                if ran:
+                    report.fail()
+                else:
+                    report.reopen(regression=False)
                 report.recovery_level = st.level
             report.recovery_details = {k: v for k, v in report.recovery_details.items() if k.startswith("_")} | {
                 "last_recovery": {k: info[k] for k in ("success", "strategy_id", "recovery_level", "execution_time")}

@@ -13,6 +13,7 @@ from coordinator_plugins.error_handling.model import (
     ErrorReport,
     ErrorSeverity,
     ErrorType,
+    ResolutionStatus,
     iso,
 )
 from coordinator_plugins.error_handling.storage.duckdb_store import Cursor
@@ -76,7 +77,7 @@ def report_from_row(d: dict[str, Any]) -> ErrorReport:
         retry_count=d["retry_count"] or 0,
         retry_successful=d["retry_successful"],
         aggregated_count=d["aggregated_count"] or 1,
-        resolution_status=d["resolution_status"] or "open",
+        resolution_status=ResolutionStatus(d["resolution_status"] or "open"),
         resolution_time=ts(d["resolution_time"]) if d["resolution_time"] else None,
         resolution_strategy=d["resolution_strategy"],
         recovery_details=rd,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.storage import queries
 from coordinator_plugins.error_handling.web.validate import (
@@ -139,7 +139,9 @@ class ErrorRoutes:
         result = await self.integ.resolve(error_id, resolution, details)
         if result is None:
             raise not_found(f"unknown error id {error_id!r}")
-        return web.json_response({"error_id": error_id, "resolution_status": "resolved", "already_resolved": result})
+        return web.json_response(
+            {"error_id": error_id, "resolution_status": ResolutionStatus.RESOLVED, "already_resolved": result}
+        )
 
     async def recovery_metrics(self, request: web.Request) -> web.Response:
         et = query_error_type(request)
