@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -45,7 +45,9 @@ def adapt_coordinator(coordinator: Any) -> Any:
 
 
 class EnhancedErrorHandlingIntegration:
-    def __init__(self, coordinator: Any = None, config: ErrorHandlingConfig | None = None) -> None:
+    def __init__(
+        self, coordinator: Any = None, config: Mapping[str, Any] | ErrorHandlingConfig | None = None
+    ) -> None:
         self.config = cfg = validate_config(config)
         self.coordinator = coordinator
         self.actions = adapt_coordinator(coordinator)
@@ -94,6 +96,7 @@ class EnhancedErrorHandlingIntegration:
                 self.register_error_hook(key, resolve_dotted(f"hooks.{key}", path))
         self.started = False
         self.closed = False
+        self.app: web.Application | None = None  # set by attach()
         self._bg: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -133,6 +136,14 @@ class EnhancedErrorHandlingIntegration:
         await self.sampler.stop()
         await self.store.close()
 
+    def attach(self, app: web.Application) -> EnhancedErrorHandlingIntegration:
+        """Mount the routes, middleware and lifetime on ``app`` (before it starts). ``setup`` does
+        it; call it yourself after ``install_enhanced_error_handling`` on a coordinator that had no
+        app yet and never assigns one to ``coordinator.app``."""
+        from coordinator_plugins.error_handling.plugin import attach
+
+        return attach(self, app)
+
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
         await self.start()
         yield
@@ -170,9 +181,7 @@ class EnhancedErrorHandlingIntegration:
         self.error_handler.register_error_hook(key, hook)
 
     def add_custom_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
-        if strategy_id in BUILTIN_CLASSES:
-            raise ValueError(f"strategy_id: {strategy_id!r} is a built-in strategy id")
-        self.recovery_manager.add_strategy(strategy_id, strategy)
+        self.recovery_manager.add_custom_strategy(strategy_id, strategy)
 
     # -- reporting ------------------------------------------------------------------------------------
     async def ingest(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator_plugins.error_handling.config import ErrorHandlingConfig
+from coordinator_plugins.error_handling.config import BUILTIN_STRATEGY_IDS, ErrorHandlingConfig
 from coordinator_plugins.error_handling.learning.learn import Learner
 from coordinator_plugins.error_handling.learning.performance import (
     PerformanceTracker,
@@ -83,6 +83,12 @@ class RecoveryManager:
             raise ValueError(f"strategy_id: {strategy_id!r} is already registered")
         strategy.strategy_id = strategy_id
         self.strategies[strategy_id] = strategy
+
+    def add_custom_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
+        """Register a custom strategy, as the seed design shows; a built-in id is refused."""
+        if strategy_id in BUILTIN_STRATEGY_IDS:
+            raise ValueError(f"strategy_id: {strategy_id!r} is a built-in strategy id")
+        self.add_strategy(strategy_id, strategy)
 
     def levels_with_candidates(self) -> list[int]:
         """The progressive levels at which at least one registered strategy may run."""
