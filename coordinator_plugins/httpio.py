@@ -32,6 +32,45 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # the security scheme ``bearer``, which those paths may refer to.
 OPENAPI_PATHS_KEY = web.AppKey("openapi_paths", dict)
 
+
+
+def openapi_document(title: str, paths: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI 3.1 document of ``paths``, with the ``Error`` schema and the ``bearer``
+    security scheme that the paths of either document refer to."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": "0.1.0"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "code"],
+                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+                }
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def declare_bearer(paths: dict[str, Any], token: bool, protect_reads: bool) -> dict[str, Any]:
+    """Declare the bearer token, and its JSON 401, on the operations of ``paths`` that need it:
+    every one but a GET once a token is set, every GET too with ``protect_reads``."""
+    for ops in paths.values():
+        for method, op in ops.items():
+            if token and (method.upper() not in SAFE_METHODS or protect_reads):
+                op["security"] = [{"bearer": []}]
+                op["responses"].setdefault(
+                    "401",
+                    {
+                        "description": "missing or wrong bearer token",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                )
+    return paths
+
+
 CODES = {
     400: "bad_request",
     401: "unauthorized",

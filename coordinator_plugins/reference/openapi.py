@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator_plugins.error_handling.model import ErrorType
+from coordinator_plugins.httpio import declare_bearer, openapi_document
 from coordinator_plugins.reference.security import CommandPolicy, SecuritySettings
 
 ID_PATTERN = "^[A-Za-z0-9._:@-]+$"
@@ -22,7 +23,6 @@ MAX_OUTPUT = 65_536
 _ERR = {"$ref": "#/components/schemas/Error"}
 _NAMES = {
     400: "invalid input",
-    401: "missing or wrong bearer token",
     404: "unknown id",
     408: "the request body did not arrive in time",
     409: "conflict with the current state",
@@ -239,28 +239,9 @@ def coordinator_paths(security: SecuritySettings, policy: CommandPolicy, openapi
     }
     if openapi:
         paths["/api/openapi.json"] = {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI 3")}}}
-    for ops in paths.values():
-        for method, op in ops.items():
-            if security.api_token and (method != "get" or security.protect_reads):
-                op["security"] = [{"bearer": []}]
-                op["responses"]["401"] = _resp(_NAMES[401], _ERR)
-    return {"paths": paths}
+    return {"paths": declare_bearer(paths, bool(security.api_token), security.protect_reads)}
 
 
 def coordinator_document(paths: dict[str, Any]) -> dict[str, Any]:
     """The coordinator's own document, when no plugin serves one."""
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "coordinator_plugins reference coordinator", "version": "0.1.0"},
-        "paths": paths["paths"],
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "code"],
-                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-                }
-            },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
+    return openapi_document("coordinator_plugins reference coordinator", paths["paths"])

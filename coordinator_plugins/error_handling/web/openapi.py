@@ -12,6 +12,7 @@ from typing import Any
 
 from coordinator_plugins.error_handling.model import LIST_ITEM_FIELDS, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.web.validate import CURSOR_PATTERN
+from coordinator_plugins.httpio import declare_bearer, openapi_document
 
 _ERR = {"$ref": "#/components/schemas/Error"}
 
@@ -36,16 +37,6 @@ BODY_ERRORS = (400, 408, 413, 415)  # every route that reads a body may answer t
 
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _resp(ERROR_NAMES[c], _ERR) for c in codes}
-
-
-def secure(paths: dict[str, Any], token: bool, protect_reads: bool) -> dict[str, Any]:
-    """Declare the bearer token (and its 401) on the operations that need it."""
-    for ops in paths.values():
-        for method, op in ops.items():
-            if token and (method != "get" or protect_reads):
-                op["security"] = [{"bearer": []}]
-                op["responses"].setdefault("401", _resp(ERROR_NAMES[401], _ERR))
-    return paths
 
 
 def _text(desc: str, media: str) -> dict[str, Any]:
@@ -314,21 +305,7 @@ def document(
             content = {**page["content"], **_resp("", _ERR)["content"]}
             responses["401"] = {"description": ERROR_NAMES[401], "content": content}
         paths[dashboard_path] = {"get": {"summary": "The HTML dashboard", "responses": responses}}
-    secure(paths, token, protect_reads)
+    declare_bearer(paths, token, protect_reads)
     for path, ops in (extra or {}).get("paths", {}).items():
         paths.setdefault(path, {}).update(ops)
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "coordinator_plugins error handling", "version": "0.1.0"},
-        "paths": paths,
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "code"],
-                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-                }
-            },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
+    return openapi_document("coordinator_plugins error handling", paths)
