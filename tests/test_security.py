@@ -143,8 +143,12 @@ def test_security_config_errors_name_the_key(tmp_path: Path) -> None:
     for table, message in bad:
         with pytest.raises(ValueError, match=message):
             build_app({"coordinator": {"database": ":memory:", **table}})
-    with pytest.raises(ValueError, match=r"plugins\.error_handling\.api_token"):
-        build_app(farm_config(tmp_path, {"api_token": "a b"}))
+    with pytest.raises(ValueError, match=r"plugins\.error_handling\.api_token") as err:
+        build_app(farm_config(tmp_path, {"api_token": "my secret"}))
+    assert "my secret" not in str(err.value)  # a token is never echoed
+    with pytest.raises(ValueError) as err:
+        build_app({"coordinator": {"database": ":memory:", "api_token": "my secret"}})
+    assert "my secret" not in str(err.value)
 
 
 def test_loopback_addresses() -> None:

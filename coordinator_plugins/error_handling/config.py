@@ -82,8 +82,9 @@ def text(accepted: str = "a string", nonempty: bool = False) -> dict[str, Rule]:
 
 def bearer_token() -> dict[str, Rule]:
     def convert(value: Any) -> str:
-        if token_problem(value):
-            raise _Bad()
+        problem = token_problem(value)
+        if problem:  # never echo the value: it is meant to be a secret
+            raise _Bad(message=f"{PREFIX}.api_token: {problem} (the value is not shown)")
         return str(value)
 
     return _rule('"" (no token) or printable ASCII without spaces, at most 4096 characters', convert)
