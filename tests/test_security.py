@@ -265,3 +265,18 @@ async def test_a_command_task_runs_its_argv_without_a_shell(make_farm, tmp_path:
                           "the command ran")
     assert task.result["output"] == " ".join(argv[1:]) + "\n"
     assert not marker.exists()
+
+
+async def test_the_document_says_which_programs_may_run(make_farm) -> None:
+    """The OpenAPI document follows allowed_commands, so that it and the server agree."""
+    listed = await make_farm(enabled=False, coordinator={"allowed_commands": ["echo"]})
+    spec = (await listed.get("/api/openapi.json"))[1]["paths"]["/api/tasks"]["post"]["requestBody"]
+    schema = spec["content"]["application/json"]["schema"]
+    assert schema["properties"]["argv"]["prefixItems"][0]["enum"] == ["echo"]
+    assert schema["properties"]["kind"]["enum"] == ["sim", "command"]
+    none = await make_farm(enabled=False, coordinator={"allowed_commands": [], "database": ":memory:"})
+    schema = (await none.get("/api/openapi.json"))[1]["paths"]["/api/tasks"]["post"]["requestBody"]
+    schema = schema["content"]["application/json"]["schema"]
+    assert schema["properties"]["kind"]["enum"] == ["sim"] and "argv" not in schema["properties"]
+    # Where no command may run, an argv on a sim task is inert data, as the document implies.
+    assert (await none.post("/api/tasks", {"kind": "sim", "duration": 0, "argv": ["/usr/bin/id"]}))[0] == 201

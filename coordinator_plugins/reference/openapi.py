@@ -58,28 +58,31 @@ def _path(name: str) -> dict[str, Any]:
 def task_spec_schema(policy: CommandPolicy) -> dict[str, Any]:
     """A task spec as the coordinator accepts it: a ``sim`` task, or a ``command`` task (an argv,
     run without a shell) where ``policy`` allows one, its ``argv[0]`` among the allowed programs."""
-    argv: dict[str, Any] = {
-        "type": "array",
-        "minItems": 1,
-        "maxItems": MAX_ARGS,
-        "items": {"type": "string", "maxLength": MAX_ARG, "pattern": NO_NUL},
-        "description": "the program and its arguments, run without a shell",
+    properties: dict[str, Any] = {
+        "kind": {"type": "string", "enum": ["sim"], "default": "sim"},
+        "duration": {"type": "number", "minimum": 0, "maximum": 3600, "description": "sim: seconds"},
+        "outcome": {"type": "string", "enum": list(OUTCOMES), "description": "sim: how it ends"},
+        "message": {"type": "string", "maxLength": 2000, "description": "sim: the error of outcome error"},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
     }
-    if policy.allowed:
-        argv["prefixItems"] = [{"type": "string", "enum": list(policy.allowed)}]
-    else:
-        argv["prefixItems"] = [{"type": "string", "minLength": 1, "maxLength": MAX_ARG, "pattern": NO_NUL}]
-    kinds = ["sim"] if policy.allowed == () else ["sim", "command"]
-    spec = _obj(
-        {
-            "kind": {"type": "string", "enum": kinds, "default": "sim"},
-            "duration": {"type": "number", "minimum": 0, "maximum": 3600, "description": "sim: seconds"},
-            "outcome": {"type": "string", "enum": list(OUTCOMES), "description": "sim: how it ends"},
-            "message": {"type": "string", "maxLength": 2000, "description": "sim: the error of outcome error"},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
-            "argv": argv,
+    kinds = ["sim"]
+    if policy.allowed != ():  # command tasks may run: argv is checked (where none may, it is inert)
+        kinds.append("command")
+        properties["kind"]["enum"] = kinds
+        first = (
+            {"type": "string", "enum": list(policy.allowed)}
+            if policy.allowed
+            else {"type": "string", "minLength": 1, "maxLength": MAX_ARG, "pattern": NO_NUL}
+        )
+        properties["argv"] = {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_ARGS,
+            "prefixItems": [first],
+            "items": {"type": "string", "maxLength": MAX_ARG, "pattern": NO_NUL},
+            "description": "the program and its arguments, run without a shell",
         }
-    )
+    spec = _obj(properties)
     if "command" in kinds:
         spec["if"] = {"properties": {"kind": {"const": "command"}}, "required": ["kind"]}
         spec["then"] = {"required": ["argv"]}
