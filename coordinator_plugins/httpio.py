@@ -204,6 +204,9 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def _too_deep(value: Any, limit: int) -> bool:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -254,14 +257,15 @@ def parse_json(raw: bytes | str) -> Any:
     """Strict JSON, or JsonRefused: malformed text, a non-finite number (``NaN``, ``Infinity``,
     ``1e999``) or nesting deeper than :data:`MAX_DEPTH`."""
     try:
-        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+        value = _DECODER.decode(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)  # a BOM is ignored
     except _NonFinite as exc:
         raise JsonRefused(f"{exc} is not a finite number: NaN and Infinity are refused", "invalid_number") from None
     except RecursionError:
         raise JsonRefused(f"JSON nested deeper than {MAX_DEPTH} levels", "too_deep") from None
     except ValueError:  # UnicodeDecodeError included
         raise JsonRefused("malformed JSON body", "malformed_json") from None
-    if _too_deep(value, MAX_DEPTH):
+    brackets = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else raw.count("[") + raw.count("{")
+    if brackets > MAX_DEPTH and _too_deep(value, MAX_DEPTH):  # fewer brackets cannot nest deeper
         raise JsonRefused(f"JSON nested deeper than {MAX_DEPTH} levels", "too_deep")
     return value
 
