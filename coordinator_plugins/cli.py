@@ -12,15 +12,15 @@ import sys
 
 def _serve(args: argparse.Namespace) -> int:
     from coordinator_plugins.plugins import load_config
-    from coordinator_plugins.reference.app import serve
+    from coordinator_plugins.reference.app import COORDINATOR_KEY, SECURITY_KEY, build_app, serve
+    from coordinator_plugins.reference.security import check_listen
 
     try:
         config = load_config(args.config)
         if args.port is not None:
             config.setdefault("coordinator", {})["port"] = args.port
-        from coordinator_plugins.reference.app import build_app
-
-        build_app(config)  # validate everything (plugins included) before binding anything
+        app = build_app(config)  # validate everything (plugins included) before binding anything
+        check_listen(app[COORDINATOR_KEY].settings.host, app[SECURITY_KEY])  # protected mode
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -43,9 +43,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    import os
+
+    from coordinator_plugins.httpio import TOKEN_ENV, token_problem
     from coordinator_plugins.reference.worker import main as worker_main
 
-    return worker_main(args.url, args.worker_id, args.max_tasks, args.parent_pid)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
+    problem = token_problem(token)
+    if problem:
+        print(f"error: --token: {problem}", file=sys.stderr)
+        return 2
+    return worker_main(args.url, args.worker_id, args.max_tasks, args.parent_pid, token)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -67,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--worker-id", default=None)
     w.add_argument("--max-tasks", type=int, default=1)
     w.add_argument("--parent-pid", type=int, default=None, help="exit when this parent process is gone")
+    w.add_argument(
+        "--token",
+        default=None,
+        help="the coordinator's api_token, sent as a bearer token (default: the environment variable "
+        "COORDINATOR_PLUGINS_API_TOKEN, which keeps it out of the process list)",
+    )
     w.set_defaults(func=_worker)
     d = sub.add_parser("demo", help="a fault-injected farm: coordinator, workers, faults, recovery, report")
     d.add_argument("--workers", type=int, default=3)

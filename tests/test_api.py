@@ -15,6 +15,9 @@ from coordinator_plugins.error_handling import ERROR_HANDLING_KEY
 from coordinator_plugins.reference import build_app
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 async def post_error(farm: Any, **body: Any) -> tuple[int, Any]:
     return await farm.post("/api/errors", {"message": "Connection reset by peer", "component": "worker", **body})
 
@@ -138,7 +141,9 @@ async def test_resolve(make_farm) -> None:
     status, out = await farm.post(f"/api/errors/{eid}/resolve")
     assert out["already_resolved"] is True
     assert (await farm.post("/api/errors/unknown/resolve"))[0] == 404
-    assert (await farm.post(f"/api/errors/{eid}/resolve", data=b"{bad"))[0] == 400
+    assert (await farm.post(f"/api/errors/{eid}/resolve", data=b"{bad", headers=JSON))[0] == 400
+    status, out = await farm.post(f"/api/errors/{eid}/resolve", data=b"{}")  # sent as application/octet-stream
+    assert status == 415 and out["code"] == "unsupported_media_type"
     status, out = await farm.post(f"/api/errors/{eid}/resolve", {"details": "not an object"})
     assert status == 400
 
@@ -198,19 +203,49 @@ async def test_auth_on_posts_only(make_farm) -> None:
     assert (await farm.get("/api/diagnostics"))[0] == 200
 
 
+def mounted_routes(app: web.Application) -> set[tuple[str, str]]:
+    mounted = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if path and route.method != "HEAD":
+            mounted.add((route.method.lower(), path))
+    return mounted
+
+
 async def test_openapi_documents_every_route(make_farm) -> None:
+    """The plugin's routes and the reference coordinator's own, /metrics and the dashboard."""
     farm = await make_farm(plugin={"auto_recover": False})
     status, doc = await farm.get("/api/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    mounted = set()
-    for route in farm.app.router.routes():
-        info = route.resource.get_info() if route.resource else {}
-        path = info.get("path") or info.get("formatter")
-        if path and path.startswith("/api/") and route.method != "HEAD" and not path.startswith(
-                ("/api/workers", "/api/tasks", "/api/status")):
-            mounted.add((route.method.lower(), path))
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
-    assert mounted == documented
+    assert mounted_routes(farm.app) == documented
+    assert {("post", "/api/tasks"), ("post", "/api/workers/register"), ("get", "/metrics")} <= documented
+    assert not any("security" in op for ops in doc["paths"].values() for op in ops.values())  # no token set
+
+
+async def test_openapi_declares_the_token_where_it_is_required(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False}, coordinator={"api_token": "tok"})
+    doc = (await farm.get("/api/openapi.json"))[1]
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert ("security" in op) == (method == "post"), (method, path)
+            assert ("401" in op["responses"]) == (method == "post"), (method, path)
+    farm2 = await make_farm(plugin={"auto_recover": False, "database": ":memory:"},
+                            coordinator={"api_token": "tok", "protect_reads": True,
+                                         "database": ":memory:"})
+    status, _ = await farm2.get("/api/openapi.json")
+    assert status == 401
+    status, doc = await farm2.get("/api/openapi.json", headers={"Authorization": "Bearer tok"})
+    assert status == 200
+    assert all("security" in op for ops in doc["paths"].values() for op in ops.values())
+
+
+async def test_coordinator_serves_its_own_document_without_the_plugin(make_farm) -> None:
+    farm = await make_farm(enabled=False)
+    status, doc = await farm.get("/api/openapi.json")
+    assert status == 200
+    assert mounted_routes(farm.app) == {(m, p) for p, ops in doc["paths"].items() for m in ops}
 
 
 async def test_unhandled_coordinator_errors_become_json_500_and_are_reported(tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ from aiohttp import web
 from coordinator_plugins.demo.faults import FaultInjector
 from coordinator_plugins.demo.report import render_html, render_table, summary_rows
 from coordinator_plugins.error_handling import ERROR_HANDLING_KEY, ErrorReport
-from coordinator_plugins.reference import COORDINATOR_KEY, build_app
+from coordinator_plugins.httpio import auth_headers
+from coordinator_plugins.reference import COORDINATOR_KEY, SECURITY_KEY, build_app
 
 
 class Progress:
@@ -102,7 +103,8 @@ class Demo:
         integ.register_error_hook("*", count)
         print(f"demo: coordinator at {url} (dashboard {url}/dashboard/errors), {self.args.workers} workers, "
               f"{self.args.duration:.0f} s, database {self.args.database}", file=self.out, flush=True)
-        session = aiohttp.ClientSession()
+        # The coordinator's token, when COORDINATOR_PLUGINS_API_TOKEN sets one, on every request.
+        session = aiohttp.ClientSession(headers=auth_headers(app[SECURITY_KEY].api_token))
         faults = FaultInjector(coord, integ, url, [k for k in self.args.faults.split(",") if k], self.rng,
                                self._on_fault)
         faults.session = session

@@ -17,10 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from coordinator_plugins.httpio import TOKEN_ENV, token_problem
+
 PREFIX = "plugins.error_handling"
 BUILTIN_STRATEGY_IDS = ("retry", "worker", "database", "coordinator", "system")
 SELECTIONS = ("adaptive", "score", "ladder")
-TOKEN_ENV = "COORDINATOR_PLUGINS_API_TOKEN"
 
 
 class _Bad(Exception):
@@ -79,6 +80,16 @@ def text(accepted: str = "a string", nonempty: bool = False) -> dict[str, Rule]:
     return _rule(accepted, convert)
 
 
+def bearer_token() -> dict[str, Rule]:
+    def convert(value: Any) -> str:
+        problem = token_problem(value)
+        if problem:  # never echo the value: it is meant to be a secret
+            raise _Bad(message=f"{PREFIX}.api_token: {problem} (the value is not shown)")
+        return str(value)
+
+    return _rule('"" (no token) or printable ASCII without spaces, at most 4096 characters', convert)
+
+
 def url_path(allow_empty: bool) -> dict[str, Rule]:
     def convert(value: Any) -> str:
         if not isinstance(value, str) or "\x00" in value:
@@ -133,7 +144,7 @@ class ErrorHandlingConfig:
 
     database: str = field(default="error_handling.duckdb", metadata=text('a file path or ":memory:"', nonempty=True))
     api_prefix: str = field(default="/api", metadata=url_path(allow_empty=False))
-    api_token: str = field(default="", metadata=text())
+    api_token: str = field(default="", metadata=bearer_token())
     auto_recover: bool = field(default=True, metadata=boolean())
     selection: str = field(default="adaptive", metadata=choice(SELECTIONS))
     builtin_strategies: tuple[str, ...] = field(default=BUILTIN_STRATEGY_IDS, metadata=subset(BUILTIN_STRATEGY_IDS))
@@ -168,6 +179,7 @@ class ErrorHandlingConfig:
     commit_window: float = field(default=0.001, metadata=number(0, 0.1))
     fallback_to_memory: bool = field(default=False, metadata=boolean())
     database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
+    body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))
@@ -244,7 +256,7 @@ def validate_config(table: Mapping[str, Any] | ErrorHandlingConfig | None) -> Er
             continue
         out[key] = _convert(key, value, problems)
     if "api_token" not in given and os.environ.get(TOKEN_ENV):
-        out["api_token"] = os.environ[TOKEN_ENV]
+        out["api_token"] = _convert("api_token", os.environ[TOKEN_ENV], problems)
     if not problems:
         lo = out.get("escalation_backoff", 1.0)
         hi = out.get("escalation_backoff_max", 60.0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -13,30 +12,11 @@ from aiohttp import web
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
 from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
 from coordinator_plugins.error_handling.web.api import add_routes
+from coordinator_plugins.httpio import is_json_error, json_error_from, json_response
 
 logger = logging.getLogger(__name__)
 
 ERROR_HANDLING_KEY = web.AppKey("error_handling", EnhancedErrorHandlingIntegration)
-
-
-def _json_error(status: int, message: str, code: str, **extra: Any) -> web.Response:
-    return web.Response(
-        status=status, text=json.dumps({"error": message, "code": code, **extra}), content_type="application/json"
-    )
-
-
-_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    410: "gone",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    503: "unavailable",
-}
 
 
 def _middleware(integ: EnhancedErrorHandlingIntegration) -> Any:
@@ -47,8 +27,8 @@ def _middleware(integ: EnhancedErrorHandlingIntegration) -> Any:
         try:
             return await handler(request)
         except web.HTTPException as exc:
-            if exc.status >= 400 and request.path.startswith(prefix) and exc.content_type != "application/json":
-                return _json_error(exc.status, exc.reason, _CODES.get(exc.status, "http_error"))
+            if exc.status >= 400 and request.path.startswith(prefix) and not is_json_error(exc):
+                return json_error_from(exc)  # keeps its headers: Allow on a 405
             raise
         except asyncio.CancelledError:
             raise
@@ -65,7 +45,7 @@ def _middleware(integ: EnhancedErrorHandlingIntegration) -> Any:
                 except Exception:
                     logger.exception("could not report a handler error")
             logger.error("unhandled error in %s %s: %r", request.method, operation, exc)
-            return _json_error(500, "internal error", "internal_error", error_id=error_id)
+            return json_response({"error": "internal error", "code": "internal_error", "error_id": error_id}, 500)
 
     return capture_errors
 

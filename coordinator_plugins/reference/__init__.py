@@ -5,20 +5,24 @@ from coordinator_plugins.contract.seed_adapter import SeedCoordinatorAdapter
 from coordinator_plugins.reference.app import (
     COORDINATOR_KEY,
     PLUGINS_KEY,
+    SECURITY_KEY,
     build_app,
     serve,
     settings_from_config,
 )
 from coordinator_plugins.reference.coordinator import Component, Coordinator, CoordinatorSettings
 from coordinator_plugins.reference.launcher import WorkerLauncher
+from coordinator_plugins.reference.security import SecuritySettings
 
 __all__ = [
     "COORDINATOR_KEY",
     "PLUGINS_KEY",
+    "SECURITY_KEY",
     "Component",
     "Coordinator",
     "CoordinatorProtocol",
     "CoordinatorSettings",
+    "SecuritySettings",
     "SeedCoordinatorAdapter",
     "WorkerLauncher",
     "build_app",

@@ -124,7 +124,7 @@ class CoordinatorActions:
         if not self.launcher.url:
             return None
         # Not ours to restart: start a local replacement and wait for it.
-        replacement = f"{worker_id}-r{uuid.uuid4().hex[:4]}"
+        replacement = f"{worker_id[:190]}-r{uuid.uuid4().hex[:4]}"  # worker ids are at most 200 long
         await self.launcher.start(replacement, ["--max-tasks", str(w.max_tasks if w else 1)])
         if await self._wait_registered(replacement, 0, timeout):
             return replacement

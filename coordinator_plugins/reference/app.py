@@ -6,17 +6,48 @@ import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from coordinator_plugins.error_handling.model import ErrorType
+from coordinator_plugins.httpio import (
+    MAX_BODY,
+    OPENAPI_PATHS_KEY,
+    ApiError,
+    bad,
+    has_lone_surrogate,
+    json_response,
+    read_json,
+)
 from coordinator_plugins.plugins import load_plugins
 from coordinator_plugins.reference.coordinator import Coordinator, CoordinatorSettings
+from coordinator_plugins.reference.openapi import MAX_OUTPUT, coordinator_document, coordinator_paths
+from coordinator_plugins.reference.security import (
+    SECURITY_KEYS,
+    CommandPolicy,
+    SecuritySettings,
+    check_listen,
+    security_from_config,
+    security_middleware,
+)
+from coordinator_plugins.reference.validate import (
+    check_task_spec,
+    choice_field,
+    id_field,
+    int_field,
+    number_field,
+    object_field,
+    str_field,
+)
 
 logger = logging.getLogger(__name__)
 
 COORDINATOR_KEY = web.AppKey("coordinator", Coordinator)
 PLUGINS_KEY = web.AppKey("plugins", dict)
+SECURITY_KEY = web.AppKey("coordinator_security", SecuritySettings)
+POLICY_KEY = web.AppKey("coordinator_command_policy", CommandPolicy)
 
 _SETTING_TYPES: dict[str, tuple[type, float, float]] = {
     "port": (int, 0, 65535),
@@ -39,10 +70,13 @@ def settings_from_config(config: Mapping[str, Any]) -> CoordinatorSettings:
         if key not in ("coordinator", "plugins"):
             raise ValueError(f"{key}: unknown config table; accepted: coordinator, plugins")
     known = set(CoordinatorSettings.__dataclass_fields__)
+    accepted = known | set(SECURITY_KEYS)  # those are read by security_from_config
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in known:
-            raise ValueError(f"coordinator.{key}: unknown key; accepted: {', '.join(sorted(known))}")
+        if key not in accepted:
+            raise ValueError(f"coordinator.{key}: unknown key; accepted: {', '.join(sorted(accepted))}")
+        if key in SECURITY_KEYS:
+            continue
         if key in ("host", "database"):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"coordinator.{key}: expected a non-empty string, got {value!r}")
@@ -67,44 +101,29 @@ def settings_from_config(config: Mapping[str, Any]) -> CoordinatorSettings:
     return settings
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(
-            text='{"error": "malformed JSON body", "code": "malformed_json"}', content_type="application/json"
-        ) from None
-    if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text='{"error": "expected a JSON object", "code": "invalid_body"}', content_type="application/json"
-        )
-    return body
-
-
-def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(
-        text=web.json_response({"error": message, "code": "invalid_field"}).text, content_type="application/json"
-    )
-
-
 def _coord(request: web.Request) -> Coordinator:
     return request.app[COORDINATOR_KEY]
 
 
+async def _body(request: web.Request, required: bool = True) -> dict[str, Any]:
+    """The JSON object body, strict (see :func:`coordinator_plugins.httpio.read_json`), and
+    refused when a string in it could not be stored (a lone surrogate)."""
+    body = await read_json(request, required=required, timeout=request.app[SECURITY_KEY].body_timeout)
+    if has_lone_surrogate(body):
+        raise bad("a string holds a lone surrogate (\\ud800-\\udfff), which is not text", "invalid_text")
+    return body
+
+
 async def register(request: web.Request) -> web.Response:
-    body = await _json(request)
-    worker_id = body.get("worker_id")
-    if not isinstance(worker_id, str) or not worker_id or len(worker_id) > 200:
-        raise _bad("worker_id: expected a non-empty string")
-    max_tasks = body.get("max_tasks", 1)
-    if not isinstance(max_tasks, int) or isinstance(max_tasks, bool) or not 1 <= max_tasks <= 1000:
-        raise _bad("max_tasks: expected an integer from 1 to 1000")
-    pid = body.get("pid") if isinstance(body.get("pid"), int) else None
+    body = await _body(request)
+    worker_id = id_field(body, "worker_id", required=True)
+    max_tasks = int_field(body, "max_tasks", 1, 1000, default=1)
+    pid = int_field(body, "pid", 1, 2**31 - 1)
+    capabilities = object_field(body, "capabilities")
     coord = _coord(request)
-    w = coord.register_worker(worker_id, pid, max_tasks, body.get("capabilities") or {})
-    return web.json_response(
+    assert worker_id is not None
+    w = coord.register_worker(worker_id, pid, max_tasks, capabilities)
+    return json_response(
         {
             "worker_id": w.worker_id,
             "incarnation": w.incarnation,
@@ -113,77 +132,129 @@ async def register(request: web.Request) -> web.Response:
     )
 
 
+def _worker(request: web.Request) -> Any:
+    """The worker the path names: 404 when unknown, 410 when it is lost or stopped (register again)."""
+    coord = _coord(request)
+    worker = coord.workers.get(request.match_info["worker_id"])
+    if worker is None:
+        raise ApiError(404, "unknown worker: register first", "not_found")
+    if worker.status != "active":
+        raise ApiError(410, f"worker is {worker.status}: register again", "reregister")
+    return worker
+
+
 async def heartbeat(request: web.Request) -> web.Response:
-    if not _coord(request).heartbeat(request.match_info["worker_id"]):
-        raise web.HTTPGone(
-            text='{"error": "unknown or lost worker: register again", "code": "reregister"}',
-            content_type="application/json",
-        )
-    return web.json_response({"ok": True})
+    body = await _body(request, required=False)
+    running = body.get("running", [])
+    if not isinstance(running, list) or len(running) > 10_000 or not all(isinstance(t, str) for t in running):
+        raise bad("running: expected a list of task ids")
+    worker = _worker(request)
+    _coord(request).heartbeat(worker.worker_id)
+    return json_response({"ok": True})
 
 
 async def poll(request: web.Request) -> web.Response:
+    body = await _body(request, required=False)
+    wait = min(number_field(body, "wait", 0, 60) or 0.0, 5.0)
     coord = _coord(request)
-    worker = coord.workers.get(request.match_info["worker_id"])
-    if worker is None or worker.status != "active":
-        raise web.HTTPGone(
-            text='{"error": "unknown or lost worker", "code": "reregister"}', content_type="application/json"
-        )
-    body = await _json(request)
-    wait = body.get("wait", 0)
-    wait = min(float(wait), 5.0) if isinstance(wait, int | float) and not isinstance(wait, bool) and wait > 0 else 0
+    worker = _worker(request)
     if not worker.inbox and wait:
         try:
             async with asyncio.timeout(wait):
                 await worker.wake.wait()
         except TimeoutError:
             pass
-    return web.json_response({"tasks": coord.take_assignments(worker)})
+    return json_response({"tasks": coord.take_assignments(worker)})
 
 
 async def submit_task(request: web.Request) -> web.Response:
-    body = await _json(request)
-    spec = body.get("spec", body)
-    if not isinstance(spec, dict) or spec.get("kind", "sim") not in ("sim", "command"):
-        raise _bad("spec.kind: expected sim or command")
-    task = _coord(request).submit(spec, body.get("task_id") if isinstance(body.get("task_id"), str) else None)
-    return web.json_response({"task_id": task.task_id, "status": task.status}, status=201)
+    body = await _body(request)
+    policy = request.app[POLICY_KEY]
+    task_id = id_field(body, "task_id")
+    top = {k: v for k, v in body.items() if k not in ("task_id", "spec")}
+    check_task_spec(top, policy)
+    spec = top
+    if "spec" in body:
+        spec = object_field(body, "spec")
+        check_task_spec(spec, policy)
+    coord = _coord(request)
+    if task_id is not None and task_id in coord.tasks:
+        raise ApiError(409, f"task {task_id} exists", "task_exists")
+    task = coord.submit(spec, task_id)
+    return json_response({"task_id": task.task_id, "status": task.status}, status=201)
 
 
 async def get_task(request: web.Request) -> web.Response:
     task = _coord(request).tasks.get(request.match_info["task_id"])
     if task is None:
-        raise web.HTTPNotFound(text='{"error": "unknown task", "code": "not_found"}', content_type="application/json")
-    return web.json_response(task.to_dict())
+        raise ApiError(404, "unknown task", "not_found")
+    return json_response(task.to_dict())
 
 
 async def task_result(request: web.Request) -> web.Response:
-    body = await _json(request)
-    worker_id, attempt = body.get("worker_id"), body.get("attempt")
-    if not isinstance(worker_id, str) or not isinstance(attempt, int):
-        raise _bad("worker_id and attempt are required")
-    accepted = _coord(request).accept_result(request.match_info["task_id"], worker_id, attempt, body)
-    if not accepted:
-        raise web.HTTPConflict(
-            text='{"error": "stale or unknown assignment", "code": "stale_assignment"}', content_type="application/json"
-        )
-    return web.json_response({"accepted": True})
+    body = await _body(request)
+    worker_id = id_field(body, "worker_id", required=True)
+    attempt = int_field(body, "attempt", 1, 1_000_000_000, required=True)
+    choice_field(body, "status", ("completed", "error"), required=True)
+    choice_field(body, "outcome", ("pass", "fail"))
+    int_field(body, "returncode", -(2**31), 2**31 - 1)
+    str_field(body, "output", MAX_OUTPUT)
+    str_field(body, "error", MAX_OUTPUT)
+    str_field(body, "exception_type", 200)
+    choice_field(body, "error_type", tuple(t.value for t in ErrorType))
+    coord = _coord(request)
+    task_id = request.match_info["task_id"]
+    if task_id not in coord.tasks:
+        raise ApiError(404, "unknown task", "not_found")
+    assert worker_id is not None
+    if not coord.accept_result(task_id, worker_id, attempt, body):
+        raise ApiError(409, "stale or unknown assignment", "stale_assignment")
+    return json_response({"accepted": True})
 
 
 async def status(request: web.Request) -> web.Response:
     coord = _coord(request)
     health = await coord.health()
     health["workers_detail"] = [w.to_dict() for w in coord.workers.values()]
-    return web.json_response(health)
+    return json_response(health)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(coordinator_document(request.app[OPENAPI_PATHS_KEY]))
+
+
+def _plugin_defaults(config: Mapping[str, Any], security: SecuritySettings) -> Mapping[str, Any]:
+    """``config`` with the error-handling plugin's ``api_token`` and ``protect_reads``
+    defaulting to the coordinator's (SPEC 4); the caller's mapping is not changed."""
+    plugins = config.get("plugins")
+    if not isinstance(plugins, Mapping) or "error_handling" not in (plugins.get("enabled") or []):
+        return config
+    table = plugins.get("error_handling", {})
+    if not isinstance(table, Mapping):
+        return config  # load_plugins says what is wrong with it
+    table = dict(table)
+    if security.api_token and not table.get("api_token"):
+        table["api_token"] = security.api_token
+    if security.protect_reads:
+        table.setdefault("protect_reads", True)
+    return {**config, "plugins": {**plugins, "error_handling": table}}
+
+
+def _serves(app: web.Application, path: str) -> bool:
+    return any(r.canonical == path for r in app.router.resources())
 
 
 def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator | None = None) -> web.Application:
     """The reference coordinator's app with the plugins its config enables (validated first)."""
     config = config or {}
     settings = settings_from_config(config)
+    security = security_from_config(config.get("coordinator", {}))
+    policy = CommandPolicy.for_host(settings.host, security)
     coord = coordinator or Coordinator(settings)
-    app = web.Application()
+    coord.launcher.token = security.api_token  # launched workers get it in their environment
+    app = web.Application(client_max_size=MAX_BODY)
     app[COORDINATOR_KEY] = coord
+    app[POLICY_KEY] = policy
     coord.app = app  # type: ignore[attr-defined]  # seed-compatible: plugins find the app here
     app.router.add_post("/api/workers/register", register)
     app.router.add_post("/api/workers/{worker_id}/heartbeat", heartbeat)
@@ -193,7 +264,19 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
     app.router.add_post("/api/tasks/{task_id}/result", task_result)
     app.router.add_get("/api/status", status)
 
-    app[PLUGINS_KEY] = load_plugins(app, coord, config)
+    before = set(app.router.resources())
+    app[PLUGINS_KEY] = load_plugins(app, coord, _plugin_defaults(config, security))
+    plugin_routes = frozenset(set(app.router.resources()) - before)
+    # A plugin that protects its reads protects the coordinator's too (task specs and outputs).
+    if any(getattr(getattr(h, "config", None), "protect_reads", False) for h in app[PLUGINS_KEY].values()):
+        security = replace(security, protect_reads=True)
+    app[SECURITY_KEY] = security
+    # Outermost, so that a plugin's middleware still sees (and reports) the handlers' errors.
+    app.middlewares.insert(0, security_middleware(security, "/api", plugin_routes))
+    own_document = not _serves(app, "/api/openapi.json")
+    if own_document:
+        app.router.add_get("/api/openapi.json", openapi)
+    app[OPENAPI_PATHS_KEY] = coordinator_paths(security, policy, openapi=own_document)
 
     # Registered after the plugins, so that on shutdown the coordinator stops (and stops
     # reporting errors) before the plugins close.
@@ -217,6 +300,7 @@ async def serve(
     app = build_app(config)
     coord = app[COORDINATOR_KEY]
     settings = coord.settings
+    check_listen(settings.host, app[SECURITY_KEY])  # protected mode, before anything binds
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

@@ -1,4 +1,7 @@
-"""Starts, kills and restarts local worker processes for the coordinator."""
+"""Starts, kills and restarts local worker processes for the coordinator.
+
+A worker gets the coordinator's token in its environment (``COORDINATOR_PLUGINS_API_TOKEN``),
+never on its command line, which every local user can read in ``/proc/<pid>/cmdline``."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import os
 import signal
 import sys
 from typing import Any
+
+from coordinator_plugins.httpio import TOKEN_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +27,10 @@ class WorkerLauncher:
         python: str = sys.executable,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        token: str = "",
     ) -> None:
         self.url = url
+        self.token = token
         self.python = python
         self.extra_args = list(extra_args or [])
         self.env = env
@@ -55,6 +62,9 @@ class WorkerLauncher:
         self.args[worker_id] = args
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env.pop(TOKEN_ENV, None)
+        if self.token:
+            env[TOKEN_ENV] = self.token
         cmd = [
             self.python,
             "-m",

@@ -1,7 +1,12 @@
 """The worker process: registers, heartbeats, pulls tasks, runs them and reports results.
 
 A task is a small test job: ``{"kind": "sim", "duration": s, "outcome": "pass"|"fail"|"error"|"hang"}``
-or ``{"kind": "command", "argv": [...], "timeout": s}``.
+or ``{"kind": "command", "argv": [...], "timeout": s}``; a command's argv is executed as it is,
+never through a shell.
+
+With a token (``--token`` or the environment variable ``COORDINATOR_PLUGINS_API_TOKEN``) every
+request carries ``Authorization: Bearer <token>``; a coordinator that refuses it (401) ends the
+worker with exit status 2, since retrying cannot help.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from typing import Any
 
 import aiohttp
 
+from coordinator_plugins.httpio import auth_headers
+
 logger = logging.getLogger(__name__)
+MAX_ERROR = 2000  # characters of an error message sent with a result
 
 
 class Worker:
@@ -28,8 +36,11 @@ class Worker:
         max_tasks: int = 1,
         parent_pid: int | None = None,
         orphan_timeout: float = 20.0,
+        token: str = "",
     ) -> None:
         self.url = url.rstrip("/")
+        self.token = token
+        self.refused = False  # the coordinator answered 401: wrong or missing token
         self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:8]}"
         self.max_tasks = max_tasks
         self.parent_pid = parent_pid
@@ -45,6 +56,15 @@ class Worker:
         async with self.session.post(self.url + path, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             data = await resp.json(content_type=None) if resp.content_length != 0 else {}
             self.last_contact = time.monotonic()
+            if resp.status == 401 and not self.refused:
+                self.refused = True
+                logger.error(
+                    "worker %s: the coordinator refused its token (401 on %s); pass --token or set "
+                    "COORDINATOR_PLUGINS_API_TOKEN to the coordinator's api_token",
+                    self.worker_id,
+                    path,
+                )
+                self.stop.set()
             return resp.status, data or {}
 
     async def register(self) -> None:
@@ -63,6 +83,10 @@ class Worker:
                     self.heartbeat_interval = float(data.get("heartbeat_interval", 1.0))
                     logger.info("worker %s registered", self.worker_id)
                     return
+                if status == 400:  # this registration can never succeed
+                    logger.error("worker %s: the coordinator refused it: %s", self.worker_id, data.get("error"))
+                    self.refused = True
+                    self.stop.set()
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.debug("register failed: %r", exc)
             self._check_orphan()
@@ -126,7 +150,8 @@ class Worker:
             self.running.pop(tid, None)
             raise
         except Exception as exc:
-            body.update(status="error", error=str(exc) or type(exc).__name__, exception_type=type(exc).__name__)
+            error = (str(exc) or type(exc).__name__)[:MAX_ERROR]
+            body.update(status="error", error=error, exception_type=type(exc).__name__[:200])
         for delay in (0.1, 0.3, 1.0, 2.0, 4.0):
             try:
                 await self._post(f"/api/tasks/{tid}/result", body)
@@ -136,7 +161,7 @@ class Worker:
         self.running.pop(tid, None)
 
     async def run(self) -> None:
-        self.session = aiohttp.ClientSession()
+        self.session = aiohttp.ClientSession(headers=auth_headers(self.token))
         try:
             await self.register()
             loops = [asyncio.create_task(self.heartbeat_loop()), asyncio.create_task(self.poll_loop())]
@@ -184,13 +209,16 @@ async def execute(spec: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown task kind {kind!r}")
 
 
-def main(url: str, worker_id: str | None, max_tasks: int, parent_pid: int | None) -> int:
-    async def _main() -> None:
-        worker = Worker(url, worker_id, max_tasks, parent_pid)
+def main(url: str, worker_id: str | None, max_tasks: int, parent_pid: int | None, token: str = "") -> int:
+    """Run a worker until it is stopped; 0, or 2 when the coordinator refused its token."""
+
+    async def _main() -> Worker:
+        worker = Worker(url, worker_id, max_tasks, parent_pid, token=token)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop.set)
         await worker.run()
+        return worker
 
-    asyncio.run(_main())
-    return 0
+    worker = asyncio.run(_main())
+    return 2 if worker.refused else 0

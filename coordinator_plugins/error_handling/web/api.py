@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -13,18 +12,25 @@ from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, R
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.storage import queries
 from coordinator_plugins.error_handling.web.validate import (
-    ApiError,
-    bad,
     decode_cursor,
     encode_cursor,
     enum_value,
     json_body,
-    not_found,
     opt_str,
     query_error_type,
     query_int,
     query_severity,
     query_str,
+)
+from coordinator_plugins.httpio import (
+    OPENAPI_PATHS_KEY,
+    SAFE_METHODS,
+    ApiError,
+    bad,
+    bearer_ok,
+    json_response,
+    not_found,
+    require_bearer,
 )
 
 if TYPE_CHECKING:
@@ -39,15 +45,24 @@ _CTX_STRS = ("operation", "exception_type", "worker_id", "task_id", "hardware_id
 class ErrorRoutes:
     def __init__(self, integ: EnhancedErrorHandlingIntegration) -> None:
         self.integ = integ
-        self.token = integ.config.api_token.encode()
+        self.token = integ.config.api_token
+        self.protect_reads = integ.config.protect_reads
 
-    def _auth(self, request: web.Request) -> None:
-        if not self.token:
-            return
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
-            raise ApiError(401, "missing or wrong bearer token", "unauthorized")
+    def guard(self, method: str, handler: Handler) -> Handler:
+        """``handler`` behind the bearer token when the route needs it: every POST once a token
+        is set, every GET too with ``protect_reads``. The token is checked before the body is read."""
+        if not self.token or (method in SAFE_METHODS and not self.protect_reads):
+            return handler
+        token = self.token
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            require_bearer(request, token)
+            return await handler(request)
+
+        return guarded
+
+    async def _body(self, request: web.Request, required: bool = True) -> dict[str, Any]:
+        return await json_body(request, required, self.integ.config.body_timeout)
 
     def _id(self, request: web.Request) -> str:
         error_id = request.match_info["error_id"]
@@ -56,8 +71,7 @@ class ErrorRoutes:
         return error_id
 
     async def post_error(self, request: web.Request) -> web.Response:
-        self._auth(request)
-        body = await json_body(request)
+        body = await self._body(request)
         message = opt_str(body, "message", required=True)
         component = opt_str(body, "component", required=True, max_len=200)
         ctx: dict[str, Any] = {"component": component}
@@ -65,17 +79,16 @@ class ErrorRoutes:
             value = opt_str(body, key, max_len=200 if key != "stack_trace" else 65_536)
             if value is not None:
                 ctx[key] = value
-        et = enum_value(ErrorType, "error_type", body.get("error_type"))
-        sev = enum_value(ErrorSeverity, "severity", body.get("severity"))
+        et = enum_value(ErrorType, "error_type", body)
+        sev = enum_value(ErrorSeverity, "severity", body)
         if et is not None:
             ctx["error_type"] = et
         if sev is not None:
             ctx["severity"] = sev
-        metadata = body.get("metadata")
-        if metadata is not None:
-            if not isinstance(metadata, dict):
+        if "metadata" in body:
+            if not isinstance(body["metadata"], dict):
                 raise bad("metadata: expected an object")
-            ctx["metadata"] = metadata
+            ctx["metadata"] = body["metadata"]
         report, seq, recovery = await self.integ.ingest(str(message), ctx)
         try:
             await self.integ.store.wait_durable(seq, DURABLE_TIMEOUT)
@@ -83,7 +96,7 @@ class ErrorRoutes:
             raise ApiError(
                 503, "the error store is not writing; the report was not acknowledged", "store_unavailable"
             ) from None
-        return web.json_response(
+        return json_response(
             {
                 "error_id": report.error_id,
                 "error_type": report.error_type.value,
@@ -99,7 +112,10 @@ class ErrorRoutes:
 
     async def list_errors(self, request: web.Request) -> web.Response:
         status = request.query.get("status", "open")
-        if request.query.get("resolved", "").lower() in ("true", "1", "yes"):
+        resolved = request.query.get("resolved")
+        if resolved not in (None, "true", "false"):
+            raise bad("resolved: expected true or false", "invalid_enum")
+        if resolved == "true":  # the seed's form: every group, resolved or not
             status = "all"
         if status not in ("open", "resolved", "all"):
             raise bad("status: expected open, resolved or all", "invalid_enum")
@@ -114,7 +130,7 @@ class ErrorRoutes:
                 cur, status, component, sev.rank if sev else None, et.value if et else None, limit, after
             )
         )
-        return web.json_response({"errors": items, "next_cursor": encode_cursor(*nxt) if nxt else None})
+        return json_response({"errors": items, "next_cursor": encode_cursor(*nxt) if nxt else None})
 
     async def get_error(self, request: web.Request) -> web.Response:
         error_id = self._id(request)
@@ -126,20 +142,19 @@ class ErrorRoutes:
             row.pop("stack_trace", None)
         hist = await self.integ.get_recovery_history(error_id) or {"current_level": 1, "history": []}
         row.update(recovery_history=hist["history"], current_recovery_level=hist["current_level"])
-        return web.json_response(row)
+        return json_response(row)
 
     async def resolve_error(self, request: web.Request) -> web.Response:
-        self._auth(request)
         error_id = self._id(request)
-        body = await json_body(request, required=False)
+        body = await self._body(request, required=False)
         resolution = opt_str(body, "resolution", max_len=200) or "manual"
         details = body.get("details")
-        if details is not None and not isinstance(details, dict):
+        if "details" in body and not isinstance(details, dict):
             raise bad("details: expected an object")
         result = await self.integ.resolve(error_id, resolution, details)
         if result is None:
             raise not_found(f"unknown error id {error_id!r}")
-        return web.json_response(
+        return json_response(
             {"error_id": error_id, "resolution_status": ResolutionStatus.RESOLVED, "already_resolved": result}
         )
 
@@ -148,7 +163,7 @@ class ErrorRoutes:
         sid = query_str(request, "strategy_id", 200)
         days = query_int(request, "days", 30, 1, 3650)
         out = await self.integ.get_performance_metrics(et.value if et else None, sid, days)
-        return web.json_response(out, dumps=_dumps)
+        return json_response(out)
 
     async def recovery_history(self, request: web.Request) -> web.Response:
         limit = query_int(request, "limit", 100, 1, 1000)
@@ -156,31 +171,39 @@ class ErrorRoutes:
         out = await self.integ.get_recovery_history(error_id, limit)
         if out is None:
             raise not_found(f"unknown error id {error_id!r}")
-        return web.json_response(out, dumps=_dumps)
+        return json_response(out)
 
     async def recovery_reset(self, request: web.Request) -> web.Response:
-        self._auth(request)
-        body = await json_body(request, required=False)
+        body = await self._body(request, required=False)
         error_id = opt_str(body, "error_id", max_len=64)
         if error_id is None:
-            return web.json_response({"reset": await self.integ.reset_all_recovery_levels()})
+            return json_response({"reset": await self.integ.reset_all_recovery_levels()})
         if await self.integ.reset_recovery_level(error_id):
-            return web.json_response({"reset": 1})
+            return json_response({"reset": 1})
         if await self.integ.get_recovery_history(error_id) is None:
             raise not_found(f"unknown error id {error_id!r}")
-        return web.json_response({"reset": 0})
+        return json_response({"reset": 0})
 
     async def diagnostics(self, request: web.Request) -> web.Response:
-        return web.json_response(await self.integ.run_diagnostics(), dumps=_dumps)
+        return json_response(await self.integ.run_diagnostics())
 
     async def strategies(self, request: web.Request) -> web.Response:
         et = query_error_type(request)
-        return web.json_response(explain_strategies(self.integ, et.value if et else None), dumps=_dumps)
+        return json_response(explain_strategies(self.integ, et.value if et else None))
 
     async def openapi(self, request: web.Request) -> web.Response:
         from coordinator_plugins.error_handling.web.openapi import document
 
-        return web.json_response(document(self.integ.config.api_prefix))
+        cfg = self.integ.config
+        doc = document(
+            cfg.api_prefix,
+            bool(self.token),
+            self.protect_reads,
+            request.app.get(OPENAPI_PATHS_KEY),
+            cfg.metrics,
+            cfg.dashboard_path,
+        )
+        return json_response(doc)
 
     async def metrics(self, request: web.Request) -> web.Response:
         assert self.integ.metrics is not None
@@ -189,15 +212,19 @@ class ErrorRoutes:
         )
 
     async def dashboard(self, request: web.Request) -> web.Response:
+        """The page. With ``protect_reads`` and no token it is a 401: a browser gets the page
+        itself (it asks for the token and keeps it for the tab), any other client a JSON 401."""
         from coordinator_plugins.error_handling.web.dashboard import render
 
-        return web.Response(text=render(self.integ.config.api_prefix), content_type="text/html")
-
-
-def _dumps(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, default=str)
+        status = 200
+        if self.protect_reads and not bearer_ok(request, self.token):
+            if "text/html" not in request.headers.get("Accept", ""):
+                require_bearer(request, self.token)
+            status = 401
+        page = render(self.integ.config.api_prefix, self.protect_reads)
+        return web.Response(
+            text=page, status=status, content_type="text/html", headers={"Cache-Control": "no-store"}
+        )
 
 
 def _taken(app: web.Application, method: str, path: str) -> bool:
@@ -231,5 +258,6 @@ def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) ->
         if _taken(app, method, path):
             logger.warning("error handling: %s %s is already served by the coordinator; left to it", method, path)
             continue
-        app.router.add_route(method, path, handler)
+        # The dashboard answers an unauthorized browser itself (with the page that asks for the token).
+        app.router.add_route(method, path, handler if path == integ.config.dashboard_path else r.guard(method, handler))
     return r

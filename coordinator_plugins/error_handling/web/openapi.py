@@ -1,10 +1,18 @@
-"""The OpenAPI 3 document of the error-handling routes (kept in step with api.py by tests)."""
+"""The OpenAPI 3.1 document of the error-handling routes (kept in step with api.py by tests).
+
+It says what this app really does: an operation declares the bearer token only when one is
+configured (every POST; every GET too with ``protect_reads``), and the host application's own
+routes are merged in when it documents them under :data:`coordinator_plugins.httpio.OPENAPI_PATHS_KEY`.
+A schemathesis run over it (tests/test_schemathesis.py) finds nothing.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from coordinator_plugins.error_handling.model import LIST_ITEM_FIELDS, ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.web.validate import CURSOR_PATTERN
+from coordinator_plugins.httpio import declare_bearer, openapi_document
 
 _ERR = {"$ref": "#/components/schemas/Error"}
 
@@ -13,27 +21,48 @@ def _resp(desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"description": desc, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
 
 
+ERROR_NAMES = {
+    400: "invalid input: malformed or non-strict JSON (NaN, Infinity), nesting over 32, a wrong field",
+    401: "missing or wrong bearer token",
+    404: "unknown id",
+    408: "the request body did not arrive in time",
+    409: "conflict with the current state",
+    410: "gone: register again",
+    413: "body over 1 MiB",
+    415: "body sent as a media type other than JSON",
+    503: "store not writing; not acknowledged",
+}
+BODY_ERRORS = (400, 408, 413, 415)  # every route that reads a body may answer these
+
+
 def _errors(*codes: int) -> dict[str, Any]:
-    names = {
-        400: "invalid input",
-        401: "missing or wrong bearer token",
-        404: "unknown id",
-        413: "body over 1 MiB",
-        503: "store not writing; not acknowledged",
-    }
-    return {str(c): _resp(names[c], _ERR) for c in codes}
+    return {str(c): _resp(ERROR_NAMES[c], _ERR) for c in codes}
+
+
+def _text(desc: str, media: str) -> dict[str, Any]:
+    return {"description": desc, "content": {media: {"schema": {"type": "string"}}}}
 
 
 def _q(name: str, schema: dict[str, Any], desc: str = "") -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": desc}
 
 
+NOT_BLANK = "[^ \t\r\n\f\v]"  # a required string holds something other than these (validate.py agrees)
 SEVERITY = {"type": "string", "enum": [s.value for s in ErrorSeverity]}
 ERROR_TYPE = {"type": "string", "enum": [t.value for t in ErrorType]}
 PATH_ID = {"name": "error_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
 
 
-def document(prefix: str) -> dict[str, Any]:
+def document(
+    prefix: str,
+    token: bool = False,
+    protect_reads: bool = False,
+    extra: dict[str, Any] | None = None,
+    metrics: bool = True,
+    dashboard_path: str = "",
+) -> dict[str, Any]:
+    """The document for routes under ``prefix``; ``token``: a token is configured;
+    ``extra``: the host's own ``{"paths": ...}``, merged in as they are."""
     item = {
         "type": "object",
         "required": list(LIST_ITEM_FIELDS),
@@ -57,8 +86,8 @@ def document(prefix: str) -> dict[str, Any]:
         "type": "object",
         "required": ["message", "component"],
         "properties": {
-            "message": {"type": "string", "minLength": 1, "maxLength": 65536, "pattern": r"\S"},
-            "component": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S"},
+            "message": {"type": "string", "minLength": 1, "maxLength": 65536, "pattern": NOT_BLANK},
+            "component": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
             "operation": {"type": "string", "maxLength": 200},
             "error_type": ERROR_TYPE,
             "severity": SEVERITY,
@@ -67,7 +96,7 @@ def document(prefix: str) -> dict[str, Any]:
             "task_id": {"type": "string", "maxLength": 200},
             "hardware_id": {"type": "string", "maxLength": 200},
             "stack_trace": {"type": "string", "maxLength": 65536},
-            "metadata": {"type": "object"},
+            "metadata": {"type": "object", "description": "any JSON object, nested at most 32 deep in the body"},
         },
     }
     accepted = {
@@ -91,15 +120,13 @@ def document(prefix: str) -> dict[str, Any]:
             "recovery": {"type": "string", "enum": ["scheduled", "in_progress", "off"]},
         },
     }
-    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     p = prefix
     paths: dict[str, Any] = {
         f"{p}/errors": {
             "post": {
                 "summary": "Report an error (durable before the 202)",
-                "security": bearer,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": report_body}}},
-                "responses": {"202": _resp("accepted and durable", accepted), **_errors(400, 401, 413, 503)},
+                "responses": {"202": _resp("accepted and durable", accepted), **_errors(*BODY_ERRORS, 503)},
             },
             "get": {
                 "summary": "List error groups, newest last_seen first",
@@ -110,7 +137,7 @@ def document(prefix: str) -> dict[str, Any]:
                     _q("severity", SEVERITY, "minimum severity"),
                     _q("error_type", ERROR_TYPE),
                     _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-                    _q("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    _q("cursor", {"type": "string", "pattern": CURSOR_PATTERN}, "next_cursor of the previous page"),
                 ],
                 "responses": {
                     "200": _resp(
@@ -156,7 +183,6 @@ def document(prefix: str) -> dict[str, Any]:
         f"{p}/errors/{{error_id}}/resolve": {
             "post": {
                 "summary": "Resolve an error group by hand",
-                "security": bearer,
                 "parameters": [PATH_ID],
                 "requestBody": {
                     "required": False,
@@ -177,7 +203,7 @@ def document(prefix: str) -> dict[str, Any]:
                         "resolved",
                         {"type": "object", "required": ["error_id", "resolution_status", "already_resolved"]},
                     ),
-                    **_errors(400, 401, 404, 413),
+                    **_errors(*BODY_ERRORS, 404),
                 },
             }
         },
@@ -210,7 +236,6 @@ def document(prefix: str) -> dict[str, Any]:
         f"{p}/recovery/reset": {
             "post": {
                 "summary": "Reset recovery levels (one group, or all with an empty body)",
-                "security": bearer,
                 "requestBody": {
                     "required": False,
                     "content": {
@@ -227,7 +252,7 @@ def document(prefix: str) -> dict[str, Any]:
                         "count reset",
                         {"type": "object", "required": ["reset"], "properties": {"reset": {"type": "integer"}}},
                     ),
-                    **_errors(400, 401, 404, 413),
+                    **_errors(*BODY_ERRORS, 404),
                 },
             }
         },
@@ -265,18 +290,22 @@ def document(prefix: str) -> dict[str, Any]:
         },
         f"{p}/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI 3")}}},
     }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "coordinator_plugins error handling", "version": "0.1.0"},
-        "paths": paths,
-        "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "code"],
-                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-                }
-            },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-    }
+    if metrics:
+        paths["/metrics"] = {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": _text("Prometheus text format", "text/plain")},
+            }
+        }
+    if dashboard_path:
+        page = _text("the dashboard page", "text/html")
+        responses = {"200": page}
+        if token and protect_reads:
+            # A browser without the token gets the page that asks for it; other clients JSON.
+            content = {**page["content"], **_resp("", _ERR)["content"]}
+            responses["401"] = {"description": ERROR_NAMES[401], "content": content}
+        paths[dashboard_path] = {"get": {"summary": "The HTML dashboard", "responses": responses}}
+    declare_bearer(paths, token, protect_reads)
+    for path, ops in (extra or {}).get("paths", {}).items():
+        paths.setdefault(path, {}).update(ops)
+    return openapi_document("coordinator_plugins error handling", paths)

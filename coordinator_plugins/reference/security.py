@@ -1,0 +1,192 @@
+"""Security of the reference coordinator (SPEC 8).
+
+- ``[coordinator] api_token`` (or the environment variable ``COORDINATOR_PLUGINS_API_TOKEN``)
+  is required as ``Authorization: Bearer <token>`` on every mutating route of the coordinator,
+  compared in constant time; with ``protect_reads`` on its GET routes too. A plugin's routes
+  are left to the plugin, whose token defaults to this one.
+- Protected mode: :func:`check_listen` refuses an address other than loopback without a token,
+  unless ``allow_unauthenticated = true``.
+- ``allowed_commands`` names the programs a ``command`` task may run (``argv[0]`` exactly, a
+  bare name or an absolute path); unset, any program may run while the coordinator listens on
+  loopback only, and none otherwise; an empty list forbids command tasks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+import socket
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from aiohttp import web
+
+from coordinator_plugins.httpio import (
+    BODY_TIMEOUT,
+    SAFE_METHODS,
+    TOKEN_ENV,
+    is_json_error,
+    json_error_from,
+    json_response,
+    require_bearer,
+    token_problem,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """The security keys of the ``[coordinator]`` table."""
+
+    api_token: str = ""
+    allow_unauthenticated: bool = False
+    allowed_commands: tuple[str, ...] | None = None  # None: any program, on loopback only
+    protect_reads: bool = False
+    body_timeout: float = BODY_TIMEOUT  # seconds a request body may take to arrive
+
+
+SECURITY_KEYS: tuple[str, ...] = tuple(f.name for f in fields(SecuritySettings))
+
+
+def _allowed_commands(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(
+            f"coordinator.allowed_commands: expected a list of program names or absolute paths, got {value!r}"
+        )
+    out: list[str] = []
+    for entry in value:
+        if (
+            not isinstance(entry, str)
+            or not entry
+            or "\x00" in entry
+            or ("/" in entry and not entry.startswith("/"))
+        ):
+            raise ValueError(
+                "coordinator.allowed_commands: each entry is a program name without '/' (looked up in "
+                f"the worker's PATH) or an absolute path, got {entry!r}"
+            )
+        out.append(entry)
+    return tuple(dict.fromkeys(out))
+
+
+def security_from_config(table: Mapping[str, Any]) -> SecuritySettings:
+    """The security keys of a ``[coordinator]`` table, checked; ValueError naming the key."""
+    values: dict[str, Any] = {}
+    token = table.get("api_token")
+    if token is None:
+        token = os.environ.get(TOKEN_ENV, "")
+        where = f"environment variable {TOKEN_ENV}"
+    else:
+        where = "coordinator.api_token"
+    problem = token_problem(token)
+    if problem:
+        raise ValueError(f"{where}: {problem}")
+    values["api_token"] = token
+    for key in ("allow_unauthenticated", "protect_reads"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ValueError(f"coordinator.{key}: expected true or false, got {table[key]!r}")
+            values[key] = table[key]
+    if "allowed_commands" in table:
+        values["allowed_commands"] = _allowed_commands(table["allowed_commands"])
+    if "body_timeout" in table:
+        t = table["body_timeout"]
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0.01 <= t <= 3600:
+            raise ValueError(f"coordinator.body_timeout: expected a number from 0.01 to 3600, got {t!r}")
+        values["body_timeout"] = float(t)
+    settings = SecuritySettings(**values)
+    if settings.protect_reads and not settings.api_token:
+        raise ValueError(f"coordinator.protect_reads: needs coordinator.api_token (or {TOKEN_ENV}) to be set")
+    return settings
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only loopback addresses (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    addresses = {info[4][0] for info in infos}
+    try:
+        return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)
+    except ValueError:
+        return False
+
+
+def check_listen(host: str, security: SecuritySettings) -> None:
+    """Protected mode: ValueError for a non-loopback address without a token, unless
+    ``allow_unauthenticated`` says that is wanted."""
+    if security.api_token or security.allow_unauthenticated or is_loopback(host):
+        return
+    raise ValueError(
+        f"coordinator.host: refusing to listen on {host!r}, which is not a loopback address, without "
+        "a token: anyone who can reach it could run programs on the workers. Set [coordinator] "
+        f"api_token (or the environment variable {TOKEN_ENV}); or, to accept unauthenticated "
+        "requests anyway, set [coordinator] allow_unauthenticated = true"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandPolicy:
+    """Which programs a command task may run here: ``allowed`` None for any, ``()`` for none."""
+
+    allowed: tuple[str, ...] | None
+    why_none: str = ""
+
+    @classmethod
+    def for_host(cls, host: str, security: SecuritySettings) -> CommandPolicy:
+        if security.allowed_commands is not None:
+            return cls(security.allowed_commands, "[coordinator] allowed_commands is empty")
+        if is_loopback(host):
+            return cls(None)
+        return cls(
+            (),
+            f"the coordinator listens on {host!r}, which is not loopback, and [coordinator] "
+            "allowed_commands does not list the programs a task may run",
+        )
+
+    def refusal(self, program: str) -> str | None:
+        """Why a command task whose ``argv[0]`` is ``program`` may not run (None when it may)."""
+        if self.allowed is None or program in self.allowed:
+            return None
+        if not self.allowed:
+            return f"command tasks are forbidden here: {self.why_none}"
+        listed = ", ".join(self.allowed)
+        return f"argv[0]: {program[:200]!r} is not in [coordinator] allowed_commands ({listed[:500]})"
+
+
+def security_middleware(security: SecuritySettings, prefix: str, not_ours: Collection[web.AbstractResource]) -> Any:
+    """The coordinator's guard: the token on its own routes (not the routes in ``not_ours``,
+    which a plugin guards itself), JSON errors under ``prefix``, and a JSON 500 without a trace
+    for an unhandled exception (when no plugin answers it first)."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        if (
+            resource is not None
+            and resource not in not_ours
+            and (request.method not in SAFE_METHODS or security.protect_reads)
+        ):
+            require_bearer(request, security.api_token)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and request.path.startswith(prefix) and not is_json_error(exc):
+                return json_error_from(exc)
+            raise
+        except Exception:  # CancelledError is a BaseException and passes
+            logger.exception("unhandled error in %s %s", request.method, request.path)
+            return json_response({"error": "internal error", "code": "internal_error"}, 500)
+
+    return guard
