@@ -11,12 +11,9 @@ costs next to nothing: no task, no level walk, no write."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig
@@ -29,38 +26,18 @@ from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeout
 from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
+from coordinator_plugins.error_handling.recovery.candidates import Candidates
+from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
 from coordinator_plugins.error_handling.recovery.poison import TASK_CATEGORIES, screen
-from coordinator_plugins.error_handling.recovery.verify import Probation, Provisional
+from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
+from coordinator_plugins.error_handling.recovery.verify import Probation
 from coordinator_plugins.error_handling.storage.schema import dumps
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy, StrategyResult
 
 logger = logging.getLogger(__name__)
-HISTORY_LIMIT = 50
 
 
-@dataclass(slots=True)
-class Targets:
-    """The workers and tasks a recovery acts on, and the latest occurrence's metadata."""
-
-    workers: list[str]
-    tasks: list[str]
-    metadata: Any
-    had_tasks: bool = False
-
-
-@dataclass
-class LevelState:
-    level: int = 1
-    last_updated: float = field(default_factory=time.time)
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
-    recoveries: int = 0
-    failures: int = 0  # consecutive failed recoveries
-    cooldown_until: float = 0.0  # monotonic time before which no automatic recovery starts
-    unheld: deque[float] = field(default_factory=deque)  # when recoveries did not hold (monotonic)
-    stopped: str | None = None  # why recovery stopped for good, until the group is resolved or reset
-
-
-class RecoveryManager:
+class RecoveryManager(RecoveryOutcomes):
     def __init__(
         self,
         config: ErrorHandlingConfig,
@@ -82,7 +59,8 @@ class RecoveryManager:
         self.sampler = sampler
         self.persist_group = persist_group
         self.persist = persist
-        self.strategies: dict[str, RecoveryStrategy] = {}
+        self.candidates = Candidates()
+        self.strategies: dict[str, RecoveryStrategy] = self.candidates.strategies
         self.levels: dict[str, LevelState] = {}
         self.inflight: dict[str, asyncio.Task[tuple[bool, dict[str, Any]]]] = {}
         self.deferred: dict[str, asyncio.TimerHandle] = {}
@@ -97,32 +75,15 @@ class RecoveryManager:
         # told when a provisional success ends: {error_id, recovery_id, strategy_id, level, held}
         self.verify_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.closed = False
-        self._by_category: dict[str, list[RecoveryStrategy]] = {}
 
     # -- registration -------------------------------------------------------------------------
     def add_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
-        if not isinstance(strategy, RecoveryStrategy):
-            raise ValueError(f"strategy {strategy_id!r}: expected a RecoveryStrategy instance")
-        if not isinstance(strategy_id, str) or not strategy_id:
-            raise ValueError("strategy_id: expected a non-empty string")
-        if strategy_id in self.strategies:
-            raise ValueError(f"strategy_id: {strategy_id!r} is already registered")
-        strategy.strategy_id = strategy_id
-        self.strategies[strategy_id] = strategy
-        self._by_category.clear()
-
-    def for_category(self, category: str) -> list[RecoveryStrategy]:
-        """The registered strategies that can act on ``category`` at all (declared categories)."""
-        found = self._by_category.get(category)
-        if found is None:
-            found = self._by_category[category] = [s for s in self.strategies.values() if s.applies_to(category)]
-        return found
+        self.candidates.add(strategy_id, strategy)
 
     def levels_with_candidates(self, category: str | None = None) -> list[int]:
         """The progressive levels at which at least one registered strategy (that can act on
         ``category``, when given) may run."""
-        pool = self.strategies.values() if category is None else self.for_category(category)
-        return [lv for lv, allowed in LEVEL_STRATEGIES.items() if any(s.level in allowed for s in pool)]
+        return self.candidates.levels(category)
 
     # -- levels ----------------------------------------------------------------------------------
     def state(self, error_id: str) -> LevelState:
@@ -143,38 +104,13 @@ class RecoveryManager:
         st = self.levels.get(error_id)
         if st is None:
             return False
-        st.level = 1
-        st.stopped = None
-        st.unheld.clear()
-        st.failures = 0
-        st.cooldown_until = 0.0
+        st.restart()
         self._save_level(error_id, st)
         return True
 
     def stopped_groups(self) -> dict[str, str]:
         """Groups whose recovery was stopped because it did not hold: error id -> reason."""
         return {e: st.stopped for e, st in self.levels.items() if st.stopped}
-
-    def _unheld(self, report: ErrorReport, st: LevelState) -> None:
-        """Count a recovery of the group that did not hold; past ``max_recoveries_per_group`` of
-        them within ``budget_window``, stop recovering it (a dead letter) and say so."""
-        cfg = self.config
-        now = time.monotonic()
-        st.unheld.append(now)
-        while st.unheld and now - st.unheld[0] >= cfg.budget_window:
-            st.unheld.popleft()
-        limit = cfg.max_recoveries_per_group
-        if limit and len(st.unheld) >= limit and st.stopped is None:
-            st.stopped = (f"recovery does not hold: {len(st.unheld)} recoveries within {cfg.budget_window:g} s "
-                          "did not fix it; resolve or reset the group to recover it again")
-            st.cooldown_until = 0.0
-            handle = self.deferred.pop(report.error_id, None)
-            if handle is not None:
-                handle.cancel()
-            report.fail()
-            report.recovery_details["stopped"] = st.stopped
-            report.recovery_details["failure_reason"] = st.stopped
-            logger.error("error group %s (%s): %s", report.error_id, report.message[:80], st.stopped)
 
     # -- entry points ---------------------------------------------------------------------------------
     def schedule(self, report: ErrorReport) -> str:
@@ -189,7 +125,7 @@ class RecoveryManager:
         if report.error_id in self.deferred:
             return "scheduled"
         st = self.levels.get(report.error_id)
-        if (st is not None and st.stopped) or not self._may_act(report):
+        if (st is not None and st.stopped) or not self.candidates.may_act(report, self.config.max_recovery_level):
             return "off"  # stopped, or no strategy can act on it: no task, no walk, no write
         wait = st.cooldown_until - time.monotonic() if st is not None else 0.0
         if wait > 0:
@@ -197,36 +133,6 @@ class RecoveryManager:
             return "scheduled"
         self._start(report)
         return "scheduled"
-
-    def _may_act(self, report: ErrorReport) -> bool:
-        """Could any strategy act on this report now? Declared categories first (free), then the
-        synchronous ``is_applicable`` of those left; an async one, or one that raises, is asked
-        in the recovery itself."""
-        candidates = self.for_category(report.category.value)
-        top = self.config.max_recovery_level
-        candidates = [s for s in candidates if any(s.level in LEVEL_STRATEGIES[lv] for lv in range(1, top + 1))]
-        if not candidates:
-            return False
-        probe: dict[str, Any] | None = None
-        for s in candidates:
-            check = s.is_applicable
-            if inspect.iscoroutinefunction(check):
-                return True
-            if probe is None:
-                peek = Targets(report.target_workers, report.target_tasks, report.latest_metadata)
-                probe = self._info(report, 1, 0.0, peek)
-            try:
-                answer = check(probe)
-            except Exception:
-                return True
-            if inspect.isawaitable(answer):
-                close = getattr(answer, "close", None)
-                if callable(close):
-                    close()
-                return True
-            if answer:
-                return True
-        return False
 
     def observe(self, report: ErrorReport, worker_id: Any, task_id: Any) -> None:
         """Every occurrence passes here before recovery is scheduled: one that concerns a
@@ -278,37 +184,6 @@ class RecoveryManager:
         rich = any(k == hk and a.n >= 3 for (k, _), a in self.perf.arms.items())
         return (hk if rich else et), [et, hk]
 
-    def _info(self, report: ErrorReport, level: int, timeout: float, targets: Targets) -> dict[str, Any]:
-        c = report.context
-        exc = report.exception
-        workers, tasks, metadata = targets.workers, targets.tasks, targets.metadata
-        info: dict[str, Any] = {
-            "error_id": report.error_id,
-            "error_type": report.error_type.value,
-            "category": report.category.value,
-            "severity": report.error_severity.value,
-            "message": report.message,
-            "component": c.component,
-            "operation": c.operation,
-            "hardware_id": c.hardware_id,
-            # every worker and task that the group's occurrences named since its last recovery
-            "worker_ids": list(workers),
-            "task_ids": list(tasks),
-            "worker_id": workers[-1] if workers else None,
-            "task_id": tasks[-1] if tasks else None,
-            # per task, the worker of each occurrence that named it: does the error follow it?
-            "task_failures": {t: list(report.task_failures.get(t) or []) for t in tasks},
-            "metadata": dict(metadata if metadata is not None else c.metadata),
-            "level": level,
-            "timeout": timeout,
-            "exception": exc,
-            "aggregated_count": report.aggregated_count,
-        }
-        op = report.recovery_details.get("_operation")
-        if op:
-            info.update(callable=op[0], args=op[1], kwargs=op[2])
-        return info
-
     async def _screen(self, report: ErrorReport, targets: Targets, info: dict[str, Any]) -> bool:
         """Drop target tasks that must never run again, failing poison tasks for good. True when
         nothing is left to act on: every task of a task's failure is final."""
@@ -334,13 +209,12 @@ class RecoveryManager:
             "execution_time": 0.0,
             "attempts": [],
             "start_reason": None,
-            "recovery_id": self.recoveries + 1,
+            "recovery_id": None,
         }
         if st.stopped:  # a dead letter: nothing runs until the group is resolved or reset
             info["reason"] = st.stopped
             return False, info
-        workers, tasks, metadata = report.take_targets()
-        targets = Targets(workers, tasks, metadata, had_tasks=bool(tasks))
+        targets = Targets.take(report)
         if await self._screen(report, targets, info):
             return self._nothing_left(report, st, info)
         level = st.level
@@ -407,107 +281,6 @@ class RecoveryManager:
                 self._ended(report, st, info, success, poisoned, started, key, held, targets)
         return success, info
 
-    def _nothing_left(self, report: ErrorReport, st: LevelState, info: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        """Every target task is final: no strategy runs; a poison task leaves its group failed."""
-        verdicts = info.get("poison_tasks")
-        if verdicts:
-            report.fail()
-            report.recovery_details["failure_reason"] = "poison task: " + "; ".join(verdicts)
-            report.recovery_level = st.level
-            self.persist_group(report)
-        info["reason"] = report.recovery_details.get("failure_reason") or "every task it named has ended"
-        return False, info
-
-    def _ended(
-        self,
-        report: ErrorReport,
-        st: LevelState,
-        info: dict[str, Any],
-        success: bool,
-        poisoned: bool,
-        started: float,
-        key: str,
-        held: tuple[HeldRun, int, StrategyResult] | None,
-        targets: Targets,
-    ) -> None:
-        """Close a recovery in which at least one strategy was tried: history, status, level,
-        cooldown, the count of recoveries that did not hold, and probation for a success."""
-        cfg = self.config
-        info["execution_time"] = time.perf_counter() - started
-        ran = any(a["outcome"] not in ("not_applicable", "budget_exhausted") for a in info["attempts"])
-        entry = {k: v for k, v in info.items() if k != "attempts"} | {
-            "attempts": [{k: v for k, v in a.items() if k != "decision"} for a in info["attempts"]],
-            "at": utcnow().isoformat(),
-        }
-        st.history.append(entry)
-        budget_refused = info["attempts"][-1]["outcome"] == "budget_exhausted"
-        if success:
-            st.failures = 0
-            st.cooldown_until = 0.0
-            self.successes += held is None
-            st.level = 1
-            report.resolve(info["strategy_id"])
-            report.recovery_details.pop("failure_reason", None)
-            if held is not None:
-                run, level, result = held
-                served = [str(v) for v in (result.details.get("serving_workers") or {}).values() if v]
-                entry["verification"] = info["verification"] = "pending"
-                self.probation.hold(Provisional(
-                    report.error_id, level, key, run, frozenset(targets.workers + served),
-                    frozenset(targets.tasks), entry, report))
-        elif poisoned:
-            st.cooldown_until = 0.0  # the task's problem: no supervisor-style retry either
-            report.fail()
-            report.recovery_details["failure_reason"] = "poison task: " + "; ".join(info["poison_tasks"])
-            info["reason"] = report.recovery_details["failure_reason"]
-        elif ran:
-            st.failures += 1
-            if not budget_refused:  # the budget defers by itself
-                pause = min(cfg.escalation_backoff * 2**st.failures, cfg.escalation_backoff_max)
-                st.cooldown_until = time.monotonic() + pause
-            report.fail()
-            self._unheld(report, st)
-        else:
-            report.reopen(regression=False)
-        if not success:
-            report.recovery_level = st.level
-        if st.stopped:
-            info["reason"] = st.stopped
-        report.recovery_details = {k: v for k, v in report.recovery_details.items() if k.startswith("_")} | {
-            k: v for k, v in report.recovery_details.items() if k in ("failure_reason", "stopped")
-        } | {
-            "last_recovery": {k: info[k] for k in ("success", "strategy_id", "recovery_level", "execution_time")}
-        }
-        self.persist_group(report)
-        self._save_level(report.error_id, st)
-        for listener in self.listeners:
-            listener(info)
-
-    def _verified(self, p: Provisional, held: bool) -> None:
-        """A provisional success ended: learn it now, as a success when it held; when the error
-        recurred, as a failure, and the group's recovery continues at the next level."""
-        self.learner.settle(p.run, held)
-        self.policy.record_level(p.key, p.level, held)
-        p.entry["verification"] = "held" if held else "recurred"
-        st = self.levels.get(p.error_id)
-        report: ErrorReport | None = None
-        if held:
-            self.successes += 1
-        elif st is not None:
-            st.level = max(st.level, min(p.level + 1, self.config.max_recovery_level))
-            st.failures += 1
-            report = p.report
-            if report is not None:
-                self._unheld(report, st)
-                report.recovery_level = st.level
-                self.persist_group(report)
-        if st is not None:
-            self._save_level(p.error_id, st)
-        event = {"error_id": p.error_id, "recovery_id": p.entry.get("recovery_id"), "strategy_id": p.run.strategy_id,
-                 "level": p.level, "held": held}
-        for listener in self.verify_listeners:
-            listener(event)
-
     async def _run_level(
         self,
         report: ErrorReport,
@@ -520,10 +293,10 @@ class RecoveryManager:
         st: LevelState,
     ) -> StrategyResult | None:
         allowed = LEVEL_STRATEGIES[level]
-        candidates = [s for s in self.for_category(report.category.value) if s.level in allowed]
+        candidates = [s for s in self.candidates.for_category(report.category.value) if s.level in allowed]
         if not candidates:
             return None
-        probe = self._info(report, level, 0.0, targets)
+        probe = strategy_info(report, level, 0.0, targets)
         nothing = info.setdefault("_found_nothing", set())  # looked in this recovery, found nothing
         candidates = [s for s in candidates if s.strategy_id not in nothing and await s.applicable(probe)]
         while candidates:
@@ -545,7 +318,7 @@ class RecoveryManager:
             t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    result = await strategy.run(self._info(report, level, timeout, targets), checked=True)
+                    result = await strategy.run(strategy_info(report, level, timeout, targets), checked=True)
             except TimeoutError:
                 result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
             tried.add(strategy.strategy_id)
