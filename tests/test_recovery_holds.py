@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,24 +29,18 @@ from coordinator_plugins.error_handling.learning.simulate import SyntheticStrate
 from coordinator_plugins.error_handling.recovery.poison import poison_reason
 from coordinator_plugins.reference import Coordinator
 from tests.strategies_for_tests import SeedShapedCoordinator
+from tests.test_reliability import start_serve
 
 L, M = RecoveryLevel.LOW, RecoveryLevel.MEDIUM
 
 
-async def start_serve(tmp: Path, workers: int) -> tuple[asyncio.subprocess.Process, str]:
+def serve_toml(tmp: Path, workers: int) -> Path:
     cfg = tmp / "serve.toml"
     cfg.write_text(
         f'[coordinator]\nhost = "127.0.0.1"\nport = 0\nworkers = {workers}\nheartbeat_interval = 0.3\n'
         f'heartbeat_timeout = 2.0\nscheduler_interval = 0.1\ndatabase = "{tmp / "coord.duckdb"}"\n'
         f'[plugins]\nenabled = ["error_handling"]\n[plugins.error_handling]\ndatabase = "{tmp / "eh.duckdb"}"\n')
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "coordinator_plugins", "serve", "--config", str(cfg),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    assert proc.stdout is not None
-    async with asyncio.timeout(30):
-        line = (await proc.stdout.readline()).decode()
-    assert "listening on" in line, line
-    return proc, line.strip().rsplit(" ", 1)[-1]
+    return cfg
 
 
 async def poll_until(fetch: Any, pred: Any, timeout: float, what: str) -> Any:
@@ -62,7 +55,7 @@ async def poll_until(fetch: Any, pred: Any, timeout: float, what: str) -> Any:
 
 # -- finding 1: a real serve, real workers, a task that fails every time ----------------------------
 async def test_a_task_failing_everywhere_is_failed_for_good_and_no_worker_is_restarted(tmp_path: Path) -> None:
-    proc, url = await start_serve(tmp_path, workers=2)
+    proc, url = await start_serve(serve_toml(tmp_path, workers=2))
     try:
         async with aiohttp.ClientSession() as s:
             async def get(path: str) -> Any:
@@ -252,10 +245,11 @@ async def test_a_recurrence_is_an_occurrence_about_what_the_run_fixed(make_farm)
     arm = integ.performance_recovery.arms[("worker", "worker")]
     assert (arm.n, arm.successes) == (1, 0)
     status, body = await farm.get("/api/recovery/strategies?error_type=worker")
+    assert status == 200
     entry = next(e for e in body["error_types"]["worker"]["strategies"] if e["strategy_id"] == "worker")
     assert entry["samples"] == 1 and entry["success_rate"] == 0.0
     status, metrics = await farm.get("/api/recovery/metrics")
-    assert metrics["strategies"]["worker"]["successes"] == 0
+    assert status == 200 and metrics["strategies"]["worker"]["successes"] == 0
 
 
 # -- max_recoveries_per_group ----------------------------------------------------------------------------
@@ -278,7 +272,7 @@ async def test_a_group_whose_recovery_does_not_hold_is_stopped_until_reset(tmp_p
         assert diag["status"] == "degraded"
         assert any(report.error_id in i and "recovery does not hold" in i for i in diag["issues"]), diag["issues"]
         runs = hider.runs
-        r, _, recovery = await integ.ingest("cache refresh failed", ctx)
+        _, _, recovery = await integ.ingest("cache refresh failed", ctx)
         assert recovery == "off"  # a dead letter: nothing more is spent on it
         ok, info = await integ.handle_error("cache refresh failed", ctx)
         assert not ok and "recovery does not hold" in info["reason"] and hider.runs == runs
@@ -304,8 +298,15 @@ async def test_failed_recoveries_count_toward_the_limit_too(tmp_path: Path) -> N
         assert diag["status"] == "degraded" and diag["recovery_metrics"]["stopped_groups"] == [info["error_id"]]
         ok, _ = await integ.handle_error("nightly export failed", {"component": "export"})
         assert integ.error_handler.groups.get(info["error_id"]).resolution_status == "failed"
+    finally:
+        await integ.stop()
+    integ = await integ_of(tmp_path, {"never": synthetic("never", L, 0.0)}, verify_window=0,
+                           max_recoveries_per_group=2, budget_window=600, max_recovery_level=1)
+    try:  # still stopped after a restart, until resolved
+        assert list(integ.recovery_manager.stopped_groups()) == [info["error_id"]]
         assert await integ.resolve_error(info["error_id"], "fixed by hand")
         assert not integ.recovery_manager.stopped_groups()
+        assert (await integ.run_diagnostics())["status"] == "healthy"
     finally:
         await integ.stop()
 

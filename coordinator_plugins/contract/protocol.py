@@ -45,8 +45,8 @@ class CoordinatorProtocol(Protocol):
         ...
 
     async def wait_worker_serving(self, worker_id: str, timeout: float) -> bool:
-        """Wait until the worker, alive, asks for work (or takes a task) after this call began:
-        proof that it serves again, not only that it heartbeats. False on timeout."""
+        """Wait until the worker is alive and has asked for work (or taken a task) since it last
+        registered: proof that it serves again, not only that it heartbeats. False on timeout."""
         ...
 
     async def retry_task(self, task_id: str) -> bool:

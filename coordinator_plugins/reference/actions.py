@@ -105,14 +105,10 @@ class CoordinatorActions:
         )
 
     async def wait_worker_serving(self, worker_id: str, timeout: float) -> bool:
-        w = self.workers.get(worker_id)
-        if w is None:
-            return False
-        polls = w.polls
         deadline = time.monotonic() + timeout
         while True:
             w = self.workers.get(worker_id)
-            if w is not None and w.polls > polls and await self.worker_alive(worker_id):
+            if w is not None and w.polls > 0 and await self.worker_alive(worker_id):
                 return True
             if time.monotonic() >= deadline:
                 return False

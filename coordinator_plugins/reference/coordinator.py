@@ -316,6 +316,7 @@ class Coordinator(CoordinatorActions):
             old.capabilities = capabilities or {}
             old.last_heartbeat = time.monotonic()
             old.incarnation += 1
+            old.polls = 0  # a new incarnation serves once it asks for work
             old.inbox.clear()
             worker = old
         else:

@@ -24,7 +24,7 @@ class Worker:
     registered_at: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.monotonic)
     incarnation: int = 1
-    polls: int = 0  # requests for work: a worker that polls serves, not only heartbeats
+    polls: int = 0  # requests for work by this incarnation: one that polls serves, not only heartbeats
     tasks: set[str] = field(default_factory=set)
     inbox: deque[str] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
