@@ -28,11 +28,16 @@ from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.candidates import Candidates
 from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
-from coordinator_plugins.error_handling.recovery.poison import TASK_CATEGORIES, screen
+from coordinator_plugins.error_handling.recovery.poison import screen
 from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
 from coordinator_plugins.error_handling.recovery.verify import Probation
 from coordinator_plugins.error_handling.storage.schema import dumps
-from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy, StrategyResult
+from coordinator_plugins.error_handling.strategies.base import (
+    LEVEL_STRATEGIES,
+    TASK_CATEGORIES,
+    RecoveryStrategy,
+    StrategyResult,
+)
 
 logger = logging.getLogger(__name__)
 

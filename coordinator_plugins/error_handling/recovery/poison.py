@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from coordinator_plugins.error_handling.model import ErrorReport
+from coordinator_plugins.error_handling.strategies.base import TASK_CATEGORIES
 
 logger = logging.getLogger(__name__)
 
 POISON_ATTEMPTS = 3
-TASK_CATEGORIES = frozenset({"task_error", "task_timeout", "task_resource"})
 
 
 def poison_reason(failed_on: Sequence[str | None], workers: int) -> str | None:

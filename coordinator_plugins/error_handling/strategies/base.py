@@ -44,6 +44,9 @@ LEVEL_STRATEGIES: dict[int, tuple[RecoveryLevel, ...]] = {
 
 OUTCOMES = ("success", "failure", "timeout", "error", "not_applicable", "budget_exhausted")
 
+# Categories of a task's own failure: the task ran and did not end well on its worker.
+TASK_CATEGORIES = frozenset({"task_error", "task_timeout", "task_resource"})
+
 
 @dataclass(slots=True)
 class StrategyResult:

@@ -11,13 +11,22 @@ import time
 from typing import Any
 
 from coordinator_plugins.contract.protocol import CoordinatorProtocol
-from coordinator_plugins.error_handling.strategies.base import NotApplicable, RecoveryLevel, RecoveryStrategy
+from coordinator_plugins.error_handling.model import ErrorCategory
+from coordinator_plugins.error_handling.strategies.base import (
+    TASK_CATEGORIES,
+    NotApplicable,
+    RecoveryLevel,
+    RecoveryStrategy,
+)
 
 logger = logging.getLogger(__name__)
 
-# Categories of a task's own failure: the task ran and did not end well on its worker.
-TASK_CATEGORIES = frozenset({"task_error", "task_timeout", "task_resource"})
 WORKER_CATEGORIES = frozenset({"worker_offline", "worker_crash", "worker_hang", "worker_resource"})
+# A failing test is a result; invalid input, configuration, credentials and missing modules fail
+# the same way on every run: no infrastructure recovery acts on them.
+DETERMINISTIC_CATEGORIES = frozenset(
+    {"test_failure", "validation", "configuration", "auth_error", "unauthorized", "dependency"}
+)
 
 
 def _deadline(info: dict[str, Any], default: float = 30.0) -> float:
@@ -84,10 +93,8 @@ class RetryStrategy(BuiltinStrategy):
     (never one that completed or was failed for good), and succeed only when the re-runs did."""
 
     strategy_id = "retry"
-    categories = frozenset({
-        "connection", "timeout", "task_timeout", "task_error", "task_resource", "db_connection", "db_query",
-        "db_locked", "coordinator_error", "unknown",
-    })
+    # Anything a re-run may fix; never what fails the same way every time it runs.
+    categories = frozenset(c.value for c in ErrorCategory) - DETERMINISTIC_CATEGORIES
 
     def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Retry", RecoveryLevel.LOW)
