@@ -64,6 +64,7 @@ async def run_policy(policy: str, incidents: int, seed: int) -> dict[str, Any]:
         integ = EnhancedErrorHandlingIntegration(None, validate_config({
             "database": str(Path(tmp) / "sel.duckdb"), "auto_recover": False, "builtin_strategies": [],
             "escalation_backoff": 0, "regression_window": 0, "recovery_budget": 0, "metrics": False,
+            "verify_window": 0,  # a simulation: each success counts at once
             "selection": "ladder" if policy == "oracle" else policy, "seed": seed}))
         for sid, (level, dur) in STRATEGIES.items():
             integ.add_custom_strategy(sid, SyntheticStrategy(sid, level, world.truth, rng, duration=dur))

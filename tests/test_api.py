@@ -37,11 +37,15 @@ async def test_post_error_is_durable_before_202(make_farm) -> None:
 
 
 async def test_post_error_schedules_recovery(make_farm) -> None:
-    farm = await make_farm(plugin={"builtin_strategies": ["retry"]})
+    farm = await make_farm(plugin={"builtin_strategies": ["retry", "database"]})
     status, body = await post_error(farm, message="Database connection lost", component="db",
                                     exception_type="ConnectionException", severity="critical")
     assert status == 202 and body["recovery"] in ("scheduled", "in_progress")
     assert body["error_severity"] == "critical"
+    # no strategy can act on it (retry has no operation or task to re-run): no recovery at all
+    status, body = await post_error(farm, message="Permission denied on /srv/spool", component="spool",
+                                    exception_type="PermissionError")
+    assert status == 202 and body["recovery"] == "off"
 
 
 @pytest.mark.parametrize(("raw", "code"), [
@@ -149,7 +153,8 @@ async def test_resolve(make_farm) -> None:
 
 
 async def test_recovery_routes(make_farm) -> None:
-    farm = await make_farm(plugin={"auto_recover": False, "builtin_strategies": ["worker"]}, workers=1)
+    farm = await make_farm(plugin={"auto_recover": False, "builtin_strategies": ["worker"], "verify_window": 0},
+                           workers=1)
     ok, info = await farm.integ.handle_error("worker lost", {"component": "worker", "worker_id": "worker-1"})
     assert ok
     status, metrics = await farm.get("/api/recovery/metrics?days=7")

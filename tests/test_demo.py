@@ -32,7 +32,7 @@ def test_short_demo_injects_faults_recovers_and_loses_nothing(tmp_path: Path) ->
     faults = re.search(r"faults injected\s+(.+)", summary)
     assert faults and faults.group(1) != "none"
     assert int(re.search(r"tasks lost\s+(\d+)", summary).group(1)) == 0
-    rec = re.search(r"recoveries\s+(\d+) \((\d+) succeeded\)", summary)
+    rec = re.search(r"recoveries\s+(\d+) \((\d+) succeeded and held;", summary)
     assert rec and int(rec.group(2)) >= 1
     submitted = int(re.search(r"tasks submitted\s+(\d+)", summary).group(1))
     completed = int(re.search(r"tasks completed\s+(\d+)", summary).group(1))
@@ -108,3 +108,19 @@ async def test_dashboard_shows_the_open_groups_in_a_browser(make_farm, tmp_path:
     shown = set(re.findall(r"<td>([0-9a-f]{32})</td>", page))
     assert shown == expected, page[:2000]
     assert re.search(r'id="open-count">3<', page)
+
+
+def test_the_summary_counts_a_success_only_once_it_held() -> None:
+    from coordinator_plugins.demo.report import summary_rows
+    from coordinator_plugins.demo.runner import successes_by_level
+
+    def rec(success: bool, held: bool | None, level: int) -> dict[str, object]:
+        return {"success": success, "held": held, "recovery_level": level, "execution_time": 1.0, "attempts": []}
+
+    recoveries = [rec(True, True, 1), rec(True, False, 1), rec(True, None, 2), rec(False, False, 3)]
+    stats = {"recoveries": recoveries, "submitted": 1, "completed": 1, "passed": 1, "failed_tests": 0, "errored": 0,
+             "lost": 0, "faults": {}, "errors": 4, "groups": 1, "open_groups": 0,
+             "by_level": successes_by_level(recoveries), "by_strategy": {}, "budget_refused": 0, "learned": {}}
+    rows = dict(summary_rows(stats))
+    assert rows["recoveries"] == "4 (1 succeeded and held; 1 recurred within the verify window, 1 not yet verified)"
+    assert rows["recoveries by level"] == "L1: 1"

@@ -19,7 +19,10 @@ class CoordinatorProtocol(Protocol):
 
     async def worker_info(self, worker_id: str) -> dict[str, Any] | None: ...
 
-    async def task_info(self, task_id: str) -> dict[str, Any] | None: ...
+    async def task_info(self, task_id: str) -> dict[str, Any] | None:
+        """``{"task_id", "status", "worker_id", "final", ...}``; ``final`` is True once the task
+        completed or was failed for good (see :meth:`fail_task`): such a task never runs again."""
+        ...
 
     async def drain_worker(self, worker_id: str) -> bool:
         """Take a worker out of scheduling (no new tasks). False when unknown."""
@@ -41,8 +44,21 @@ class CoordinatorProtocol(Protocol):
         """Registered, active and heartbeating recently."""
         ...
 
+    async def wait_worker_serving(self, worker_id: str, timeout: float) -> bool:
+        """Wait until the worker is alive and has asked for work (or taken a task) since it last
+        registered: proof that it serves again, not only that it heartbeats. False on timeout."""
+        ...
+
     async def retry_task(self, task_id: str) -> bool:
-        """Send a failed, stuck or timed-out task back to pending for a new attempt."""
+        """Send a failed, stuck or timed-out task back to pending for a new attempt, on a worker it
+        has not failed on when one is available. False, and nothing changes, for an unknown task
+        or a ``final`` one (completed, or failed for good): those never run again."""
+        ...
+
+    async def fail_task(self, task_id: str, reason: str) -> bool:
+        """Fail a task for good (a poison task), keeping ``reason``: it leaves the queue and never
+        runs again, whatever retries, requeues or worker restarts follow. False when unknown or
+        already completed."""
         ...
 
     async def wait_task(self, task_id: str, timeout: float) -> str | None:
@@ -58,7 +74,8 @@ class CoordinatorProtocol(Protocol):
     async def component_healthy(self, name: str) -> bool: ...
 
     async def restart_component(self, name: str) -> bool:
-        """Restart an internal component (``scheduler``, ``heartbeat_monitor``)."""
+        """Restart an internal component (``scheduler``, ``heartbeat_monitor``); True only once
+        it was seen working again (the restarted loop ticked)."""
         ...
 
     async def reload_state(self) -> bool:

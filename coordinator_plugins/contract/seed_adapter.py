@@ -4,6 +4,9 @@ Such a coordinator keeps ``workers`` (id -> dict with ``status``, ``last_heartbe
 ``tasks`` (id -> dict with ``status``), ``running_tasks`` (task -> worker), ``pending_tasks``
 and ``failed_tasks`` (sets), ``worker_connections`` (id -> connection with ``close()``) and
 ``db`` (a DuckDB connection). The adapter acts on exactly those structures.
+
+A task failed for good carries ``failed_for_good = True`` and its ``failure_reason`` in its dict
+and stays in ``failed_tasks``; neither it nor a completed task is ever queued again.
 """
 
 from __future__ import annotations
@@ -85,7 +88,13 @@ class SeedCoordinatorAdapter:
 
     async def task_info(self, task_id: str) -> dict[str, Any] | None:
         t = self.c.tasks.get(task_id)
-        return dict(t) if isinstance(t, dict) else None
+        if not isinstance(t, dict):
+            return None
+        return {"task_id": task_id, **t, "final": self._final(t)}
+
+    @staticmethod
+    def _final(t: Any) -> bool:
+        return isinstance(t, dict) and (t.get("status") == "completed" or bool(t.get("failed_for_good")))
 
     async def drain_worker(self, worker_id: str) -> bool:
         w = self.c.workers.get(worker_id)
@@ -102,7 +111,8 @@ class SeedCoordinatorAdapter:
         return True
 
     async def requeue_worker_tasks(self, worker_id: str) -> list[str]:
-        moved = sorted(t for t, w in self.c.running_tasks.items() if w == worker_id)
+        moved = sorted(t for t, w in self.c.running_tasks.items()
+                       if w == worker_id and not self._final(self.c.tasks.get(t)))
         for tid in moved:
             del self.c.running_tasks[tid]
             self.c.pending_tasks.add(tid)
@@ -117,6 +127,18 @@ class SeedCoordinatorAdapter:
             return False
         beat = _ts(w.get("last_heartbeat"))
         return beat is None or time.time() - beat <= self.heartbeat_timeout
+
+    async def wait_worker_serving(self, worker_id: str, timeout: float) -> bool:
+        """Alive, connected and not drained: a seed coordinator hands work to every such worker."""
+        deadline = time.monotonic() + timeout
+        while True:
+            w = self.c.workers.get(worker_id)
+            connected = worker_id in getattr(self.c, "worker_connections", {worker_id: 1})
+            if await self.worker_alive(worker_id) and connected and not (isinstance(w, dict) and w.get("draining")):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
 
     async def restart_worker(self, worker_id: str, timeout: float = 30.0) -> str | None:
         """Close the worker's connection so that it reconnects, then wait for it to come back."""
@@ -140,14 +162,23 @@ class SeedCoordinatorAdapter:
 
     async def retry_task(self, task_id: str) -> bool:
         t = self.c.tasks.get(task_id)
-        if not isinstance(t, dict):
+        if not isinstance(t, dict) or self._final(t):  # completed or failed for good: never again
             return False
-        if t.get("status") == "completed":
-            return True
         self.c.failed_tasks.discard(task_id)
         self.c.running_tasks.pop(task_id, None)
         self.c.pending_tasks.add(task_id)
         t["status"] = "pending"
+        return True
+
+    async def fail_task(self, task_id: str, reason: str) -> bool:
+        t = self.c.tasks.get(task_id)
+        if not isinstance(t, dict) or t.get("status") == "completed":
+            return False
+        self.c.pending_tasks.discard(task_id)
+        self.c.running_tasks.pop(task_id, None)
+        self.c.failed_tasks.add(task_id)
+        t.update(status="failed", failed_for_good=True, failure_reason=reason)
+        logger.warning("seed coordinator: task %s failed for good: %s", task_id, reason)
         return True
 
     async def wait_task(self, task_id: str, timeout: float) -> str | None:
@@ -191,14 +222,20 @@ class SeedCoordinatorAdapter:
         return bool(await result if inspect.isawaitable(result) else result)
 
     async def restart_component(self, name: str) -> bool:
+        """Call ``restart_<name>``; verified by ``<name>_healthy()`` when the coordinator has one,
+        else only by the restart method itself returning True (None proves nothing)."""
         if name not in self.component_names():
             return False
-        await self._call(f"restart_{name}")
-        return await self.component_healthy(name)
+        result = await self._call(f"restart_{name}")
+        if callable(getattr(self.c, f"{name}_healthy", None)):
+            return await self.component_healthy(name)
+        return result is True
 
     async def reload_state(self) -> bool:
         for tid in list(self.c.running_tasks):
-            if not await self.worker_alive(self.c.running_tasks[tid]):
+            if self._final(self.c.tasks.get(tid)):
+                del self.c.running_tasks[tid]
+            elif not await self.worker_alive(self.c.running_tasks[tid]):
                 self.c.pending_tasks.add(tid)
                 del self.c.running_tasks[tid]
         return True

@@ -19,7 +19,9 @@ def percentile(xs: list[float], q: float) -> float:
 
 def summary_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     rec = stats["recoveries"]
-    ok = [r for r in rec if r["success"]]
+    ok = [r for r in rec if r["held"]]  # a success counts once it held through the verify window
+    recurred = sum(1 for r in rec if r["success"] and r["held"] is False)
+    pending = sum(1 for r in rec if r["success"] and r["held"] is None)
     ttr = [r["execution_time"] for r in ok]
     rows = [
         ("tasks submitted", str(stats["submitted"])),
@@ -29,7 +31,8 @@ def summary_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
         ("faults injected", ", ".join(f"{k} {v}" for k, v in sorted(stats["faults"].items())) or "none"),
         ("errors reported", str(stats["errors"])),
         ("error groups", f"{stats['groups']} ({stats['open_groups']} still open)"),
-        ("recoveries", f"{len(rec)} ({len(ok)} succeeded)"),
+        ("recoveries", f"{len(rec)} ({len(ok)} succeeded and held; {recurred} recurred within the verify window"
+                       + (f", {pending} not yet verified" if pending else "") + ")"),
         ("recoveries by level", ", ".join(f"L{k}: {v}" for k, v in sorted(stats["by_level"].items())) or "none"),
         ("strategy runs", ", ".join(f"{k} {v['runs']} ({v['ok']} ok)" for k, v in sorted(stats["by_strategy"].items()))
          or "none"),
@@ -56,8 +59,8 @@ def render_html(stats: dict[str, Any], rows: list[tuple[str, str]]) -> str:
     errors_series = {"errors / s": [(float(s), float(per_sec.get(s, 0))) for s in range(horizon)]}
     levels: dict[str, list[tuple[float, float]]] = {"recovered": [], "not recovered": []}
     for r in stats["recoveries"]:
-        levels["recovered" if r["success"] else "not recovered"].append((r["at"] - t0, float(r["recovery_level"])))
-    ttr = [r["execution_time"] for r in stats["recoveries"] if r["success"]]
+        levels["recovered" if r["held"] else "not recovered"].append((r["at"] - t0, float(r["recovery_level"])))
+    ttr = [r["execution_time"] for r in stats["recoveries"] if r["held"]]
     success: dict[str, float] = {}
     for (et, sid), v in sorted(stats["by_type_strategy"].items()):
         success[f"{et}/{sid}"] = v["ok"] / v["runs"] if v["runs"] else 0.0

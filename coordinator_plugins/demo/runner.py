@@ -50,10 +50,10 @@ class Progress:
 
 
 def successes_by_level(recoveries: list[dict[str, Any]]) -> dict[int, int]:
-    """Successful recoveries counted by the level that ended them."""
+    """Successful recoveries that held, counted by the level that ended them."""
     out: dict[int, int] = {}
     for r in recoveries:
-        if r["success"]:
+        if r["held"]:
             out[r["recovery_level"]] = out.get(r["recovery_level"], 0) + 1
     return out
 
@@ -80,6 +80,9 @@ class Demo:
             "plugins": {"enabled": ["error_handling"], "error_handling": {
                 "database": str(db), "escalation_backoff": 0.2, "escalation_backoff_max": 2.0,
                 "default_timeout": 10.0, "recovery_budget": 20, "budget_window": 30.0, "regression_window": 5.0,
+                # Faults of one kind come every 6 / fault_rate s on average (12 s by default), each
+                # independent of the last: a success counts once its group stayed quiet for 3 s.
+                "verify_window": 3.0, "max_recoveries_per_group": 10,
                 "seed": self.args.seed if self.args.seed is not None else random.randrange(2**31)}},
         }
 
@@ -96,6 +99,7 @@ class Demo:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop.set)
         integ.recovery_manager.listeners.append(self._on_recovery)
+        integ.recovery_manager.verify_listeners.append(self._on_verified)
 
         async def count(report: ErrorReport) -> None:
             self.stats["error_times"].append(time.time())
@@ -180,7 +184,7 @@ class Demo:
             f"{counts.get('running', 0) + counts.get('assigned', 0)} running, {counts.get('pending', 0)} pending",
             f"errors {len(self.stats['error_times'])}  open groups "
             f"{integ.error_handler.groups.count_open() if integ else '-'}  faults {len(self.stats['fault_log'])}",
-            f"recoveries {sum(1 for r in rec if r['success'])}/{len(rec)} ok  by level "
+            f"recoveries {sum(1 for r in rec if r['held'])}/{len(rec)} held  by level "
             + (" ".join(f"L{k}:{v}" for k, v in sorted(by_level.items())) or "-")
             + (f"  budget used {integ.budget.status()['used_total']}" if integ else ""),
         ]
@@ -191,11 +195,20 @@ class Demo:
         self.progress.event(f"fault: {detail}")
 
     def _on_recovery(self, info: dict[str, Any]) -> None:
-        self.stats["recoveries"].append({"at": time.time(), "success": info["success"],
+        # A success counts once it held through the verify window (see _on_verified).
+        held = None if info.get("verification") == "pending" else info["success"]
+        self.stats["recoveries"].append({"at": time.time(), "success": info["success"], "held": held,
+                                         "recovery_id": info.get("recovery_id"),
                                          "recovery_level": info["recovery_level"],
                                          "execution_time": info["execution_time"], "strategy_id": info["strategy_id"],
                                          "attempts": info["attempts"], "error_id": info["error_id"],
                                          "error_type": info["error_type"]})
+
+    def _on_verified(self, event: dict[str, Any]) -> None:
+        for r in reversed(self.stats["recoveries"]):
+            if r["recovery_id"] == event["recovery_id"] and r["error_id"] == event["error_id"]:
+                r["held"] = event["held"]
+                return
 
     async def _collect(self, coord: Any, integ: Any, faults: FaultInjector) -> None:
         st = self.stats
@@ -221,7 +234,7 @@ class Demo:
                 for d in (by_strategy.setdefault(a["strategy_id"], {"runs": 0, "ok": 0}),
                           by_type_strategy.setdefault((et, a["strategy_id"]), {"runs": 0, "ok": 0})):
                     d["runs"] += 1
-                    d["ok"] += int(a["success"])
+                    d["ok"] += int(a["success"] and bool(r["held"]))  # a success counts once it held
         st["by_level"], st["by_strategy"], st["by_type_strategy"] = by_level, by_strategy, by_type_strategy
         st["budget_refused"] = integ.budget.refused
         learned = {}

@@ -19,7 +19,7 @@ from aiohttp import web
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted, validate_config
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
-from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
+from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
 from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, make_policy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
@@ -54,10 +54,12 @@ class EnhancedErrorHandlingIntegration:
         self.rng = random.Random(cfg.seed)
         self.store = DuckDBStore(cfg.database, queue_limit=cfg.write_queue_limit, on_error=self._store_failed,
                                  gather=cfg.commit_window, memory_mb=cfg.database_memory_mb)
+        # A group recurring while its success is on probation is the same group, whatever the
+        # regression window: its recurrence makes that success a failure (SPEC section 9).
         self.error_handler = ErrorHandler(
-            self.store, cfg.hook_timeout, cfg.regression_window, cfg.max_groups_in_memory, self.rng
+            self.store, cfg.hook_timeout, max(cfg.regression_window, cfg.verify_window), cfg.max_groups_in_memory,
+            self.rng,
         )
-        self.error_handler.on_regression = self._regressed
         persist = self.store.enqueue_upsert
         self.performance_recovery = PerformanceTracker(persist, self.store.enqueue_performance)
         self.policy = make_policy(cfg.selection, self.performance_recovery, self.rng, persist)
@@ -113,6 +115,10 @@ class EnhancedErrorHandlingIntegration:
             for h in json.loads(history) if isinstance(history, str) else history or []:
                 st.history.append(h)
             self.recovery_manager.levels[error_id] = st
+        for report in self.error_handler.groups:  # a stopped recovery stays stopped
+            stopped = report.recovery_details.get("stopped")
+            if stopped and report.is_open:
+                self.recovery_manager.state(report.error_id).stopped = str(stopped)
         self.performance_recovery.load(state["scores"])
         self.timeouts.load(state["timeouts"])
         if isinstance(self.policy, AdaptivePolicy):
@@ -170,12 +176,6 @@ class EnhancedErrorHandlingIntegration:
             return
         self._spawn(self.report_error(exc, {"component": "store", "operation": "write"}))
 
-    def _regressed(self, report: ErrorReport, previous: str | None) -> None:
-        """A false fix: the strategy that resolved this group failed after all."""
-        if previous and previous in self.recovery_manager.strategies:
-            keys = self.recovery_manager._keys(report)[1]
-            self.performance_recovery.add(keys, previous, Sample(False, 0.0, 0.25, 0.5, 0, 0))
-
     # -- registration ------------------------------------------------------------------------------
     def register_error_hook(self, key: HookKey, hook: Hook) -> None:
         self.error_handler.register_error_hook(key, hook)
@@ -196,6 +196,7 @@ class EnhancedErrorHandlingIntegration:
             report.recovery_details["_operation"] = (ctx["callable"], ctx.get("args") or (), ctx.get("kwargs") or {})
         if self.metrics is not None:
             self.metrics.on_error(report)
+        self.recovery_manager.observe(report, ctx.get("worker_id"), ctx.get("task_id"))
         recovery = "off"
         want = self.config.auto_recover if recover is None else recover
         if want and report.is_open:
@@ -247,6 +248,7 @@ class EnhancedErrorHandlingIntegration:
             self.error_handler.groups.add(report)
         if not report.is_open:
             return True
+        self._unstop(error_id)
         report.resolve(resolution or "manual")
         report.recovery_details["manual_resolution"] = {"resolution": resolution, "details": details or {}}
         self.recovery_manager.reset_level(error_id)
@@ -308,10 +310,20 @@ class EnhancedErrorHandlingIntegration:
         return recommendations(self, et)
 
     async def reset_recovery_level(self, error_id: str) -> bool:
+        self._unstop(error_id)
         return self.recovery_manager.reset_level(error_id)
 
     async def reset_all_recovery_levels(self) -> int:
+        for error_id in self.recovery_manager.stopped_groups():
+            self._unstop(error_id)
         return sum(self.recovery_manager.reset_level(e) for e in list(self.recovery_manager.levels))
+
+    def _unstop(self, error_id: str) -> None:
+        """A reset or a resolution ends a stopped recovery: the group may recover again."""
+        report = self.error_handler.groups.get(error_id)
+        if report is not None and report.recovery_details.pop("stopped", None) is not None:
+            report.recovery_details.pop("failure_reason", None)
+            self.error_handler.persist(report)
 
     async def run_diagnostics(self) -> dict[str, Any]:
         from coordinator_plugins.error_handling.observe.explain import diagnostics

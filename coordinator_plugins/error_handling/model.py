@@ -137,6 +137,7 @@ LIST_ITEM_FIELDS = (
     "recovery_level",
 )
 MAX_TARGETS = 200
+MAX_TASK_FAILURES = 20
 
 
 def utcnow() -> datetime:
@@ -209,12 +210,23 @@ class ErrorReport:
     target_workers: list[str] = field(default_factory=list)
     target_tasks: list[str] = field(default_factory=list)
     latest_metadata: dict[str, Any] | None = None
+    # Per task the group's occurrences named, the worker of each (None when unnamed): one task
+    # failing the same way (one group) on several workers is the task's problem (not persisted).
+    task_failures: dict[str, list[str | None]] = field(default_factory=dict)
 
     def add_targets(self, worker_id: str | None, task_id: str | None, metadata: dict[str, Any] | None) -> None:
         if worker_id and worker_id not in self.target_workers and len(self.target_workers) < MAX_TARGETS:
             self.target_workers.append(worker_id)
         if task_id and task_id not in self.target_tasks and len(self.target_tasks) < MAX_TARGETS:
             self.target_tasks.append(task_id)
+        if task_id:
+            seen = self.task_failures.get(task_id)
+            if seen is None:
+                if len(self.task_failures) >= MAX_TARGETS:  # forget the task seen first
+                    del self.task_failures[next(iter(self.task_failures))]
+                seen = self.task_failures[task_id] = []
+            if len(seen) < MAX_TASK_FAILURES:
+                seen.append(worker_id)
         if metadata:
             self.latest_metadata = metadata
 

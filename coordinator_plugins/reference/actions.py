@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -34,6 +35,9 @@ class CoordinatorActions:
     _sched_wake: asyncio.Event
 
     def _to_pending(self, task: Task, front: bool = True) -> None:
+        raise NotImplementedError
+
+    def _persist(self, task: Task) -> None:
         raise NotImplementedError
 
     async def health(self) -> dict[str, Any]:
@@ -87,7 +91,7 @@ class CoordinatorActions:
         w = self.workers.get(worker_id)
         if w is None:
             return []
-        moved = sorted(w.tasks)
+        moved = sorted(t for t in w.tasks if not self.tasks[t].final)
         for tid in moved:
             self._to_pending(self.tasks[tid])
         return moved
@@ -99,6 +103,16 @@ class CoordinatorActions:
             and w.status == "active"
             and time.monotonic() - w.last_heartbeat <= self.settings.heartbeat_timeout
         )
+
+    async def wait_worker_serving(self, worker_id: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            w = self.workers.get(worker_id)
+            if w is not None and w.polls > 0 and await self.worker_alive(worker_id):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
 
     async def _wait_registered(self, worker_id: str, since_incarnation: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -133,14 +147,34 @@ class CoordinatorActions:
 
     async def retry_task(self, task_id: str) -> bool:
         task = self.tasks.get(task_id)
-        if task is None:
+        if task is None or task.final:  # completed, or failed for good: never run again
             return False
-        if task.status == "completed":
-            return True
         if task.status in ("failed", "assigned", "running"):
             task.done.clear()
             task.spec.pop("_timeout_reported", None)
             self._to_pending(task)
+        return True
+
+    async def fail_task(self, task_id: str, reason: str) -> bool:
+        task = self.tasks.get(task_id)
+        if task is None or task.status == "completed":
+            return False
+        if task.failure_reason is not None:
+            return True
+        w = self.workers.get(task.worker_id or "")
+        if w is not None:
+            w.tasks.discard(task_id)
+            with contextlib.suppress(ValueError):
+                w.inbox.remove(task_id)
+        with contextlib.suppress(ValueError):
+            self.pending.remove(task_id)
+        task.status, task.failure_reason = "failed", reason
+        task.error = task.error or reason
+        task.result = {"outcome": "error", "error": task.error, "failed_for_good": reason}
+        task.done.set()
+        self._persist(task)
+        self._sched_wake.set()
+        logger.warning("task %s failed for good: %s", task_id, reason)
         return True
 
     async def wait_task(self, task_id: str, timeout: float) -> str | None:
@@ -174,13 +208,15 @@ class CoordinatorActions:
         if comp is None:
             return False
         await comp.stop()
+        ticks = comp.ticks
         comp.start()
-        await asyncio.sleep(0)  # let it run its first tick
-        for _ in range(40):
-            if comp.healthy():
+        # Verified only by a tick of the new loop: start() alone makes it look healthy.
+        deadline = time.monotonic() + max(2.0, 3 * comp.interval)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            if comp.ticks > ticks and comp.healthy():
                 return True
-            await asyncio.sleep(0.05)
-        return comp.healthy()
+        return False
 
     async def stop_component(self, name: str) -> bool:
         """Fault injection: stop an internal loop as a crash of it would."""
@@ -193,7 +229,7 @@ class CoordinatorActions:
     async def reload_state(self) -> bool:
         rows = await self.db.load_tasks()
         restored = 0
-        for row in rows:
+        for row in rows:  # a task that completed or failed is never brought back to run
             if row["task_id"] not in self.tasks and row["status"] not in FINAL_TASK_STATES:
                 task = Task(row["task_id"], row["spec"], attempt=row["attempt"] or 0)
                 self.tasks[task.task_id] = task

@@ -52,12 +52,14 @@ class Component:
         self.last_tick = 0.0
         self.starts = 0  # each start is a new life: an outage after it is a new outage
         self.errors = 0
+        self.ticks = 0  # ticks that completed: a restart is verified by the next one
 
     async def _loop(self) -> None:
         while True:
             self.last_tick = time.monotonic()
             try:
                 await self.tick()
+                self.ticks += 1
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -190,12 +192,18 @@ class Coordinator(CoordinatorActions):
         self.db.mark(task.task_id, task.spec, task.status, task.worker_id, task.attempt, task.result)
 
     def _to_pending(self, task: Task, front: bool = True) -> None:
+        """Back to the queue for another attempt; never a task that completed or failed for good."""
+        if task.final:
+            logger.warning("task %s is %s: not queued again", task.task_id,
+                           "completed" if task.status == "completed" else "failed for good")
+            return
         if task.worker_id and task.worker_id in self.workers:
             w = self.workers[task.worker_id]
             w.tasks.discard(task.task_id)
             with contextlib.suppress(ValueError):
                 w.inbox.remove(task.task_id)
         task.status, task.worker_id, task.started_at = "pending", None, None
+        task.queued_at = time.monotonic()
         if task.task_id not in self.pending:
             (self.pending.appendleft if front else self.pending.append)(task.task_id)
         self._persist(task)
@@ -209,22 +217,45 @@ class Coordinator(CoordinatorActions):
         if self.paused:
             return
         free = [w for w in self.workers.values() if w.schedulable()]
-        while self.pending and free:
-            if self.max_concurrency and self.running_count() >= self.max_concurrency:
-                return
-            task = self.tasks.get(self.pending.popleft())
-            if task is None or task.status != "pending":
-                continue
-            worker = min(free, key=lambda w: len(w.tasks))
-            task.status, task.worker_id = "assigned", worker.worker_id
-            task.attempt += 1
-            worker.tasks.add(task.task_id)
-            worker.inbox.append(task.task_id)
-            worker.wake.set()
-            self._persist(task)
-            free = [w for w in free if w.schedulable()]
+        waiting: list[str] = []  # tasks kept for a worker they have not failed on
+        try:
+            while self.pending and free:
+                if self.max_concurrency and self.running_count() >= self.max_concurrency:
+                    return
+                task = self.tasks.get(self.pending.popleft())
+                if task is None or task.status != "pending":
+                    continue
+                worker = self._place(task, free)
+                if worker is None:
+                    waiting.append(task.task_id)
+                    continue
+                task.status, task.worker_id = "assigned", worker.worker_id
+                task.attempt += 1
+                worker.tasks.add(task.task_id)
+                worker.inbox.append(task.task_id)
+                worker.wake.set()
+                self._persist(task)
+                free = [w for w in free if w.schedulable()]
+        finally:
+            self.pending.extendleft(reversed(waiting))
+
+    def _place(self, task: Task, free: list[Worker]) -> Worker | None:
+        """The least busy free worker, preferring one the task has not failed on: a task that
+        fails again elsewhere shows the fault follows the task, not the worker. None: wait for
+        such a worker, busy now, for at most ``heartbeat_timeout`` seconds."""
+        if task.failed_on:
+            fresh = [w for w in free if w.worker_id not in task.failed_on]
+            if fresh:
+                return min(fresh, key=lambda w: len(w.tasks))
+            if time.monotonic() - task.queued_at < self.settings.heartbeat_timeout and any(
+                w.status == "active" and not w.draining and w.worker_id not in task.failed_on
+                for w in self.workers.values()
+            ):
+                return None
+        return min(free, key=lambda w: len(w.tasks))
 
     def take_assignments(self, worker: Worker) -> list[dict[str, Any]]:
+        worker.polls += 1
         out = []
         while worker.inbox:
             task = self.tasks[worker.inbox.popleft()]
@@ -254,10 +285,11 @@ class Coordinator(CoordinatorActions):
             task.status = "completed"
             task.result = {k: body[k] for k in ("outcome", "returncode", "output") if k in body}
             task.completions += 1
-        else:
+        else:  # an infrastructure error; a test that fails is a result ("completed", outcome "fail")
             task.status = "failed"
             task.error = str(body.get("error") or "task error")
             task.result = {"outcome": "error", "error": task.error}
+            task.failed_on.append(worker_id)
             self.report(
                 task.error,
                 component="task",
@@ -284,6 +316,7 @@ class Coordinator(CoordinatorActions):
             old.capabilities = capabilities or {}
             old.last_heartbeat = time.monotonic()
             old.incarnation += 1
+            old.polls = 0  # a new incarnation serves once it asks for work
             old.inbox.clear()
             worker = old
         else:

@@ -24,6 +24,7 @@ class Worker:
     registered_at: float = field(default_factory=time.time)
     last_heartbeat: float = field(default_factory=time.monotonic)
     incarnation: int = 1
+    polls: int = 0  # requests for work by this incarnation: one that polls serves, not only heartbeats
     tasks: set[str] = field(default_factory=set)
     inbox: deque[str] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,12 +58,20 @@ class Task:
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    queued_at: float = field(default_factory=time.monotonic)  # when it last became pending
     completions: int = 0
+    failed_on: list[str] = field(default_factory=list)  # the worker of each attempt that failed
+    failure_reason: str | None = None  # set when the task was failed for good (a poison task)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def timeout(self) -> float:
         return float(self.spec.get("timeout", 60.0))
+
+    @property
+    def final(self) -> bool:
+        """Completed, or failed for good: nothing runs it again."""
+        return self.status == "completed" or self.failure_reason is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -74,4 +83,7 @@ class Task:
             "result": self.result,
             "error": self.error,
             "completions": self.completions,
+            "final": self.final,
+            "failed_on": list(self.failed_on),
+            "failure_reason": self.failure_reason,
         }

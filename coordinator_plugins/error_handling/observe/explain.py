@@ -118,6 +118,15 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
     if any(lv >= 5 for lv in active.values()):
         status = "degraded" if status == "healthy" else status
         issues.append(f"{sum(1 for lv in active.values() if lv >= 5)} group(s) reached level 5")
+    stopped = rm.stopped_groups()
+    if stopped:  # a dead letter: recovery of these groups does not hold, and has stopped
+        status = "degraded" if status == "healthy" else status
+        for error_id, reason in list(stopped.items())[:20]:
+            group = integ.error_handler.groups.get(error_id)
+            what = f" ({group.message[:80]})" if group is not None else ""
+            issues.append(f"error group {error_id}{what}: {reason}")
+        if len(stopped) > 20:
+            issues.append(f"{len(stopped) - 20} more error group(s) whose recovery does not hold")
     critical_open = sum(1 for g in integ.error_handler.groups.open_groups() if g.error_severity.value == "critical")
     if critical_open:
         status = "critical" if critical_open >= 3 else ("degraded" if status == "healthy" else status)
@@ -139,7 +148,11 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
         "error_metrics": metrics,
         "recovery_metrics": {
             "recoveries": rm.recoveries,
-            "successes": rm.successes,
+            "successes": rm.successes,  # successes that held through verify_window
+            "provisional": len(rm.probation),
+            "recurred": rm.probation.recurred,
+            "poison_tasks": rm.poisoned,
+            "stopped_groups": sorted(stopped),
             "outcomes": dict(rm.counts),
             "in_flight": len(rm.inflight),
             "deferred": len(rm.deferred),

@@ -1,18 +1,23 @@
 """Progressive recovery per error group: choose, run under a learned timeout, verify, record,
-learn, and escalate through the five levels. One recovery per group at a time."""
+learn, and escalate through the five levels. One recovery per group at a time.
+
+Recovery that holds (SPEC section 9): a success is learned only once it held for
+``verify_window`` (:mod:`.verify`); a task that fails the same way on several workers is failed
+for good (:mod:`.poison`); a group whose recoveries keep not holding is stopped after
+``max_recoveries_per_group`` of them per ``budget_window``, as an Erlang supervisor stops past
+its restart intensity, until it is resolved or reset. A recovery in which no strategy can act
+costs next to nothing: no task, no level walk, no write."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator_plugins.error_handling.config import BUILTIN_STRATEGY_IDS, ErrorHandlingConfig
-from coordinator_plugins.error_handling.learning.learn import Learner
+from coordinator_plugins.error_handling.learning.learn import HeldRun, Learner
 from coordinator_plugins.error_handling.learning.performance import (
     PerformanceTracker,
 )
@@ -21,25 +26,23 @@ from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeout
 from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
+from coordinator_plugins.error_handling.recovery.candidates import Candidates
+from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
+from coordinator_plugins.error_handling.recovery.poison import screen
+from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
+from coordinator_plugins.error_handling.recovery.verify import Probation
 from coordinator_plugins.error_handling.storage.schema import dumps
-from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy, StrategyResult
+from coordinator_plugins.error_handling.strategies.base import (
+    LEVEL_STRATEGIES,
+    TASK_CATEGORIES,
+    RecoveryStrategy,
+    StrategyResult,
+)
 
 logger = logging.getLogger(__name__)
-HISTORY_LIMIT = 50
-Targets = tuple[list[str], list[str], Any]  # (workers, tasks, latest metadata) a recovery acts on
 
 
-@dataclass
-class LevelState:
-    level: int = 1
-    last_updated: float = field(default_factory=time.time)
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
-    recoveries: int = 0
-    failures: int = 0  # consecutive failed recoveries
-    cooldown_until: float = 0.0  # monotonic time before which no automatic recovery starts
-
-
-class RecoveryManager:
+class RecoveryManager(RecoveryOutcomes):
     def __init__(
         self,
         config: ErrorHandlingConfig,
@@ -61,28 +64,26 @@ class RecoveryManager:
         self.sampler = sampler
         self.persist_group = persist_group
         self.persist = persist
-        self.strategies: dict[str, RecoveryStrategy] = {}
+        self.candidates = Candidates()
+        self.strategies: dict[str, RecoveryStrategy] = self.candidates.strategies
         self.levels: dict[str, LevelState] = {}
         self.inflight: dict[str, asyncio.Task[tuple[bool, dict[str, Any]]]] = {}
         self.deferred: dict[str, asyncio.TimerHandle] = {}
-        self.learner = Learner(coordinator, perf, timeouts, sampler)
+        self.learner = Learner(coordinator, perf, timeouts, sampler, config.verify_window)
         self.decisions = self.learner.decisions
         self.counts = self.learner.counts
+        self.probation = Probation(config.verify_window, self._verified)
         self.recoveries = 0
-        self.successes = 0
+        self.successes = 0  # successes that held (at once when verify_window is 0)
+        self.poisoned = 0  # tasks failed for good
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        # told when a provisional success ends: {error_id, recovery_id, strategy_id, level, held}
+        self.verify_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.closed = False
 
     # -- registration -------------------------------------------------------------------------
     def add_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
-        if not isinstance(strategy, RecoveryStrategy):
-            raise ValueError(f"strategy {strategy_id!r}: expected a RecoveryStrategy instance")
-        if not isinstance(strategy_id, str) or not strategy_id:
-            raise ValueError("strategy_id: expected a non-empty string")
-        if strategy_id in self.strategies:
-            raise ValueError(f"strategy_id: {strategy_id!r} is already registered")
-        strategy.strategy_id = strategy_id
-        self.strategies[strategy_id] = strategy
+        self.candidates.add(strategy_id, strategy)
 
     def add_custom_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
         """Register a custom strategy, as the seed design shows; a built-in id is refused."""
@@ -90,11 +91,10 @@ class RecoveryManager:
             raise ValueError(f"strategy_id: {strategy_id!r} is a built-in strategy id")
         self.add_strategy(strategy_id, strategy)
 
-    def levels_with_candidates(self) -> list[int]:
-        """The progressive levels at which at least one registered strategy may run."""
-        return [
-            lv for lv, allowed in LEVEL_STRATEGIES.items() if any(s.level in allowed for s in self.strategies.values())
-        ]
+    def levels_with_candidates(self, category: str | None = None) -> list[int]:
+        """The progressive levels at which at least one registered strategy (that can act on
+        ``category``, when given) may run."""
+        return self.candidates.levels(category)
 
     # -- levels ----------------------------------------------------------------------------------
     def state(self, error_id: str) -> LevelState:
@@ -111,12 +111,17 @@ class RecoveryManager:
         self.persist("level", error_id, (error_id, st.level, utcnow(), dumps(list(st.history))))
 
     def reset_level(self, error_id: str) -> bool:
+        """Level 1 again; a group whose recovery was stopped may recover again."""
         st = self.levels.get(error_id)
         if st is None:
             return False
-        st.level = 1
+        st.restart()
         self._save_level(error_id, st)
         return True
+
+    def stopped_groups(self) -> dict[str, str]:
+        """Groups whose recovery was stopped because it did not hold: error id -> reason."""
+        return {e: st.stopped for e, st in self.levels.items() if st.stopped}
 
     # -- entry points ---------------------------------------------------------------------------------
     def schedule(self, report: ErrorReport) -> str:
@@ -131,12 +136,20 @@ class RecoveryManager:
         if report.error_id in self.deferred:
             return "scheduled"
         st = self.levels.get(report.error_id)
+        if (st is not None and st.stopped) or not self.candidates.may_act(report, self.config.max_recovery_level):
+            return "off"  # stopped, or no strategy can act on it: no task, no walk, no write
         wait = st.cooldown_until - time.monotonic() if st is not None else 0.0
         if wait > 0:
             self._defer(report, wait)
             return "scheduled"
         self._start(report)
         return "scheduled"
+
+    def observe(self, report: ErrorReport, worker_id: Any, task_id: Any) -> None:
+        """Every occurrence passes here before recovery is scheduled: one that concerns a
+        provisional success of its group makes that success a failure (see :meth:`_verified`)."""
+        if self.probation.pending:
+            self.probation.observe(report.error_id, worker_id, task_id)
 
     def _start(self, report: ErrorReport) -> asyncio.Task[tuple[bool, dict[str, Any]]]:
         handle = self.deferred.pop(report.error_id, None)
@@ -156,12 +169,14 @@ class RecoveryManager:
         # Occurrences that joined while it ran may name workers or tasks it did not act on.
         if not self.config.auto_recover or task.cancelled() or self.closed:
             return
+        st = self.levels.get(error_id)
+        if st is not None and st.stopped:
+            return
         if report.has_targets:  # schedule() respects the budget's deferral and the cooldown
             self.schedule(report)
         elif report.resolution_status is ResolutionStatus.FAILED:
             # Like a supervisor, try again after the cooldown: the fault may not report itself
             # again (a stopped loop, a dead process), and a failed group must not wait forever.
-            st = self.levels.get(error_id)
             if st is not None and st.cooldown_until:
                 self._defer(report, max(0.0, st.cooldown_until - time.monotonic()))
 
@@ -180,34 +195,14 @@ class RecoveryManager:
         rich = any(k == hk and a.n >= 3 for (k, _), a in self.perf.arms.items())
         return (hk if rich else et), [et, hk]
 
-    def _info(self, report: ErrorReport, level: int, timeout: float, targets: Targets) -> dict[str, Any]:
-        c = report.context
-        exc = report.exception
-        workers, tasks, metadata = targets
-        info: dict[str, Any] = {
-            "error_id": report.error_id,
-            "error_type": report.error_type.value,
-            "category": report.category.value,
-            "severity": report.error_severity.value,
-            "message": report.message,
-            "component": c.component,
-            "operation": c.operation,
-            "hardware_id": c.hardware_id,
-            # every worker and task that the group's occurrences named since its last recovery
-            "worker_ids": list(workers),
-            "task_ids": list(tasks),
-            "worker_id": workers[-1] if workers else None,
-            "task_id": tasks[-1] if tasks else None,
-            "metadata": dict(metadata if metadata is not None else c.metadata),
-            "level": level,
-            "timeout": timeout,
-            "exception": exc,
-            "aggregated_count": report.aggregated_count,
-        }
-        op = report.recovery_details.get("_operation")
-        if op:
-            info.update(callable=op[0], args=op[1], kwargs=op[2])
-        return info
+    async def _screen(self, report: ErrorReport, targets: Targets, info: dict[str, Any]) -> bool:
+        """Drop target tasks that must never run again, failing poison tasks for good. True when
+        nothing is left to act on: every task of a task's failure is final."""
+        targets.tasks, verdicts = await screen(self.coordinator, report, targets.tasks)
+        if verdicts:
+            self.poisoned += len(verdicts)
+            info.setdefault("poison_tasks", []).extend(verdicts)
+        return targets.had_tasks and not targets.tasks and report.category.value in TASK_CATEGORIES
 
     async def _recover(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
         cfg = self.config
@@ -225,32 +220,38 @@ class RecoveryManager:
             "execution_time": 0.0,
             "attempts": [],
             "start_reason": None,
+            "recovery_id": None,
         }
+        if st.stopped:  # a dead letter: nothing runs until the group is resolved or reset
+            info["reason"] = st.stopped
+            return False, info
+        targets = Targets.take(report)
+        if await self._screen(report, targets, info):
+            return self._nothing_left(report, st, info)
         level = st.level
         if st.recoveries == 0 and level == 1:
-            learned, reason = self.policy.start_level(key, cfg.max_recovery_level, self.levels_with_candidates())
+            learned, reason = self.policy.start_level(key, cfg.max_recovery_level,
+                                                      self.levels_with_candidates(report.category.value))
             level = max(1, min(learned, cfg.max_recovery_level))
             info["start_reason"] = reason
             if level > 1:
                 info["skipped_levels"] = list(range(1, level))
-        st.recoveries += 1
-        targets = report.take_targets()
-        self.recoveries += 1
-        report.retrying()
-        self.persist_group(report)
         backoff = cfg.escalation_backoff
         tried: set[str] = set()
         success = False
+        poisoned = False
+        held: tuple[HeldRun, int, StrategyResult] | None = None
+        later: list[tuple[HeldRun, int]] = []  # runs learned once it is known the task is not poison
         try:
             while level <= cfg.max_recovery_level:
-                result = await self._run_level(report, level, key, record_keys, tried, info, targets)
+                result = await self._run_level(report, level, key, record_keys, tried, info, targets, st)
                 if result is None:  # no applicable strategy: passed over
                     level += 1
                     continue
                 info["recovery_level"] = level
                 if result.outcome == "budget_exhausted":
                     break
-                self.policy.record_level(key, level, result.success)
+                run = info.pop("_held", None)
                 if result.success:
                     success = True
                     info.update(
@@ -258,9 +259,22 @@ class RecoveryManager:
                         strategy_id=result.strategy_id,
                         strategy_name=self.strategies[result.strategy_id].name,
                     )
+                    if run is not None and cfg.verify_window > 0:
+                        held = (run, level, result)  # learned when its verify window ends
+                    else:
+                        if run is not None:
+                            self.learner.apply(run)
+                        self.policy.record_level(key, level, True)
                     break
+                if run is None:
+                    self.policy.record_level(key, level, False)
+                else:
+                    later.append((run, level))
                 st.level = level  # the highest level reached; the next recovery starts here
                 self._save_level(report.error_id, st)
+                if await self._screen(report, targets, info):
+                    poisoned = True  # the task's own problem: no further level is spent on it
+                    break
                 if level >= cfg.max_recovery_level:
                     break
                 if backoff > 0:
@@ -268,41 +282,14 @@ class RecoveryManager:
                     backoff = min(backoff * 2, cfg.escalation_backoff_max)
                 level += 1
         finally:
-            info["execution_time"] = time.perf_counter() - started
-            st.history.append(
-                {k: v for k, v in info.items() if k != "attempts"}
-                | {
-                    "attempts": [{k: v for k, v in a.items() if k != "decision"} for a in info["attempts"]],
-                    "at": utcnow().isoformat(),
-                }
-            )
-            budget_refused = bool(info["attempts"]) and info["attempts"][-1]["outcome"] == "budget_exhausted"
-            if success:
-                st.failures = 0
-                st.cooldown_until = 0.0
-            elif any(a["outcome"] not in ("not_applicable", "budget_exhausted") for a in info["attempts"]):
-                st.failures += 1
-                if not budget_refused:  # the budget defers by itself
-                    pause = min(cfg.escalation_backoff * 2**st.failures, cfg.escalation_backoff_max)
-                    st.cooldown_until = time.monotonic() + pause
-            if success:
-                self.successes += 1
-                st.level = 1
-                report.resolve(info["strategy_id"])
-            else:
-                ran = any(a["outcome"] != "not_applicable" for a in info["attempts"])
-                if ran:
-                    report.fail()
-                else:
-                    report.reopen(regression=False)
-                report.recovery_level = st.level
-            report.recovery_details = {k: v for k, v in report.recovery_details.items() if k.startswith("_")} | {
-                "last_recovery": {k: info[k] for k in ("success", "strategy_id", "recovery_level", "execution_time")}
-            }
-            self.persist_group(report)
-            self._save_level(report.error_id, st)
-            for listener in self.listeners:
-                listener(info)
+            info.pop("_held", None)
+            info.pop("_found_nothing", None)
+            for run, lv in later:
+                if not poisoned:
+                    self.learner.apply(run)
+                    self.policy.record_level(key, lv, False)
+            if info["attempts"]:
+                self._ended(report, st, info, success, poisoned, started, key, held, targets)
         return success, info
 
     async def _run_level(
@@ -314,9 +301,15 @@ class RecoveryManager:
         tried: set[str],
         info: dict[str, Any],
         targets: Targets,
+        st: LevelState,
     ) -> StrategyResult | None:
         allowed = LEVEL_STRATEGIES[level]
-        candidates = [s for s in self.strategies.values() if s.level in allowed]
+        candidates = [s for s in self.candidates.for_category(report.category.value) if s.level in allowed]
+        if not candidates:
+            return None
+        probe = strategy_info(report, level, 0.0, targets)
+        nothing = info.setdefault("_found_nothing", set())  # looked in this recovery, found nothing
+        candidates = [s for s in candidates if s.strategy_id not in nothing and await s.applicable(probe)]
         while candidates:
             decision = self.policy.choose(candidates, key, level, tried)
             strategy = self.strategies[decision.strategy_id]
@@ -325,22 +318,34 @@ class RecoveryManager:
                 self.learner.attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
                 self._defer(report, wait)
                 return StrategyResult(strategy.strategy_id, "budget_exhausted")
+            if not info["attempts"]:  # the first strategy to run: this is a recovery now
+                st.recoveries += 1
+                self.recoveries += 1
+                info["recovery_id"] = self.recoveries
+                report.retrying()
+                self.persist_group(report)
             timeout = self.timeouts.get(report.error_type.value, strategy.strategy_id)
             before = self.sampler.latest()
             t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout):
-                    result = await strategy.run(self._info(report, level, timeout, targets))
+                    result = await strategy.run(strategy_info(report, level, timeout, targets), checked=True)
             except TimeoutError:
                 result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
             tried.add(strategy.strategy_id)
-            if result.outcome == "not_applicable":
+            if result.outcome == "not_applicable":  # it looked and found nothing to act on
                 if level >= 3:
                     self.budget.refund(report.context.component)  # nothing was done
-                self.learner.attempt(info, decision, "not_applicable", result.execution_time, {})
+                self.learner.attempt(info, decision, "not_applicable", result.execution_time,
+                                     {"error": result.error} if result.error else {})
+                nothing.add(strategy.strategy_id)
                 candidates = [s for s in candidates if s is not strategy]
                 continue
-            await self.learner.learn(report, level, record_keys, strategy, result, before, decision, info)
+            hold = bool(targets.tasks) and report.category.value in TASK_CATEGORIES
+            run = await self.learner.learn(report, level, record_keys, strategy, result, before, decision, info,
+                                           hold)
+            if run is not None:
+                info["_held"] = run
             return result
         return None
 
@@ -352,6 +357,9 @@ class RecoveryManager:
 
         def again() -> None:
             self.deferred.pop(report.error_id, None)
+            st = self.levels.get(report.error_id)
+            if st is not None and st.stopped:
+                return
             if not self.closed and report.is_open and report.error_id not in self.inflight:
                 self._start(report)
             elif report.is_open and report.error_id in self.inflight:
@@ -362,6 +370,7 @@ class RecoveryManager:
     async def close(self) -> None:
         """Cancel deferred and running recoveries; strategies restore what they changed."""
         self.closed = True
+        self.probation.close()
         for handle in self.deferred.values():
             handle.cancel()
         self.deferred.clear()

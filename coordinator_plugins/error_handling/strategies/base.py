@@ -7,6 +7,7 @@ import enum
 import inspect
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,9 @@ LEVEL_STRATEGIES: dict[int, tuple[RecoveryLevel, ...]] = {
 
 OUTCOMES = ("success", "failure", "timeout", "error", "not_applicable", "budget_exhausted")
 
+# Categories of a task's own failure: the task ran and did not end well on its worker.
+TASK_CATEGORIES = frozenset({"task_error", "task_timeout", "task_resource"})
+
 
 @dataclass(slots=True)
 class StrategyResult:
@@ -69,14 +73,26 @@ class RecoveryStrategy:
     """Base class. Subclasses implement ``async _execute_impl(error_info) -> bool`` and may override
     ``is_applicable(error_info) -> bool``.
 
+    ``_execute_impl`` returns True only once it verified that the symptom that started the
+    recovery is gone, and raises :class:`NotApplicable` when it finds nothing to act on.
+
+    ``categories`` declares the error categories (``ErrorCategory`` values) the strategy can act
+    on; ``None`` (the default, so custom strategies see everything) means any. A strategy whose
+    categories exclude an error's is neither run nor logged as a decision for it, and is not
+    even asked ``is_applicable``. Subclasses set it on the class; ``categories=`` on the
+    constructor, or assigning the attribute, overrides it for one instance.
+
     ``error_info`` is a fresh dict per run; a strategy may record what it touched in
     ``error_info["affected_tasks"]`` and ``error_info["recovered_tasks"]`` (lists of task ids) and
     anything else in ``error_info["details"]``.
     """
 
     strategy_id: str = ""
+    categories: frozenset[str] | None = None
 
-    def __init__(self, coordinator: Any, name: str, level: RecoveryLevel) -> None:
+    def __init__(
+        self, coordinator: Any, name: str, level: RecoveryLevel, categories: Iterable[Any] | None = None
+    ) -> None:
         if not isinstance(level, RecoveryLevel):
             raise ValueError(f"level: expected a RecoveryLevel, got {level!r}")
         self.coordinator = coordinator
@@ -84,9 +100,30 @@ class RecoveryStrategy:
         self.level = level
         self.runs = 0
         self.successes = 0
+        if categories is not None:
+            self.categories = frozenset(str(getattr(c, "value", c)) for c in categories)
+
+    def applies_to(self, category: str | None) -> bool:
+        """Whether this strategy can act on errors of ``category`` at all (no I/O, no call out)."""
+        cats = self.categories
+        return cats is None or category is None or category in cats
 
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
         return True
+
+    async def applicable(self, error_info: dict[str, Any]) -> bool:
+        """``applies_to`` the category and ``is_applicable`` (sync or async); a raising check is
+        logged and counts as not applicable."""
+        if not self.applies_to(error_info.get("category")):
+            return False
+        try:
+            result = self.is_applicable(error_info)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception:
+            logger.exception("strategy %s: is_applicable failed", self.strategy_id or self.name)
+            return False
+        return bool(result)
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
         raise NotImplementedError("recovery strategy implementation not provided")
@@ -95,23 +132,27 @@ class RecoveryStrategy:
         """Seed-compatible: run and return True only on verified success."""
         return (await self.run(error_info)).success
 
-    async def run(self, error_info: dict[str, Any]) -> StrategyResult:
+    async def run(self, error_info: dict[str, Any], checked: bool = False) -> StrategyResult:
         """Run once: not_applicable, success, failure or error. Timeouts and cancellation propagate
-        (the caller owns the timeout); the subclass's ``finally`` blocks restore what it changed."""
+        (the caller owns the timeout); the subclass's ``finally`` blocks restore what it changed.
+        ``checked``: the caller already found it applicable (see :meth:`applicable`)."""
         info = dict(error_info)
         info.setdefault("affected_tasks", [])
         info.setdefault("recovered_tasks", [])
         info.setdefault("details", {})
         sid = self.strategy_id or self.name
-        try:
-            applicable = self.is_applicable(info)
-            if inspect.isawaitable(applicable):
-                applicable = await applicable
-        except Exception as exc:
-            logger.exception("strategy %s: is_applicable failed", sid)
-            return StrategyResult(sid, "error", error=f"{type(exc).__name__}: {exc}")
-        if not applicable:
-            return StrategyResult(sid, "not_applicable")
+        if not checked:
+            if not self.applies_to(info.get("category")):
+                return StrategyResult(sid, "not_applicable")
+            try:
+                applicable = self.is_applicable(info)
+                if inspect.isawaitable(applicable):
+                    applicable = await applicable
+            except Exception as exc:
+                logger.exception("strategy %s: is_applicable failed", sid)
+                return StrategyResult(sid, "error", error=f"{type(exc).__name__}: {exc}")
+            if not applicable:
+                return StrategyResult(sid, "not_applicable")
         start = time.perf_counter()
         self.runs += 1
         try:

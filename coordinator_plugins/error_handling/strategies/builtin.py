@@ -1,4 +1,6 @@
-"""The five built-in strategies. Each acts through the coordinator contract and verifies."""
+"""The five built-in strategies. Each acts through the coordinator contract
+(:class:`~coordinator_plugins.contract.CoordinatorProtocol`), declares the error categories it can
+act on, and succeeds only once it verified that the symptom that started the recovery is gone."""
 
 from __future__ import annotations
 
@@ -8,9 +10,23 @@ import logging
 import time
 from typing import Any
 
-from coordinator_plugins.error_handling.strategies.base import NotApplicable, RecoveryLevel, RecoveryStrategy
+from coordinator_plugins.contract.protocol import CoordinatorProtocol
+from coordinator_plugins.error_handling.model import ErrorCategory
+from coordinator_plugins.error_handling.strategies.base import (
+    TASK_CATEGORIES,
+    NotApplicable,
+    RecoveryLevel,
+    RecoveryStrategy,
+)
 
 logger = logging.getLogger(__name__)
+
+WORKER_CATEGORIES = frozenset({"worker_offline", "worker_crash", "worker_hang", "worker_resource"})
+# A failing test is a result; invalid input, configuration, credentials and missing modules fail
+# the same way on every run: no infrastructure recovery acts on them.
+DETERMINISTIC_CATEGORIES = frozenset(
+    {"test_failure", "validation", "configuration", "auth_error", "unauthorized", "dependency"}
+)
 
 
 def _deadline(info: dict[str, Any], default: float = 30.0) -> float:
@@ -33,13 +49,54 @@ def _targets(error_info: dict[str, Any], many: str, one: str) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-class RetryStrategy(RecoveryStrategy):
-    """LOW: re-run the failed operation (``callable`` in the context) or re-submit the failed tasks,
-    and succeed only when the re-runs succeeded."""
+class BuiltinStrategy(RecoveryStrategy):
+    """A built-in: acts through a coordinator that implements the contract (None: no coordinator)."""
+
+    coordinator: CoordinatorProtocol | None
+
+    def _c(self) -> CoordinatorProtocol:
+        if self.coordinator is None:  # is_applicable is False without one
+            raise NotApplicable("no coordinator to act through")
+        return self.coordinator
+
+
+async def _open_tasks(c: CoordinatorProtocol, task_ids: list[str]) -> list[str]:
+    """The tasks that may run again: known, and neither completed nor failed for good."""
+    out = []
+    for tid in task_ids:
+        t = await c.task_info(tid)
+        if t is not None and not t.get("final") and t.get("status") != "completed":
+            out.append(tid)
+    return out
+
+
+async def _rerun(c: CoordinatorProtocol, tasks: list[str], error_info: dict[str, Any], deadline: float) -> bool:
+    """Run the tasks again and wait for them: True only when every one completed."""
+    error_info["affected_tasks"].extend(t for t in tasks if t not in error_info["affected_tasks"])
+    queued = []
+    for tid in tasks:
+        if await c.retry_task(tid):
+            queued.append(tid)
+        else:  # it ended meanwhile, or is final: a completed one is a recovered one
+            t = await c.task_info(tid)
+            if not (t and t.get("status") == "completed"):
+                return False
+            error_info["recovered_tasks"].append(tid)
+    statuses = await asyncio.gather(*(c.wait_task(tid, _remaining(deadline)) for tid in queued))
+    error_info["details"]["task_status"] = dict(zip(queued, statuses, strict=True))
+    error_info["recovered_tasks"].extend(t for t, s in zip(queued, statuses, strict=True) if s == "completed")
+    return all(s == "completed" for s in statuses)
+
+
+class RetryStrategy(BuiltinStrategy):
+    """LOW: re-run the failed operation (``callable`` in the context) or re-submit the failed tasks
+    (never one that completed or was failed for good), and succeed only when the re-runs did."""
 
     strategy_id = "retry"
+    # Anything a re-run may fix; never what fails the same way every time it runs.
+    categories = frozenset(c.value for c in ErrorCategory) - DETERMINISTIC_CATEGORIES
 
-    def __init__(self, coordinator: Any) -> None:
+    def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Retry", RecoveryLevel.LOW)
 
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
@@ -56,42 +113,40 @@ class RetryStrategy(RecoveryStrategy):
                 result = await result
             error_info["details"]["result"] = repr(result)[:200]
             return True
-        c = self.coordinator
-        tasks = []
-        for tid in _targets(error_info, "task_ids", "task_id"):
-            info = await c.task_info(tid)
-            if info is not None and info["status"] != "completed":
-                tasks.append(tid)
+        c = self._c()
+        tasks = await _open_tasks(c, _targets(error_info, "task_ids", "task_id"))
         if not tasks:
             raise NotApplicable("no failed task left to re-run")
-        deadline = _deadline(error_info)
-        error_info["affected_tasks"].extend(tasks)
-        for tid in tasks:
-            if not await c.retry_task(tid):
-                return False
-        statuses = await asyncio.gather(*(c.wait_task(tid, _remaining(deadline)) for tid in tasks))
-        error_info["details"]["task_status"] = dict(zip(tasks, statuses, strict=True))
-        error_info["recovered_tasks"].extend(t for t, s in zip(tasks, statuses, strict=True) if s == "completed")
-        return all(s == "completed" for s in statuses)
+        return await _rerun(c, tasks, error_info, _deadline(error_info))
 
 
-class WorkerRecoveryStrategy(RecoveryStrategy):
-    """MEDIUM: for each worker the error named: drain it, requeue its tasks, restart (or replace) its
-    process, and succeed only when it (or its replacement) heartbeats again and its tasks are
-    pending or running elsewhere."""
+class WorkerRecoveryStrategy(BuiltinStrategy):
+    """MEDIUM: for each worker at fault: drain it, requeue its tasks, restart (or replace) its
+    process, and succeed only when it (or its replacement) heartbeats and asks for work again,
+    its tasks are pending or running elsewhere, and, for a failed task, the task now completes.
+
+    For a task's failure the worker is at fault only while the task failed on that worker alone:
+    an error that follows the task across workers is the task's problem, not a worker's."""
 
     strategy_id = "worker"
+    categories = WORKER_CATEGORIES | TASK_CATEGORIES | {"connection"}
 
-    def __init__(self, coordinator: Any) -> None:
+    def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Worker recovery", RecoveryLevel.MEDIUM)
 
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
         return bool(_targets(error_info, "worker_ids", "worker_id")) and _has(
-            self.coordinator, "worker_info", "drain_worker", "requeue_worker_tasks", "restart_worker")
+            self.coordinator, "worker_info", "drain_worker", "requeue_worker_tasks", "restart_worker",
+            "wait_worker_serving")
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
-        c = self.coordinator
+        c = self._c()
         workers = [w for w in _targets(error_info, "worker_ids", "worker_id") if await c.worker_info(w) is not None]
+        tasks: list[str] = []
+        if error_info.get("category") in TASK_CATEGORIES:
+            tasks = await _open_tasks(c, _targets(error_info, "task_ids", "task_id"))
+            if tasks or error_info.get("task_ids"):
+                workers = self._at_fault(workers, tasks, error_info)
         if not workers:
             raise NotApplicable("no known worker to recover")
         deadline = _deadline(error_info)
@@ -104,10 +159,30 @@ class WorkerRecoveryStrategy(RecoveryStrategy):
                 if t and t.get("status") in ("pending", "assigned", "running", "completed"):
                     error_info["recovered_tasks"].append(tid)
         error_info["details"]["serving_workers"] = dict(zip(workers, results, strict=True))
-        return all(r is not None for r in results)
+        if not all(r is not None for r in results):
+            return False
+        return await _rerun(c, tasks, error_info, deadline) if tasks else True
+
+    @staticmethod
+    def _at_fault(workers: list[str], tasks: list[str], error_info: dict[str, Any]) -> list[str]:
+        failures: dict[str, list[Any]] = error_info.get("task_failures") or {}
+        suspects: set[str] = set()
+        followed = []
+        for tid in tasks:
+            on = {str(w) for w in failures.get(tid) or [] if w}
+            if len(on) == 1:
+                suspects |= on
+            elif len(on) > 1:
+                followed.append(f"{tid} on {', '.join(sorted(on))}")
+        at_fault = [w for w in workers if w in suspects]
+        if not at_fault:
+            why = (f"the error follows the task across workers ({'; '.join(followed)}): the task's problem"
+                   if followed else "no worker the failed tasks point at")
+            raise NotApplicable(why)
+        return at_fault
 
     async def _recover_one(self, wid: str, error_info: dict[str, Any], deadline: float) -> str | None:
-        c = self.coordinator
+        c = self._c()
         drained = await c.drain_worker(wid)
         try:
             moved = await c.requeue_worker_tasks(wid)
@@ -118,11 +193,15 @@ class WorkerRecoveryStrategy(RecoveryStrategy):
             if serving == wid:
                 await c.undrain_worker(wid)
                 drained = False
+            # Heartbeating is not serving: it must ask for work again.
+            if not await c.wait_worker_serving(serving, _remaining(deadline)):
+                error_info["details"].setdefault("not_serving", []).append(serving)
+                return None
             ok = True
             for tid in moved:
-                t = await c.task_info(tid)
-                status = t and t.get("status")
-                elsewhere = bool(t) and (t.get("worker_id") != wid or serving == wid)
+                t = await c.task_info(tid) or {}
+                status = t.get("status")
+                elsewhere = t.get("worker_id") != wid or serving == wid
                 if status in ("pending", "completed") or (status in ("assigned", "running") and elsewhere):
                     error_info["recovered_tasks"].append(tid)
                 else:
@@ -133,13 +212,14 @@ class WorkerRecoveryStrategy(RecoveryStrategy):
                 await c.undrain_worker(wid)
 
 
-class DatabaseRecoveryStrategy(RecoveryStrategy):
+class DatabaseRecoveryStrategy(BuiltinStrategy):
     """HIGH: reconnect the coordinator's database and the plugin's store, verify both with a query.
     Never deletes or renames a file."""
 
     strategy_id = "database"
+    categories = frozenset({"db_connection", "db_query", "db_locked"})
 
-    def __init__(self, coordinator: Any, store: Any = None) -> None:
+    def __init__(self, coordinator: CoordinatorProtocol | None, store: Any = None) -> None:
         super().__init__(coordinator, "Database reconnect", RecoveryLevel.HIGH)
         self.store = store
 
@@ -151,71 +231,84 @@ class DatabaseRecoveryStrategy(RecoveryStrategy):
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
         component = str(error_info.get("component") or "")
+        c = self.coordinator if _has(self.coordinator, "reconnect_database", "health") else None
         targets: list[str] = []
         coord_ok = True
-        if _has(self.coordinator, "reconnect_database", "health"):
-            coord_ok = bool((await self.coordinator.health()).get("database"))
+        if c is not None:
+            coord_ok = bool((await c.health()).get("database"))
         store_ok = self.store is None or await self.store.ping()
         own = component in ("store", "error_handling")
-        if _has(self.coordinator, "reconnect_database") and (not coord_ok or not own):
+        if c is not None and (not coord_ok or not own):
             targets.append("coordinator")
         if self.store is not None and (not store_ok or own or (coord_ok and not targets)):
             targets.append("store")
+        if not targets:
+            raise NotApplicable("no database connection to reconnect")
         ok = True
-        if "coordinator" in targets:
-            ok = bool(await self.coordinator.reconnect_database()) and ok
-            ok = bool((await self.coordinator.health()).get("database")) and ok
+        if c is not None and "coordinator" in targets:
+            ok = bool(await c.reconnect_database()) and ok
+            ok = bool((await c.health()).get("database")) and ok
         if "store" in targets:
             ok = bool(await self.store.reconnect()) and ok
             ok = bool(await self.store.ping()) and ok
         error_info["details"]["reconnected"] = targets
-        return ok and bool(targets)
+        return ok
 
 
-class CoordinatorRecoveryStrategy(RecoveryStrategy):
+class CoordinatorRecoveryStrategy(BuiltinStrategy):
     """CRITICAL: restart the internal component the error names (or every unhealthy one), or reload
-    state from the database for state errors; succeed when the component reports healthy.
-    Never drops worker connections or requeues unrelated tasks."""
+    state from the database for state errors; succeed when each restarted loop ticked again.
+    Never drops worker connections or requeues unrelated tasks. A coordinator with nothing to
+    restart (a seed-shaped one without ``restart_*`` methods) is not applicable, never a success."""
 
     strategy_id = "coordinator"
-    _FOR_CATEGORY = {"scheduler_stalled": "scheduler", "worker_offline": "heartbeat_monitor"}
+    categories = frozenset({"coordinator_error", "coordinator_crash", "scheduler_stalled", "state_error"})
 
-    def __init__(self, coordinator: Any) -> None:
+    def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Coordinator component restart", RecoveryLevel.CRITICAL)
+
+    @staticmethod
+    def _state(error_info: dict[str, Any]) -> bool:
+        return error_info.get("category") == "state_error" or error_info.get("error_type") == "state"
 
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
         category = str(error_info.get("category") or "")
         etype = error_info.get("error_type")
-        return (
-            etype in ("coordination", "scheduling", "state")
-            or category.split("_")[0] in ("coordinator", "scheduler", "state")
-        ) and _has(self.coordinator, "restart_component", "component_healthy", "component_names")
+        c = self.coordinator
+        if not (etype in ("coordination", "scheduling", "state")
+                or category.split("_")[0] in ("coordinator", "scheduler", "state")):
+            return False
+        if not _has(c, "restart_component", "component_healthy", "component_names"):
+            return False
+        assert c is not None
+        return bool(c.component_names()) or (self._state(error_info) and _has(c, "reload_state"))
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
-        c = self.coordinator
+        c = self._c()
         names = c.component_names()
         meta = error_info.get("metadata") or {}
         wanted = meta.get("component") or error_info.get("component")
-        if wanted not in names:
-            wanted = self._FOR_CATEGORY.get(str(error_info.get("category")))
         if wanted in names:
             targets = [wanted]
         else:
             targets = [n for n in names if not await c.component_healthy(n)]
+        state = self._state(error_info) and _has(c, "reload_state")
+        if not targets and not state:
+            raise NotApplicable("no component to restart: " + ("all are healthy" if names else "none is restartable"))
         restarted = []
         for name in targets:
             if await c.restart_component(name):
                 restarted.append(name)
         error_info["details"]["restarted"] = restarted
-        if error_info.get("category") == "state_error" or error_info.get("error_type") == "state":
-            if _has(c, "reload_state"):
-                await c.reload_state()
-                error_info["details"]["state_reloaded"] = True
-        healthy = [await c.component_healthy(n) for n in (targets or names)]
-        return all(healthy) and len(restarted) == len(targets)
+        reloaded = True
+        if state:
+            reloaded = bool(await c.reload_state())
+            error_info["details"]["state_reloaded"] = reloaded
+        healthy = [await c.component_healthy(n) for n in targets]
+        return all(healthy) and len(restarted) == len(targets) and reloaded
 
 
-class SystemRecoveryStrategy(RecoveryStrategy):
+class SystemRecoveryStrategy(BuiltinStrategy):
     """CRITICAL: shed load while the machine is overloaded, and restore every setting it changed,
     in a ``finally``, also on timeout or cancellation.
 
@@ -228,11 +321,17 @@ class SystemRecoveryStrategy(RecoveryStrategy):
     busy machine showed (the learned timeout grew to 100 s and the farm ran ~5% of its tasks)."""
 
     strategy_id = "system"
+    categories = frozenset({"system_overload", "system_resource", "task_resource", "worker_resource"})
     CPU_LIMIT = 90.0
     MEMORY_LIMIT = 90.0
 
     def __init__(
-        self, coordinator: Any, sampler: Any = None, settle: float = 1.0, max_pause: float = 2.0, patience: float = 10.0
+        self,
+        coordinator: CoordinatorProtocol | None,
+        sampler: Any = None,
+        settle: float = 1.0,
+        max_pause: float = 2.0,
+        patience: float = 10.0,
     ) -> None:
         super().__init__(coordinator, "System load shedding", RecoveryLevel.CRITICAL)
         self.sampler = sampler
@@ -245,7 +344,7 @@ class SystemRecoveryStrategy(RecoveryStrategy):
 
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
         category = str(error_info.get("category") or "")
-        return category in ("system_overload", "system_resource", "task_resource", "worker_resource") and _has(
+        return category in self.categories and _has(
             self.coordinator, "pause_scheduling", "resume_scheduling", "get_max_concurrency", "set_max_concurrency"
         )
 
@@ -258,7 +357,7 @@ class SystemRecoveryStrategy(RecoveryStrategy):
     async def _shed(self, error_info: dict[str, Any]) -> None:
         """Enter load shedding. Runs for several groups may overlap: the first saves the settings
         as they were and sheds, the last one out restores them (see :meth:`_restore`)."""
-        c = self.coordinator
+        c = self._c()
         self._holders += 1
         if self._holders > 1:
             error_info["details"]["shed"] = {"joined": True}
@@ -281,7 +380,7 @@ class SystemRecoveryStrategy(RecoveryStrategy):
         """After ``max_pause``, scheduling resumes at the reduced limit."""
         if self._paused_at is not None and time.monotonic() - self._paused_at >= self.max_pause:
             self._paused_at = None
-            await self.coordinator.resume_scheduling()
+            await self._c().resume_scheduling()
             error_info["details"]["resumed_throttled"] = True
 
     async def _restore(self) -> None:
@@ -290,12 +389,15 @@ class SystemRecoveryStrategy(RecoveryStrategy):
             return
         (was_paused, old_limit), self._saved = self._saved, None
         self._paused_at = None
-        await self.coordinator.set_max_concurrency(old_limit)
+        c = self._c()
+        await c.set_max_concurrency(old_limit)
         if not was_paused:
-            await self.coordinator.resume_scheduling()
+            await c.resume_scheduling()
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
-        c = self.coordinator
+        c = self._c()
+        if not self.overloaded():  # the symptom is not there (or cannot be seen): nothing to shed
+            raise NotApplicable("the machine is not overloaded now")
         deadline = _deadline(error_info)
         try:
             await self._shed(error_info)

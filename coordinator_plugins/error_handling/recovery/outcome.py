@@ -1,0 +1,159 @@
+"""How a recovery ends: the group's status and level, the cooldown, probation for a success
+(SPEC section 9: learned once it held, a failure when it recurred, and the group continues at
+the next level), and the count of recoveries that did not hold: past
+``max_recoveries_per_group`` of them within ``budget_window`` the group is stopped, as an Erlang
+supervisor stops past its restart intensity or a queue dead-letters a message, until it is
+resolved or reset. Mixed into :class:`~.manager.RecoveryManager`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from coordinator_plugins.error_handling.config import ErrorHandlingConfig
+from coordinator_plugins.error_handling.learning.learn import HeldRun, Learner
+from coordinator_plugins.error_handling.learning.policy import SelectionPolicy
+from coordinator_plugins.error_handling.model import ErrorReport, utcnow
+from coordinator_plugins.error_handling.recovery.state import LevelState, Targets
+from coordinator_plugins.error_handling.recovery.verify import Probation, Provisional
+from coordinator_plugins.error_handling.strategies.base import StrategyResult
+
+logger = logging.getLogger(__name__)
+
+
+class RecoveryOutcomes:
+    config: ErrorHandlingConfig
+    learner: Learner
+    policy: SelectionPolicy
+    probation: Probation
+    levels: dict[str, LevelState]
+    deferred: dict[str, asyncio.TimerHandle]
+    persist_group: Callable[[ErrorReport], Any]
+    listeners: list[Callable[[dict[str, Any]], None]]
+    verify_listeners: list[Callable[[dict[str, Any]], None]]
+    successes: int
+
+    def _save_level(self, error_id: str, st: LevelState) -> None:
+        raise NotImplementedError
+
+    def _unheld(self, report: ErrorReport, st: LevelState) -> None:
+        """Count a recovery of the group that did not hold; past ``max_recoveries_per_group`` of
+        them within ``budget_window``, stop recovering it (a dead letter) and say so."""
+        cfg = self.config
+        count = st.did_not_hold(cfg.budget_window)
+        limit = cfg.max_recoveries_per_group
+        if limit and count >= limit and st.stopped is None:
+            st.stopped = (f"recovery does not hold: {count} recoveries within {cfg.budget_window:g} s "
+                          "did not fix it; resolve or reset the group to recover it again")
+            st.cooldown_until = 0.0
+            handle = self.deferred.pop(report.error_id, None)
+            if handle is not None:
+                handle.cancel()
+            report.fail()
+            report.recovery_details["stopped"] = st.stopped
+            report.recovery_details["failure_reason"] = st.stopped
+            logger.error("error group %s (%s): %s", report.error_id, report.message[:80], st.stopped)
+
+    def _nothing_left(self, report: ErrorReport, st: LevelState, info: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """Every target task is final: no strategy runs; a poison task leaves its group failed."""
+        verdicts = info.get("poison_tasks")
+        if verdicts:
+            report.fail()
+            report.recovery_details["failure_reason"] = "poison task: " + "; ".join(verdicts)
+            report.recovery_level = st.level
+            self.persist_group(report)
+        info["reason"] = report.recovery_details.get("failure_reason") or "every task it named has ended"
+        return False, info
+
+    def _ended(
+        self,
+        report: ErrorReport,
+        st: LevelState,
+        info: dict[str, Any],
+        success: bool,
+        poisoned: bool,
+        started: float,
+        key: str,
+        held: tuple[HeldRun, int, StrategyResult] | None,
+        targets: Targets,
+    ) -> None:
+        """Close a recovery in which at least one strategy was tried: history, status, level,
+        cooldown, the count of recoveries that did not hold, and probation for a success."""
+        cfg = self.config
+        info["execution_time"] = time.perf_counter() - started
+        ran = any(a["outcome"] not in ("not_applicable", "budget_exhausted") for a in info["attempts"])
+        entry = {k: v for k, v in info.items() if k != "attempts"} | {
+            "attempts": [{k: v for k, v in a.items() if k != "decision"} for a in info["attempts"]],
+            "at": utcnow().isoformat(),
+        }
+        st.history.append(entry)
+        budget_refused = info["attempts"][-1]["outcome"] == "budget_exhausted"
+        if success:
+            st.failures = 0
+            st.cooldown_until = 0.0
+            self.successes += held is None
+            st.level = 1
+            report.resolve(info["strategy_id"])
+            report.recovery_details.pop("failure_reason", None)
+            if held is not None:
+                run, level, result = held
+                served = [str(v) for v in (result.details.get("serving_workers") or {}).values() if v]
+                entry["verification"] = info["verification"] = "pending"
+                self.probation.hold(Provisional(
+                    report.error_id, level, key, run, frozenset(targets.workers + served),
+                    frozenset(targets.tasks), entry, report))
+        elif poisoned:
+            st.cooldown_until = 0.0  # the task's problem: no supervisor-style retry either
+            report.fail()
+            report.recovery_details["failure_reason"] = "poison task: " + "; ".join(info["poison_tasks"])
+            info["reason"] = report.recovery_details["failure_reason"]
+        elif ran:
+            st.failures += 1
+            if not budget_refused:  # the budget defers by itself
+                pause = min(cfg.escalation_backoff * 2**st.failures, cfg.escalation_backoff_max)
+                st.cooldown_until = time.monotonic() + pause
+            report.fail()
+            self._unheld(report, st)
+        else:
+            report.reopen(regression=False)
+        if not success:
+            report.recovery_level = st.level
+        if st.stopped:
+            info["reason"] = st.stopped
+        report.recovery_details = {k: v for k, v in report.recovery_details.items() if k.startswith("_")} | {
+            k: v for k, v in report.recovery_details.items() if k in ("failure_reason", "stopped")
+        } | {
+            "last_recovery": {k: info[k] for k in ("success", "strategy_id", "recovery_level", "execution_time")}
+        }
+        self.persist_group(report)
+        self._save_level(report.error_id, st)
+        for listener in self.listeners:
+            listener(info)
+
+    def _verified(self, p: Provisional, held: bool) -> None:
+        """A provisional success ended: learn it now, as a success when it held; when the error
+        recurred, as a failure, and the group's recovery continues at the next level."""
+        self.learner.settle(p.run, held)
+        self.policy.record_level(p.key, p.level, held)
+        p.entry["verification"] = "held" if held else "recurred"
+        st = self.levels.get(p.error_id)
+        report: ErrorReport | None = None
+        if held:
+            self.successes += 1
+        elif st is not None:
+            st.level = max(st.level, min(p.level + 1, self.config.max_recovery_level))
+            st.failures += 1
+            report = p.report
+            if report is not None:
+                self._unheld(report, st)
+                report.recovery_level = st.level
+                self.persist_group(report)
+        if st is not None:
+            self._save_level(p.error_id, st)
+        event = {"error_id": p.error_id, "recovery_id": p.entry.get("recovery_id"), "strategy_id": p.run.strategy_id,
+                 "level": p.level, "held": held}
+        for listener in self.verify_listeners:
+            listener(event)
