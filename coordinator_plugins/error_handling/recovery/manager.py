@@ -235,6 +235,7 @@ class RecoveryManager:
                 info["skipped_levels"] = list(range(1, level))
         st.recoveries += 1
         targets = report.take_targets()
+        info["targets"] = {"workers": list(targets[0]), "tasks": list(targets[1])}
         self.recoveries += 1
         report.retrying()
         self.persist_group(report)
@@ -272,7 +273,12 @@ class RecoveryManager:
             st.history.append(
                 {k: v for k, v in info.items() if k != "attempts"}
                 | {
-                    "attempts": [{k: v for k, v in a.items() if k != "decision"} for a in info["attempts"]],
+                    # each run with why it was chosen (its policy, reason and probability), not every score
+                    "attempts": [
+                        {k: v for k, v in a.items() if k != "decision"}
+                        | {k: a["decision"][k] for k in ("policy", "reason", "probability")}
+                        for a in info["attempts"]
+                    ],
                     "at": utcnow().isoformat(),
                 }
             )

@@ -12,6 +12,7 @@ from aiohttp import web
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.storage import queries
+from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.validate import (
     ApiError,
     bad,
@@ -48,6 +49,11 @@ class ErrorRoutes:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
             raise ApiError(401, "missing or wrong bearer token", "unauthorized")
+
+    def authorize_read(self, request: web.Request) -> None:
+        """A read needs the token too when ``protect_reads`` is on (SPEC section 8)."""
+        if self.integ.config.protect_reads:
+            self._auth(request)
 
     def _id(self, request: web.Request) -> str:
         error_id = request.match_info["error_id"]
@@ -188,11 +194,6 @@ class ErrorRoutes:
             body=self.integ.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
 
-    async def dashboard(self, request: web.Request) -> web.Response:
-        from coordinator_plugins.error_handling.web.dashboard import render
-
-        return web.Response(text=render(self.integ.config.api_prefix), content_type="text/html")
-
 
 def _dumps(obj: Any) -> str:
     import json
@@ -225,8 +226,7 @@ def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) ->
     ]
     if integ.config.metrics:
         table.append(("GET", "/metrics", r.metrics))
-    if integ.config.dashboard_path:
-        table.append(("GET", integ.config.dashboard_path, r.dashboard))
+    table += dashboard_routes(app, integ, r)  # the dashboard's page, assets and read-only routes
     for method, path, handler in table:
         if _taken(app, method, path):
             logger.warning("error handling: %s %s is already served by the coordinator; left to it", method, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator_plugins.error_handling.model import LIST_ITEM_FIELDS, ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.web.dashboard_api import openapi_paths
 
 _ERR = {"$ref": "#/components/schemas/Error"}
 
@@ -265,6 +266,7 @@ def document(prefix: str) -> dict[str, Any]:
         },
         f"{p}/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI 3")}}},
     }
+    paths.update(openapi_paths(p, _errors, _q, _resp, PATH_ID))  # the dashboard's read-only routes
     return {
         "openapi": "3.1.0",
         "info": {"title": "coordinator_plugins error handling", "version": "0.1.0"},
