@@ -107,3 +107,16 @@ def test_coordinator_config_reports_every_problem_at_once_with_suggestions(tmp_p
     assert out.stderr.splitlines()[0].startswith("error: coordinator.databse: unknown key")
     assert out.stderr.splitlines()[1] == "error: coordinator.port: expected an integer from 0 to 65535, got '80'"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_ci_runs_exactly_the_readmes_test_command() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Running the tests"):]
+    block = section[section.index("```sh\n") + 6:section.index("\n```", section.index("```sh\n"))]
+    ci = (root / ".ci" / "run").read_text()
+    between = ci[ci.index("# --- the README's test command ---\n") + 36:ci.index("# --- end of the README's test command")]
+    assert between.strip() == block.strip()
+    assert "python3 -m venv .venv" in block and 'pip install -e ".[test]"' in block
+    quick = readme[readme.index("## Quick start"):readme.index("## Running the tests")]
+    assert "python3 -m venv .venv" in quick and ". .venv/bin/activate" in quick and "pip install -e ." in quick
