@@ -120,3 +120,16 @@ def test_ci_runs_exactly_the_readmes_test_command() -> None:
     assert "python3 -m venv .venv" in block and 'pip install -e ".[test]"' in block
     quick = readme[readme.index("## Quick start"):readme.index("## Running the tests")]
     assert "python3 -m venv .venv" in quick and ". .venv/bin/activate" in quick and "pip install -e ." in quick
+
+
+def test_a_taken_port_fails_before_anything_is_written(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run_cli("demo", "--port", str(port), "--duration", "1", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"error: --port {port}: cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert out.stdout == "" and list(tmp_path.iterdir()) == []

@@ -286,5 +286,6 @@ async def test_the_page_warns_when_recovery_has_no_coordinator_to_act_through(tm
             await banner.wait_for()
             assert "No coordinator" in await banner.inner_text()
             assert "Recovery cannot act." in await banner.inner_text()
+            assert await page.locator("#recovery-pill").inner_text() == "recovery cannot act"
     finally:
         await server.close()

@@ -153,8 +153,8 @@ def learned(res: Results, types: set[str]) -> dict[str, str]:
         if not tried:
             continue
         best = max(tried, key=lambda s: s["score"])
-        out[et] = (f"{best['strategy_id']} (score {best['score']:.2f}, {best['success_rate']:.0%} of its last "
-                   f"{best['samples']} runs); new groups start at L{info.get('start_level', 1)}")
+        out[et] = (f"{best['strategy_id']} (score {best['score']:.2f}; {best['success_rate']:.0%} success over its "
+                   f"last {best['samples']} samples); new groups start at L{info.get('start_level', 1)}")
     return out
 
 

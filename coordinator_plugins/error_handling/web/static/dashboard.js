@@ -125,6 +125,16 @@ async function post(path, body) {
 }
 
 // -- banners and header --------------------------------------------------------------------
+// The header says so too: a "healthy" plugin that cannot recover anything is not healthy to an operator.
+function setRecoveryPill(warnings) {
+  const pillEl = $("recovery-pill");
+  const worst = warnings.some(w => w.level === "error") ? "critical" : warnings.some(w => w.level === "warning") ? "degraded" : null;
+  pillEl.hidden = !worst;
+  if (!worst) return;
+  pillEl.className = `pill ${worst}`;
+  pillEl.textContent = worst === "critical" ? "recovery cannot act" : "recovery not acting on everything";
+  pillEl.title = warnings.filter(w => w.level !== "info").map(w => w.text).join("\n");
+}
 function showBanners(list) {
   $("banners").replaceChildren(...list.map(b => h("div", { class: `banner ${b.level}`, role: "alert",
     "data-code": b.code || "" }, h("strong", {}, b.title || ({ error: "Recovery cannot act.",
@@ -305,6 +315,7 @@ async function refreshOverview() {
   setStatus(diag);
   $("issues").replaceChildren(...(diag.issues || []).map(i => h("li", {}, i)));
   showBanners(tl.warnings);
+  setRecoveryPill(tl.warnings);
   renderCards(diag, tl);
   renderCharts(tl);
   renderGroups(list);
