@@ -170,6 +170,7 @@ async def test_dashboard_charts_update_and_a_group_is_resolved_from_its_page(mak
         assert await page.locator("#groups tbody tr").count() == 2
         await page.wait_for_function("Number(document.querySelector('#chart-errors').dataset.total) >= 5",
                                      timeout=30_000)
+        assert await page.locator("#recovery-pill").is_hidden()  # nothing keeps recovery from acting here
         banner = page.locator('#banners [data-code="auto_recover_off"]')
         assert "Automatic recovery is off" in await banner.inner_text()
         assert await page.locator(f'#groups a[title="{first}"]').inner_text() == first[:8]

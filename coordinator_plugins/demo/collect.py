@@ -153,8 +153,9 @@ def learned(res: Results, types: set[str]) -> dict[str, str]:
         if not tried:
             continue
         best = max(tried, key=lambda s: s["score"])
+        n = best["samples"]
         out[et] = (f"{best['strategy_id']} (score {best['score']:.2f}; {best['success_rate']:.0%} success over its "
-                   f"last {best['samples']} samples); new groups start at L{info.get('start_level', 1)}")
+                   f"last {n} sample{'' if n == 1 else 's'}); new groups start at L{info.get('start_level', 1)}")
     return out
 
 
