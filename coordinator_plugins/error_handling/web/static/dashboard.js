@@ -428,7 +428,9 @@ async function refresh() {
   document.title = id ? `Error group ${shortId(id)} · Error handling` : "Error handling";
   try {
     if (CONFIG.protectReads && !token()) {
-      askToken("This coordinator protects its reads (protect_reads): enter its API token to see this page.");
+      if ($("token-panel").hidden) {  // already asking: keep the reason shown (e.g. a refused token)
+        askToken("This coordinator protects its reads (protect_reads): enter its API token to see this page.");
+      }
       return;
     }
     await (id ? Promise.all([refreshGroup(id), api("/diagnostics").then(setStatus)]) : refreshOverview());
