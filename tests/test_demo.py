@@ -199,8 +199,9 @@ def test_live_view_stays_intact_in_a_terminal(tmp_path: Path) -> None:
 
 
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    # its own process group, as a shell gives it: Ctrl-C in a terminal signals the whole group
     proc = subprocess.Popen(demo_cmd(tmp_path, "--duration", "120", "--fault-rate", "1", "--faults", "network"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -212,8 +213,10 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             time.sleep(0.1)
         workers = me.children(recursive=True)
         assert len(workers) >= 2
+        # the workers are not in the terminal's process group: the demo stops them after their tasks
+        assert all(os.getpgid(w.pid) != os.getpgid(proc.pid) for w in workers)
         time.sleep(2)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
@@ -221,6 +224,7 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "stopped cleanly" in out and "Traceback" not in err
     assert "\nsummary\n" in out and (tmp_path / "report.html").exists()
+    assert "tasks lost" not in out and "tasks unfinished" in out  # an interrupted run loses nothing
     for w in workers:
         assert not w.is_running() or w.status() == psutil.STATUS_ZOMBIE, f"worker {w.pid} left running"
     db = asyncio.run(read_database(tmp_path / "demo.duckdb"))

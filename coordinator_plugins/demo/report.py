@@ -30,7 +30,7 @@ def progress_lines(t: dict[str, Any], head: str) -> list[str]:
     o = t["outcomes"]
     return [
         f"{head}  tasks {t['submitted']} submitted, {t['completed']} completed, {t['running']} running, "
-        f"{t['pending']} pending, {t['lost']} lost",
+        f"{t['pending']} pending, {t['lost']} {'unfinished' if t.get('interrupted') else 'lost'}",
         f"  faults {t['faults_total']}   errors {t['occurrences']} in {t['groups']} groups "
         f"({t['open_groups']} open)",
         f"  recoveries {t['recoveries']}: {o['succeeded']} succeeded, {o['failed']} failed, "
@@ -48,7 +48,8 @@ def summary_rows(stats: dict[str, Any], t: dict[str, Any], learned: dict[str, st
         ("tasks submitted", str(t["submitted"])),
         ("tasks completed", f"{t['completed']} ({stats['passed']} passed, {stats['failed_tests']} failed their test)"),
         ("tasks failed for good", f"{stats['errored']} (an infrastructure error no recovery fixed)"),
-        ("tasks lost", str(t["lost"])),
+        ("tasks lost", str(t["lost"])) if not stats.get("interrupted") else
+        ("tasks unfinished", f"{t['lost']} (the run was interrupted before they ran)"),
         ("faults injected", f"{sum(faults.values())}: " + ", ".join(f"{k} {v}" for k, v in sorted(faults.items()))
          if faults else "none"),
         ("errors reported", f"{t['occurrences']} occurrences in {t['groups']} error groups "
@@ -59,7 +60,8 @@ def summary_rows(stats: dict[str, Any], t: dict[str, Any], learned: dict[str, st
         ("recoveries by level", _by_level(t["by_level"]) + "   (the level each one ended at)"),
         ("strategy runs", f"{t['strategy_runs']}: " + (", ".join(
             f"{k} {v['runs']} ({v['succeeded']} succeeded)" for k, v in runs.items()) or "none")),
-        ("strategies skipped", f"{t['not_applicable']} times a strategy could not act on the error (not run)"),
+        ("strategies skipped", f"{t['not_applicable']} time{'' if t['not_applicable'] == 1 else 's'} a strategy "
+                               "could not act on the error (not run)"),
         ("budget refusals", str(t["budget_refusals"])),
         ("time to recovery", f"mean {statistics.fmean(ttr):.2f} s, p95 {percentile(ttr, 0.95):.2f} s "
                              f"(over {len(ttr)} successful recoveries)" if ttr else "n/a (no successful recovery)"),

@@ -108,6 +108,7 @@ class Demo:
         database = Path(a.database) if a.database else run_dir / "errors.duckdb"
         existed = database.exists()
         runner: web.AppRunner | None = None
+        integ: Any = None
         session = aiohttp.ClientSession()
         main = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -154,17 +155,22 @@ class Demo:
                 await self._quiesce(coord, integ)
                 return await self._finish(api, prior, reused is not None)
         except asyncio.CancelledError:
+            if main is not None:
+                main.uncancel()  # handled: the cleanup below must run as usual
             self.view.close()
             print("\ndemo: stopped at once; no summary", file=self.out, flush=True)
             return 130
         finally:
             try:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+                if integ is not None:  # recoveries cancelled while shutting down are not news
+                    with contextlib.suppress(ValueError):
+                        integ.recovery_manager.listeners.remove(self._on_recovery)
                 await session.close()
                 if runner is not None:
                     await runner.cleanup()  # stops workers, flushes and closes the databases
             finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
                 sock.close()
                 shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -280,9 +286,10 @@ class Demo:
     # -- the summary --------------------------------------------------------------------------------
     async def _finish(self, api: ApiClient, prior: Before, reused: bool) -> int:
         st = self.stats
+        st["interrupted"] = self.stop.is_set()
         res = await collect(api, prior)
         t = tally(res) | {k: st[k] for k in ("submitted", "completed", "lost")}
-        t |= {"running": 0, "pending": 0, "faults_total": sum(st["faults"].values())}
+        t |= {"running": 0, "pending": 0, "faults_total": sum(st["faults"].values()), "interrupted": st["interrupted"]}
         self.view.status(progress_lines(t, "done"), force=True)  # the last progress: the summary's numbers
         self.view.close()
         know = learned(res, {r["error_type"] for r in res.recoveries})
