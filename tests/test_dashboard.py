@@ -126,7 +126,8 @@ async def test_page_assets_are_served_from_the_package(make_farm) -> None:
     assert r.status == 200 and r.content_type == "text/html"
     assert '"api": "/api"' in html and "/dashboard/errors/assets/dashboard.js" in html
     assert "http://" not in html and "https://" not in html  # nothing fetched from elsewhere
-    for name, ctype in (("dashboard.js", "application/javascript"), ("charts.js", "application/javascript"),
+    for name, ctype in (("dashboard.js", "application/javascript"), ("group.js", "application/javascript"),
+                        ("charts.js", "application/javascript"),
                         ("dashboard.css", "text/css")):
         async with farm.session.get(farm.url + f"/dashboard/errors/assets/{name}") as r:
             text = await r.text()
@@ -212,6 +213,7 @@ async def test_protected_reads_ask_for_the_token_once_per_tab_and_send_it_on_eve
     farm = await make_farm(plugin={"auto_recover": False, "api_token": TOKEN, "protect_reads": True})
     status, body = await farm.post("/api/errors", {"message": "lost the lease", "component": "alpha"},
                                    headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 202
     error_id = body["error_id"]
     async with chromium() as browser:
         page = await browser.new_page()

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
 
-ASSETS = {"dashboard.js": "application/javascript", "charts.js": "application/javascript", "dashboard.css": "text/css"}
+ASSETS = {
+    "dashboard.js": "application/javascript",
+    "group.js": "application/javascript",
+    "charts.js": "application/javascript",
+    "dashboard.css": "text/css",
+}
 
 
 @cache
