@@ -1,4 +1,8 @@
-"""The ``coordinator-plugins`` command: serve, worker, demo."""
+"""The ``coordinator-plugins`` command: serve, worker, demo.
+
+Every option is checked while the command line is parsed, so a bad value fails (exit 2, with
+the option, what it accepts and what it got) before anything is started or written.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,100 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import signal
 import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from coordinator_plugins import __version__
+from coordinator_plugins.demo.kinds import FAULT_KINDS, parse_kinds
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+DESCRIPTION = """\
+Run the reference test-farm coordinator with its plugins, a worker process, or the demo: a farm
+with real worker processes and injected faults that the error-handling plugin recovers by itself.
+"""
+
+EPILOG = """\
+examples:
+  coordinator-plugins demo --workers 3 --duration 30 --seed 1
+  coordinator-plugins serve --config examples/coordinator.toml
+  coordinator-plugins worker --url http://127.0.0.1:8080
+
+Run "coordinator-plugins COMMAND --help" for the options of a command.
+"""
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _number_in(lo: float, hi: float, above: bool = False) -> Callable[[str], float]:
+    """A finite number in [lo, hi] (or (lo, hi] when ``above``)."""
+    accepted = f"a number {'above' if above else 'from'} {lo:g} {'and at most' if above else 'to'} {hi:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
+        if not math.isfinite(value) or value > hi or value < lo or (above and value == lo):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text}")
+        return value
+
+    return parse
+
+
+def _fault_list(text: str) -> list[str]:
+    try:
+        return parse_kinds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return level
+
+
+def _writable_file(what: str) -> Callable[[str], str]:
+    """A path whose directory exists and can be written (checked before the run, not after it)."""
+
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"expected a {what} path, got ''")
+        path = Path(text)
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a directory; expected a {what} path")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise argparse.ArgumentTypeError(f"directory {parent} is not writable")
+        return text
+
+    return parse
+
+
+def _print_errors(exc: BaseException) -> None:
+    for line in str(exc).splitlines() or [repr(exc)]:
+        print(f"error: {line}", file=sys.stderr)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
         app = build_app(config)  # validate everything (plugins included) before binding anything
         check_listen(app[COORDINATOR_KEY].settings.host, app[SECURITY_KEY])  # protected mode
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_errors(exc)
         return 2
 
     async def run() -> None:
@@ -37,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except (StoreUnavailable, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_errors(exc)
         return 2
     return 0
 
@@ -59,41 +155,143 @@ def _worker(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from coordinator_plugins.demo import run_demo
 
-    return run_demo(args)
+    return int(run_demo(args))
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; option help wrapped without breaking words at hyphens."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def _command(sub: Any, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, description=description, formatter_class=_HelpFormatter
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="coordinator-plugins", description=__doc__)
-    p.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the reference coordinator with the plugins its config enables")
-    s.add_argument("--config", required=True, help="TOML config file")
-    s.add_argument("--port", type=int, default=None, help="override [coordinator] port (0 = any free port)")
+    p = argparse.ArgumentParser(
+        prog="coordinator-plugins",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument(
+        "--log-level",
+        type=_log_level,
+        default="WARNING",
+        metavar="LEVEL",
+        help=f"log messages at this level and above to stderr: {', '.join(LOG_LEVELS)} "
+        "(any case; default: %(default)s)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = _command(
+        sub,
+        "serve",
+        "run the reference coordinator with the plugins its config enables",
+        "Run the reference coordinator: the HTTP API for workers and tasks, the worker processes its config\n"
+        "asks for, and the plugins named in [plugins] enabled. Stops on Ctrl-C or SIGTERM.",
+    )
+    s.add_argument("--config", required=True, metavar="FILE", help="TOML config file (required); see the README")
+    s.add_argument(
+        "--port",
+        type=_int_in(0, 65535),
+        default=None,
+        metavar="N",
+        help="listen on this port instead of [coordinator] port; 0 = any free port (default: the config's port)",
+    )
     s.set_defaults(func=_serve)
-    w = sub.add_parser("worker", help="run a worker process")
-    w.add_argument("--url", required=True, help="coordinator base url, e.g. http://127.0.0.1:8080")
-    w.add_argument("--worker-id", default=None)
-    w.add_argument("--max-tasks", type=int, default=1)
-    w.add_argument("--parent-pid", type=int, default=None, help="exit when this parent process is gone")
+
+    w = _command(
+        sub,
+        "worker",
+        "run a worker process",
+        "Run one worker: it registers with the coordinator, heartbeats, pulls tasks, runs them and reports\n"
+        "their results. It re-registers when the coordinator forgets it. Stops on Ctrl-C or SIGTERM.",
+    )
+    w.add_argument("--url", required=True, help="the coordinator's base URL, e.g. http://127.0.0.1:8080 (required)")
+    w.add_argument(
+        "--worker-id",
+        default=None,
+        metavar="ID",
+        help="this worker's id, unique in the farm (default: w- and 8 random hex digits)",
+    )
+    w.add_argument(
+        "--max-tasks",
+        type=_int_in(1, 1000),
+        default=1,
+        metavar="N",
+        help="tasks this worker runs at the same time, 1 to 1000 (default: %(default)s)",
+    )
+    w.add_argument(
+        "--parent-pid",
+        type=_int_in(1, 2**31 - 1),
+        default=None,
+        metavar="PID",
+        help="exit when this process is gone; the coordinator passes its own pid (default: none)",
+    )
     w.add_argument(
         "--token",
         default=None,
+        metavar="TOKEN",
         help="the coordinator's api_token, sent as a bearer token (default: the environment variable "
         "COORDINATOR_PLUGINS_API_TOKEN, which keeps it out of the process list)",
     )
     w.set_defaults(func=_worker)
-    d = sub.add_parser("demo", help="a fault-injected farm: coordinator, workers, faults, recovery, report")
-    d.add_argument("--workers", type=int, default=3)
-    d.add_argument("--duration", type=float, default=30.0)
-    d.add_argument("--seed", type=int, default=None)
-    d.add_argument("--database", default="demo.duckdb")
-    d.add_argument("--port", type=int, default=0)
-    d.add_argument("--report", default="demo-report.html")
-    d.add_argument("--fault-rate", type=float, default=0.5, help="faults injected per second")
-    d.add_argument(
-        "--faults", default="kill,hang,network,database,scheduler,burst", help="comma-separated fault kinds to inject"
+
+    kinds = "; ".join(f"{k}: {v}" for k, v in FAULT_KINDS.items())
+    d = _command(
+        sub,
+        "demo",
+        "a fault-injected farm: coordinator, workers, faults, recovery, report",
+        "Run the reference coordinator with error handling, real worker processes and a stream of test tasks,\n"
+        "inject real faults, and let the plugin recover them. Shows progress and serves the dashboard while it\n"
+        "runs; ends with a summary and an HTML report. Exits 0 when no task was lost, 1 when one was, 130 on\n"
+        "Ctrl-C.",
     )
-    d.add_argument("--task-rate", type=float, default=10.0, help="tasks submitted per second")
+    d.add_argument(
+        "--workers", type=_int_in(1, 64), default=3, metavar="N",
+        help="worker processes, 1 to 64 (default: %(default)s)",
+    )
+    d.add_argument(
+        "--duration", type=_number_in(0, 86_400, above=True), default=30.0, metavar="SECONDS",
+        help="how long tasks are submitted; faults stop after the first 80%% (default: %(default)g)",
+    )
+    d.add_argument(
+        "--seed", type=_int_in(-(2**63), 2**63 - 1), default=None, metavar="N",
+        help="seed for the tasks, the faults and every recovery choice; the same seed replays the same "
+        "run as far as timing allows (default: a random seed, printed at the start)",
+    )
+    d.add_argument(
+        "--database", type=_writable_file("database"), default=None, metavar="PATH",
+        help="the plugin's DuckDB file, kept after the run; an existing one is reused with what earlier runs "
+        "left in it (default: a new database in a temporary directory, removed at the end)",
+    )
+    d.add_argument(
+        "--port", type=_int_in(0, 65535), default=0, metavar="N",
+        help="port of the coordinator and its dashboard, 0 = any free port (default: %(default)s)",
+    )
+    d.add_argument(
+        "--report", type=_writable_file("report"), default="demo-report.html", metavar="PATH",
+        help="where the HTML report is written (default: %(default)s)",
+    )
+    d.add_argument(
+        "--fault-rate", type=_number_in(0, 100), default=0.5, metavar="PER_SECOND",
+        help="faults injected per second on average, 0 to 100; 0 = none (default: %(default)g)",
+    )
+    d.add_argument(
+        "--faults", type=_fault_list, default=list(FAULT_KINDS), metavar="KIND,KIND",
+        help=f"comma-separated kinds of fault to inject, from: {kinds} (default: all six)",
+    )
+    d.add_argument(
+        "--task-rate", type=_number_in(0, 1000), default=10.0, metavar="PER_SECOND",
+        help="test tasks submitted per second, 0 to 1000 (default: %(default)g)",
+    )
     d.set_defaults(func=_demo)
     return p
 
@@ -101,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -77,7 +77,7 @@ bodies = st.one_of(
 )
 queries = st.dictionaries(
     st.sampled_from(["status", "resolved", "component", "severity", "error_type", "limit", "cursor", "days",
-                     "strategy_id", "error_id"]),
+                     "strategy_id", "error_id", "window", "buckets"]),
     st.one_of(st.text(max_size=20), st.integers(-5, 5000).map(str),
               st.sampled_from(["open", "all", "resolved", "true", "high", "network", "7"])),
     max_size=4,

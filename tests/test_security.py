@@ -202,7 +202,7 @@ async def test_protect_reads_covers_every_get_metrics_and_the_dashboard(make_far
     async with farm.session.get(farm.url + "/dashboard/errors", headers={"Accept": "text/html"}) as r:
         page = await r.text()
         assert r.status == 401 and r.content_type == "text/html"
-    assert 'id="login"' in page and "sessionStorage" in page and "const PROTECTED = true" in page
+    assert 'id="token-panel"' in page and '"protectReads": true' in page  # the page asks for the token
 
 
 async def test_coordinator_protect_reads_extends_to_the_plugin(make_farm) -> None:

@@ -183,11 +183,10 @@ class ErrorHandlingConfig:
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))
-_RULES: dict[str, Rule] = {f.name: f.metadata["rule"] for f in fields(ErrorHandlingConfig)}
 
 
-def _line(key: str, accepted: str, value: Any) -> str:
-    return f"{PREFIX}.{key}: expected {accepted}, got {value!r}"
+def _line(key: str, accepted: str, value: Any, prefix: str = PREFIX) -> str:
+    return f"{prefix}.{key}: expected {accepted}, got {value!r}"
 
 
 def _err(key: str, accepted: str, value: Any) -> ValueError:
@@ -222,15 +221,37 @@ def resolve_dotted(key: str, path: Any) -> Any:
     return obj
 
 
-def _convert(key: str, value: Any, problems: list[str]) -> Any:
-    rule = _RULES[key]
-    try:
-        return rule.convert(value)
-    except _Bad as bad:
-        problems.append(bad.message or _line(key, bad.accepted or rule.accepted, value))
-    except ValueError as exc:  # nested checks (hooks, strategies) name their own key
-        problems.append(str(exc))
-    return None
+def rules_of(cls: type) -> dict[str, Rule]:
+    """The rule of each field of a dataclass whose fields carry one in their metadata."""
+    return {f.name: f.metadata["rule"] for f in fields(cls)}
+
+
+def check_table(prefix: str, raw: Mapping[Any, Any], rules: Mapping[str, Rule]) -> tuple[dict[str, Any], list[str]]:
+    """Convert each value of ``raw`` by its key's rule.
+
+    Returns the converted values and every problem, a line each, naming ``prefix.key``, what it
+    accepts and what it got; an unknown key lists the accepted ones, with a suggestion for a
+    near-miss. Used for the plugin's table and for the reference coordinator's."""
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    known = tuple(rules)
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in rules:
+            problems.append(
+                f"{prefix}.{key}: unknown key; accepted: {', '.join(sorted(known))}{suggest(str(key), known)}"
+            )
+            continue
+        rule = rules[key]
+        try:
+            out[key] = rule.convert(value)
+        except _Bad as bad:
+            problems.append(bad.message or _line(key, bad.accepted or rule.accepted, value, prefix))
+        except ValueError as exc:  # nested checks (hooks, strategies) name their own key
+            problems.append(str(exc))
+    return out, problems
+
+
+_RULES: dict[str, Rule] = rules_of(ErrorHandlingConfig)
 
 
 def validate_config(table: Mapping[str, Any] | ErrorHandlingConfig | None) -> ErrorHandlingConfig:
@@ -246,17 +267,11 @@ def validate_config(table: Mapping[str, Any] | ErrorHandlingConfig | None) -> Er
         given = set(raw)
     else:
         raise ValueError(f"{PREFIX}: expected a table, got {type(table).__name__}")
-    problems: list[str] = []
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if not isinstance(key, str) or key not in _RULES:
-            problems.append(
-                f"{PREFIX}.{key}: unknown key; accepted: {', '.join(sorted(KEYS))}{suggest(str(key), KEYS)}"
-            )
-            continue
-        out[key] = _convert(key, value, problems)
+    out, problems = check_table(PREFIX, raw, _RULES)
     if "api_token" not in given and os.environ.get(TOKEN_ENV):
-        out["api_token"] = _convert("api_token", os.environ[TOKEN_ENV], problems)
+        env, env_problems = check_table(PREFIX, {"api_token": os.environ[TOKEN_ENV]}, _RULES)
+        out.update(env)
+        problems += [f"{line} (from the environment variable {TOKEN_ENV})" for line in env_problems]
     if not problems:
         lo = out.get("escalation_backoff", 1.0)
         hi = out.get("escalation_backoff_max", 60.0)

@@ -303,6 +303,15 @@ class EnhancedErrorHandlingIntegration:
         )
         return {"error_id": error_id, "current_level": 1, "history": []} if known else None
 
+    async def get_occurrence_series(
+        self, error_id: str, buckets: int = 60, window: float | None = None
+    ) -> dict[str, Any] | None:
+        """One group's occurrences per time bucket (at most ``buckets``), over its whole life or
+        the last ``window`` seconds; None when the id is unknown. Read from the database, so a
+        group restored after a restart shows its whole history."""
+        await self.store.flush()
+        return await self.store.read(lambda cur: queries.occurrence_series(cur, error_id, buckets, window))
+
     async def get_strategy_recommendations(self, error_type: str | ErrorType) -> list[dict[str, Any]]:
         et = parse_enum(ErrorType, "error_type", error_type).value
         from coordinator_plugins.error_handling.observe.explain import recommendations

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from coordinator_plugins.error_handling.config import Rule, check_table, number, suggest, text
 from coordinator_plugins.error_handling.model import ErrorType
 from coordinator_plugins.httpio import (
     MAX_BODY,
@@ -49,55 +49,53 @@ PLUGINS_KEY = web.AppKey("plugins", dict)
 SECURITY_KEY = web.AppKey("coordinator_security", SecuritySettings)
 POLICY_KEY = web.AppKey("coordinator_command_policy", CommandPolicy)
 
-_SETTING_TYPES: dict[str, tuple[type, float, float]] = {
-    "port": (int, 0, 65535),
-    "heartbeat_interval": (float, 0.05, 3600),
-    "heartbeat_timeout": (float, 0.1, 86400),
-    "scheduler_interval": (float, 0.01, 3600),
-    "max_concurrency": (int, 0, 1_000_000),
-    "watchdog_repeat": (float, 0.1, 86400),
-    "workers": (int, 0, 1000),
-    "worker_max_tasks": (int, 1, 1000),
+# What each [coordinator] key accepts, checked by the same rules as the plugin's own table.
+_SETTING_RULES: dict[str, Rule] = {
+    key: meta["rule"]
+    for key, meta in {
+        "host": text("a host name or IP address", nonempty=True),
+        "port": number(0, 65535, integer=True),
+        "database": text('a DuckDB file path or ":memory:"', nonempty=True),
+        "heartbeat_interval": number(0.05, 3600),
+        "heartbeat_timeout": number(0.1, 86400),
+        "scheduler_interval": number(0.01, 3600),
+        "max_concurrency": number(0, 1_000_000, integer=True),
+        "watchdog_repeat": number(0.1, 86400),
+        "workers": number(0, 1000, integer=True),
+        "worker_max_tasks": number(1, 1000, integer=True),
+    }.items()
 }
+# The security keys are checked by security_from_config; here they are only known.
+_SECURITY_RULES: dict[str, Rule] = {key: Rule("see the Security section", lambda v: v) for key in SECURITY_KEYS}
+_TABLES = ("coordinator", "plugins")
 
 
 def settings_from_config(config: Mapping[str, Any]) -> CoordinatorSettings:
-    """The ``[coordinator]`` table, checked; ValueError naming the key otherwise."""
+    """The ``[coordinator]`` table, checked: one ValueError listing every problem, a line each,
+    naming the key, what it accepts and what it got (with a suggestion for a misspelt key)."""
+    problems = [
+        f"{key}: unknown config table; accepted: {', '.join(_TABLES)}{suggest(str(key), _TABLES)}"
+        for key in config
+        if key not in _TABLES
+    ]
     table = config.get("coordinator", {})
-    if not isinstance(table, Mapping):
-        raise ValueError("coordinator: expected a table")
-    for key in config:
-        if key not in ("coordinator", "plugins"):
-            raise ValueError(f"{key}: unknown config table; accepted: coordinator, plugins")
-    known = set(CoordinatorSettings.__dataclass_fields__)
-    accepted = known | set(SECURITY_KEYS)  # those are read by security_from_config
     values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in accepted:
-            raise ValueError(f"coordinator.{key}: unknown key; accepted: {', '.join(sorted(accepted))}")
-        if key in SECURITY_KEYS:
-            continue
-        if key in ("host", "database"):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"coordinator.{key}: expected a non-empty string, got {value!r}")
-        else:
-            typ, lo, hi = _SETTING_TYPES[key]
-            ok_type = (int,) if typ is int else (int, float)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, ok_type)
-                or not math.isfinite(value)
-                or not lo <= value <= hi
-            ):
-                raise ValueError(
-                    f"coordinator.{key}: expected {'an integer' if typ is int else 'a number'} "
-                    f"from {lo} to {hi}, got {value!r}"
-                )
-            value = typ(value)
-        values[key] = value
-    settings = CoordinatorSettings(**values)
-    if settings.heartbeat_timeout <= settings.heartbeat_interval:
-        raise ValueError("coordinator.heartbeat_timeout: must be greater than heartbeat_interval")
+    if not isinstance(table, Mapping):
+        problems.append(f"coordinator: expected a table, got {table!r}")
+    else:
+        values, bad = check_table("coordinator", table, _SETTING_RULES | _SECURITY_RULES)
+        problems += bad
+        for key in SECURITY_KEYS:  # checked by security_from_config
+            values.pop(key, None)
+    if not problems:
+        settings = CoordinatorSettings(**values)
+        if settings.heartbeat_timeout <= settings.heartbeat_interval:
+            problems.append(
+                f"coordinator.heartbeat_timeout: must be greater than heartbeat_interval "
+                f"({settings.heartbeat_interval:g}), got {settings.heartbeat_timeout:g}"
+            )
+    if problems:
+        raise ValueError("\n".join(problems))
     return settings
 
 

@@ -124,6 +124,7 @@ class Coordinator(CoordinatorActions):
         self._db_error_reported = False
         self.lost_events = 0
         self.stopping = False
+        self._stopped: asyncio.Future[None] | None = None
         self._down: dict[str, tuple[int, float]] = {}  # loop -> (its start count, when) reported down
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -149,6 +150,12 @@ class Coordinator(CoordinatorActions):
         return started
 
     async def stop(self) -> None:
+        """Stop the loops, the workers and the database; a second call waits for the first."""
+        if self._stopped is None:
+            self._stopped = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopped)
+
+    async def _stop(self) -> None:
         self.stopping = True  # no more error reports: stopping workers is not a fault
         for name in ("heartbeat_monitor", "scheduler"):
             await self.components[name].stop()

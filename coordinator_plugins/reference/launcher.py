@@ -79,7 +79,12 @@ class WorkerLauncher:
             *self.extra_args,
             *args,
         ]
-        proc = await asyncio.create_subprocess_exec(*cmd, env=env, stdin=asyncio.subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal reaches the coordinator, which stops its workers
+        # itself once their tasks are handled, instead of every worker dying mid-task at once.
+        # A worker whose coordinator is gone exits by itself (--parent-pid).
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+        )
         self.procs[worker_id] = proc
         self.starts += 1
         logger.info("launched worker %s (pid %d)", worker_id, proc.pid)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -79,6 +80,8 @@ class RecoveryManager(RecoveryOutcomes):
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         # told when a provisional success ends: {error_id, recovery_id, strategy_id, level, held}
         self.verify_listeners: list[Callable[[dict[str, Any]], None]] = []
+        # (time, error type) of recent reports that no registered strategy could act on
+        self.unactionable: deque[tuple[float, str]] = deque(maxlen=1000)
         self.closed = False
 
     # -- registration -------------------------------------------------------------------------
@@ -136,8 +139,12 @@ class RecoveryManager(RecoveryOutcomes):
         if report.error_id in self.deferred:
             return "scheduled"
         st = self.levels.get(report.error_id)
-        if (st is not None and st.stopped) or not self.candidates.may_act(report, self.config.max_recovery_level):
-            return "off"  # stopped, or no strategy can act on it: no task, no walk, no write
+        if st is not None and st.stopped:
+            return "off"  # a dead letter until it is resolved or reset
+        if not self.candidates.may_act(report, self.config.max_recovery_level):
+            # no strategy can act on it: no task, no walk, no write; remembered for the operator
+            self.unactionable.append((time.time(), report.error_type.value))
+            return "off"
         wait = st.cooldown_until - time.monotonic() if st is not None else 0.0
         if wait > 0:
             self._defer(report, wait)
@@ -226,6 +233,7 @@ class RecoveryManager(RecoveryOutcomes):
             info["reason"] = st.stopped
             return False, info
         targets = Targets.take(report)
+        info["targets"] = {"workers": list(targets.workers), "tasks": list(targets.tasks)}
         if await self._screen(report, targets, info):
             return self._nothing_left(report, st, info)
         level = st.level

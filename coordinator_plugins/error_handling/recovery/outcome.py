@@ -86,7 +86,12 @@ class RecoveryOutcomes:
         info["execution_time"] = time.perf_counter() - started
         ran = any(a["outcome"] not in ("not_applicable", "budget_exhausted") for a in info["attempts"])
         entry = {k: v for k, v in info.items() if k != "attempts"} | {
-            "attempts": [{k: v for k, v in a.items() if k != "decision"} for a in info["attempts"]],
+            # each run with why it was chosen (its policy, reason and probability), not every score
+            "attempts": [
+                {k: v for k, v in a.items() if k != "decision"}
+                | {k: a["decision"][k] for k in ("policy", "reason", "probability") if k in a.get("decision", {})}
+                for a in info["attempts"]
+            ],
             "at": utcnow().isoformat(),
         }
         st.history.append(entry)

@@ -289,3 +289,41 @@ def _filters(
             where.append(f"{column} {'>=' if column == 'severity_rank' else '='} ?")
             params.append(value)
     return where, params
+
+
+_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def occurrence_series(cur: Cursor, error_id: str, buckets: int, window: float | None) -> dict[str, Any] | None:
+    """One group's stored occurrences counted per time bucket, from its first occurrence (or the
+    last ``window`` seconds) to now; buckets of a round number of seconds, aligned to the clock.
+    None for an unknown group."""
+    row = cur.execute("SELECT epoch(first_seen), epoch(now()) FROM error_reports WHERE error_id = ?",
+                      [error_id]).fetchone()
+    if row is None:
+        return None
+    first, now = float(row[0]), float(row[1])
+    since = now - window if window is not None else min(first, now - 60.0)
+    day = float(_STEPS[-1])
+    steps = [*_STEPS, *(day * k for k in range(2, 1 + int(-(-(now - since) // (day * max(1, buckets - 1))))))]
+    for step in steps:  # the smallest round step whose clock-aligned buckets cover the range
+        start = (since // step) * step
+        n = max(1, int(-(-(now - start) // step)))
+        if n <= buckets:
+            break
+    counts = [0] * n
+    for b, c in cur.execute(
+        "SELECT floor((epoch(occurred_at) - ?) / ?)::BIGINT, count(*) FROM error_occurrences "
+        "WHERE error_id = ? AND occurred_at >= to_timestamp(?) GROUP BY 1",
+        [start, step, error_id, start],
+    ).fetchall():
+        if 0 <= b < n:
+            counts[b] += int(c)
+    return {
+        "error_id": error_id,
+        "start": iso(datetime.fromtimestamp(start, UTC)),
+        "end": iso(datetime.fromtimestamp(now, UTC)),
+        "step_seconds": step,
+        "counts": counts,
+        "total": sum(counts),
+    }

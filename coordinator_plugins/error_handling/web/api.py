@@ -11,6 +11,7 @@ from aiohttp import web
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.storage import queries
+from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.validate import (
     decode_cursor,
     encode_cursor,
@@ -63,6 +64,16 @@ class ErrorRoutes:
 
     async def _body(self, request: web.Request, required: bool = True) -> dict[str, Any]:
         return await json_body(request, required, self.integ.config.body_timeout)
+
+    def page_status(self, request: web.Request) -> int:
+        """The dashboard page's status: 200, or with ``protect_reads`` and no token 401, the page
+        itself for a browser (it asks for the token and keeps it for the tab), a JSON 401 for any
+        other client (raised)."""
+        if self.protect_reads and not bearer_ok(request, self.token):
+            if "text/html" not in request.headers.get("Accept", ""):
+                require_bearer(request, self.token)
+            return 401
+        return 200
 
     def _id(self, request: web.Request) -> str:
         error_id = request.match_info["error_id"]
@@ -211,21 +222,6 @@ class ErrorRoutes:
             body=self.integ.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
 
-    async def dashboard(self, request: web.Request) -> web.Response:
-        """The page. With ``protect_reads`` and no token it is a 401: a browser gets the page
-        itself (it asks for the token and keeps it for the tab), any other client a JSON 401."""
-        from coordinator_plugins.error_handling.web.dashboard import render
-
-        status = 200
-        if self.protect_reads and not bearer_ok(request, self.token):
-            if "text/html" not in request.headers.get("Accept", ""):
-                require_bearer(request, self.token)
-            status = 401
-        page = render(self.integ.config.api_prefix, self.protect_reads)
-        return web.Response(
-            text=page, status=status, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
 
 def _taken(app: web.Application, method: str, path: str) -> bool:
     for route in app.router.routes():
@@ -252,12 +248,15 @@ def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) ->
     ]
     if integ.config.metrics:
         table.append(("GET", "/metrics", r.metrics))
-    if integ.config.dashboard_path:
-        table.append(("GET", integ.config.dashboard_path, r.dashboard))
+    table += dashboard_routes(app, integ, r)  # the dashboard's page, assets and read-only routes
     for method, path, handler in table:
         if _taken(app, method, path):
             logger.warning("error handling: %s %s is already served by the coordinator; left to it", method, path)
             continue
-        # The dashboard answers an unauthorized browser itself (with the page that asks for the token).
-        app.router.add_route(method, path, handler if path == integ.config.dashboard_path else r.guard(method, handler))
+        # The dashboard's page answers an unauthorized browser itself (with the page that asks for
+        # the token), and its scripts hold no data: neither is behind the guard.
+        open_route = bool(integ.config.dashboard_path) and (
+            path == integ.config.dashboard_path or path.startswith(integ.config.dashboard_path + "/assets/")
+        )
+        app.router.add_route(method, path, handler if open_route else r.guard(method, handler))
     return r

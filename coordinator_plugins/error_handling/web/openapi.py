@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator_plugins.error_handling.model import LIST_ITEM_FIELDS, ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.web.dashboard_api import openapi_paths
 from coordinator_plugins.error_handling.web.validate import CURSOR_PATTERN
 from coordinator_plugins.httpio import declare_bearer, openapi_document
 
@@ -290,6 +291,7 @@ def document(
         },
         f"{p}/openapi.json": {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI 3")}}},
     }
+    paths.update(openapi_paths(p, _errors, _q, _resp, PATH_ID))  # the dashboard's read-only routes
     if metrics:
         paths["/metrics"] = {
             "get": {
@@ -305,6 +307,14 @@ def document(
             content = {**page["content"], **_resp("", _ERR)["content"]}
             responses["401"] = {"description": ERROR_NAMES[401], "content": content}
         paths[dashboard_path] = {"get": {"summary": "The HTML dashboard", "responses": responses}}
+        paths[f"{dashboard_path}/assets/{{name}}"] = {
+            "get": {
+                "summary": "The dashboard's scripts and style sheet (they hold no data: no token needed)",
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string", "maxLength": 64}}],
+                "responses": {"200": _text("a script or style sheet", "application/javascript"), **_errors(404)},
+            }
+        }
     declare_bearer(paths, token, protect_reads)
     for path, ops in (extra or {}).get("paths", {}).items():
         paths.setdefault(path, {}).update(ops)
