@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from coordinator_plugins.error_handling.intake.classify import classify
+from coordinator_plugins.error_handling.intake.context import priority_severity, related_mapping, related_targets
 from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerprint
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
@@ -45,6 +46,14 @@ def parse_enum(enum_cls: Any, key: str, value: Any) -> Any:
     except ValueError:
         accepted = ", ".join(m.value for m in enum_cls)
         raise ValueError(f"context.{key}: {value!r} is not one of {accepted}") from None
+
+
+def _add_targets(report: ErrorReport, workers: list[str], tasks: list[str], metadata: dict[str, Any] | None) -> None:
+    if len(workers) <= 1 and len(tasks) <= 1:  # the common case: one call
+        report.add_targets(workers[0] if workers else None, tasks[0] if tasks else None, metadata)
+        return
+    for i in range(max(len(workers), len(tasks))):
+        report.add_targets(workers[i] if i < len(workers) else None, tasks[i] if i < len(tasks) else None, metadata)
 
 
 class ErrorHandler:
@@ -101,12 +110,22 @@ class ErrorHandler:
             exc_type = ctx.get("exception_type") or None
         explicit_type = parse_enum(ErrorType, "error_type", ctx.get("error_type"))
         explicit_sev = parse_enum(ErrorSeverity, "severity", ctx.get("severity"))
+        flagged_sev = priority_severity(ctx)  # the seed's critical / high_priority / low_priority
         vals = {k: (str(ctx[k]) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
         component = vals["component"] or "unknown"
         operation = vals["operation"] or "unknown"
         metadata = ctx.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("context.metadata: expected a dict")
+        # The seed named a worker or tasks in related_entities only: they are targets all the same.
+        related = related_mapping(ctx.get("related_entities"))
+        workers, tasks = related_targets(related) if related else ([], [])
+        if vals["worker_id"]:
+            workers.insert(0, vals["worker_id"])
+        if vals["task_id"]:
+            tasks.insert(0, vals["task_id"])
+        vals["worker_id"] = vals["worker_id"] or (workers[0] if workers else None)
+        vals["task_id"] = vals["task_id"] or (tasks[0] if tasks else None)
         cls = classify(
             exc,
             message,
@@ -114,7 +133,7 @@ class ErrorHandler:
             operation,
             exception_type=exc_type,
             explicit_type=explicit_type,
-            explicit_severity=explicit_sev,
+            explicit_severity=explicit_sev or flagged_sev,
             has_task=bool(vals["task_id"]),
             has_worker=bool(vals["worker_id"]),
         )
@@ -130,7 +149,7 @@ class ErrorHandler:
         if group is not None and now <= group.last_seen:
             now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it
         if group is not None:
-            group.add_targets(vals["worker_id"], vals["task_id"], metadata)
+            _add_targets(group, workers, tasks, metadata)
         if group is not None and group.is_open:
             group.aggregated_count += 1
             group.last_seen = now
@@ -169,6 +188,7 @@ class ErrorHandler:
                 request_id=vals["request_id"],
                 user_id=vals["user_id"],
                 stack_trace=stack,
+                related_entities=related,
                 metadata=dict(metadata or {}),
             ),
             category=cls.category,
@@ -178,7 +198,7 @@ class ErrorHandler:
             first_seen=now,
             last_seen=now,
         )
-        report.add_targets(vals["worker_id"], vals["task_id"], metadata)
+        _add_targets(report, workers, tasks, metadata)
         if group is not None:  # resolved long ago: a new group, related to the old one
             report.related_errors.append(group.error_id)
         self.groups.add(report)
