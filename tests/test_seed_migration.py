@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 import types
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,18 @@ from aiohttp.test_utils import TestServer
 
 from coordinator_plugins.error_handling import (
     ERROR_HANDLING_KEY,
+    DuckDBStore,
     EnhancedErrorHandlingIntegration,
     RecoveryLevel,
     RecoveryStrategy,
     install_enhanced_error_handling,
+    setup,
 )
+from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
+from coordinator_plugins.error_handling.storage.schema import SCHEMA
+from coordinator_plugins.error_handling.storage.seed_migration import is_seed_database, migrate_seed_database
 from coordinator_plugins.error_handling.web.openapi import document
+from tests.seed_database import PERFORMANCE_TABLES, build_seed_database
 from tests.strategies_for_tests import SeedShapedCoordinator
 
 
@@ -206,3 +213,244 @@ async def test_a_high_priority_occurrence_raises_its_group_and_bad_values_are_re
             await integ.report_error("x", {"component": "api", "related_entities": "w1"})
     finally:
         await integ.stop()
+
+# -- a database file the seed code wrote (issue 17, finding 3) -------------------------------------------
+class Served:
+    """A plain aiohttp app with the plugin set up by ``setup()``, served on an ephemeral port."""
+
+    def __init__(self, path: str, **config: Any) -> None:
+        self.app = web.Application()
+        self.integ = setup(self.app, None, {"database": path, "auto_recover": False, **config})
+        self.server = TestServer(self.app, host="127.0.0.1")
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Served:
+        await self.server.start_server()
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self.session is not None
+        await self.session.close()
+        await self.server.close()
+
+    async def get(self, path: str) -> Any:
+        assert self.session is not None
+        async with self.session.get(str(self.server.make_url(path))) as r:
+            assert r.status == 200, (path, r.status, await r.text())
+            return await r.json()
+
+    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        assert self.session is not None
+        async with self.session.post(str(self.server.make_url(path)), json=body) as r:
+            return r.status, await r.json()
+
+
+V1_TABLES = {"error_reports", "error_occurrences", "recovery_performance", "strategy_scores", "adaptive_timeouts",
+             "progressive_recovery", "learner_state"}
+
+
+def columns(cur: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    rows = cur.execute("SELECT table_name, column_name FROM information_schema.columns "
+                       "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position").fetchall()
+    out: dict[str, list[str]] = {}
+    for t, c in rows:
+        out.setdefault(t, []).append(c)
+    return out
+
+
+def tables_of(path: str) -> dict[str, list[str]]:
+    con = duckdb.connect(path)
+    try:
+        return columns(con)
+    finally:
+        con.close()
+
+
+def v1_layout() -> dict[str, list[str]]:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(SCHEMA)
+        return columns(con)
+    finally:
+        con.close()
+
+
+async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: Path) -> None:
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"))
+    ids = seed.ids
+    async with Served(seed.path) as s:
+        # the layout is exactly version 1 (plus the coordinator's tables and the seed's schema_versions)
+        layout = await s.integ.store.read(columns)
+        assert {t: layout[t] for t in V1_TABLES} == v1_layout()
+        assert set(layout) == V1_TABLES | {"worker_nodes", "schema_versions"}
+        open_ids = {e["error_id"]: e for e in (await s.get("/api/errors?limit=1000"))["errors"]}
+        # three seed rows of one error (aggregated by the seed) are one open group under its primary's id
+        assert set(open_ids) == {ids["refused"], ids["exhausted"], ids["retrying"], ids["db"]}
+        refused = open_ids[ids["refused"]]
+        assert refused["aggregated_count"] == 3 and refused["resolution_status"] == "open"
+        assert refused["error_type"] == "network" and refused["recovery_level"] == 3
+        assert refused["error_severity"] == "high"  # the strongest of the three
+        assert open_ids[ids["exhausted"]]["resolution_status"] == "failed"
+        assert open_ids[ids["exhausted"]]["retry_count"] == 3
+        assert open_ids[ids["retrying"]]["resolution_status"] == "retrying"
+        assert open_ids[ids["db"]]["error_severity"] == "critical"
+        every = {e["error_id"]: e for e in (await s.get("/api/errors?resolved=true&limit=1000"))["errors"]}
+        assert set(every) == set(open_ids) | {ids["retried"], ids["manual"]}
+        retried = every[ids["retried"]]
+        assert retried["resolution_status"] == "resolved" and retried["retry_count"] == 2
+        assert retried["resolution_strategy"] == "retry" and retried["recovery_level"] == 1
+        one = await s.get(f"/api/errors/{ids['refused']}")
+        assert one["worker_id"] == "w1" and one["current_recovery_level"] == 3
+        assert [h["old_level"] for h in one["recovery_history"]] == [1, 2]
+        merged = one["recovery_details"]["seed_migration"]["merged_error_ids"]
+        assert merged == sorted([ids["refused_2"], ids["refused_3"]])
+        for gone in merged:  # folded into the group: not groups of their own
+            async with s.session.get(str(s.server.make_url(f"/api/errors/{gone}"))) as r:  # type: ignore[union-attr]
+                assert r.status == 404
+        manual = await s.get(f"/api/errors/{ids['manual']}")
+        assert manual["recovery_details"]["manual_resolution"] == {"details": {"by": "ops"}}
+        assert manual["resolution_strategy"] == "fixed the config"
+        # a level whose error the seed never persisted is kept
+        orphan = await s.get(f"/api/recovery/history?error_id={ids['orphan_level']}")
+        assert orphan["current_level"] == 4 and len(orphan["history"]) == 3
+        # the recorded performance: metrics over the last 30 days, evidence and timeouts from all of it
+        metrics = await s.get("/api/recovery/metrics")
+        strategies = metrics["strategies"]
+        assert strategies["retry"]["total_executions"] == 10 and strategies["retry"]["successes"] == 2
+        assert strategies["worker"]["total_executions"] == 9 and strategies["worker"]["timeouts"] == 1
+        assert strategies["database"]["total_executions"] == 2
+        assert metrics["overall"]["total_executions"] == seed.performance_rows - 1
+        assert metrics["top_strategies"]["network"]["strategy_id"] == "worker"
+        learned = (await s.get("/api/recovery/strategies?error_type=network"))["error_types"]["network"]
+        by_id = {e["strategy_id"]: e for e in learned["strategies"]}
+        assert by_id["retry"]["samples"] == 11 and by_id["retry"]["success_rate"] == pytest.approx(3 / 11)
+        assert by_id["worker"]["samples"] == 9 and by_id["worker"]["success_rate"] == pytest.approx(8 / 9)
+        assert 2.0 < by_id["worker"]["timeout"] < 45.0  # learned from the durations, then doubled once
+        assert learned["levels"]["1"] == {"attempts": 11, "successes": 3}
+        coordination = (await s.get("/api/recovery/strategies?error_type=coordination"))["error_types"]
+        entry = {e["strategy_id"]: e for e in coordination["coordination"]["strategies"]}["coordinator"]
+        assert entry["samples"] == 8 and entry["success_rate"] == pytest.approx(0.75)
+        assert entry["timeout"] == pytest.approx(67.5)  # the seed's timeout, kept
+        database = {e["strategy_id"]: e for e in (await s.get("/api/recovery/strategies?error_type=database"))[
+            "error_types"]["database"]["strategies"]}["database"]
+        assert database["timeout"] == pytest.approx(4.5)  # SRTT 1.5 + 4 x RTTVAR 0.75
+        diag = await s.get("/api/diagnostics")
+        report = diag["database"]["seed_migration"]
+        assert report["skipped"] == {"recovery_performance": 1, "error_relations": 1, "progressive_recovery": 1}
+        assert report["merged_errors"] == 2 and report["open_groups"] == 4
+        # a new occurrence of the migrated open error joins its group
+        again = await s.integ.report_error(ConnectionRefusedError(111, "Connection refused"),
+                                           {"component": "worker", "operation": "heartbeat",
+                                            "related_entities": {"worker_id": "w1"}})
+        assert again.error_id == ids["refused"] and again.aggregated_count == 4 and not again.new_group
+        status, body = await s.post("/api/errors", {"message": "Connection to the results database lost",
+                                                    "component": "database", "operation": "connect",
+                                                    "exception_type": "ConnectionError"})
+        assert status == 202 and body["error_id"] == ids["db"] and body["aggregated_count"] == 2
+    con = duckdb.connect(seed.path)
+    try:  # the coordinator's own tables are untouched
+        assert con.execute("SELECT * FROM worker_nodes").fetchall() == [("w1", "rack1-node3", "active")]
+        assert con.execute("SELECT count(*) FROM schema_versions").fetchone() == (1,)
+    finally:
+        con.close()
+    # opened again: nothing left to migrate, and everything as it was
+    async with Served(seed.path) as s:
+        assert s.integ.store.seed_migration is None
+        refused = await s.get(f"/api/errors/{ids['refused']}")
+        assert refused["aggregated_count"] == 4 and refused["current_recovery_level"] == 3
+        assert (await s.get("/api/errors/" + ids["db"]))["aggregated_count"] == 2
+
+
+async def test_a_seed_database_with_only_the_performance_tables(tmp_path: Path) -> None:
+    """The seed's integration gave its database to the performance tracker only: no error rows."""
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"), PERFORMANCE_TABLES)
+    async with Served(seed.path) as s:
+        assert (await s.get("/api/errors"))["errors"] == []
+        assert (await s.get("/api/recovery/metrics"))["overall"]["total_executions"] == seed.performance_rows - 1
+        hist = await s.get(f"/api/recovery/history?error_id={seed.ids['refused']}")
+        assert hist["current_level"] == 3
+        # an error with that id arriving now is a new group of its own: levels are kept by id only
+        assert s.integ.store.seed_migration["read"]["recovery_performance"] == seed.performance_rows + 1
+
+
+async def test_an_empty_seed_database_opens(tmp_path: Path) -> None:
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"), rows=False)
+    async with Served(seed.path) as s:
+        assert (await s.get("/api/errors"))["errors"] == []
+        report = await s.integ.report_error(ConnectionResetError("reset"), {"component": "worker"})
+        assert (await s.get(f"/api/errors/{report.error_id}"))["aggregated_count"] == 1
+    layout = tables_of(seed.path)
+    assert {t: layout[t] for t in V1_TABLES} == v1_layout()
+
+
+async def test_what_cannot_be_migrated_is_skipped_counted_and_never_fatal(tmp_path: Path) -> None:
+    path = str(tmp_path / "seed.duckdb")
+    build_seed_database(path, rows=False)
+    con = duckdb.connect(path)
+    try:
+        deep = "[" * 3000 + "]" * 3000  # valid JSON to DuckDB, too deep for Python's parser
+        con.execute("INSERT INTO error_reports (error_id, message, component, timestamp, aggregated_count, "
+                    "resolution_status, context_data) VALUES ('err_deep', 'odd row', 'worker', ?, 2, 'open', ?)",
+                    [datetime.now(), deep])
+        con.execute("INSERT INTO error_reports (error_id, message, resolution_status, aggregated_count) "
+                    "VALUES ('err_bare', 'no context at all', 'cosmic', -4)")
+        con.execute("INSERT INTO recovery_performance (id, strategy_id, error_type, success) "
+                    "VALUES (1, 'retry', 'network', true)")  # no execution_time
+        con.execute("INSERT INTO recovery_performance (id, strategy_id, error_type, execution_time) "
+                    "VALUES (2, 'retry', 'network', 1.0)")  # no outcome
+        con.execute("INSERT INTO adaptive_timeouts VALUES ('network', 'retry', -3, NULL)")
+        con.execute("INSERT INTO error_relations VALUES ('err_x', 'err_y', 'aggregated')")  # names nothing known
+    finally:
+        con.close()
+    async with Served(path) as s:
+        report = s.integ.store.seed_migration
+        assert report["skipped"] == {"recovery_performance": 2, "adaptive_timeouts": 1, "error_relations": 1}
+        assert report["repaired_values"] == 1 and len(report["skip_reasons"]) == 4
+        errors = {e["error_id"]: e for e in (await s.get("/api/errors"))["errors"]}
+        assert errors["err_deep"]["aggregated_count"] == 2
+        assert errors["err_bare"]["aggregated_count"] == 1 and errors["err_bare"]["resolution_status"] == "open"
+        assert errors["err_bare"]["component"] == "unknown"
+
+
+async def test_a_failed_conversion_writes_nothing(tmp_path: Path) -> None:
+    """One transaction: when writing fails, the seed's file is as it was, and the error says why."""
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"))
+    con = duckdb.connect(seed.path)
+    try:  # a table of the coordinator's that happens to have the name of one of ours, another shape
+        con.execute("CREATE TABLE error_occurrences (id INTEGER, note VARCHAR)")
+    finally:
+        con.close()
+    before = tables_of(seed.path)
+    store = DuckDBStore(seed.path)
+    with pytest.raises(StoreUnavailable, match="cannot open"):
+        await store.open()
+    assert tables_of(seed.path) == before
+    con = duckdb.connect(seed.path)
+    try:
+        assert con.execute("SELECT count(*) FROM error_reports").fetchone() == (8,)
+        assert con.execute("SELECT count(*) FROM recovery_performance").fetchone() == (seed.performance_rows + 1,)
+    finally:
+        con.close()
+
+
+def test_only_seed_written_databases_are_recognised(tmp_path: Path) -> None:
+    ours = duckdb.connect(str(tmp_path / "ours.duckdb"))
+    try:
+        ours.execute(SCHEMA)
+        assert not is_seed_database(ours) and migrate_seed_database(ours) is None
+    finally:
+        ours.close()
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"), rows=False)
+    con = seed.connect()
+    try:
+        assert is_seed_database(con)
+        con.execute("CREATE TABLE schema_version (version INTEGER)")  # versioned: the migration chain's
+        assert not is_seed_database(con)
+    finally:
+        con.close()
+    empty = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    try:
+        assert not is_seed_database(empty)
+    finally:
+        empty.close()
