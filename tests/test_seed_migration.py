@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from datetime import datetime
 import types
 from pathlib import Path
@@ -32,12 +34,14 @@ from tests.strategies_for_tests import SeedShapedCoordinator
 
 class SeedOrderCoordinator(SeedShapedCoordinator):
     """Installs error handling in ``__init__`` (catching everything, as the seed did) and creates
-    its aiohttp app later, in ``start``, with routes of its own."""
+    its aiohttp app later, in ``start``, with routes of its own: its status handler as the seed
+    wrote it, and the same handler migrated (``await`` added, the one change it needs)."""
 
     def __init__(self, db_path: str, eh_path: str) -> None:
         super().__init__(duckdb.connect(db_path), db_path)
         self.app: web.Application | None = None
         self.enhanced_error_handling: Any = None
+        self.scheduler: asyncio.Task[None] | None = None
         try:
             self.enhanced_error_handling = install_enhanced_error_handling(
                 self, {"database": eh_path, "escalation_backoff": 0, "auto_recover": False}
@@ -47,24 +51,63 @@ class SeedOrderCoordinator(SeedShapedCoordinator):
 
     def build_app(self) -> web.Application:
         self.app = web.Application()
-        self.app.router.add_get("/status", self.status)
+        self.app.router.add_get("/status", self.handle_status)
+        self.app.router.add_get("/status-unmigrated", self.handle_status_unmigrated)
         return self.app
 
-    async def status(self, request: web.Request) -> web.Response:
-        integ = self.enhanced_error_handling
-        return web.json_response({"errors": (await integ.get_error_metrics())["total_errors"]})
+    async def run_scheduler(self) -> None:
+        """The seed's scheduler, reduced: pending tasks run and complete."""
+        while True:
+            for tid in list(self.pending_tasks):
+                self.pending_tasks.discard(tid)
+                self.tasks[tid]["status"] = "completed"
+            await asyncio.sleep(0.02)
+
+    def _status_of(self, metrics: Any, error_metrics: Any) -> dict[str, Any]:
+        return {
+            "total_errors": error_metrics.get("total_errors", 0),
+            "unresolved_errors": error_metrics.get("unresolved_errors", 0),
+            "recovery_strategies": len(metrics.get("strategies", {})),
+            "recovery_executions": metrics.get("overall", {}).get("total_executions", 0),
+            "success_rate": metrics.get("overall", {}).get("overall_success_rate", 0),
+        }
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        status: dict[str, Any] = {"status": "ok", "workers": len(self.workers), "tasks": len(self.tasks)}
+        try:
+            metrics = await self.enhanced_error_handling.get_performance_metrics()
+            error_metrics = await self.enhanced_error_handling.get_error_metrics()
+            status["error_handling"] = self._status_of(metrics, error_metrics)
+        except Exception as e:
+            status["error_handling"] = {"error": str(e)}
+        return web.json_response(status)
+
+    async def handle_status_unmigrated(self, request: web.Request) -> web.Response:
+        status: dict[str, Any] = {"status": "ok"}
+        metrics = self.enhanced_error_handling.get_performance_metrics()
+        error_metrics = self.enhanced_error_handling.get_error_metrics()
+        try:
+            status["error_handling"] = self._status_of(metrics, error_metrics)
+        except Exception as e:
+            status["error_handling"] = {"error": str(e)}
+        finally:
+            metrics.close()  # (the seed left them unawaited; closed here to keep the test's log clean)
+            error_metrics.close()
+        return web.json_response(status)
 
 
 async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_path: Path) -> None:
     coord = SeedOrderCoordinator(str(tmp_path / "seed.duckdb"), str(tmp_path / "eh.duckdb"))
     integ = coord.enhanced_error_handling
     assert isinstance(integ, EnhancedErrorHandlingIntegration) and integ.app is None
-    fired: list[str] = []
-    integ.register_error_hook("network", lambda report: fired.append(report.error_id))
+    fired: dict[str, list[str]] = {k: [] for k in ("*", "network", "db_connection", "coordinator")}
+    for key, seen in fired.items():  # the seed's own four hook keys
+        integ.register_error_hook(key, lambda report, seen=seen: seen.append(report.error_id))
     coord.add_worker("w1")
     coord.add_worker("w2")
-    coord.tasks = {"t1": {"status": "running"}, "t2": {"status": "running"}}
+    coord.tasks = {"t1": {"status": "running"}, "t2": {"status": "running"}, "t3": {"status": "failed"}}
     coord.running_tasks = {"t1": "w1", "t2": "w2"}
+    coord.failed_tasks = {"t3"}
     app = coord.build_app()
     assert app[ERROR_HANDLING_KEY] is integ and integ.app is app
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
@@ -72,6 +115,7 @@ async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_
         assert "/api" + path in paths or path in paths, path
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
+    coord.scheduler = asyncio.create_task(coord.run_scheduler())
     try:
         async with aiohttp.ClientSession() as session:
             base = str(server.make_url("")).rstrip("/")
@@ -80,13 +124,32 @@ async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_
                 "exception_type": "ConnectionResetError"}) as r:
                 assert r.status == 202, await r.text()
                 error_id = (await r.json())["error_id"]
+            for path, ops in document("/api")["paths"].items():  # every GET route answers, none with a 500
+                if "{" not in path and "get" in ops:
+                    async with session.get(base + path) as r:
+                        assert r.status == 200, (path, r.status)
             async with session.get(base + "/status") as r:
-                assert r.status == 200 and (await r.json())["errors"] == 1
-        assert fired == [error_id]
+                answer = await r.json()
+                assert answer["error_handling"]["total_errors"] == 1, answer
+                assert answer["error_handling"]["unresolved_errors"] == 1
+            async with session.get(base + "/status-unmigrated") as r:  # the symptom of finding 5
+                assert (await r.json())["error_handling"] == {"error": "'coroutine' object has no attribute 'get'"}
+        assert fired["network"] == [error_id] and fired["*"] == [error_id]
+        db_report = await integ.report_error(duckdb.ConnectionException("connection to the results db lost"),
+                                             {"component": "database", "operation": "connect"})
+        coord_report = await integ.report_error("scheduler loop stalled",
+                                                {"component": "coordinator", "operation": "schedule"})
+        await integ.error_handler.hooks.drain()
+        assert fired["db_connection"] == [db_report.error_id] and fired["coordinator"] == [coord_report.error_id]
         ok, info = await integ.handle_error("worker w1 connection lost", {"component": "worker", "worker_id": "w1"})
         assert ok and info["strategy_id"] == "worker", info
-        assert coord.pending_tasks == {"t1"} and coord.running_tasks == {"t2": "w2"}
+        assert coord.running_tasks == {"t2": "w2"} and coord.tasks["t1"]["status"] == "completed"
+        ok, info = await integ.handle_error(RuntimeError("test t3 failed"), {
+            "component": "task", "operation": "run", "related_entities": {"task_id": "t3"}})
+        assert ok and info["strategy_id"] == "retry", info
+        assert coord.tasks["t3"]["status"] == "completed" and "t3" not in coord.failed_tasks
     finally:
+        coord.scheduler.cancel()
         await server.close()
 
 
@@ -454,3 +517,58 @@ def test_only_seed_written_databases_are_recognised(tmp_path: Path) -> None:
         assert not is_seed_database(empty)
     finally:
         empty.close()
+
+
+# -- the integration's getters (finding 5) and the answers of resolve and reset ----------------------------
+ASYNC_API = ("report_error", "handle_error", "flush", "retry_operation", "get_unresolved_errors", "resolve_error",
+             "get_error_metrics", "get_performance_metrics", "get_recovery_history", "get_strategy_recommendations",
+             "reset_recovery_level", "reset_all_recovery_levels", "run_diagnostics")
+
+
+def test_the_getters_stay_coroutine_functions() -> None:
+    for name in ASYNC_API:  # SPEC 3: awaited, gathered, made tasks of, like any coroutine
+        assert inspect.iscoroutinefunction(getattr(EnhancedErrorHandlingIntegration, name)), name
+
+
+async def test_blocking_getters_serve_threads_and_refuse_the_event_loop(tmp_path: Path) -> None:
+    async with Served(str(tmp_path / "eh.duckdb")) as s:
+        integ = s.integ
+        report = await integ.report_error(ConnectionResetError("peer reset"), {"component": "api"})
+        metrics = await asyncio.to_thread(integ.blocking.get_error_metrics)
+        assert metrics["total_errors"] == 1 and metrics["unresolved_errors"] == 1
+        assert metrics["error_counts"] == {"network": 1}
+        unresolved = await asyncio.to_thread(integ.blocking.get_unresolved_errors, None, "low")
+        assert [e["error_id"] for e in unresolved] == [report.error_id]
+        perf = await asyncio.to_thread(integ.blocking.get_performance_metrics, "network", None, 7)
+        assert perf["overall"]["total_executions"] == 0
+        assert await asyncio.to_thread(integ.blocking.get_recovery_history, report.error_id) == {
+            "error_id": report.error_id, "current_level": 1, "history": []}
+        assert (await asyncio.to_thread(integ.blocking.run_diagnostics))["status"] == "healthy"
+        assert await asyncio.to_thread(integ.blocking.resolve_error, report.error_id, "cable replaced")
+        assert await asyncio.to_thread(integ.blocking.reset_all_recovery_levels) == 0
+        with pytest.raises(RuntimeError, match=r"write `await integration\.get_error_metrics\(\.\.\.\)`"):
+            integ.blocking.get_error_metrics()  # on the event loop's own thread it would wait for itself
+    with pytest.raises(RuntimeError, match="not running"):
+        integ.blocking.get_error_metrics()
+
+
+async def test_resolve_and_reset_answer_with_the_seed_fields_too(tmp_path: Path) -> None:
+    async with Served(str(tmp_path / "eh.duckdb")) as s:
+        report = await s.integ.report_error(ConnectionResetError("peer reset"), {"component": "api"})
+        eid = report.error_id
+        status, body = await s.post(f"/api/errors/{eid}/resolve", {"resolution": "cable replaced"})
+        assert status == 200 and body == {"error_id": eid, "resolution_status": "resolved", "already_resolved": False,
+                                          "status": "success", "message": f"error {eid} is now resolved"}
+        status, body = await s.post(f"/api/errors/{eid}/resolve")
+        assert body["already_resolved"] is True and body["status"] == "success"
+        assert body["message"] == f"error {eid} was already resolved"
+        status, body = await s.post("/api/errors/err_unknown/resolve")
+        assert status == 404 and set(body) == {"error", "code"}
+        s.integ.recovery_manager.state(eid).level = 3
+        status, body = await s.post("/api/recovery/reset", {"error_id": eid})
+        assert status == 200 and body == {"reset": 1, "status": "success",
+                                          "message": f"recovery level of error {eid} reset to 1"}
+        status, body = await s.post("/api/recovery/reset")
+        assert status == 200 and body["reset"] == 1 and body["status"] == "success"
+        status, body = await s.post("/api/recovery/reset", {"error_id": "err_unknown"})
+        assert status == 404  # ours: the seed answered success for an unknown id
