@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from coordinator_plugins.error_handling.intake.classify import classify
+from coordinator_plugins.error_handling.intake.classify import Classification, classify
 from coordinator_plugins.error_handling.intake.context import related_mapping, related_targets
 from coordinator_plugins.error_handling.intake.group import fingerprint
 from coordinator_plugins.error_handling.model import (
@@ -29,9 +29,14 @@ from coordinator_plugins.error_handling.storage.seed_values import (
     utc,
 )
 
+Classified = dict[tuple[Any, ...], tuple[Classification, str]]
 
-def _report(row: dict[str, Any], report: SeedMigrationReport) -> tuple[ErrorReport, str | None]:
-    """One seed error as a group of its own (before merging), and its seed error type."""
+
+def _report(
+    row: dict[str, Any], report: SeedMigrationReport, seen_before: Classified
+) -> tuple[ErrorReport, str | None]:
+    """One seed error as a group of its own (before merging), and its seed error type.
+    ``seen_before`` caches classifications: a seed database repeats the same few errors."""
     ctx = parse_dict(row.get("context_data"), report)
     component = text(row.get("component") or ctx.get("component")) or "unknown"
     operation = text(row.get("operation") or ctx.get("operation")) or "unknown"
@@ -44,9 +49,15 @@ def _report(row: dict[str, Any], report: SeedMigrationReport) -> tuple[ErrorRepo
     workers, tasks = related_targets(related)
     severity = enum_of(ErrorSeverity, row.get("error_severity"))
     exc_type = exception_type_of(stack)
-    # Classified as a new occurrence of the same error would be here, so that it joins the group.
-    cls = classify(None, message, component, operation, exception_type=exc_type, explicit_severity=severity,
-                   has_task=bool(tasks), has_worker=bool(workers))
+    ckey = (message, component, operation, exc_type, severity, bool(tasks), bool(workers))
+    known = seen_before.get(ckey)
+    if known is None:
+        # Classified as a new occurrence of the same error would be here, so that it joins the group.
+        cls = classify(None, message, component, operation, exception_type=exc_type, explicit_severity=severity,
+                       has_task=bool(tasks), has_worker=bool(workers))
+        fp = fingerprint(cls.error_type.value, cls.category.value, component, operation, exc_type, message)
+        known = seen_before[ckey] = (cls, fp)
+    cls, fp = known
     seen = utc(row.get("timestamp")) or utc(ctx.get("timestamp")) or utcnow()
     md = ctx.get("metadata")
     metadata: dict[str, Any] = dict(md) if isinstance(md, dict) else {}
@@ -67,7 +78,7 @@ def _report(row: dict[str, Any], report: SeedMigrationReport) -> tuple[ErrorRepo
             stack_trace=stack, related_entities=related, metadata=metadata,
         ),
         category=cls.category,
-        fingerprint=fingerprint(cls.error_type.value, cls.category.value, component, operation, exc_type, message),
+        fingerprint=fp,
         exception_type=exc_type,
         retry_count=count(row.get("retry_count")),
         retry_successful=row.get("retry_successful") if isinstance(row.get("retry_successful"), bool) else None,
@@ -86,33 +97,57 @@ def _report(row: dict[str, Any], report: SeedMigrationReport) -> tuple[ErrorRepo
     return group, (str(seed_type) if seed_type is not None else None)
 
 
-def _merge(members: list[ErrorReport], parents: set[str], relations: set[tuple[str, str]]) -> ErrorReport:
-    """Open seed errors that are one error here: one group, under the seed's primary's id."""
-    primary = min(members, key=lambda r: (r.error_id not in parents, r.first_seen, r.error_id))
-    ids = {r.error_id for r in members}
-    counted_twice = sum(1 for p, m in relations if p in ids and m in ids and p != m)
-    primary.aggregated_count = max(len(members), sum(r.aggregated_count for r in members) - counted_twice)
-    primary.first_seen = min(r.first_seen for r in members)
-    primary.last_seen = max(r.last_seen for r in members)
-    primary.error_severity = max(r.error_severity for r in members)
-    primary.retry_count = max(r.retry_count for r in members)
-    merged = sorted(ids - {primary.error_id})
-    if merged:
-        primary.recovery_details.setdefault("seed_migration", {})["merged_error_ids"] = merged
-    return primary
+class _Bucket:
+    """Open seed errors that are one error here, folded as they are read: the primary (the error
+    the seed aggregated the others into, else the earliest) and what their group adds up to."""
+
+    __slots__ = ("count", "first", "ids", "last", "primary", "retries", "severity", "twice")
+
+    def __init__(self, g: ErrorReport) -> None:
+        self.primary, self.ids, self.count, self.twice = g, [g.error_id], g.aggregated_count, 0
+        self.first, self.last, self.severity, self.retries = g.first_seen, g.last_seen, g.error_severity, g.retry_count
+
+    def add(self, g: ErrorReport, parents: set[str]) -> None:
+        self.ids.append(g.error_id)
+        self.count += g.aggregated_count
+        self.first, self.last = min(self.first, g.first_seen), max(self.last, g.last_seen)
+        self.severity, self.retries = max(self.severity, g.error_severity), max(self.retries, g.retry_count)
+        if _rank(g, parents) < _rank(self.primary, parents):
+            self.primary = g
+
+    def group(self) -> ErrorReport:
+        """The group, under the primary's id. A primary's count already includes the errors the
+        seed related to it (``twice``), which are rows of their own too."""
+        g = self.primary
+        g.aggregated_count = max(len(self.ids), self.count - self.twice)
+        g.first_seen, g.last_seen, g.error_severity, g.retry_count = self.first, self.last, self.severity, self.retries
+        merged = sorted(set(self.ids) - {g.error_id})
+        if merged:
+            g.recovery_details.setdefault("seed_migration", {})["merged_error_ids"] = merged
+        return g
+
+
+def _rank(g: ErrorReport, parents: set[str]) -> tuple[bool, datetime, str]:
+    return (g.error_id not in parents, g.first_seen, g.error_id)
 
 
 def groups_of(
-    rows: list[dict[str, Any]], relations: list[dict[str, Any]], report: SeedMigrationReport
+    rows: Iterable[dict[str, Any]], relations: list[dict[str, Any]], report: SeedMigrationReport
 ) -> tuple[list[ErrorReport], dict[str, str], list[tuple[Any, ...]]]:
-    """(groups, seed error id -> group id, occurrence rows)."""
-    singles: list[tuple[ErrorReport, dict[str, Any]]] = []
+    """(groups, seed error id -> group id, occurrence rows: one per seed error)."""
+    pairs = {(str(r["error_id"]), str(r["related_error_id"])) for r in relations
+             if r.get("error_id") and r.get("related_error_id")}
+    parents = {p for p, m in pairs if p != m}
+    buckets: dict[str, _Bucket] = {}
+    resolved: list[ErrorReport] = []
+    occurrences: list[tuple[Any, ...]] = []  # taken before merging changes the primary's times
+    seen_before: Classified = {}
     for row in rows:
         if not row.get("error_id"):
             report.skip("error_reports", row.get("error_id"), "no error_id")
             continue
         try:
-            g, seed_type = _report(row, report)
+            g, seed_type = _report(row, report, seen_before)
         except Exception as exc:  # a row this code does not foresee: skipped, never fatal
             report.skip("error_reports", row["error_id"], f"{type(exc).__name__}: {exc}")
             continue
@@ -120,35 +155,33 @@ def groups_of(
         if seed_type and seed_type != g.error_type.value:
             info["seed_error_type"] = seed_type
         g.recovery_details["seed_migration"] = info
-        singles.append((g, row))
-    pairs = {(str(r["error_id"]), str(r["related_error_id"])) for r in relations
-             if r.get("error_id") and r.get("related_error_id")}
-    parents = {p for p, m in pairs if p != m}
-    buckets: dict[str, list[ErrorReport]] = defaultdict(list)
-    for g, _ in singles:
-        if g.is_open:
-            buckets[g.fingerprint].append(g)
+        c = g.context
+        occurrences.append((g.error_id, g.first_seen, g.message, c.worker_id, c.task_id, c.hardware_id,
+                            {"seed_error_id": g.error_id}))
+        if not g.is_open:
+            resolved.append(g)
+        elif (bucket := buckets.get(g.fingerprint)) is None:
+            buckets[g.fingerprint] = _Bucket(g)
+        else:
+            bucket.add(g, parents)  # g itself is dropped unless it becomes the primary
+    bucket_of = {i: b for b in buckets.values() for i in b.ids}
+    for p, m in pairs:
+        if p != m and (b := bucket_of.get(p)) is not None and bucket_of.get(m) is b:
+            b.twice += 1
     group_of: dict[str, str] = {}
     groups: list[ErrorReport] = []
-    for members in buckets.values():
-        primary = _merge(members, parents, pairs) if len(members) > 1 else members[0]
-        groups.append(primary)
-        report.merged_errors += len(members) - 1
-        for r in members:
-            group_of[r.error_id] = primary.error_id
-    for g, _ in singles:
-        if not g.is_open:
-            if g.fingerprint in buckets:  # never competes with the open group of the same error
-                g.fingerprint = f"seed:{g.error_id}"
-            groups.append(g)
-            group_of[g.error_id] = g.error_id
-    occurrences = [
-        (group_of[g.error_id], g.first_seen, g.message, g.context.worker_id, g.context.task_id,
-         g.context.hardware_id, {"seed_error_id": g.error_id})
-        for g, _ in singles
-    ]
-    report.ok("error_reports", len(singles))
-    return groups, group_of, occurrences
+    for b in buckets.values():
+        groups.append(b.group())
+        report.merged_errors += len(b.ids) - 1
+        for i in b.ids:
+            group_of[i] = b.primary.error_id
+    for g in resolved:
+        if g.fingerprint in buckets:  # never competes with the open group of the same error
+            g.fingerprint = f"seed:{g.error_id}"
+        groups.append(g)
+        group_of[g.error_id] = g.error_id
+    report.ok("error_reports", len(occurrences))
+    return groups, group_of, [(group_of[o[0]], *o[1:]) for o in occurrences]
 
 
 def fold_relations(
@@ -176,7 +209,7 @@ def fold_relations(
 
 
 def levels_of(
-    rows: list[dict[str, Any]], groups: dict[str, ErrorReport], group_of: dict[str, str],
+    rows: Iterable[dict[str, Any]], groups: dict[str, ErrorReport], group_of: dict[str, str],
     report: SeedMigrationReport,
 ) -> dict[str, tuple[Any, ...]]:
     by_group: dict[str, tuple[int, datetime, list[Any]]] = {}

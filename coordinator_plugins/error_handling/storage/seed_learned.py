@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
-from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy
+from coordinator_plugins.error_handling.learning.performance import WINDOW, PerformanceTracker, Sample
+from coordinator_plugins.error_handling.learning.policy import LEVEL_WINDOW, AdaptivePolicy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import utcnow
 from coordinator_plugins.error_handling.storage.schema import dumps
@@ -22,8 +23,6 @@ from coordinator_plugins.error_handling.storage.seed_values import (
     utc,
 )
 
-_WINDOW = 30  # samples of evidence rebuilt from a score row that has no records
-
 
 class Capture:
     """The ``persist`` callback of the learners: keeps the last row per (kind, key)."""
@@ -36,7 +35,7 @@ class Capture:
 
 
 def performance_rows(
-    rows: list[dict[str, Any]], group_of: dict[str, str], report: SeedMigrationReport
+    rows: Iterable[dict[str, Any]], group_of: dict[str, str], report: SeedMigrationReport
 ) -> list[tuple[Any, ...]]:
     """The seed's records as rows of this plugin's ``recovery_performance``, oldest first."""
     out: list[tuple[datetime | None, int, tuple[Any, ...]]] = []
@@ -90,16 +89,30 @@ def learn(
             continue
         learned_timeouts.load([(str(et), str(sid), number(t, 0.0), None, None, 0)])
         seeded[(str(et), str(sid))] = utc(row.get("last_updated"))
+    # Only an arm's last WINDOW runs are its evidence (the others count in its totals), and only a
+    # level's last LEVEL_WINDOW outcomes: those are replayed through the learners, every duration
+    # through the timeouts (a smoothed estimate depends on all of them).
+    runs: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+    level_runs: dict[tuple[str, int], list[bool]] = defaultdict(list)
     for sid, _, et, elapsed, ok, _, hw, affected, recovered, _, impact, stability, _, _, level, outcome in perf_rows:
-        keys = [et, f"{et}@{hw}"] if hw else [et]
-        perf.add(keys, sid, Sample(ok, elapsed, impact, stability, affected, recovered))
+        sample = Sample(ok, elapsed, impact, stability, affected, recovered)
+        for key in [et, f"{et}@{hw}"] if hw else [et]:
+            runs[(key, sid)].append(sample)
+            if level is not None:
+                level_runs[(key, level)].append(ok)
         if outcome == "timeout":
             learned_timeouts.observe_timeout(et, sid)
         elif ok:
             learned_timeouts.observe_success(et, sid, elapsed)
-        if level is not None:
-            for key in keys:
-                levels.record_level(key, level, ok)
+    for (key, sid), samples in runs.items():
+        recent, older = samples[-WINDOW:], samples[:-WINDOW]
+        arm = perf.arm(key, sid)
+        arm.total, arm.total_successes = len(older), sum(1 for s in older if s.success)
+        for sample in recent:
+            perf.add([key], sid, sample)
+    for (key, level), outcomes in level_runs.items():
+        for ok in outcomes[-LEVEL_WINDOW:]:
+            levels.record_level(key, level, ok)
     for (et, sid), updated in seeded.items():
         if (et, sid) not in cap.rows["timeout"]:
             est = learned_timeouts.estimate(et, sid)
@@ -121,7 +134,7 @@ def _evidence_from_summary(
 ) -> None:
     """A score the seed kept without its records: a window of its samples at its success rate."""
     metrics = parse_dict(row.get("metrics"), report)
-    n = min(_WINDOW, count(row.get("samples")))
+    n = min(WINDOW, count(row.get("samples")))
     rate = number(metrics.get("success_rate"), -1.0, -1.0, 1.0)
     if n == 0 or rate < 0:
         return

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import duckdb
@@ -115,13 +116,21 @@ def is_seed_database(cur: duckdb.DuckDBPyConnection) -> bool:
 
 
 # -- the migration ------------------------------------------------------------------------------------
-def _select(cur: duckdb.DuckDBPyConnection, table: str, present: set[str]) -> list[dict[str, Any]]:
-    cols = [c for c in SEED_COLUMNS[table] if c in present]
+def _rows(
+    cur: duckdb.DuckDBPyConnection, table: str, present: dict[str, set[str]], report: SeedMigrationReport
+) -> Iterator[dict[str, Any]]:
+    """The seed's rows of ``table``, as dicts, a thousand at a time (a seed database may be large);
+    each call is consumed before the next one starts, as one cursor requires."""
+    cols = [c for c in SEED_COLUMNS[table] if c in present.get(table, ())]
     if not cols:
-        return []
+        return
+    report.read[table] = 0
     quoted = ", ".join(f'"{c}"' for c in cols)  # names from the catalog, never from input
-    rows = cur.execute(f'SELECT {quoted} FROM "{table}"').fetchall()
-    return [dict(zip(cols, r, strict=True)) for r in rows]
+    result = cur.execute(f'SELECT {quoted} FROM "{table}"')
+    while chunk := result.fetchmany(1000):
+        report.read[table] += len(chunk)
+        for r in chunk:
+            yield dict(zip(cols, r, strict=True))
 
 
 def migrate_seed_database(con: duckdb.DuckDBPyConnection) -> SeedMigrationReport | None:
@@ -131,17 +140,18 @@ def migrate_seed_database(con: duckdb.DuckDBPyConnection) -> SeedMigrationReport
     if present is None:
         return None
     report = SeedMigrationReport(migrated_at=iso(utcnow()) or "")
-    data = {t: _select(con, t, cols) for t, cols in present.items()}
-    report.read = {t: len(rows) for t, rows in data.items()}
-    logger.info("seed migration: converting a database the seed code wrote (%s)",
-                ", ".join(f"{t}: {n} rows" for t, n in report.read.items()))
-    relations = data.get("error_relations", [])
-    groups, group_of, occurrences = groups_of(data.get("error_reports", []), relations, report)
+    logger.info("seed migration: converting a database the seed code wrote (tables %s)", ", ".join(present))
+
+    def rows(table: str) -> Iterator[dict[str, Any]]:
+        return _rows(con, table, present, report)
+
+    relations = list(rows("error_relations"))
+    groups, group_of, occurrences = groups_of(rows("error_reports"), relations, report)
     by_id = {g.error_id: g for g in groups}
     fold_relations(relations, by_id, group_of, report)
-    perf_rows = performance_rows(data.get("recovery_performance", []), group_of, report)
-    cap = learn(perf_rows, data.get("strategy_scores", []), data.get("adaptive_timeouts", []), report)
-    cap.rows["level"].update(levels_of(data.get("progressive_recovery", []), by_id, group_of, report))
+    perf_rows = performance_rows(rows("recovery_performance"), group_of, report)
+    cap = learn(perf_rows, list(rows("strategy_scores")), list(rows("adaptive_timeouts")), report)
+    cap.rows["level"].update(levels_of(rows("progressive_recovery"), by_id, group_of, report))
     report.groups = len(groups)
     report.open_groups = sum(1 for g in groups if g.is_open)
     cap("learner", "migration:seed", ("migration:seed", json.dumps(report.to_dict()), utcnow()))
