@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 from datetime import datetime
 import types
 from pathlib import Path
@@ -19,8 +20,13 @@ from coordinator_plugins.error_handling import (
     ERROR_HANDLING_KEY,
     DuckDBStore,
     EnhancedErrorHandlingIntegration,
+    ErrorContext,
+    ErrorReport,
+    ErrorSeverity,
+    ErrorType,
     RecoveryLevel,
     RecoveryStrategy,
+    RetryPolicy,
     install_enhanced_error_handling,
     setup,
 )
@@ -572,3 +578,52 @@ async def test_resolve_and_reset_answer_with_the_seed_fields_too(tmp_path: Path)
         assert status == 200 and body["reset"] == 1 and body["status"] == "success"
         status, body = await s.post("/api/recovery/reset", {"error_id": "err_unknown"})
         assert status == 404  # ours: the seed answered success for an unknown id
+
+
+# -- the seed's RetryPolicy, as seed code constructs and calls it ------------------------------------------
+def test_a_retry_policy_built_the_seed_way() -> None:
+    policy = RetryPolicy(max_retries=3, initial_delay_ms=100, backoff_factor=2.0, jitter=True,
+                         retry_on_error_types=["network", ErrorType.TIMEOUT], skip_on_error_types=None,
+                         skip_if_severity_above="critical")
+    assert policy.jitter == 0.25 and policy.skip_on_error_types == set()
+    assert policy.retry_on_error_types == {ErrorType.NETWORK, ErrorType.TIMEOUT}
+    assert policy.skip_if_severity_above is ErrorSeverity.CRITICAL
+    rng = random.Random(3)
+    delays = [policy.get_delay_ms(n, rng) for n in range(3) for _ in range(200)]
+    assert min(delays[:200]) >= 75 and max(delays[:200]) <= 125  # the seed's 75% to 125%
+    assert min(delays[400:]) >= 300 and max(delays[400:]) <= 500
+    report = ErrorReport("e", ErrorType.NETWORK, ErrorSeverity.HIGH, "m", ErrorContext())
+    assert policy.should_retry(report)  # the seed's one-argument call: the report's next retry
+    report.retry_count = 3
+    assert not policy.should_retry(report)
+    report.retry_count, report.error_type = 0, ErrorType.DATABASE
+    assert not policy.should_retry(report)
+    assert policy.to_dict() == {"max_retries": 3, "initial_delay_ms": 100, "max_delay_ms": 30000,
+                                "backoff_factor": 2.0, "jitter": 0.25, "retry_on_error_types": ["network", "timeout"],
+                                "skip_on_error_types": None, "skip_if_severity_above": "critical"}
+    assert RetryPolicy(jitter=False).jitter == 0.0
+    with pytest.raises(ValueError, match=r"RetryPolicy\.retry_on_error_types: 'netwrk' is not one of"):
+        RetryPolicy(retry_on_error_types=["netwrk"])
+    with pytest.raises(ValueError, match=r"RetryPolicy\.skip_if_severity_above"):
+        RetryPolicy(skip_if_severity_above="dire")
+
+
+async def test_retry_operation_under_a_seed_policy(tmp_path: Path) -> None:
+    integ = EnhancedErrorHandlingIntegration(None, {"database": str(tmp_path / "eh.duckdb"), "auto_recover": False})
+    integ.error_handler.set_retry_policy("db", RetryPolicy(max_retries=2, initial_delay_ms=1, max_delay_ms=5,
+                                                           jitter=True, retry_on_error_types=["network"]))
+    await integ.start()
+    try:
+        calls = 0
+
+        def flaky() -> str:
+            nonlocal calls
+            calls += 1
+            if calls < 3:
+                raise ConnectionRefusedError("connection refused")
+            return "rows"
+
+        result, report = await integ.retry_operation(flaky, context={"component": "db", "operation": "query"})
+        assert (result, report, calls) == ("rows", None, 3)
+    finally:
+        await integ.stop()
