@@ -22,6 +22,7 @@ from coordinator_plugins.error_handling.model import (
     ErrorReport,
     ErrorSeverity,
     ErrorType,
+    enum_member,
     utcnow,
 )
 from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
@@ -38,14 +39,8 @@ _CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware
 
 
 def parse_enum(enum_cls: Any, key: str, value: Any) -> Any:
-    """An enum member from its value (or itself); ValueError naming the key otherwise."""
-    if value is None or isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(value)
-    except ValueError:
-        accepted = ", ".join(m.value for m in enum_cls)
-        raise ValueError(f"context.{key}: {value!r} is not one of {accepted}") from None
+    """An enum member from its value (or itself); ValueError naming the context key otherwise."""
+    return enum_member(enum_cls, f"context.{key}", value)
 
 
 def _add_targets(report: ErrorReport, workers: list[str], tasks: list[str], metadata: dict[str, Any] | None) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType, enum_member
 
 _NEVER_RETRY = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
@@ -47,7 +47,9 @@ class RetryPolicy:
         self.retry_on_error_types = _types("retry_on_error_types", self.retry_on_error_types)
         self.skip_on_error_types = _types("skip_on_error_types", self.skip_on_error_types)
         if isinstance(self.skip_if_severity_above, str):
-            self.skip_if_severity_above = _member(ErrorSeverity, "skip_if_severity_above", self.skip_if_severity_above)
+            self.skip_if_severity_above = enum_member(
+                ErrorSeverity, "RetryPolicy.skip_if_severity_above", self.skip_if_severity_above
+            )
         checks = (
             ("max_retries", isinstance(self.max_retries, int) and self.max_retries >= 0),
             ("initial_delay_ms", self.initial_delay_ms >= 0),
@@ -109,22 +111,12 @@ class RetryPolicy:
 SEED_JITTER = 0.25  # the seed's jitter=True: a delay within 75% to 125% of its base
 
 
-def _member(enum_cls: Any, name: str, value: Any) -> Any:
-    if isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(value)
-    except ValueError:
-        accepted = ", ".join(m.value for m in enum_cls)
-        raise ValueError(f"RetryPolicy.{name}: {value!r} is not one of {accepted}") from None
-
-
 def _types(name: str, values: Iterable[ErrorType | str] | None) -> set[ErrorType]:
     if values is None:
         return set()
     if isinstance(values, str | ErrorType):
         values = [values]
-    return {_member(ErrorType, name, v) for v in values}
+    return {enum_member(ErrorType, f"RetryPolicy.{name}", v) for v in values}
 
 
 def is_never_retried(exc: BaseException) -> bool:
