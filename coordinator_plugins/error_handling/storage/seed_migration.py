@@ -30,6 +30,10 @@ What becomes of the rows:
 - ``progressive_recovery`` levels are kept (a resolved group's level is 1, as here).
 
 The report of a migration is stored under ``learner_state`` key ``migration:seed``.
+
+The layout written is the one of ``schema.SCHEMA`` and of the store's own write statements
+(``batch.statements_for``): today that is version 1. In a chain of numbered migrations this is
+the step from "no ``schema_version``, seed tables" to that version.
 """
 
 from __future__ import annotations
