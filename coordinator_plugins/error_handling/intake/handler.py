@@ -44,11 +44,13 @@ def parse_enum(enum_cls: Any, key: str, value: Any) -> Any:
 
 
 def _add_targets(report: ErrorReport, workers: list[str], tasks: list[str], metadata: dict[str, Any] | None) -> None:
-    if len(workers) <= 1 and len(tasks) <= 1:  # the common case: one call
-        report.add_targets(workers[0] if workers else None, tasks[0] if tasks else None, metadata)
-        return
-    for i in range(max(len(workers), len(tasks))):
-        report.add_targets(workers[i] if i < len(workers) else None, tasks[i] if i < len(tasks) else None, metadata)
+    """Every task is named with the occurrence's (first) worker; further workers on their own."""
+    worker = workers[0] if workers else None
+    named: list[str | None] = list(tasks) or [None]
+    for task in named:
+        report.add_targets(worker, task, metadata)
+    for other in workers[1:]:
+        report.add_targets(other, None, metadata)
 
 
 class ErrorHandler:
