@@ -141,7 +141,8 @@ async def test_resolve(make_farm) -> None:
     _, body = await post_error(farm)
     eid = body["error_id"]
     status, out = await farm.post(f"/api/errors/{eid}/resolve", {"resolution": "fixed cable", "details": {"by": "me"}})
-    assert status == 200 and out == {"error_id": eid, "resolution_status": "resolved", "already_resolved": False}
+    assert status == 200 and out == {"error_id": eid, "resolution_status": "resolved", "already_resolved": False,
+                                     "status": "success", "message": f"error {eid} is now resolved"}
     status, out = await farm.post(f"/api/errors/{eid}/resolve")
     assert out["already_resolved"] is True
     assert (await farm.post("/api/errors/unknown/resolve"))[0] == 404
@@ -184,7 +185,7 @@ async def test_reset_levels(make_farm) -> None:
     report = await farm.integ.report_error("x failed", {"component": "c"})
     farm.integ.recovery_manager.state(report.error_id).level = 4
     status, out = await farm.post("/api/recovery/reset", {"error_id": report.error_id})
-    assert status == 200 and out == {"reset": 1}
+    assert status == 200 and out["reset"] == 1 and out["status"] == "success"
     assert farm.integ.recovery_manager.levels[report.error_id].level == 1
     assert (await farm.post("/api/recovery/reset", {"error_id": "nope"}))[0] == 404
     status, out = await farm.post("/api/recovery/reset")

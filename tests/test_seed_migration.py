@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import random
+from datetime import datetime
+import types
 from pathlib import Path
 from typing import Any
 
@@ -13,21 +18,36 @@ from aiohttp.test_utils import TestServer
 
 from coordinator_plugins.error_handling import (
     ERROR_HANDLING_KEY,
+    DuckDBStore,
     EnhancedErrorHandlingIntegration,
+    ErrorContext,
+    ErrorReport,
+    ErrorSeverity,
+    ErrorType,
+    RecoveryLevel,
+    RecoveryStrategy,
+    RetryPolicy,
     install_enhanced_error_handling,
+    setup,
 )
+from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
+from coordinator_plugins.error_handling.storage.schema import SCHEMA
+from coordinator_plugins.error_handling.storage.seed_migration import is_seed_database, migrate_seed_database
 from coordinator_plugins.error_handling.web.openapi import document
+from tests.seed_database import PERFORMANCE_TABLES, build_seed_database
 from tests.strategies_for_tests import SeedShapedCoordinator
 
 
 class SeedOrderCoordinator(SeedShapedCoordinator):
     """Installs error handling in ``__init__`` (catching everything, as the seed did) and creates
-    its aiohttp app later, in ``start``, with routes of its own."""
+    its aiohttp app later, in ``start``, with routes of its own: its status handler as the seed
+    wrote it, and the same handler migrated (``await`` added, the one change it needs)."""
 
     def __init__(self, db_path: str, eh_path: str) -> None:
         super().__init__(duckdb.connect(db_path), db_path)
         self.app: web.Application | None = None
         self.enhanced_error_handling: Any = None
+        self.scheduler: asyncio.Task[None] | None = None
         try:
             self.enhanced_error_handling = install_enhanced_error_handling(
                 self, {"database": eh_path, "escalation_backoff": 0, "auto_recover": False}
@@ -37,24 +57,63 @@ class SeedOrderCoordinator(SeedShapedCoordinator):
 
     def build_app(self) -> web.Application:
         self.app = web.Application()
-        self.app.router.add_get("/status", self.status)
+        self.app.router.add_get("/status", self.handle_status)
+        self.app.router.add_get("/status-unmigrated", self.handle_status_unmigrated)
         return self.app
 
-    async def status(self, request: web.Request) -> web.Response:
-        integ = self.enhanced_error_handling
-        return web.json_response({"errors": (await integ.get_error_metrics())["total_errors"]})
+    async def run_scheduler(self) -> None:
+        """The seed's scheduler, reduced: pending tasks run and complete."""
+        while True:
+            for tid in list(self.pending_tasks):
+                self.pending_tasks.discard(tid)
+                self.tasks[tid]["status"] = "completed"
+            await asyncio.sleep(0.02)
+
+    def _status_of(self, metrics: Any, error_metrics: Any) -> dict[str, Any]:
+        return {
+            "total_errors": error_metrics.get("total_errors", 0),
+            "unresolved_errors": error_metrics.get("unresolved_errors", 0),
+            "recovery_strategies": len(metrics.get("strategies", {})),
+            "recovery_executions": metrics.get("overall", {}).get("total_executions", 0),
+            "success_rate": metrics.get("overall", {}).get("overall_success_rate", 0),
+        }
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        status: dict[str, Any] = {"status": "ok", "workers": len(self.workers), "tasks": len(self.tasks)}
+        try:
+            metrics = await self.enhanced_error_handling.get_performance_metrics()
+            error_metrics = await self.enhanced_error_handling.get_error_metrics()
+            status["error_handling"] = self._status_of(metrics, error_metrics)
+        except Exception as e:
+            status["error_handling"] = {"error": str(e)}
+        return web.json_response(status)
+
+    async def handle_status_unmigrated(self, request: web.Request) -> web.Response:
+        status: dict[str, Any] = {"status": "ok"}
+        metrics = self.enhanced_error_handling.get_performance_metrics()
+        error_metrics = self.enhanced_error_handling.get_error_metrics()
+        try:
+            status["error_handling"] = self._status_of(metrics, error_metrics)
+        except Exception as e:
+            status["error_handling"] = {"error": str(e)}
+        finally:
+            metrics.close()  # (the seed left them unawaited; closed here to keep the test's log clean)
+            error_metrics.close()
+        return web.json_response(status)
 
 
 async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_path: Path) -> None:
     coord = SeedOrderCoordinator(str(tmp_path / "seed.duckdb"), str(tmp_path / "eh.duckdb"))
     integ = coord.enhanced_error_handling
     assert isinstance(integ, EnhancedErrorHandlingIntegration) and integ.app is None
-    fired: list[str] = []
-    integ.register_error_hook("network", lambda report: fired.append(report.error_id))
+    fired: dict[str, list[str]] = {k: [] for k in ("*", "network", "db_connection", "coordinator")}
+    for key, seen in fired.items():  # the seed's own four hook keys
+        integ.register_error_hook(key, lambda report, seen=seen: seen.append(report.error_id))
     coord.add_worker("w1")
     coord.add_worker("w2")
-    coord.tasks = {"t1": {"status": "running"}, "t2": {"status": "running"}}
+    coord.tasks = {"t1": {"status": "running"}, "t2": {"status": "running"}, "t3": {"status": "failed"}}
     coord.running_tasks = {"t1": "w1", "t2": "w2"}
+    coord.failed_tasks = {"t3"}
     app = coord.build_app()
     assert app[ERROR_HANDLING_KEY] is integ and integ.app is app
     paths = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
@@ -62,6 +121,7 @@ async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_
         assert "/api" + path in paths or path in paths, path
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
+    coord.scheduler = asyncio.create_task(coord.run_scheduler())
     try:
         async with aiohttp.ClientSession() as session:
             base = str(server.make_url("")).rstrip("/")
@@ -70,13 +130,32 @@ async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_
                 "exception_type": "ConnectionResetError"}) as r:
                 assert r.status == 202, await r.text()
                 error_id = (await r.json())["error_id"]
+            for path, ops in document("/api")["paths"].items():  # every GET route answers, none with a 500
+                if "{" not in path and "get" in ops:
+                    async with session.get(base + path) as r:
+                        assert r.status == 200, (path, r.status)
             async with session.get(base + "/status") as r:
-                assert r.status == 200 and (await r.json())["errors"] == 1
-        assert fired == [error_id]
+                answer = await r.json()
+                assert answer["error_handling"]["total_errors"] == 1, answer
+                assert answer["error_handling"]["unresolved_errors"] == 1
+            async with session.get(base + "/status-unmigrated") as r:  # the symptom of finding 5
+                assert (await r.json())["error_handling"] == {"error": "'coroutine' object has no attribute 'get'"}
+        assert fired["network"] == [error_id] and fired["*"] == [error_id]
+        db_report = await integ.report_error(duckdb.ConnectionException("connection to the results db lost"),
+                                             {"component": "database", "operation": "connect"})
+        coord_report = await integ.report_error("scheduler loop stalled",
+                                                {"component": "coordinator", "operation": "schedule"})
+        await integ.error_handler.hooks.drain()
+        assert fired["db_connection"] == [db_report.error_id] and fired["coordinator"] == [coord_report.error_id]
         ok, info = await integ.handle_error("worker w1 connection lost", {"component": "worker", "worker_id": "w1"})
         assert ok and info["strategy_id"] == "worker", info
-        assert coord.pending_tasks == {"t1"} and coord.running_tasks == {"t2": "w2"}
+        assert coord.running_tasks == {"t2": "w2"} and coord.tasks["t1"]["status"] == "completed"
+        ok, info = await integ.handle_error(RuntimeError("test t3 failed"), {
+            "component": "task", "operation": "run", "related_entities": {"task_id": "t3"}})
+        assert ok and info["strategy_id"] == "retry", info
+        assert coord.tasks["t3"]["status"] == "completed" and "t3" not in coord.failed_tasks
     finally:
+        coord.scheduler.cancel()
         await server.close()
 
 
@@ -105,3 +184,446 @@ async def test_the_design_example_of_adding_a_strategy(tmp_path: Path) -> None:
     assert list(integ.recovery_manager.strategies)[-1] == "always"
     with pytest.raises(ValueError, match="'worker' is a built-in strategy id"):
         integ.recovery_manager.add_custom_strategy("worker", AlwaysWorks(None))
+
+
+
+# -- the seed's context keys: related_entities and the priority flags (issue 17, finding 4) --------------
+class Recorder(RecoveryStrategy):
+    """Records what recovery gave it; succeeds (it is the test's probe, not a fix)."""
+
+    def __init__(self, coordinator: Any) -> None:
+        super().__init__(coordinator, "recorder", RecoveryLevel.LOW)
+        self.seen: list[dict[str, Any]] = []
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        self.seen.append({k: error_info.get(k) for k in ("worker_id", "worker_ids", "task_id", "task_ids")})
+        return True
+
+
+async def test_a_worker_named_only_in_related_entities_is_the_one_recovered(tmp_path: Path) -> None:
+    coord = SeedShapedCoordinator()
+    for w in ("w1", "w2"):
+        coord.add_worker(w)
+    coord.tasks = {"t1": {"status": "running"}, "t2": {"status": "running"}}
+    coord.running_tasks = {"t1": "w1", "t2": "w2"}
+    integ = EnhancedErrorHandlingIntegration(coord, {"database": str(tmp_path / "eh.duckdb"), "auto_recover": False,
+                                                     "escalation_backoff": 0, "builtin_strategies": ["worker"]})
+    await integ.start()
+    try:
+        ok, info = await integ.handle_error(ConnectionResetError("worker connection lost"), {
+            "component": "worker", "operation": "heartbeat", "related_entities": {"worker_id": "w1"}})
+        assert ok and info["strategy_id"] == "worker", info
+        assert coord.pending_tasks == {"t1"} and coord.running_tasks == {"t2": "w2"}
+        assert coord.workers["w2"]["status"] == "active" and coord.reconnects == 1
+    finally:
+        await integ.stop()
+
+
+@pytest.mark.parametrize(("related", "workers", "tasks"), [
+    ({"worker_id": "w1"}, ["w1"], []),
+    ({"task_id": "t1"}, [], ["t1"]),
+    ({"task_id": ["t1", "t2"]}, [], ["t1", "t2"]),
+    ({"task_ids": ["t1", "t2"], "task_id": "t0"}, [], ["t0", "t1", "t2"]),
+    ({"task_ids": "t3", "worker_ids": ["w1", "w2"], "test_id": "x"}, ["w1", "w2"], ["t3"]),
+    ({"task_ids": [7, None, "", "t7"]}, [], ["7", "t7"]),
+    (types.SimpleNamespace(worker_id="w9", task_ids=["t9"]), ["w9"], ["t9"]),  # the seed read attributes too
+    ({}, [], []),
+])
+async def test_every_shape_of_related_entities_names_targets(tmp_path: Path, related: Any, workers: list[str],
+                                                            tasks: list[str]) -> None:
+    integ = EnhancedErrorHandlingIntegration(None, {"database": str(tmp_path / "eh.duckdb"), "auto_recover": False,
+                                                    "builtin_strategies": []})
+    probe = Recorder(None)
+    integ.add_custom_strategy("probe", probe)
+    await integ.start()
+    try:
+        ok, _ = await integ.handle_error("it broke", {"component": "scheduler", "related_entities": related})
+        assert ok
+        assert probe.seen[-1]["worker_ids"] == workers and probe.seen[-1]["task_ids"] == tasks
+        assert probe.seen[-1]["worker_id"] == (workers[-1] if workers else None)
+        # an explicit worker_id comes first; related_entities adds the others
+        ok, _ = await integ.handle_error("it broke again", {"component": "scheduler", "worker_id": "w0",
+                                                            "related_entities": related})
+        assert probe.seen[-1]["worker_ids"] == ["w0", *[w for w in workers if w != "w0"]]
+    finally:
+        await integ.stop()
+
+
+@pytest.mark.parametrize(("flags", "severity"), [
+    ({"high_priority": True}, "high"),
+    ({"critical": True}, "critical"),
+    ({"low_priority": True}, "low"),
+    ({"critical": True, "high_priority": True}, "critical"),
+    ({"high_priority": "yes"}, "high"),
+    ({"high_priority": False}, "medium"),
+    ({"high_priority": True, "severity": "info"}, "info"),  # an explicit severity wins
+])
+async def test_the_seed_priority_flags_set_the_severity(tmp_path: Path, flags: dict[str, Any], severity: str) -> None:
+    integ = EnhancedErrorHandlingIntegration(None, {"database": str(tmp_path / "eh.duckdb"), "auto_recover": False})
+    await integ.start()
+    try:
+        report = await integ.report_error(ConnectionResetError("peer reset"), {"component": "api", **flags})
+        assert report.error_severity.value == severity
+    finally:
+        await integ.stop()
+
+
+async def test_a_high_priority_occurrence_raises_its_group_and_bad_values_are_refused(tmp_path: Path) -> None:
+    integ = EnhancedErrorHandlingIntegration(None, {"database": str(tmp_path / "eh.duckdb"), "auto_recover": False})
+    await integ.start()
+    try:
+        first = await integ.report_error(ConnectionResetError("peer reset"), {"component": "api"})
+        assert first.error_severity.value == "medium"
+        again = await integ.report_error(ConnectionResetError("peer reset"), {"component": "api", "high_priority": 1})
+        assert again.error_id == first.error_id and again.error_severity.value == "high"
+        with pytest.raises(ValueError, match=r"context\.high_priority: expected true or false"):
+            await integ.report_error("x", {"component": "api", "high_priority": {"yes": 1}})
+        with pytest.raises(ValueError, match=r"context\.related_entities: expected a dict"):
+            await integ.report_error("x", {"component": "api", "related_entities": "w1"})
+    finally:
+        await integ.stop()
+
+# -- a database file the seed code wrote (issue 17, finding 3) -------------------------------------------
+class Served:
+    """A plain aiohttp app with the plugin set up by ``setup()``, served on an ephemeral port."""
+
+    def __init__(self, path: str, **config: Any) -> None:
+        self.app = web.Application()
+        self.integ = setup(self.app, None, {"database": path, "auto_recover": False, **config})
+        self.server = TestServer(self.app, host="127.0.0.1")
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Served:
+        await self.server.start_server()
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self.session is not None
+        await self.session.close()
+        await self.server.close()
+
+    async def get(self, path: str) -> Any:
+        assert self.session is not None
+        async with self.session.get(str(self.server.make_url(path))) as r:
+            assert r.status == 200, (path, r.status, await r.text())
+            return await r.json()
+
+    async def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        assert self.session is not None
+        async with self.session.post(str(self.server.make_url(path)), json=body) as r:
+            return r.status, await r.json()
+
+
+V1_TABLES = {"error_reports", "error_occurrences", "recovery_performance", "strategy_scores", "adaptive_timeouts",
+             "progressive_recovery", "learner_state"}
+
+
+def columns(cur: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    rows = cur.execute("SELECT table_name, column_name FROM information_schema.columns "
+                       "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position").fetchall()
+    out: dict[str, list[str]] = {}
+    for t, c in rows:
+        out.setdefault(t, []).append(c)
+    return out
+
+
+def tables_of(path: str) -> dict[str, list[str]]:
+    con = duckdb.connect(path)
+    try:
+        return columns(con)
+    finally:
+        con.close()
+
+
+def v1_layout() -> dict[str, list[str]]:
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(SCHEMA)
+        return columns(con)
+    finally:
+        con.close()
+
+
+async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: Path) -> None:
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"))
+    ids = seed.ids
+    async with Served(seed.path) as s:
+        # the layout is exactly version 1 (plus the coordinator's tables and the seed's schema_versions)
+        layout = await s.integ.store.read(columns)
+        assert {t: layout[t] for t in V1_TABLES} == v1_layout()
+        assert set(layout) == V1_TABLES | {"worker_nodes", "schema_versions"}
+        open_ids = {e["error_id"]: e for e in (await s.get("/api/errors?limit=1000"))["errors"]}
+        # three seed rows of one error (aggregated by the seed) are one open group under its primary's id
+        assert set(open_ids) == {ids["refused"], ids["exhausted"], ids["retrying"], ids["db"]}
+        refused = open_ids[ids["refused"]]
+        assert refused["aggregated_count"] == 3 and refused["resolution_status"] == "open"
+        assert refused["error_type"] == "network" and refused["recovery_level"] == 3
+        assert refused["error_severity"] == "high"  # the strongest of the three
+        assert open_ids[ids["exhausted"]]["resolution_status"] == "failed"
+        assert open_ids[ids["exhausted"]]["retry_count"] == 3
+        assert open_ids[ids["retrying"]]["resolution_status"] == "retrying"
+        assert open_ids[ids["db"]]["error_severity"] == "critical"
+        every = {e["error_id"]: e for e in (await s.get("/api/errors?resolved=true&limit=1000"))["errors"]}
+        assert set(every) == set(open_ids) | {ids["retried"], ids["manual"]}
+        retried = every[ids["retried"]]
+        assert retried["resolution_status"] == "resolved" and retried["retry_count"] == 2
+        assert retried["resolution_strategy"] == "retry" and retried["recovery_level"] == 1
+        one = await s.get(f"/api/errors/{ids['refused']}")
+        assert one["worker_id"] == "w1" and one["current_recovery_level"] == 3
+        assert [h["old_level"] for h in one["recovery_history"]] == [1, 2]
+        merged = one["recovery_details"]["seed_migration"]["merged_error_ids"]
+        assert merged == sorted([ids["refused_2"], ids["refused_3"]])
+        for gone in merged:  # folded into the group: not groups of their own
+            async with s.session.get(str(s.server.make_url(f"/api/errors/{gone}"))) as r:  # type: ignore[union-attr]
+                assert r.status == 404
+        manual = await s.get(f"/api/errors/{ids['manual']}")
+        assert manual["recovery_details"]["manual_resolution"] == {"details": {"by": "ops"}}
+        assert manual["resolution_strategy"] == "fixed the config"
+        # a level whose error the seed never persisted is kept
+        orphan = await s.get(f"/api/recovery/history?error_id={ids['orphan_level']}")
+        assert orphan["current_level"] == 4 and len(orphan["history"]) == 3
+        # the recorded performance: metrics over the last 30 days, evidence and timeouts from all of it
+        metrics = await s.get("/api/recovery/metrics")
+        strategies = metrics["strategies"]
+        assert strategies["retry"]["total_executions"] == 10 and strategies["retry"]["successes"] == 2
+        assert strategies["worker"]["total_executions"] == 9 and strategies["worker"]["timeouts"] == 1
+        assert strategies["database"]["total_executions"] == 2
+        assert metrics["overall"]["total_executions"] == seed.performance_rows - 1
+        assert metrics["top_strategies"]["network"]["strategy_id"] == "worker"
+        learned = (await s.get("/api/recovery/strategies?error_type=network"))["error_types"]["network"]
+        by_id = {e["strategy_id"]: e for e in learned["strategies"]}
+        assert by_id["retry"]["samples"] == 11 and by_id["retry"]["success_rate"] == pytest.approx(3 / 11)
+        assert by_id["worker"]["samples"] == 9 and by_id["worker"]["success_rate"] == pytest.approx(8 / 9)
+        assert 2.0 < by_id["worker"]["timeout"] < 45.0  # learned from the durations, then doubled once
+        assert learned["levels"]["1"] == {"attempts": 11, "successes": 3}
+        coordination = (await s.get("/api/recovery/strategies?error_type=coordination"))["error_types"]
+        entry = {e["strategy_id"]: e for e in coordination["coordination"]["strategies"]}["coordinator"]
+        assert entry["samples"] == 8 and entry["success_rate"] == pytest.approx(0.75)
+        assert entry["timeout"] == pytest.approx(67.5)  # the seed's timeout, kept
+        database = {e["strategy_id"]: e for e in (await s.get("/api/recovery/strategies?error_type=database"))[
+            "error_types"]["database"]["strategies"]}["database"]
+        assert database["timeout"] == pytest.approx(4.5)  # SRTT 1.5 + 4 x RTTVAR 0.75
+        diag = await s.get("/api/diagnostics")
+        report = diag["database"]["seed_migration"]
+        assert report["skipped"] == {"recovery_performance": 1, "error_relations": 1, "progressive_recovery": 1}
+        assert report["merged_errors"] == 2 and report["open_groups"] == 4
+        # a new occurrence of the migrated open error joins its group
+        again = await s.integ.report_error(ConnectionRefusedError(111, "Connection refused"),
+                                           {"component": "worker", "operation": "heartbeat",
+                                            "related_entities": {"worker_id": "w1"}})
+        assert again.error_id == ids["refused"] and again.aggregated_count == 4 and not again.new_group
+        status, body = await s.post("/api/errors", {"message": "Connection to the results database lost",
+                                                    "component": "database", "operation": "connect",
+                                                    "exception_type": "ConnectionError"})
+        assert status == 202 and body["error_id"] == ids["db"] and body["aggregated_count"] == 2
+    con = duckdb.connect(seed.path)
+    try:  # the coordinator's own tables are untouched
+        assert con.execute("SELECT * FROM worker_nodes").fetchall() == [("w1", "rack1-node3", "active")]
+        assert con.execute("SELECT count(*) FROM schema_versions").fetchone() == (1,)
+    finally:
+        con.close()
+    # opened again: nothing left to migrate, and everything as it was
+    async with Served(seed.path) as s:
+        assert s.integ.store.seed_migration is None
+        refused = await s.get(f"/api/errors/{ids['refused']}")
+        assert refused["aggregated_count"] == 4 and refused["current_recovery_level"] == 3
+        assert (await s.get("/api/errors/" + ids["db"]))["aggregated_count"] == 2
+
+
+async def test_a_seed_database_with_only_the_performance_tables(tmp_path: Path) -> None:
+    """The seed's integration gave its database to the performance tracker only: no error rows."""
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"), PERFORMANCE_TABLES)
+    async with Served(seed.path) as s:
+        assert (await s.get("/api/errors"))["errors"] == []
+        assert (await s.get("/api/recovery/metrics"))["overall"]["total_executions"] == seed.performance_rows - 1
+        hist = await s.get(f"/api/recovery/history?error_id={seed.ids['refused']}")
+        assert hist["current_level"] == 3
+        # an error with that id arriving now is a new group of its own: levels are kept by id only
+        assert s.integ.store.seed_migration["read"]["recovery_performance"] == seed.performance_rows + 1
+
+
+async def test_an_empty_seed_database_opens(tmp_path: Path) -> None:
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"), rows=False)
+    async with Served(seed.path) as s:
+        assert (await s.get("/api/errors"))["errors"] == []
+        report = await s.integ.report_error(ConnectionResetError("reset"), {"component": "worker"})
+        assert (await s.get(f"/api/errors/{report.error_id}"))["aggregated_count"] == 1
+    layout = tables_of(seed.path)
+    assert {t: layout[t] for t in V1_TABLES} == v1_layout()
+
+
+async def test_what_cannot_be_migrated_is_skipped_counted_and_never_fatal(tmp_path: Path) -> None:
+    path = str(tmp_path / "seed.duckdb")
+    build_seed_database(path, rows=False)
+    con = duckdb.connect(path)
+    try:
+        deep = "[" * 3000 + "]" * 3000  # valid JSON to DuckDB, too deep for Python's parser
+        con.execute("INSERT INTO error_reports (error_id, message, component, timestamp, aggregated_count, "
+                    "resolution_status, context_data) VALUES ('err_deep', 'odd row', 'worker', ?, 2, 'open', ?)",
+                    [datetime.now(), deep])
+        con.execute("INSERT INTO error_reports (error_id, message, resolution_status, aggregated_count) "
+                    "VALUES ('err_bare', 'no context at all', 'cosmic', -4)")
+        con.execute("INSERT INTO recovery_performance (id, strategy_id, error_type, success) "
+                    "VALUES (1, 'retry', 'network', true)")  # no execution_time
+        con.execute("INSERT INTO recovery_performance (id, strategy_id, error_type, execution_time) "
+                    "VALUES (2, 'retry', 'network', 1.0)")  # no outcome
+        con.execute("INSERT INTO adaptive_timeouts VALUES ('network', 'retry', -3, NULL)")
+        con.execute("INSERT INTO error_relations VALUES ('err_x', 'err_y', 'aggregated')")  # names nothing known
+    finally:
+        con.close()
+    async with Served(path) as s:
+        report = s.integ.store.seed_migration
+        assert report["skipped"] == {"recovery_performance": 2, "adaptive_timeouts": 1, "error_relations": 1}
+        assert report["repaired_values"] == 1 and len(report["skip_reasons"]) == 4
+        errors = {e["error_id"]: e for e in (await s.get("/api/errors"))["errors"]}
+        assert errors["err_deep"]["aggregated_count"] == 2
+        assert errors["err_bare"]["aggregated_count"] == 1 and errors["err_bare"]["resolution_status"] == "open"
+        assert errors["err_bare"]["component"] == "unknown"
+
+
+async def test_a_failed_conversion_writes_nothing(tmp_path: Path) -> None:
+    """One transaction: when writing fails, the seed's file is as it was, and the error says why."""
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"))
+    con = duckdb.connect(seed.path)
+    try:  # a table of the coordinator's that happens to have the name of one of ours, another shape
+        con.execute("CREATE TABLE error_occurrences (id INTEGER, note VARCHAR)")
+    finally:
+        con.close()
+    before = tables_of(seed.path)
+    store = DuckDBStore(seed.path)
+    with pytest.raises(StoreUnavailable, match="cannot open"):
+        await store.open()
+    assert tables_of(seed.path) == before
+    con = duckdb.connect(seed.path)
+    try:
+        assert con.execute("SELECT count(*) FROM error_reports").fetchone() == (8,)
+        assert con.execute("SELECT count(*) FROM recovery_performance").fetchone() == (seed.performance_rows + 1,)
+    finally:
+        con.close()
+
+
+def test_only_seed_written_databases_are_recognised(tmp_path: Path) -> None:
+    ours = duckdb.connect(str(tmp_path / "ours.duckdb"))
+    try:
+        ours.execute(SCHEMA)
+        assert not is_seed_database(ours) and migrate_seed_database(ours) is None
+    finally:
+        ours.close()
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"), rows=False)
+    con = seed.connect()
+    try:
+        assert is_seed_database(con)
+        con.execute("CREATE TABLE schema_version (version INTEGER)")  # versioned: the migration chain's
+        assert not is_seed_database(con)
+    finally:
+        con.close()
+    empty = duckdb.connect(str(tmp_path / "empty.duckdb"))
+    try:
+        assert not is_seed_database(empty)
+    finally:
+        empty.close()
+
+
+# -- the integration's getters (finding 5) and the answers of resolve and reset ----------------------------
+ASYNC_API = ("report_error", "handle_error", "flush", "retry_operation", "get_unresolved_errors", "resolve_error",
+             "get_error_metrics", "get_performance_metrics", "get_recovery_history", "get_strategy_recommendations",
+             "reset_recovery_level", "reset_all_recovery_levels", "run_diagnostics")
+
+
+def test_the_getters_stay_coroutine_functions() -> None:
+    for name in ASYNC_API:  # SPEC 3: awaited, gathered, made tasks of, like any coroutine
+        assert inspect.iscoroutinefunction(getattr(EnhancedErrorHandlingIntegration, name)), name
+
+
+async def test_blocking_getters_serve_threads_and_refuse_the_event_loop(tmp_path: Path) -> None:
+    async with Served(str(tmp_path / "eh.duckdb")) as s:
+        integ = s.integ
+        report = await integ.report_error(ConnectionResetError("peer reset"), {"component": "api"})
+        metrics = await asyncio.to_thread(integ.blocking.get_error_metrics)
+        assert metrics["total_errors"] == 1 and metrics["unresolved_errors"] == 1
+        assert metrics["error_counts"] == {"network": 1}
+        unresolved = await asyncio.to_thread(integ.blocking.get_unresolved_errors, None, "low")
+        assert [e["error_id"] for e in unresolved] == [report.error_id]
+        perf = await asyncio.to_thread(integ.blocking.get_performance_metrics, "network", None, 7)
+        assert perf["overall"]["total_executions"] == 0
+        assert await asyncio.to_thread(integ.blocking.get_recovery_history, report.error_id) == {
+            "error_id": report.error_id, "current_level": 1, "history": []}
+        assert (await asyncio.to_thread(integ.blocking.run_diagnostics))["status"] == "healthy"
+        assert await asyncio.to_thread(integ.blocking.resolve_error, report.error_id, "cable replaced")
+        assert await asyncio.to_thread(integ.blocking.reset_all_recovery_levels) == 0
+        with pytest.raises(RuntimeError, match=r"write `await integration\.get_error_metrics\(\.\.\.\)`"):
+            integ.blocking.get_error_metrics()  # on the event loop's own thread it would wait for itself
+    with pytest.raises(RuntimeError, match="not running"):
+        integ.blocking.get_error_metrics()
+
+
+async def test_resolve_and_reset_answer_with_the_seed_fields_too(tmp_path: Path) -> None:
+    async with Served(str(tmp_path / "eh.duckdb")) as s:
+        report = await s.integ.report_error(ConnectionResetError("peer reset"), {"component": "api"})
+        eid = report.error_id
+        status, body = await s.post(f"/api/errors/{eid}/resolve", {"resolution": "cable replaced"})
+        assert status == 200 and body == {"error_id": eid, "resolution_status": "resolved", "already_resolved": False,
+                                          "status": "success", "message": f"error {eid} is now resolved"}
+        status, body = await s.post(f"/api/errors/{eid}/resolve")
+        assert body["already_resolved"] is True and body["status"] == "success"
+        assert body["message"] == f"error {eid} was already resolved"
+        status, body = await s.post("/api/errors/err_unknown/resolve")
+        assert status == 404 and set(body) == {"error", "code"}
+        s.integ.recovery_manager.state(eid).level = 3
+        status, body = await s.post("/api/recovery/reset", {"error_id": eid})
+        assert status == 200 and body == {"reset": 1, "status": "success",
+                                          "message": f"recovery level of error {eid} reset to 1"}
+        status, body = await s.post("/api/recovery/reset")
+        assert status == 200 and body["reset"] == 1 and body["status"] == "success"
+        status, body = await s.post("/api/recovery/reset", {"error_id": "err_unknown"})
+        assert status == 404  # ours: the seed answered success for an unknown id
+
+
+# -- the seed's RetryPolicy, as seed code constructs and calls it ------------------------------------------
+def test_a_retry_policy_built_the_seed_way() -> None:
+    policy = RetryPolicy(max_retries=3, initial_delay_ms=100, backoff_factor=2.0, jitter=True,
+                         retry_on_error_types=["network", ErrorType.TIMEOUT], skip_on_error_types=None,
+                         skip_if_severity_above="critical")
+    assert policy.jitter == 0.25 and policy.skip_on_error_types == set()
+    assert policy.retry_on_error_types == {ErrorType.NETWORK, ErrorType.TIMEOUT}
+    assert policy.skip_if_severity_above is ErrorSeverity.CRITICAL
+    rng = random.Random(3)
+    delays = [policy.get_delay_ms(n, rng) for n in range(3) for _ in range(200)]
+    assert min(delays[:200]) >= 75 and max(delays[:200]) <= 125  # the seed's 75% to 125%
+    assert min(delays[400:]) >= 300 and max(delays[400:]) <= 500
+    report = ErrorReport("e", ErrorType.NETWORK, ErrorSeverity.HIGH, "m", ErrorContext())
+    assert policy.should_retry(report)  # the seed's one-argument call: the report's next retry
+    report.retry_count = 3
+    assert not policy.should_retry(report)
+    report.retry_count, report.error_type = 0, ErrorType.DATABASE
+    assert not policy.should_retry(report)
+    assert policy.to_dict() == {"max_retries": 3, "initial_delay_ms": 100, "max_delay_ms": 30000,
+                                "backoff_factor": 2.0, "jitter": 0.25, "retry_on_error_types": ["network", "timeout"],
+                                "skip_on_error_types": None, "skip_if_severity_above": "critical"}
+    assert RetryPolicy(jitter=False).jitter == 0.0
+    with pytest.raises(ValueError, match=r"RetryPolicy\.retry_on_error_types: 'netwrk' is not one of"):
+        RetryPolicy(retry_on_error_types=["netwrk"])
+    with pytest.raises(ValueError, match=r"RetryPolicy\.skip_if_severity_above"):
+        RetryPolicy(skip_if_severity_above="dire")
+
+
+async def test_retry_operation_under_a_seed_policy(tmp_path: Path) -> None:
+    integ = EnhancedErrorHandlingIntegration(None, {"database": str(tmp_path / "eh.duckdb"), "auto_recover": False})
+    integ.error_handler.set_retry_policy("db", RetryPolicy(max_retries=2, initial_delay_ms=1, max_delay_ms=5,
+                                                           jitter=True, retry_on_error_types=["network"]))
+    await integ.start()
+    try:
+        calls = 0
+
+        def flaky() -> str:
+            nonlocal calls
+            calls += 1
+            if calls < 3:
+                raise ConnectionRefusedError("connection refused")
+            return "rows"
+
+        result, report = await integ.retry_operation(flaky, context={"component": "db", "operation": "query"})
+        assert (result, report, calls) == ("rows", None, 3)
+    finally:
+        await integ.stop()

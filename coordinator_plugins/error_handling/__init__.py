@@ -1,5 +1,6 @@
 """The error-handling plugin: classify, group, persist, hook, recover, learn."""
 
+from coordinator_plugins.error_handling.blocking import BlockingIntegration
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy
 from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
@@ -31,6 +32,7 @@ from coordinator_plugins.error_handling.strategies import (
 
 __all__ = [
     "ERROR_HANDLING_KEY",
+    "BlockingIntegration",
     "CoordinatorRecoveryStrategy",
     "DatabaseRecoveryStrategy",
     "DuckDBStore",

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from coordinator_plugins.error_handling.blocking import BlockingIntegration
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted, validate_config
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
@@ -99,10 +100,13 @@ class EnhancedErrorHandlingIntegration:
         self.started = False
         self.closed = False
         self.app: web.Application | None = None  # set by attach()
+        self.loop: asyncio.AbstractEventLoop | None = None  # the app's, once started
+        self._blocking: BlockingIntegration | None = None
         self._bg: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         await self.store.open(self.config.fallback_to_memory)
         state = await self.store.read(
             lambda cur: queries.load_state(cur, self.config.regression_window, self.config.max_groups_in_memory)
@@ -141,6 +145,13 @@ class EnhancedErrorHandlingIntegration:
         await self.error_handler.hooks.drain()
         await self.sampler.stop()
         await self.store.close()
+
+    @property
+    def blocking(self) -> BlockingIntegration:
+        """The getters as blocking calls, for threads that are not the event loop's (see blocking.py)."""
+        if self._blocking is None:
+            self._blocking = BlockingIntegration(self)
+        return self._blocking
 
     def attach(self, app: web.Application) -> EnhancedErrorHandlingIntegration:
         """Mount the routes, middleware and lifetime on ``app`` (before it starts). ``setup`` does
@@ -261,7 +272,9 @@ class EnhancedErrorHandlingIntegration:
             "total_errors": h.occurrences,
             "groups_in_memory": len(h.groups),
             "open_groups": h.groups.count_open(),
+            "unresolved_errors": h.groups.count_open(),  # the seed's name for it
             "by_type": dict(h.by_type),
+            "error_counts": dict(h.by_type),  # the seed's name for it
             "by_severity": dict(h.by_severity),
             "by_category": dict(h.by_category),
             "regressions": h.regressions,

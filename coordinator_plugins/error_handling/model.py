@@ -140,6 +140,18 @@ MAX_TARGETS = 200
 MAX_TASK_FAILURES = 20
 
 
+def enum_member(enum_cls: Any, name: str, value: Any) -> Any:
+    """The member of ``enum_cls`` that ``value`` is or names; a ValueError naming ``name`` and the
+    accepted values otherwise. None stays None."""
+    if value is None or isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(value)
+    except ValueError:
+        accepted = ", ".join(m.value for m in enum_cls)
+        raise ValueError(f"{name}: {value!r} is not one of {accepted}") from None
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from coordinator_plugins.error_handling.intake.classify import classify
+from coordinator_plugins.error_handling.intake.context import priority_severity, related_mapping, related_targets
 from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerprint
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
@@ -21,6 +22,7 @@ from coordinator_plugins.error_handling.model import (
     ErrorReport,
     ErrorSeverity,
     ErrorType,
+    enum_member,
     utcnow,
 )
 from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
@@ -37,14 +39,18 @@ _CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware
 
 
 def parse_enum(enum_cls: Any, key: str, value: Any) -> Any:
-    """An enum member from its value (or itself); ValueError naming the key otherwise."""
-    if value is None or isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(value)
-    except ValueError:
-        accepted = ", ".join(m.value for m in enum_cls)
-        raise ValueError(f"context.{key}: {value!r} is not one of {accepted}") from None
+    """An enum member from its value (or itself); ValueError naming the context key otherwise."""
+    return enum_member(enum_cls, f"context.{key}", value)
+
+
+def _add_targets(report: ErrorReport, workers: list[str], tasks: list[str], metadata: dict[str, Any] | None) -> None:
+    """Every task is named with the occurrence's (first) worker; further workers on their own."""
+    worker = workers[0] if workers else None
+    named: list[str | None] = list(tasks) or [None]
+    for task in named:
+        report.add_targets(worker, task, metadata)
+    for other in workers[1:]:
+        report.add_targets(other, None, metadata)
 
 
 class ErrorHandler:
@@ -101,12 +107,22 @@ class ErrorHandler:
             exc_type = ctx.get("exception_type") or None
         explicit_type = parse_enum(ErrorType, "error_type", ctx.get("error_type"))
         explicit_sev = parse_enum(ErrorSeverity, "severity", ctx.get("severity"))
+        flagged_sev = priority_severity(ctx)  # the seed's critical / high_priority / low_priority
         vals = {k: (str(ctx[k]) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
         component = vals["component"] or "unknown"
         operation = vals["operation"] or "unknown"
         metadata = ctx.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("context.metadata: expected a dict")
+        # The seed named a worker or tasks in related_entities only: they are targets all the same.
+        related = related_mapping(ctx.get("related_entities"))
+        workers, tasks = related_targets(related) if related else ([], [])
+        if vals["worker_id"]:
+            workers.insert(0, vals["worker_id"])
+        if vals["task_id"]:
+            tasks.insert(0, vals["task_id"])
+        vals["worker_id"] = vals["worker_id"] or (workers[0] if workers else None)
+        vals["task_id"] = vals["task_id"] or (tasks[0] if tasks else None)
         cls = classify(
             exc,
             message,
@@ -114,7 +130,7 @@ class ErrorHandler:
             operation,
             exception_type=exc_type,
             explicit_type=explicit_type,
-            explicit_severity=explicit_sev,
+            explicit_severity=explicit_sev or flagged_sev,
             has_task=bool(vals["task_id"]),
             has_worker=bool(vals["worker_id"]),
         )
@@ -130,7 +146,7 @@ class ErrorHandler:
         if group is not None and now <= group.last_seen:
             now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it
         if group is not None:
-            group.add_targets(vals["worker_id"], vals["task_id"], metadata)
+            _add_targets(group, workers, tasks, metadata)
         if group is not None and group.is_open:
             group.aggregated_count += 1
             group.last_seen = now
@@ -169,6 +185,7 @@ class ErrorHandler:
                 request_id=vals["request_id"],
                 user_id=vals["user_id"],
                 stack_trace=stack,
+                related_entities=related,
                 metadata=dict(metadata or {}),
             ),
             category=cls.category,
@@ -178,7 +195,7 @@ class ErrorHandler:
             first_seen=now,
             last_seen=now,
         )
-        report.add_targets(vals["worker_id"], vals["task_id"], metadata)
+        _add_targets(report, workers, tasks, metadata)
         if group is not None:  # resolved long ago: a new group, related to the old one
             report.related_errors.append(group.error_id)
         self.groups.add(report)

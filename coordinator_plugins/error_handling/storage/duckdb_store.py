@@ -21,6 +21,7 @@ import duckdb
 from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.storage.batch import Batch
 from coordinator_plugins.error_handling.storage.schema import SCHEMA, UPSERTS
+from coordinator_plugins.error_handling.storage.seed_migration import migrate_seed_database
 from coordinator_plugins.error_handling.storage.writer import WriterLoop
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class DuckDBStore(WriterLoop):
         self.failing_since: float | None = None
         self.reconnects = 0
         self.fallback_reason: str | None = None
+        self.seed_migration: dict[str, Any] | None = None  # what converting a seed-written file did
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -119,7 +121,15 @@ class DuckDBStore(WriterLoop):
                 "memory_limit": f"{self.memory_mb}MB",
             },
         )
-        con.execute(SCHEMA)
+        try:
+            # A file the seed framework wrote is converted to this layout first (SPEC 11).
+            migrated = migrate_seed_database(con)
+            if migrated is not None:
+                self.seed_migration = migrated.to_dict()
+            con.execute(SCHEMA)
+        except BaseException:
+            con.close()  # or the file stays open, and locked, until the garbage collector runs
+            raise
         return con
 
     async def open(self, fallback_to_memory: bool = False) -> None:
@@ -341,5 +351,6 @@ class DuckDBStore(WriterLoop):
             "rows_written": self.rows_written,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
+            "seed_migration": self.seed_migration,
             "failing_for_seconds": (time.monotonic() - self.failing_since) if self.failing_since else 0.0,
         }

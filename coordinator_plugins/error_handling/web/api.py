@@ -165,8 +165,15 @@ class ErrorRoutes:
         result = await self.integ.resolve(error_id, resolution, details)
         if result is None:
             raise not_found(f"unknown error id {error_id!r}")
+        # status and message: the fields of the seed's answer, which its clients read
         return json_response(
-            {"error_id": error_id, "resolution_status": ResolutionStatus.RESOLVED, "already_resolved": result}
+            {
+                "error_id": error_id,
+                "resolution_status": ResolutionStatus.RESOLVED,
+                "already_resolved": result,
+                "status": "success",
+                "message": f"error {error_id} {'was already' if result else 'is now'} resolved",
+            }
         )
 
     async def recovery_metrics(self, request: web.Request) -> web.Response:
@@ -188,12 +195,13 @@ class ErrorRoutes:
         body = await self._body(request, required=False)
         error_id = opt_str(body, "error_id", max_len=64)
         if error_id is None:
-            return json_response({"reset": await self.integ.reset_all_recovery_levels()})
+            n = await self.integ.reset_all_recovery_levels()
+            return _reset_answer(n, f"recovery levels reset to 1: {n} group(s)")
         if await self.integ.reset_recovery_level(error_id):
-            return json_response({"reset": 1})
+            return _reset_answer(1, f"recovery level of error {error_id} reset to 1")
         if await self.integ.get_recovery_history(error_id) is None:
             raise not_found(f"unknown error id {error_id!r}")
-        return json_response({"reset": 0})
+        return _reset_answer(0, f"error {error_id} was already at level 1")
 
     async def diagnostics(self, request: web.Request) -> web.Response:
         return json_response(await self.integ.run_diagnostics())
@@ -221,6 +229,11 @@ class ErrorRoutes:
         return web.Response(
             body=self.integ.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
+
+
+def _reset_answer(count: int, message: str) -> web.Response:
+    """``reset`` (ours) with ``status`` and ``message`` (the seed's answer, which its clients read)."""
+    return json_response({"reset": count, "status": "success", "message": message})
 
 
 def _taken(app: web.Application, method: str, path: str) -> bool:

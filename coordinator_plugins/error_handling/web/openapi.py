@@ -202,7 +202,11 @@ def document(
                 "responses": {
                     "200": _resp(
                         "resolved",
-                        {"type": "object", "required": ["error_id", "resolution_status", "already_resolved"]},
+                        {
+                            "type": "object",
+                            "required": ["error_id", "resolution_status", "already_resolved", "status", "message"],
+                            "properties": {"status": {"const": "success"}, "message": {"type": "string"}},
+                        },
                     ),
                     **_errors(*BODY_ERRORS, 404),
                 },
@@ -251,7 +255,15 @@ def document(
                 "responses": {
                     "200": _resp(
                         "count reset",
-                        {"type": "object", "required": ["reset"], "properties": {"reset": {"type": "integer"}}},
+                        {
+                            "type": "object",
+                            "required": ["reset", "status", "message"],
+                            "properties": {
+                                "reset": {"type": "integer"},
+                                "status": {"const": "success"},
+                                "message": {"type": "string"},
+                            },
+                        },
                     ),
                     **_errors(*BODY_ERRORS, 404),
                 },

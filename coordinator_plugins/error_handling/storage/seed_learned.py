@@ -1,0 +1,146 @@
+"""The seed's recovery records replayed through this plugin's learners: evidence, timeouts, levels."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from coordinator_plugins.error_handling.learning.performance import WINDOW, PerformanceTracker, Sample
+from coordinator_plugins.error_handling.learning.policy import LEVEL_WINDOW, AdaptivePolicy
+from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
+from coordinator_plugins.error_handling.model import utcnow
+from coordinator_plugins.error_handling.storage.schema import dumps
+from coordinator_plugins.error_handling.storage.seed_values import (
+    SeedMigrationReport,
+    count,
+    number,
+    parse_dict,
+    parse_json,
+    text,
+    utc,
+)
+
+
+class Capture:
+    """The ``persist`` callback of the learners: keeps the last row per (kind, key)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[Any, tuple[Any, ...]]] = defaultdict(dict)
+
+    def __call__(self, kind: str, key: Any, row: tuple[Any, ...]) -> None:
+        self.rows[kind][key] = row
+
+
+def performance_rows(
+    rows: Iterable[dict[str, Any]], group_of: dict[str, str], report: SeedMigrationReport
+) -> list[tuple[Any, ...]]:
+    """The seed's records as rows of this plugin's ``recovery_performance``, oldest first."""
+    out: list[tuple[datetime | None, int, tuple[Any, ...]]] = []
+    for row in rows:
+        sid, et, ok = row.get("strategy_id"), row.get("error_type"), row.get("success")
+        elapsed = row.get("execution_time")
+        if not sid or not et:
+            report.skip("recovery_performance", row.get("id"), "no strategy_id or error_type")
+            continue
+        if not isinstance(ok, bool):
+            report.skip("recovery_performance", row.get("id"), "no success value")
+            continue
+        if number(elapsed, -1.0, -1.0) < 0:
+            report.skip("recovery_performance", row.get("id"), "no valid execution_time")
+            continue
+        ctx = parse_dict(row.get("context"), report)
+        level = ctx.get("recovery_level")
+        level = level if isinstance(level, int) and not isinstance(level, bool) and 1 <= level <= 5 else None
+        failed = "timeout" if ctx.get("timeout") else "error" if ctx.get("exception") else "failure"
+        outcome = "success" if ok else failed
+        affected = count(row.get("affected_tasks"))
+        ts = utc(row.get("timestamp"))
+        error_id = group_of.get(str(ctx.get("error_id")), text(ctx.get("error_id")))
+        ctx["seed_id"] = row.get("id")
+        out.append((ts, count(row.get("id")), (
+            text(sid), text(row.get("strategy_name")) or text(sid), text(et), number(elapsed, 0.0), ok, ts,
+            text(row.get("hardware_id")), affected, min(affected, count(row.get("recovered_tasks"))),
+            dumps(parse_json(row.get("resource_usage"), report) or {}),
+            number(row.get("impact_score"), 0.0, 0.0, 1.0), number(row.get("stability_score"), 1.0, 0.0, 1.0),
+            dumps(ctx), error_id, level, outcome,
+        )))
+    report.ok("recovery_performance", len(out))
+    out.sort(key=lambda e: (e[0] or datetime.min.replace(tzinfo=UTC), e[1]))
+    return [e[2] for e in out]
+
+
+def learn(
+    perf_rows: list[tuple[Any, ...]], scores: list[dict[str, Any]], timeouts: list[dict[str, Any]],
+    report: SeedMigrationReport,
+) -> Capture:
+    """Replay the seed's records through this plugin's learners; their rows are what is learned."""
+    cap = Capture()
+    perf = PerformanceTracker(cap)
+    learned_timeouts = AdaptiveTimeouts(30.0, cap)
+    levels = AdaptivePolicy(perf, random.Random(0), cap)
+    seeded: dict[tuple[str, str], datetime | None] = {}
+    for row in timeouts:
+        et, sid, t = row.get("error_type"), row.get("strategy_id"), row.get("timeout")
+        if not et or not sid or number(t, 0.0) <= 0:
+            report.skip("adaptive_timeouts", (et, sid), "no error type, strategy or timeout")
+            continue
+        learned_timeouts.load([(str(et), str(sid), number(t, 0.0), None, None, 0)])
+        seeded[(str(et), str(sid))] = utc(row.get("last_updated"))
+    # Only an arm's last WINDOW runs are its evidence (the others count in its totals), and only a
+    # level's last LEVEL_WINDOW outcomes: those are replayed through the learners, every duration
+    # through the timeouts (a smoothed estimate depends on all of them).
+    runs: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+    level_runs: dict[tuple[str, int], list[bool]] = defaultdict(list)
+    for sid, _, et, elapsed, ok, _, hw, affected, recovered, _, impact, stability, _, _, level, outcome in perf_rows:
+        sample = Sample(ok, elapsed, impact, stability, affected, recovered)
+        for key in [et, f"{et}@{hw}"] if hw else [et]:
+            runs[(key, sid)].append(sample)
+            if level is not None:
+                level_runs[(key, level)].append(ok)
+        if outcome == "timeout":
+            learned_timeouts.observe_timeout(et, sid)
+        elif ok:
+            learned_timeouts.observe_success(et, sid, elapsed)
+    for (key, sid), samples in runs.items():
+        recent, older = samples[-WINDOW:], samples[:-WINDOW]
+        arm = perf.arm(key, sid)
+        arm.total, arm.total_successes = len(older), sum(1 for s in older if s.success)
+        for sample in recent:
+            perf.add([key], sid, sample)
+    for (key, level), outcomes in level_runs.items():
+        for ok in outcomes[-LEVEL_WINDOW:]:
+            levels.record_level(key, level, ok)
+    for (et, sid), updated in seeded.items():
+        if (et, sid) not in cap.rows["timeout"]:
+            est = learned_timeouts.estimate(et, sid)
+            cap("timeout", (et, sid), (et, sid, est.timeout, updated or utcnow(), None, None, 0))
+        report.ok("adaptive_timeouts")
+    for row in scores:
+        et, sid = row.get("error_type"), row.get("strategy_id")
+        if not et or not sid:
+            report.skip("strategy_scores", (et, sid), "no error type or strategy")
+            continue
+        if (str(et), str(sid)) not in perf.arms:
+            _evidence_from_summary(perf, str(et), str(sid), row, report)
+        report.ok("strategy_scores")
+    return cap
+
+
+def _evidence_from_summary(
+    perf: PerformanceTracker, et: str, sid: str, row: dict[str, Any], report: SeedMigrationReport
+) -> None:
+    """A score the seed kept without its records: a window of its samples at its success rate."""
+    metrics = parse_dict(row.get("metrics"), report)
+    n = min(WINDOW, count(row.get("samples")))
+    rate = number(metrics.get("success_rate"), -1.0, -1.0, 1.0)
+    if n == 0 or rate < 0:
+        return
+    elapsed = number(metrics.get("execution_time"), 0.0)
+    impact = number(metrics.get("impact_score"), 0.0, 0.0, 1.0)
+    stability = number(metrics.get("stability_score"), 1.0, 0.0, 1.0)
+    wins = round(rate * n)
+    for i in range(n):  # successes spread evenly through the window
+        perf.add([et], sid, Sample((i + 1) * wins // n > i * wins // n, elapsed, impact, stability, 0, 0))
