@@ -16,7 +16,7 @@ from coordinator_plugins.error_handling.learning.learn import Learner
 from coordinator_plugins.error_handling.learning.performance import (
     PerformanceTracker,
 )
-from coordinator_plugins.error_handling.learning.policy import SelectionPolicy
+from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
@@ -221,10 +221,11 @@ class RecoveryManager:
             "start_reason": None,
         }
         level = st.level
+        first: Decision | None = None  # a first decision the policy made with the start level
         if st.recoveries == 0 and level == 1:
-            learned, reason = self.policy.start_level(key, cfg.max_recovery_level, self.levels_with_candidates())
-            level = max(1, min(learned, cfg.max_recovery_level))
-            info["start_reason"] = reason
+            start = self.policy.start(key, list(self.strategies.values()), cfg.max_recovery_level)
+            level, first = max(1, min(start.level, cfg.max_recovery_level)), start.decision
+            info["start_reason"] = start.reason
             if level > 1:
                 info["skipped_levels"] = list(range(1, level))
         st.recoveries += 1
@@ -237,7 +238,8 @@ class RecoveryManager:
         success = False
         try:
             while level <= cfg.max_recovery_level:
-                result = await self._run_level(report, level, key, record_keys, tried, info, targets)
+                result = await self._run_level(report, level, key, record_keys, tried, info, targets, first)
+                first = None
                 if result is None:  # no applicable strategy: passed over
                     level += 1
                     continue
@@ -308,11 +310,16 @@ class RecoveryManager:
         tried: set[str],
         info: dict[str, Any],
         targets: Targets,
+        first: Decision | None = None,
     ) -> StrategyResult | None:
         allowed = LEVEL_STRATEGIES[level]
         candidates = [s for s in self.strategies.values() if s.level in allowed]
         while candidates:
-            decision = self.policy.choose(candidates, key, level, tried)
+            if first is not None and any(s.strategy_id == first.strategy_id for s in candidates):
+                decision = first
+            else:
+                decision = self.policy.choose(candidates, key, level, tried)
+            first = None
             strategy = self.strategies[decision.strategy_id]
             if level >= 3 and not self.budget.try_acquire(report.context.component):
                 wait = self.budget.retry_after(report.context.component)
