@@ -18,6 +18,7 @@ from coordinator_plugins.error_handling.learning.evidence import DISCOUNT, Evide
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
 from coordinator_plugins.error_handling.learning.simulate import SyntheticStrategy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
+from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 
 L, M, H, C = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH, RecoveryLevel.CRITICAL
@@ -80,10 +81,11 @@ async def test_adaptive_finds_a_working_high_strategy_and_starts_there(tmp_path:
     truth = {("database", s): 0.05 for s in WORLD} | {("database", "h1"): 0.9}
     integ = await farm_of(tmp_path, truth, WORLD, recovery_budget=0)
     try:
-        firsts = [first_run(await incident(integ, "database", n)) for n in range(40)]
+        firsts = [first_run(await incident(integ, "database", n)) for n in range(60)]
         late = firsts[-20:]
-        # Across 20 seeds: 18-20 of the last 20 start with h1 at level 4 (the landed policy: 6-14).
-        assert sum(1 for a in late if a["strategy_id"] == "h1" and a["level"] == 4) >= 16, firsts
+        # Across 20 seeds: 15-20 of the last 20 start with h1 at level 4, median 20 (the landed
+        # policy, which learns its start level by level: 9-19, median 15.5).
+        assert sum(1 for a in late if a["strategy_id"] == "h1" and a["level"] == 4) >= 17, firsts
         assert max(a["level"] for a in firsts) <= 4  # never starts at level 5
         info = await incident(integ, "database", 99)
         first = first_run(info)
@@ -91,6 +93,15 @@ async def test_adaptive_finds_a_working_high_strategy_and_starts_there(tmp_path:
             assert info["skipped_levels"] == [1, 2, 3] and "levels [1, 2, 3] skipped" in info["start_reason"]
             assert "first of a new group" in first["decision"]["reason"]
             assert 0.5 < first["decision"]["probability"] <= 1.0
+        # GET /recovery/strategies explains it: each strategy's chance to be first, and at which level
+        explained = explain_strategies(integ, "database")["error_types"]["database"]
+        assert explained["start_level"] == 4 and "h1" in explained["start_reason"]
+        opening = {r["strategy_id"]: r for r in explained["first_choice"]}
+        assert set(opening) == set(WORLD) - {"c1"}  # CRITICAL runs only at level 5, never first
+        assert opening["h1"]["level"] == 4 and opening["h1"]["probability"] > 0.5
+        assert opening["l1"]["level"] in (1, 2) and opening["l1"]["probability"] < 0.1
+        why = {e["strategy_id"]: e["why"] for e in explained["strategies"]}
+        assert "first for a new group with probability" in why["h1"] and "never first" in why["c1"]
     finally:
         await integ.stop()
 
@@ -103,9 +114,25 @@ async def test_only_a_critical_strategy_works_so_groups_start_at_level_4(tmp_pat
         infos = [await incident(integ, "system", n) for n in range(40)]
         assert all(first_run(i)["level"] <= 4 for i in infos)
         late = infos[-20:]
-        assert sum(1 for i in late if first_run(i)["level"] == 4) >= 16
+        # Across 20 seeds: 11-19 of the last 20 start at level 4 and they average 2.1-2.9 runs
+        # (the ladder always needs 5); the rest are explorations of lower levels.
+        assert sum(1 for i in late if first_run(i)["level"] == 4) >= 10
         runs = [len([a for a in i["attempts"] if a["outcome"] != "not_applicable"]) for i in late]
-        assert statistics.fmean(runs) <= 2.5, runs  # the ladder needs 5
+        assert statistics.fmean(runs) <= 3.0, runs
+    finally:
+        await integ.stop()
+
+
+async def test_skipped_levels_are_still_explored_now_and_then(tmp_path: Path) -> None:
+    """Evidence decays, so a strategy the policy has been skipping is tried again once in a while;
+    not so often that the exploration costs much."""
+    truth = {("database", s): 0.05 for s in WORLD} | {("database", "h1"): 0.9}
+    integ = await farm_of(tmp_path, truth, WORLD, recovery_budget=0)
+    try:
+        firsts = [first_run(await incident(integ, "database", n)) for n in range(400)]
+        low = [a for a in firsts[100:] if a["level"] < 4]
+        # Across 8 seeds: 1-4 of incidents 100-399 start below level 4.
+        assert 1 <= len(low) <= 15, low
     finally:
         await integ.stop()
 
@@ -121,8 +148,9 @@ async def test_adaptive_recovers_after_the_fix_moves_to_another_level(tmp_path: 
             await incident(integ, "network", n)
         truth[("network", old)], truth[("network", new)] = 0.05, 0.9
         picks = [first_run(await incident(integ, "network", 100 + n))["strategy_id"] for n in range(30)]
-        # Across 20 seeds: 9-10 of incidents 20-29 after the shift start with the new fix
-        # (the landed policy: 0-4 when the fix moved down, 5-10 when it moved up).
+        # Across 20 seeds: 6-10 of incidents 20-29 after the shift start with the new fix, median
+        # 10, in both directions (the landed policy, fix moved down: 0-10, four seeds at most 2;
+        # with this test's seed it finds l2 too late).
         assert picks[20:].count(new) >= 8, picks
         shifts = integ.policy.key_summary("network")["shifts_detected"]
         assert [s["strategy_id"] for s in shifts] == [old]

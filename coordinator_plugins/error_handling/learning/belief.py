@@ -66,8 +66,9 @@ class KeyView:
         self.clock = perf.clock.get(key, 0)
         self.arms: dict[str, ArmStats] = perf.by_key.get(key, {})
         total, weight = 0.5, 1.0
-        for arm in self.arms.values():
-            s, f = arm.evidence.counts(self.clock)
+        self.counts: dict[str, tuple[float, float]] = {}
+        for sid, arm in self.arms.items():
+            s, f = self.counts[sid] = arm.evidence.counts(self.clock)
             n = s + f
             if n > 0:
                 w = n / (n + 1.0)
@@ -91,7 +92,7 @@ class KeyView:
         b = self.beliefs.get(strategy_id)
         if b is None:
             arm = self.arms.get(strategy_id)
-            s, f = arm.evidence.counts(self.clock) if arm is not None else (0.0, 0.0)
+            s, f = self.counts.get(strategy_id, (0.0, 0.0))
             base, weight = arm.line() if arm is not None and arm.n else self.untried_line()
             m0 = self.prior_mean
             b = self.beliefs[strategy_id] = Belief(
@@ -112,8 +113,13 @@ def choice_probability(options: dict[str, Belief], best: str) -> float:
 
 
 # -- the first run of a recovery -------------------------------------------------------------------
-RUN_COST = 0.025  # the utility a run of a LOW strategy costs a recovery; more invasive ones cost more
-INVASIVENESS = {RecoveryLevel.LOW: 1.0, RecoveryLevel.MEDIUM: 2.0, RecoveryLevel.HIGH: 4.0, RecoveryLevel.CRITICAL: 8.0}
+RUN_COST = 0.05  # the utility a run of a LOW strategy costs a recovery; more invasive ones cost more
+INVASIVENESS = {
+    RecoveryLevel.LOW: 1.0,
+    RecoveryLevel.MEDIUM: 1.5,
+    RecoveryLevel.HIGH: 2.25,
+    RecoveryLevel.CRITICAL: 3.375,
+}
 FAIL_COST = 0.25  # the utility a recovery that fails at every level costs
 
 
@@ -124,8 +130,8 @@ def plan_first(
 
     A strategy runs first at one of its levels (never 5); if it fails, the recovery escalates
     level by level, each level running its most promising strategy not run yet. Each run costs
-    ``RUN_COST`` times the invasiveness of the strategy's level (LOW 1, MEDIUM 2, HIGH 4,
-    CRITICAL 8), and a recovery that fails at every level ``FAIL_COST``. With posterior means,
+    ``RUN_COST`` times the invasiveness of the strategy's level (x1.5 per level: LOW 1, MEDIUM
+    1.5, HIGH 2.25, CRITICAL 3.4), and a recovery that fails at every level ``FAIL_COST``. With posterior means,
     the strategy's level is the one whose continuation costs least in expectation (the lower on
     a tie): a MEDIUM strategy runs at level 2 while the levels above it may still help, and at
     level 4 once only level 5 does. Its value is its utility, minus the cost of its own run,
@@ -136,11 +142,11 @@ def plan_first(
     beliefs = {s.strategy_id: view.belief(s.strategy_id) for s in strategies}
     means = {sid: b.mean for sid, b in beliefs.items()}
     cost = {s.strategy_id: RUN_COST * INVASIVENESS[s.level] for s in strategies}
+    by_mean = sorted(strategies, key=lambda s: -means[s.strategy_id])
     ranked: list[list[str]] = [[] for _ in range(max_level + 2)]
     for lv in range(1, max_level + 1):
         allowed = LEVEL_STRATEGIES[lv]
-        ranked[lv] = sorted((s.strategy_id for s in strategies if s.level in allowed), key=means.__getitem__,
-                            reverse=True)
+        ranked[lv] = [s.strategy_id for s in by_mean if s.level in allowed]
 
     def continuation(after: int, exclude: str) -> tuple[float, list[str]]:
         spent, reach, path = 0.0, 1.0, [exclude]

@@ -12,8 +12,9 @@ success rate at least ``CUSUM_ACTIVE`` over at least ``CUSUM_MIN_EVIDENCE`` runs
 its success rate to ``CUSUM_RATIO`` times the rate it had when the excursion started: the sum of
 log-likelihood ratios, floored at zero, must exceed ``CUSUM_THRESHOLD``. For a strategy that
 worked 90% of the time that is three failures in a row; for one that worked 70% of the time,
-five; a lucky success in between pulls the sum back. On an alarm the pair keeps only the
-failures of the excursion (the evidence after the change), and the caller discounts the other
+six; a success in between pulls the sum back. A strategy whose rate does not change raises a
+false alarm about once per 1,000 runs, whatever its rate. On an alarm the pair keeps only the runs
+of the excursion (the evidence since the change began), and the caller discounts the other
 pairs of the key by ``SHIFT_KEEP``: a farm whose fix stopped working has changed, and what
 failed before may work now (M-UCB and GLR bandits restart likewise on a detected change).
 
@@ -26,11 +27,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-DISCOUNT = 0.995  # per tick of the key's clock: evidence halves over ~140 runs for that key
+DISCOUNT = 0.998  # per tick of the key's clock: evidence halves over ~350 runs for that key
 CUSUM_ACTIVE = 0.4
 CUSUM_MIN_EVIDENCE = 3.0
 CUSUM_RATIO = 0.25
-CUSUM_THRESHOLD = 5.0
+CUSUM_THRESHOLD = 6.0
 SHIFT_KEEP = 0.1  # what the other strategies of a key keep of their evidence after a detected change
 
 
@@ -42,6 +43,7 @@ class Evidence:
     cusum: float = 0.0
     reference: float = 0.0  # the success rate the current CUSUM excursion started from
     excursion_failures: int = 0
+    excursion_successes: int = 0
     last_success: int = -1  # the clock at the last success, so that it can be overturned
     changes: int = 0  # drops detected on this pair
     changed_at: int = -1  # the clock at the last detected drop
@@ -60,7 +62,7 @@ class Evidence:
         self._move_to(clock)
         alarm = self._watch(success)
         if alarm:
-            self.successes, self.failures = 0.0, float(self.excursion_failures)
+            self.successes, self.failures = float(self.excursion_successes), float(self.excursion_failures)
             self.changes += 1
             self.changed_at = clock
             self._end_excursion()
@@ -84,12 +86,14 @@ class Evidence:
         if self.cusum <= 0.0:
             self._end_excursion()
             return False
-        if not success:
+        if success:
+            self.excursion_successes += 1
+        else:
             self.excursion_failures += 1
         return self.cusum > CUSUM_THRESHOLD
 
     def _end_excursion(self) -> None:
-        self.cusum, self.reference, self.excursion_failures = 0.0, 0.0, 0
+        self.cusum, self.reference, self.excursion_failures, self.excursion_successes = 0.0, 0.0, 0, 0
 
     def overturn(self, clock: int) -> None:
         """The last success did not hold: count it as a failure (SPEC 9's provisional success)."""
@@ -118,6 +122,7 @@ class Evidence:
             "cusum": round(self.cusum, 6),
             "ref": round(self.reference, 6),
             "xf": self.excursion_failures,
+            "xs": self.excursion_successes,
             "ls": self.last_success,
             "changes": self.changes,
             "changed_at": self.changed_at,
@@ -132,6 +137,7 @@ class Evidence:
             cusum=_count(data.get("cusum")),
             reference=min(1.0, _count(data.get("ref"))),
             excursion_failures=int(data.get("xf", 0)),
+            excursion_successes=int(data.get("xs", 0)),
             last_success=int(data.get("ls", -1)),
             changes=int(data.get("changes", 0)),
             changed_at=int(data.get("changed_at", -1)),
