@@ -83,7 +83,7 @@ async def test_adaptive_finds_a_working_high_strategy_and_starts_there(tmp_path:
     try:
         firsts = [first_run(await incident(integ, "database", n)) for n in range(60)]
         late = firsts[-20:]
-        # Across 20 seeds: 15-20 of the last 20 start with h1 at level 4, median 20 (the landed
+        # Across 20 seeds: 15-20 of the last 20 start with h1 at level 4, median 19 (the landed
         # policy, which learns its start level by level: 9-19, median 15.5).
         assert sum(1 for a in late if a["strategy_id"] == "h1" and a["level"] == 4) >= 17, firsts
         assert max(a["level"] for a in firsts) <= 4  # never starts at level 5
@@ -114,11 +114,11 @@ async def test_only_a_critical_strategy_works_so_groups_start_at_level_4(tmp_pat
         infos = [await incident(integ, "system", n) for n in range(40)]
         assert all(first_run(i)["level"] <= 4 for i in infos)
         late = infos[-20:]
-        # Across 20 seeds: 11-19 of the last 20 start at level 4 and they average 2.1-2.9 runs
+        # Across 20 seeds: 10-18 of the last 20 start at level 4 and they average 2.2-3.2 runs
         # (the ladder always needs 5); the rest are explorations of lower levels.
-        assert sum(1 for i in late if first_run(i)["level"] == 4) >= 10
+        assert sum(1 for i in late if first_run(i)["level"] == 4) >= 9
         runs = [len([a for a in i["attempts"] if a["outcome"] != "not_applicable"]) for i in late]
-        assert statistics.fmean(runs) <= 3.0, runs
+        assert statistics.fmean(runs) <= 3.3, runs
     finally:
         await integ.stop()
 
@@ -131,7 +131,7 @@ async def test_skipped_levels_are_still_explored_now_and_then(tmp_path: Path) ->
     try:
         firsts = [first_run(await incident(integ, "database", n)) for n in range(400)]
         low = [a for a in firsts[100:] if a["level"] < 4]
-        # Across 8 seeds: 1-4 of incidents 100-399 start below level 4.
+        # Across 8 seeds: 1-5 of incidents 100-399 start below level 4.
         assert 1 <= len(low) <= 15, low
     finally:
         await integ.stop()
@@ -148,7 +148,7 @@ async def test_adaptive_recovers_after_the_fix_moves_to_another_level(tmp_path: 
             await incident(integ, "network", n)
         truth[("network", old)], truth[("network", new)] = 0.05, 0.9
         picks = [first_run(await incident(integ, "network", 100 + n))["strategy_id"] for n in range(30)]
-        # Across 20 seeds: 6-10 of incidents 20-29 after the shift start with the new fix, median
+        # Across 20 seeds: 8-10 of incidents 20-29 after the shift start with the new fix, median
         # 10, in both directions (the landed policy, fix moved down: 0-10, four seeds at most 2;
         # with this test's seed it finds l2 too late).
         assert picks[20:].count(new) >= 8, picks

@@ -113,13 +113,8 @@ def choice_probability(options: dict[str, Belief], best: str) -> float:
 
 
 # -- the first run of a recovery -------------------------------------------------------------------
-RUN_COST = 0.05  # the utility a run of a LOW strategy costs a recovery; more invasive ones cost more
-INVASIVENESS = {
-    RecoveryLevel.LOW: 1.0,
-    RecoveryLevel.MEDIUM: 1.5,
-    RecoveryLevel.HIGH: 2.25,
-    RecoveryLevel.CRITICAL: 3.375,
-}
+RUN_COST = 0.025  # the utility a run of a LOW strategy costs a recovery; more invasive ones cost more
+INVASIVENESS = {RecoveryLevel.LOW: 1.0, RecoveryLevel.MEDIUM: 2.0, RecoveryLevel.HIGH: 4.0, RecoveryLevel.CRITICAL: 8.0}
 FAIL_COST = 0.25  # the utility a recovery that fails at every level costs
 
 
@@ -130,8 +125,8 @@ def plan_first(
 
     A strategy runs first at one of its levels (never 5); if it fails, the recovery escalates
     level by level, each level running its most promising strategy not run yet. Each run costs
-    ``RUN_COST`` times the invasiveness of the strategy's level (x1.5 per level: LOW 1, MEDIUM
-    1.5, HIGH 2.25, CRITICAL 3.4), and a recovery that fails at every level ``FAIL_COST``. With posterior means,
+    ``RUN_COST`` times the invasiveness of the strategy's level (doubling per level: LOW 1,
+    MEDIUM 2, HIGH 4, CRITICAL 8), and a recovery that fails at every level ``FAIL_COST``. With posterior means,
     the strategy's level is the one whose continuation costs least in expectation (the lower on
     a tie): a MEDIUM strategy runs at level 2 while the levels above it may still help, and at
     level 4 once only level 5 does. Its value is its utility, minus the cost of its own run,
