@@ -380,6 +380,11 @@ def test_evidence_is_discounted_on_the_keys_clock() -> None:
     assert back.counts(10) == pytest.approx((s, f), abs=1e-5)
     for bad in ({"s": float("nan"), "f": float("inf")}, {"s": -3, "f": None}):
         assert Evidence.from_json(bad).counts(0) == (0.0, 0.0)
+    perf = PerformanceTracker()  # a damaged stored row is skipped, the others load
+    good = json.dumps({"window": [[1, 0.1, 0, 1, 0, 0]], "evidence": e.to_json()})
+    perf.load([("network", "bad", '{"evidence": {"t": 1e400}}'), ("network", "worse", "[1]"),
+               ("network", "ok", good)])
+    assert list(perf.by_key["network"]) == ["ok"] and perf.clock["network"] == 10
 
 
 def test_cusum_detects_a_strategy_that_stopped_working_and_not_a_bad_spell() -> None:

@@ -297,7 +297,7 @@ class PerformanceTracker:
             try:
                 data = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
                 arm = ArmStats.from_json(data)
-            except (ValueError, TypeError, IndexError, KeyError):
+            except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError):
                 continue
             self.arms[(key, strategy_id)] = arm
             self.by_key.setdefault(key, {})[strategy_id] = arm

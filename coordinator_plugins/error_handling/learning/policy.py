@@ -73,7 +73,8 @@ class SelectionPolicy:
         return StartChoice(*self.start_level(key, max_level, levels))
 
     def record_level(self, key: str, level: int, success: bool) -> None:
-        """Outcome of one level of one recovery (used by learners)."""
+        """Outcome of one level of one recovery, for policies that learn per level (the built-in
+        ones learn from the strategy evidence in ``perf`` instead)."""
 
     def explain(self, candidates: Sequence[RecoveryStrategy], key: str, level: int) -> list[dict[str, Any]]:
         return []
