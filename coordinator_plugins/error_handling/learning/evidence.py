@@ -44,7 +44,6 @@ class Evidence:
     reference: float = 0.0  # the success rate the current CUSUM excursion started from
     excursion_failures: int = 0
     excursion_successes: int = 0
-    last_success: int = -1  # the clock at the last success, so that it can be overturned
     changes: int = 0  # drops detected on this pair
     changed_at: int = -1  # the clock at the last detected drop
 
@@ -68,7 +67,6 @@ class Evidence:
             self._end_excursion()
         elif success:
             self.successes += 1.0
-            self.last_success = clock
         else:
             self.failures += 1.0
         return alarm
@@ -95,18 +93,6 @@ class Evidence:
     def _end_excursion(self) -> None:
         self.cusum, self.reference, self.excursion_failures, self.excursion_successes = 0.0, 0.0, 0, 0
 
-    def overturn(self, clock: int) -> None:
-        """The last success did not hold: count it as a failure (SPEC 9's provisional success)."""
-        if self.last_success < 0:
-            return
-        self._move_to(clock)
-        weight = DISCOUNT ** max(0, clock - self.last_success)
-        moved = min(self.successes, weight)
-        self.successes -= moved
-        self.failures += moved
-        self.last_success = -1
-        self._watch(False)
-
     def shrink(self, keep: float, clock: int) -> None:
         """Keep a fraction of the evidence: the farm changed under it."""
         self._move_to(clock)
@@ -123,7 +109,6 @@ class Evidence:
             "ref": round(self.reference, 6),
             "xf": self.excursion_failures,
             "xs": self.excursion_successes,
-            "ls": self.last_success,
             "changes": self.changes,
             "changed_at": self.changed_at,
         }
@@ -138,7 +123,6 @@ class Evidence:
             reference=min(1.0, _count(data.get("ref"))),
             excursion_failures=int(data.get("xf", 0)),
             excursion_successes=int(data.get("xs", 0)),
-            last_success=int(data.get("ls", -1)),
             changes=int(data.get("changes", 0)),
             changed_at=int(data.get("changed_at", -1)),
         )

@@ -56,17 +56,6 @@ class ArmStats:
         self.total_successes += int(s.success)
         self._means = None
 
-    def overturn(self, clock: int) -> None:
-        """Make the most recent success in the window, and in the evidence, a failure."""
-        for i in range(len(self.window) - 1, -1, -1):
-            s = self.window[i]
-            if s.success:
-                self.window[i] = Sample(False, s.execution_time, s.impact, s.stability, s.affected, s.recovered)
-                self.total_successes = max(0, self.total_successes - 1)
-                self._means = None
-                break
-        self.evidence.overturn(clock)
-
     @property
     def n(self) -> int:
         return len(self.window)
@@ -241,17 +230,6 @@ class PerformanceTracker:
                     if sid != strategy_id:
                         other.evidence.shrink(SHIFT_KEEP, clock)
                         self._save(key, sid, other)
-
-    def overturn(self, keys: list[str], strategy_id: str) -> None:
-        """The last success of ``strategy_id`` for these keys did not hold: make it a failure in
-        the window and in the evidence (SPEC 9: a provisional success that saw a recurrence)."""
-        for key in keys:
-            arm = self.arms.get((key, strategy_id))
-            if arm is None:
-                continue
-            arm.overturn(self.clock.get(key, 0))
-            self._touch(key)
-            self._save(key, strategy_id, arm)
 
     def _save(self, key: str, strategy_id: str, arm: ArmStats) -> None:
         if self.persist is not None:
