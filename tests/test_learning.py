@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import random
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, RecoveryLevel, validate_config
+from coordinator_plugins.error_handling.learning.evidence import DISCOUNT, Evidence
+from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
 from coordinator_plugins.error_handling.learning.simulate import SyntheticStrategy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
+from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 
-L, M, H = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH
+L, M, H, C = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH, RecoveryLevel.CRITICAL
 
 
 async def farm_of(tmp_path: Path, truth: dict[tuple[str, str], float], levels: dict[str, RecoveryLevel],
@@ -61,23 +69,92 @@ async def test_adaptive_finds_the_best_strategy_per_error_type(tmp_path: Path) -
         await integ.stop()
 
 
-async def test_adaptive_skips_levels_that_keep_failing(tmp_path: Path) -> None:
-    truth = {("database", "low"): 0.0, ("database", "mid"): 0.0, ("database", "high"): 0.95}
-    integ = await farm_of(tmp_path, truth, {"low": L, "mid": M, "high": H}, max_recovery_level=5,
-                          recovery_budget=0)
+WORLD = {"l1": L, "l2": L, "m1": M, "m2": M, "h1": H, "c1": C}
+
+
+def first_run(info: dict[str, Any]) -> dict[str, Any]:
+    return next(a for a in info["attempts"] if a["outcome"] != "not_applicable")
+
+
+async def test_adaptive_finds_a_working_high_strategy_and_starts_there(tmp_path: Path) -> None:
+    """Issue 13, finding 4: the first strategy is chosen among every strategy below level 5, so a
+    group whose fix is a HIGH strategy starts at level 4 without walking up level by level."""
+    truth = {("database", s): 0.05 for s in WORLD} | {("database", "h1"): 0.9}
+    integ = await farm_of(tmp_path, truth, WORLD, recovery_budget=0)
     try:
-        starts = []
-        for n in range(60):
-            info = await incident(integ, "database", n)
-            first = next(a for a in info["attempts"] if a["outcome"] != "not_applicable")
-            starts.append(first["level"])
-        assert starts[0] == 1
-        # Across 12 seeds: 15-19 of the last 20 start at level 4 (6-11 of the first 20).
-        late, early = sum(1 for s in starts[-20:] if s == 4), sum(1 for s in starts[:20] if s == 4)
-        assert late >= 14 and late > early, starts
-        assert max(starts) <= 4  # never starts at level 5
+        firsts = [first_run(await incident(integ, "database", n)) for n in range(60)]
+        late = firsts[-20:]
+        # Across 20 seeds: 15-20 of the last 20 start with h1 at level 4, median 19 (the landed
+        # policy, which learns its start level by level: 9-19, median 15.5).
+        assert sum(1 for a in late if a["strategy_id"] == "h1" and a["level"] == 4) >= 17, firsts
+        assert max(a["level"] for a in firsts) <= 4  # never starts at level 5
         info = await incident(integ, "database", 99)
-        assert info.get("skipped_levels") and "kept failing" in info["start_reason"]
+        first = first_run(info)
+        if first["strategy_id"] == "h1":
+            assert info["skipped_levels"] == [1, 2, 3] and "levels [1, 2, 3] skipped" in info["start_reason"]
+            assert "first of a new group" in first["decision"]["reason"]
+            assert 0.5 < first["decision"]["probability"] <= 1.0
+        # GET /recovery/strategies explains it: each strategy's chance to be first, and at which level
+        explained = explain_strategies(integ, "database")["error_types"]["database"]
+        assert explained["start_level"] == 4 and "h1" in explained["start_reason"]
+        opening = {r["strategy_id"]: r for r in explained["first_choice"]}
+        assert set(opening) == set(WORLD) - {"c1"}  # CRITICAL runs only at level 5, never first
+        assert opening["h1"]["level"] == 4 and opening["h1"]["probability"] > 0.5
+        assert opening["l1"]["level"] in (1, 2) and opening["l1"]["probability"] < 0.1
+        why = {e["strategy_id"]: e["why"] for e in explained["strategies"]}
+        assert "first for a new group with probability" in why["h1"] and "never first" in why["c1"]
+    finally:
+        await integ.stop()
+
+
+async def test_only_a_critical_strategy_works_so_groups_start_at_level_4(tmp_path: Path) -> None:
+    """Level 5 is never where a group starts (SPEC 3): the shortest way to it is level 4."""
+    truth = {("system", s): 0.03 for s in WORLD} | {("system", "c1"): 0.9}
+    integ = await farm_of(tmp_path, truth, WORLD, recovery_budget=0)
+    try:
+        infos = [await incident(integ, "system", n) for n in range(40)]
+        assert all(first_run(i)["level"] <= 4 for i in infos)
+        late = infos[-20:]
+        # Across 20 seeds: 10-18 of the last 20 start at level 4 and they average 2.2-3.2 runs
+        # (the ladder always needs 5); the rest are explorations of lower levels.
+        assert sum(1 for i in late if first_run(i)["level"] == 4) >= 9
+        runs = [len([a for a in i["attempts"] if a["outcome"] != "not_applicable"]) for i in late]
+        assert statistics.fmean(runs) <= 3.3, runs
+    finally:
+        await integ.stop()
+
+
+async def test_skipped_levels_are_still_explored_now_and_then(tmp_path: Path) -> None:
+    """Evidence decays, so a strategy the policy has been skipping is tried again once in a while;
+    not so often that the exploration costs much."""
+    truth = {("database", s): 0.05 for s in WORLD} | {("database", "h1"): 0.9}
+    integ = await farm_of(tmp_path, truth, WORLD, recovery_budget=0)
+    try:
+        firsts = [first_run(await incident(integ, "database", n)) for n in range(400)]
+        low = [a for a in firsts[100:] if a["level"] < 4]
+        # Across 8 seeds: 1-5 of incidents 100-399 start below level 4.
+        assert 1 <= len(low) <= 15, low
+    finally:
+        await integ.stop()
+
+
+@pytest.mark.parametrize(("old", "new"), [("h1", "l2"), ("l1", "m2")])
+async def test_adaptive_recovers_after_the_fix_moves_to_another_level(tmp_path: Path, old: str, new: str) -> None:
+    """After a shift the policy is back on the new fix within 20 incidents, also when the new fix
+    is at a level it had been skipping (its evidence is not frozen)."""
+    truth = {("network", s): 0.05 for s in WORLD} | {("network", old): 0.9}
+    integ = await farm_of(tmp_path, truth, WORLD, recovery_budget=0)
+    try:
+        for n in range(60):
+            await incident(integ, "network", n)
+        truth[("network", old)], truth[("network", new)] = 0.05, 0.9
+        picks = [first_run(await incident(integ, "network", 100 + n))["strategy_id"] for n in range(30)]
+        # Across 20 seeds: 8-10 of incidents 20-29 after the shift start with the new fix, median
+        # 10, in both directions (the landed policy, fix moved down: 0-10, four seeds at most 2;
+        # with this test's seed it finds l2 too late).
+        assert picks[20:].count(new) >= 8, picks
+        shifts = integ.policy.key_summary("network")["shifts_detected"]
+        assert [s["strategy_id"] for s in shifts] == [old]
     finally:
         await integ.stop()
 
@@ -238,3 +315,98 @@ async def test_a_failed_group_is_retried_after_its_cooldown(tmp_path: Path) -> N
         assert hist is not None and [h["success"] for h in hist["history"]] == [False, True]
     finally:
         await integ.stop()
+
+
+async def test_adaptive_evidence_and_first_choice_survive_a_restart(tmp_path: Path) -> None:
+    truth = {("database", s): 0.05 for s in WORLD} | {("database", "h1"): 0.9}
+    integ = await farm_of(tmp_path, truth, WORLD, recovery_budget=0)
+    for n in range(40):
+        await incident(integ, "database", n)
+    truth[("database", "h1")] = 0.0
+    perf = integ.performance_recovery
+    h1 = perf.arms[("database", "h1")].evidence
+    n = 50
+    while h1.cusum == 0 and n < 70:  # a drop half seen: the CUSUM sum is under way
+        await incident(integ, "database", n)
+        n += 1
+    assert h1.cusum > 0 and not h1.changes
+    evidence = {k: a.evidence.to_json() for k, a in perf.arms.items()}
+    clock = dict(perf.clock)
+    first = {r["strategy_id"]: r for r in integ.policy.first_choices("database", strategies_of(integ), 5)}
+    await integ.stop()
+    truth[("database", "h1")] = 0.9
+    again = await farm_of(tmp_path, truth, WORLD, recovery_budget=0)
+    try:
+        perf = again.performance_recovery
+        assert {k: a.evidence.to_json() for k, a in perf.arms.items()} == evidence
+        assert perf.clock == clock
+        restored = again.policy.first_choices("database", strategies_of(again), 5)
+        for row in restored:
+            assert row["level"] == first[row["strategy_id"]]["level"]
+            assert abs(row["probability"] - first[row["strategy_id"]]["probability"]) < 0.02
+        firsts = [first_run(await incident(again, "database", 100 + n)) for n in range(10)]
+        assert sum(1 for a in firsts if (a["strategy_id"], a["level"]) == ("h1", 4)) >= 7, firsts
+    finally:
+        await again.stop()
+
+
+def strategies_of(integ: EnhancedErrorHandlingIntegration) -> list[Any]:
+    return list(integ.recovery_manager.strategies.values())
+
+
+def test_evidence_is_discounted_on_the_keys_clock() -> None:
+    e = Evidence()
+    for clock in range(1, 11):
+        e.observe(True, clock)
+    s, f = e.counts(10)
+    assert f == 0 and abs(s - sum(DISCOUNT**k for k in range(10))) < 1e-9
+    later = e.counts(10 + round(math.log(0.5) / math.log(DISCOUNT)))
+    assert abs(later[0] - s / 2) < 0.05 * s  # half the weight after the half-life
+    back = Evidence.from_json(json.loads(json.dumps(e.to_json())))
+    assert back.counts(10) == pytest.approx((s, f), abs=1e-5)
+    for bad in ({"s": float("nan"), "f": float("inf")}, {"s": -3, "f": None}):
+        assert Evidence.from_json(bad).counts(0) == (0.0, 0.0)
+    perf = PerformanceTracker()  # a damaged stored row is skipped, the others load
+    good = json.dumps({"window": [[1, 0.1, 0, 1, 0, 0]], "evidence": e.to_json()})
+    perf.load([("network", "bad", '{"evidence": {"t": 1e400}}'), ("network", "worse", "[1]"),
+               ("network", "ok", good)])
+    assert list(perf.by_key["network"]) == ["ok"] and perf.clock["network"] == 10
+
+
+def test_cusum_detects_a_strategy_that_stopped_working_and_not_a_bad_spell() -> None:
+    e = Evidence()
+    clock = 0
+    for ok in [True] * 9 + [False] + [True] * 20:  # works about 90% of the time
+        clock += 1
+        assert not e.observe(ok, clock)
+    for ok in (False, True, True, False, True, True):  # a bad spell, not a change
+        clock += 1
+        assert not e.observe(ok, clock)
+    alarms = []
+    for _ in range(3):
+        clock += 1
+        alarms.append(e.observe(False, clock))
+    assert alarms == [False, False, True]  # three failures in a row for a 90% strategy
+    assert e.counts(clock) == (0.0, 3.0) and e.changes == 1
+    # a noisy strategy (70%) does not raise false alarms run after run
+    rng = random.Random(3)
+    noisy = Evidence()
+    false_alarms = sum(noisy.observe(rng.random() < 0.7, t) for t in range(1, 1001))
+    assert false_alarms <= 3
+
+
+def test_a_detected_change_discounts_the_keys_other_evidence_only() -> None:
+    perf = PerformanceTracker()
+    ok, bad = Sample(True, 0.1, 0.0, 1.0, 0, 0), Sample(False, 0.1, 0.0, 1.0, 0, 0)
+    for _ in range(20):
+        perf.add(["network"], "fix", ok)
+        perf.add(["network"], "other", bad)
+        perf.add(["database"], "other", bad)
+    before = perf.arms[("network", "other")].evidence.counts(perf.clock["network"])
+    db = perf.arms[("database", "other")].evidence.to_json()
+    for _ in range(3):
+        perf.add(["network"], "fix", bad)
+    after = perf.arms[("network", "other")].evidence.counts(perf.clock["network"])
+    assert perf.arms[("network", "fix")].evidence.changes == 1
+    assert after[1] < 0.2 * before[1]
+    assert perf.arms[("database", "other")].evidence.to_json() == db

@@ -396,7 +396,8 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         assert by_id["retry"]["samples"] == 11 and by_id["retry"]["success_rate"] == pytest.approx(3 / 11)
         assert by_id["worker"]["samples"] == 9 and by_id["worker"]["success_rate"] == pytest.approx(8 / 9)
         assert 2.0 < by_id["worker"]["timeout"] < 45.0  # learned from the durations, then doubled once
-        assert learned["levels"]["1"] == {"attempts": 11, "successes": 3}
+        # the replayed runs are the adaptive policy's evidence, and so where a new group starts
+        assert learned["evidence"]["runs"] == 20 and learned["first_choice"]
         coordination = (await s.get("/api/recovery/strategies?error_type=coordination"))["error_types"]
         entry = {e["strategy_id"]: e for e in coordination["coordination"]["strategies"]}["coordinator"]
         assert entry["samples"] == 8 and entry["success_rate"] == pytest.approx(0.75)

@@ -3,7 +3,8 @@
 Score = 0.4 success rate + 0.15 time score + 0.15 (1 - impact) + 0.15 stability + 0.15 task
 recovery rate; the task term is left out (weights renormalized) when no task was affected, so it
 counts as neutral, not zero. Statistics are kept over a sliding window so that they follow a
-system that changes.
+system that changes. Alongside the window, each pair keeps its discounted evidence with a change
+detector (``evidence.py``), which the adaptive policy samples from.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator_plugins.error_handling.learning.evidence import SHIFT_KEEP, Evidence
 from coordinator_plugins.error_handling.model import utcnow
 
 WEIGHTS = {
@@ -44,7 +46,9 @@ class ArmStats:
     window: deque[Sample] = field(default_factory=lambda: deque(maxlen=WINDOW))
     total: int = 0
     total_successes: int = 0
+    evidence: Evidence = field(default_factory=Evidence)
     _means: dict[str, float | None] | None = field(default=None, repr=False, compare=False)
+    _line: tuple[float, float] | None = field(default=None, repr=False, compare=False)
 
     def add(self, s: Sample) -> None:
         self.window.append(s)
@@ -63,7 +67,15 @@ class ArmStats:
     def means(self) -> dict[str, float | None]:
         if self._means is None:
             self._means = self._compute_means()
+            self._line = None
         return self._means
+
+    def line(self) -> tuple[float, float]:
+        """``score_line`` of the window's means (cached until the window changes)."""
+        means = self.means()
+        if self._line is None:
+            self._line = score_line(means)
+        return self._line
 
     def _compute_means(self) -> dict[str, float | None]:
         n = len(self.window)
@@ -90,6 +102,7 @@ class ArmStats:
         return {
             "total": self.total,
             "total_successes": self.total_successes,
+            "evidence": self.evidence.to_json(),
             "window": [
                 [
                     int(s.success),
@@ -110,6 +123,10 @@ class ArmStats:
             arm.window.append(
                 Sample(bool(row[0]), float(row[1]), float(row[2]), float(row[3]), int(row[4]), int(row[5]))
             )
+        if isinstance(data.get("evidence"), dict):
+            arm.evidence = Evidence.from_json(data["evidence"])
+        else:  # written before evidence was kept: start from the window
+            arm.evidence = Evidence(successes=float(arm.successes), failures=float(arm.n - arm.successes))
         return arm
 
 
@@ -134,6 +151,12 @@ def weighted_score(means: dict[str, float | None], success_rate: float | None = 
         terms["task_recovery_rate"] = means["task_recovery_rate"]
     total = sum(weights.values())
     return sum(weights[k] * terms[k] for k in weights) / total
+
+
+def score_line(means: dict[str, float | None]) -> tuple[float, float]:
+    """The weighted score as a line in the success rate p: (base, weight), score = base + weight * p."""
+    base = weighted_score(means, 0.0)
+    return base, weighted_score(means, 1.0) - base
 
 
 def impact_score(
@@ -161,7 +184,10 @@ def stability_score(health: dict[str, Any] | None, sample: dict[str, Any]) -> fl
 
 
 class PerformanceTracker:
-    """Keeps arm statistics per (error key, strategy) and writes scores and records to the store."""
+    """Keeps arm statistics per (error key, strategy) and writes scores and records to the store.
+
+    Each key has a clock that ticks once per run recorded for it (the evidence's discount runs on
+    it) and a version that changes whenever any of its evidence does (for caches)."""
 
     def __init__(
         self,
@@ -169,6 +195,9 @@ class PerformanceTracker:
         record: Callable[[tuple[Any, ...]], Any] | None = None,
     ) -> None:
         self.arms: dict[tuple[str, str], ArmStats] = {}
+        self.by_key: dict[str, dict[str, ArmStats]] = {}
+        self.clock: dict[str, int] = {}
+        self.version: dict[str, int] = {}
         self.persist = persist
         self.record_row = record
 
@@ -176,7 +205,11 @@ class PerformanceTracker:
         a = self.arms.get((key, strategy_id))
         if a is None:
             a = self.arms[(key, strategy_id)] = ArmStats()
+            self.by_key.setdefault(key, {})[strategy_id] = a
         return a
+
+    def _touch(self, key: str) -> None:
+        self.version[key] = self.version.get(key, 0) + 1
 
     def score(self, key: str, strategy_id: str) -> float | None:
         a = self.arms.get((key, strategy_id))
@@ -186,9 +219,17 @@ class PerformanceTracker:
 
     def add(self, keys: list[str], strategy_id: str, sample: Sample) -> None:
         for key in keys:
+            clock = self.clock[key] = self.clock.get(key, 0) + 1
             arm = self.arm(key, strategy_id)
             arm.add(sample)
+            changed = arm.evidence.observe(sample.success, clock)
+            self._touch(key)
             self._save(key, strategy_id, arm)
+            if changed:  # what worked stopped working: the key's other evidence may be stale too
+                for sid, other in self.by_key[key].items():
+                    if sid != strategy_id:
+                        other.evidence.shrink(SHIFT_KEEP, clock)
+                        self._save(key, sid, other)
 
     def _save(self, key: str, strategy_id: str, arm: ArmStats) -> None:
         if self.persist is not None:
@@ -233,6 +274,11 @@ class PerformanceTracker:
         for key, strategy_id, metrics in rows:
             try:
                 data = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
-                self.arms[(key, strategy_id)] = ArmStats.from_json(data)
-            except (ValueError, TypeError, IndexError, KeyError):
+                arm = ArmStats.from_json(data)
+            except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError):
                 continue
+            self.arms[(key, strategy_id)] = arm
+            self.by_key.setdefault(key, {})[strategy_id] = arm
+            # the clock only ticks when an arm of the key is stamped, so its last value is the largest stamp
+            self.clock[key] = max(self.clock.get(key, 0), arm.evidence.stamp)
+            self._touch(key)

@@ -1,35 +1,26 @@
 """Strategy selection: ``ladder`` (fixed order), ``score`` (the seed's greedy score) and ``adaptive``.
 
-``adaptive`` is Thompson sampling over each (error key, strategy) pair's sliding window: it draws
-a success rate from Beta(1 + successes, 1 + failures) and plugs it into the weighted score, so it
-explores while unsure, settles on what works, and follows a system that changes. It also learns,
-per error key, which level to start a new group at, so that levels that keep failing are skipped;
-it never starts at level 5.
+``adaptive`` is Thompson sampling: for each (error key, strategy) pair it draws a success rate
+from a Beta posterior over the pair's discounted evidence (``evidence.py``, with change
+detection) and an empirical prior (``belief.py``), and plugs the draw into the seed's weighted
+score, so it explores while unsure, settles on what works, and follows a farm that changes.
+The first strategy of a new group is drawn the same way among every strategy that can run below
+level 5, valued with what escalating after it would cost, and the group starts at that
+strategy's level: levels below are skipped, not run, and never level 5 (SPEC 3). A skipped
+strategy keeps being drawn: its evidence decays, so its posterior widens and it is tried again.
+Every decision carries its reason and its choice probability.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import random
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, weighted_score
-from coordinator_plugins.error_handling.model import utcnow
+from coordinator_plugins.error_handling.learning.belief import Belief, KeyView, choice_probability, plan_first
+from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
-
-LEVEL_WINDOW = 20
-SKIP_BELOW = 0.2  # a level whose sampled success rate is below this is skipped at the start
-_NO_DATA: dict[str, float | None] = {
-    "success_rate": None,
-    "execution_time": None,
-    "impact_score": None,
-    "stability_score": None,
-    "task_recovery_rate": None,
-}
 
 
 @dataclass(slots=True)
@@ -52,6 +43,16 @@ class Decision:
         }
 
 
+@dataclass(slots=True)
+class StartChoice:
+    """Where a new group's recovery starts, why, and (for policies that choose it up front) its
+    first decision."""
+
+    level: int
+    reason: str
+    decision: Decision | None = None
+
+
 class SelectionPolicy:
     name = "base"
 
@@ -66,8 +67,14 @@ class SelectionPolicy:
         """The level a new group starts at; ``levels`` are those that have candidate strategies."""
         return 1, "new groups start at level 1"
 
+    def start(self, key: str, strategies: Sequence[RecoveryStrategy], max_level: int) -> StartChoice:
+        """The start of a new group's recovery among ``strategies`` (those that may run for it)."""
+        levels = [lv for lv, allowed in LEVEL_STRATEGIES.items() if any(s.level in allowed for s in strategies)]
+        return StartChoice(*self.start_level(key, max_level, levels))
+
     def record_level(self, key: str, level: int, success: bool) -> None:
-        """Outcome of one level of one recovery (used by learners)."""
+        """Outcome of one level of one recovery, for policies that learn per level (the built-in
+        ones learn from the strategy evidence in ``perf`` instead)."""
 
     def explain(self, candidates: Sequence[RecoveryStrategy], key: str, level: int) -> list[dict[str, Any]]:
         return []
@@ -110,111 +117,94 @@ class ScorePolicy(SelectionPolicy):
 
 
 class AdaptivePolicy(SelectionPolicy):
-    """Thompson sampling on the weighted score, and a learned start level."""
+    """Thompson sampling on the weighted score, over discounted evidence with change detection;
+    the first strategy of a new group is chosen among every strategy that can run below level 5,
+    and the group starts at the level that strategy runs at."""
 
     name = "adaptive"
 
-    def __init__(
-        self,
-        perf: PerformanceTracker,
-        rng: random.Random,
-        persist: Callable[[str, Any, tuple[Any, ...]], Any] | None = None,
-    ) -> None:
+    def __init__(self, perf: PerformanceTracker, rng: random.Random) -> None:
         super().__init__(perf, rng)
-        self.levels: dict[str, dict[int, deque[bool]]] = {}
-        self.persist = persist
+        self._views: dict[str, KeyView] = {}
 
-    def _params(self, s: RecoveryStrategy, key: str) -> tuple[int, int, float, float]:
-        """(successes, samples, base, weight): the utility of a success rate p is base + weight * p."""
-        arm = self.perf.arms.get((key, _sid(s)))
-        means = arm.means() if arm is not None and arm.n else _NO_DATA
-        base = weighted_score(means, 0.0)
-        weight = weighted_score(means, 1.0) - base
-        return (arm.successes, arm.n, base, weight) if arm is not None and arm.n else (0, 0, base, weight)
+    def view(self, key: str) -> KeyView:
+        v = self._views.get(key)
+        if v is None or v.version != self.perf.version.get(key, 0):
+            v = self._views[key] = KeyView(self.perf, key)
+        return v
 
-    def _choice_probability(self, params: dict[str, tuple[int, int, float, float]], best: str) -> float:
-        """P(best has the highest utility), each posterior approximated by a normal distribution."""
-
-        def moments(p: tuple[int, int, float, float]) -> tuple[float, float]:
-            a, b = 1 + p[0], 1 + p[1] - p[0]
-            mean = a / (a + b)
-            var = a * b / ((a + b) ** 2 * (a + b + 1))
-            return p[2] + p[3] * mean, (p[3] ** 2) * var
-
-        mb, vb = moments(params[best])
-        prob = 1.0
-        for sid, p in params.items():
-            if sid != best:
-                mj, vj = moments(p)
-                prob *= 0.5 * (1.0 + math.erf((mb - mj) / math.sqrt(2.0 * (vb + vj) + 1e-12)))
-        return prob
+    def _draw(self, options: dict[str, Belief]) -> dict[str, float]:
+        return {sid: o.base + o.weight * self.rng.betavariate(o.a, o.b) for sid, o in options.items()}
 
     def choose(self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]) -> Decision:
         fresh = [s for s in candidates if _sid(s) not in tried] or list(candidates)
-        params = {_sid(s): self._params(s, key) for s in fresh}
-        draws = {sid: p[2] + p[3] * self.rng.betavariate(1 + p[0], 1 + p[1] - p[0]) for sid, p in params.items()}
+        view = self.view(key)
+        options = {_sid(s): view.belief(_sid(s)) for s in fresh}
+        draws = self._draw(options)
         best = max(draws, key=lambda k: draws[k])
         if len(fresh) == 1:
             return Decision(best, level, self.name, "only candidate left at this level", 1.0, draws)
-        succ, n = params[best][0], params[best][1]
-        reason = f"Thompson draw {draws[best]:.3f} highest of {len(fresh)}; " + (
-            f"{succ}/{n} recent successes" if n else "untried: exploring"
-        )
-        return Decision(best, level, self.name, reason, self._choice_probability(params, best), draws)
+        reason = f"Thompson draw {draws[best]:.3f} highest of {len(fresh)}; " + _evidence(options[best])
+        return Decision(best, level, self.name, reason, choice_probability(options, best), draws)
 
     def explain(self, candidates: Sequence[RecoveryStrategy], key: str, level: int) -> list[dict[str, Any]]:
-        params = {_sid(s): self._params(s, key) for s in candidates}
+        view = self.view(key)
+        options = {_sid(s): view.belief(_sid(s)) for s in candidates}
         return [
-            {"strategy_id": sid, "choice_probability": round(self._choice_probability(params, sid), 3)}
-            for sid in params
+            {"strategy_id": sid, "choice_probability": round(choice_probability(options, sid), 3)} for sid in options
         ]
 
-    # -- start level -------------------------------------------------------------------------
-    def _level_window(self, key: str, level: int) -> deque[bool]:
-        return self.levels.setdefault(key, {}).setdefault(level, deque(maxlen=LEVEL_WINDOW))
+    # -- the first strategy of a new group ---------------------------------------------------------
+    def first_options(
+        self, key: str, strategies: Sequence[RecoveryStrategy], max_level: int
+    ) -> tuple[dict[str, Belief], dict[str, int]]:
+        """Every strategy that can run below level 5, valued as the first run of a recovery."""
+        return plan_first(self.view(key), strategies, max_level)
 
-    def record_level(self, key: str, level: int, success: bool) -> None:
-        self._level_window(key, level).append(success)
-        if self.persist is not None:
-            state = {str(lv): [int(x) for x in w] for lv, w in self.levels[key].items()}
-            self.persist("learner", f"levels:{key}", (f"levels:{key}", json.dumps(state), utcnow()))
+    def start(self, key: str, strategies: Sequence[RecoveryStrategy], max_level: int) -> StartChoice:
+        options, levels = self.first_options(key, strategies, max_level)
+        if not options:
+            return StartChoice(1, "no strategy can run below level 5: start at level 1")
+        draws = self._draw(options)
+        best = max(draws, key=lambda k: draws[k])
+        level = levels[best]
+        prob = choice_probability(options, best) if len(options) > 1 else 1.0
+        reason = f"first of a new group: Thompson value {draws[best]:.3f} highest of {len(options)}; " + _evidence(
+            options[best]
+        )
+        skipped = list(range(1, level))
+        start_reason = f"start at level {level} with {best}" + (
+            f"; levels {skipped} skipped" if skipped else ""
+        ) + f" (chosen with probability {prob:.2f} among every strategy below level 5)"
+        return StartChoice(level, start_reason, Decision(best, level, self.name, reason, prob, draws))
 
-    def start_level(self, key: str, max_level: int, levels: Sequence[int] = (1, 2, 3, 4, 5)) -> tuple[int, str]:
-        top = max(1, min(4, max_level))
-        usable = [lv for lv in sorted(levels) if lv <= top]
-        if not usable:
-            return 1, "no level below 5 has a candidate strategy: start at level 1"
-        skipped: list[int] = []
-        for level in usable:
-            w = self._level_window(key, level)
-            succ = sum(w)
-            q = self.rng.betavariate(1 + succ, 1 + len(w) - succ)
-            if len(w) < 3 or q >= SKIP_BELOW or level == usable[-1]:
-                if skipped:
-                    return level, (
-                        f"levels {skipped} skipped: they kept failing for {key} (sampled success below {SKIP_BELOW})"
-                    )
-                return level, "start at level 1: lower levels have not been shown to fail"
-            skipped.append(level)
-        return top, "start level capped below 5"
+    def first_choices(self, key: str, strategies: Sequence[RecoveryStrategy], max_level: int) -> list[dict[str, Any]]:
+        """For explanations: each option's level and its probability of being chosen first now."""
+        options, levels = self.first_options(key, strategies, max_level)
+        rows = [
+            {"strategy_id": sid, "level": levels[sid], "probability": round(choice_probability(options, sid), 3)}
+            for sid in options
+        ]
+        return sorted(rows, key=lambda r: -r["probability"])
 
     def load(self, rows: list[tuple[str, str]]) -> None:
-        for k, state in rows:
-            if not k.startswith("levels:"):
-                continue
-            try:
-                data = json.loads(state) if isinstance(state, str) else state
-                self.levels[k[len("levels:") :]] = {
-                    int(lv): deque((bool(x) for x in vals), maxlen=LEVEL_WINDOW) for lv, vals in data.items()
-                }
-            except (ValueError, TypeError, AttributeError):
-                continue
+        """Learner rows of earlier versions (learned start levels) are superseded: the start now
+        follows from the strategies' evidence, which is restored with the strategy scores."""
 
-    def level_summary(self) -> dict[str, dict[str, Any]]:
-        return {
-            k: {str(lv): {"attempts": len(w), "successes": sum(w)} for lv, w in sorted(v.items())}
-            for k, v in self.levels.items()
-        }
+    def key_summary(self, key: str) -> dict[str, Any]:
+        view = self.view(key)
+        shifts = [
+            {"strategy_id": sid, "runs_ago": view.clock - arm.evidence.changed_at, "detected": arm.evidence.changes}
+            for sid, arm in view.arms.items()
+            if arm.evidence.changes
+        ]
+        return {"runs": view.clock, "prior_success_rate": round(view.prior_mean, 4), "shifts_detected": shifts}
+
+
+def _evidence(o: Belief) -> str:
+    if o.runs < 0.05:
+        return "no recent evidence: exploring"
+    return f"{o.successes:.1f} of {o.runs:.1f} recent runs succeeded (discounted)"
 
 
 def make_policy(
@@ -223,10 +213,12 @@ def make_policy(
     rng: random.Random,
     persist: Callable[[str, Any, tuple[Any, ...]], Any] | None = None,
 ) -> SelectionPolicy:
+    """The named policy. ``persist`` is accepted for policies with state of their own; the
+    built-in ones keep everything they learn in ``perf``, which is persisted with the scores."""
     if name == "ladder":
         return LadderPolicy(perf, rng)
     if name == "score":
         return ScorePolicy(perf, rng)
     if name == "adaptive":
-        return AdaptivePolicy(perf, rng, persist)
+        return AdaptivePolicy(perf, rng)
     raise ValueError(f"selection: unknown policy {name!r}; accepted: adaptive, score, ladder")

@@ -7,7 +7,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
+from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy, StartChoice
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryLevel, RecoveryStrategy
 
 Truth = Callable[[str, str], float]  # (error_type, strategy_id) -> success probability
@@ -35,31 +35,65 @@ class SyntheticStrategy(RecoveryStrategy):
 
 
 class OraclePolicy(SelectionPolicy):
-    """Knows the true probabilities: starts at the level of the best strategy and picks the one
-    with the best expected cost per success (duration / probability)."""
+    """Knows the true probabilities and plans each recovery: for every start level below 5 it
+    follows the escalation that runs, at each level, the candidate not run yet with the lowest
+    cost per success (``cost(strategy) / p``), and starts where the expected cost until success,
+    plus ``fail_cost`` if every level fails, is lowest. ``cost`` is the nominal duration by
+    default (time to recovery); a constant 1 makes it minimise strategy runs."""
 
     name = "oracle"
 
-    def __init__(self, truth: Truth, strategies: dict[str, RecoveryStrategy], max_level: int = 5) -> None:
+    def __init__(
+        self,
+        truth: Truth,
+        strategies: dict[str, RecoveryStrategy],
+        max_level: int = 5,
+        cost: Callable[[RecoveryStrategy], float] | None = None,
+        fail_cost: float = 0.0,
+    ) -> None:
         super().__init__(None, random.Random(0))  # type: ignore[arg-type]
         self.truth = truth
         self.strategies = strategies
         self.max_level = max_level
-        self.current_type = ""
+        self.cost = cost or (lambda s: getattr(s, "duration", 1.0) or 1e-3)
+        self.fail_cost = fail_cost
 
-    def _cost(self, s: RecoveryStrategy) -> float:
-        p = self.truth(self.current_type, s.strategy_id)
-        d = getattr(s, "duration", 1.0) or 1e-3
-        return d / p if p > 0 else float("inf")
+    def _ratio(self, error_type: str, s: RecoveryStrategy) -> float:
+        p = self.truth(error_type, s.strategy_id)
+        return self.cost(s) / p if p > 0 else float("inf")
+
+    def _pick(self, error_type: str, candidates: Sequence[RecoveryStrategy], tried: set[str]) -> RecoveryStrategy:
+        fresh = [s for s in candidates if s.strategy_id not in tried] or list(candidates)
+        return min(fresh, key=lambda s: (self._ratio(error_type, s), -self.truth(error_type, s.strategy_id)))
 
     def choose(self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]) -> Decision:
-        self.current_type = key.split("@")[0]
-        fresh = [s for s in candidates if s.strategy_id not in tried] or list(candidates)
-        best = min(fresh, key=self._cost)
+        best = self._pick(key.split("@")[0], candidates, tried)
         return Decision(best.strategy_id, level, self.name, "knows the truth", 1.0)
 
+    def plan(self, error_type: str, strategies: Sequence[RecoveryStrategy], start: int) -> tuple[float, str | None]:
+        """(expected cost, first strategy id) of the recovery that starts at ``start``."""
+        expected, reach, tried, first = 0.0, 1.0, set[str](), None
+        for level in range(start, self.max_level + 1):
+            cands = [s for s in strategies if s.level in LEVEL_STRATEGIES[level] and s.strategy_id not in tried]
+            if not cands:
+                continue
+            s = self._pick(error_type, cands, tried)
+            first = first or s.strategy_id
+            expected += reach * self.cost(s)
+            reach *= 1.0 - self.truth(error_type, s.strategy_id)
+            tried.add(s.strategy_id)
+        return expected + reach * self.fail_cost, first
+
+    def start(self, key: str, strategies: Sequence[RecoveryStrategy], max_level: int) -> StartChoice:
+        et = key.split("@")[0]
+        plans = [(self.plan(et, strategies, lv), lv) for lv in range(1, min(4, max_level) + 1)]
+        (_, first), level = min(plans, key=lambda p: (p[0][0], p[1]))
+        if first is None:
+            return StartChoice(1, "no strategy can run below level 5")
+        decision = Decision(first, level, self.name, "knows the truth", 1.0)
+        return StartChoice(level, "the plan with the lowest expected cost", decision)
+
     def start_level(self, key: str, max_level: int, levels: Sequence[int] = (1, 2, 3, 4, 5)) -> tuple[int, str]:
-        self.current_type = key.split("@")[0]
-        best = min(self.strategies.values(), key=self._cost)
-        levels = [lv for lv, allowed in LEVEL_STRATEGIES.items() if best.level in allowed and lv <= min(4, max_level)]
-        return (min(levels) if levels else 1), "the best strategy's lowest level"
+        """The planned start level alone (``choose`` then picks the plan's first strategy)."""
+        start = self.start(key, list(self.strategies.values()), max_level)
+        return start.level, start.reason

@@ -48,23 +48,34 @@ def explain_strategies(integ: EnhancedErrorHandlingIntegration, error_type: str 
     policy = integ.policy
     known = {k.split("@")[0] for (k, _) in integ.performance_recovery.arms}
     types = [error_type] if error_type else sorted(known | {"network", "worker", "database", "timeout"})
+    max_level = integ.config.max_recovery_level
     result: dict[str, Any] = {}
     for et in types:
         entries = {r["strategy_id"]: r for r in recommendations(integ, et)}
         start_level, start_reason = 1, "new groups start at level 1"
+        first: list[dict[str, Any]] = []
         if isinstance(policy, AdaptivePolicy):
-            start_level, start_reason = policy.start_level(et, integ.config.max_recovery_level,
-                                                           rm.levels_with_candidates())
-        for level in range(1, integ.config.max_recovery_level + 1):
+            first = policy.first_choices(et, list(rm.strategies.values()), max_level)
+            if first:
+                start_level = first[0]["level"]
+                start_reason = (
+                    f"a new group most likely starts at level {start_level} with {first[0]['strategy_id']} "
+                    f"(probability {first[0]['probability']:.2f}); the first strategy is drawn among every "
+                    "strategy that can run below level 5"
+                )
+            for row in first:
+                entries[row["strategy_id"]]["first_choice"] = {"level": row["level"], "probability": row["probability"]}
+        for level in range(1, max_level + 1):
             cands = [s for s in rm.strategies.values() if s.level in LEVEL_STRATEGIES[level]]
             for row in policy.explain(cands, et, level):
                 entries[row["strategy_id"]].setdefault("by_level", {})[str(level)] = row
         for entry in entries.values():
-            entry["why"] = _why(entry, policy.name, start_level)
+            entry["why"] = _why(entry, policy.name)
         result[et] = {
             "start_level": start_level,
             "start_reason": start_reason,
-            "levels": (policy.level_summary().get(et, {}) if isinstance(policy, AdaptivePolicy) else {}),
+            "first_choice": first,
+            "evidence": policy.key_summary(et) if isinstance(policy, AdaptivePolicy) else {},
             "strategies": list(entries.values()),
         }
     return {
@@ -75,23 +86,27 @@ def explain_strategies(integ: EnhancedErrorHandlingIntegration, error_type: str 
     }
 
 
-def _why(entry: dict[str, Any], policy: str, start_level: int) -> str:
+def _why(entry: dict[str, Any], policy: str) -> str:
     levels = entry["progressive_levels"]
-    if levels and max(levels) < start_level:
-        return f"not run for new groups: its levels {levels} are below the learned start level {start_level}"
     if policy == "ladder":
         return f"runs in registration order at levels {levels}"
+    first = entry.get("first_choice")
+    opening = (
+        f"; first for a new group with probability {first['probability']:.2f} (at level {first['level']})"
+        if first
+        else ("; never first: it runs only at level 5, after the levels below failed" if policy == "adaptive" else "")
+    )
     n = entry["samples"]
     if n == 0:
         return (
             "untried: scored as a neutral 0.5"
             if policy == "score"
-            else "untried: a uniform prior gives it a fair chance to be explored"
+            else "untried: its prior gives it a chance to be explored" + opening
         )
     sr = entry["success_rate"] or 0.0
     probs = [v.get("choice_probability") for v in entry.get("by_level", {}).values() if "choice_probability" in v]
-    chance = f"; chosen with probability up to {max(probs):.2f}" if probs else ""
-    return f"{sr:.0%} success over its last {n} runs, score {entry['score']:.3f}{chance}"
+    chance = f"; chosen at a level it shares with others with probability up to {max(probs):.2f}" if probs else ""
+    return f"{sr:.0%} success over its last {n} runs, score {entry['score']:.3f}{opening}{chance}"
 
 
 async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from coordinator_plugins.error_handling.learning.learn import HeldRun, Learner
 from coordinator_plugins.error_handling.learning.performance import (
     PerformanceTracker,
 )
-from coordinator_plugins.error_handling.learning.policy import SelectionPolicy
+from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
@@ -237,11 +237,14 @@ class RecoveryManager(RecoveryOutcomes):
         if await self._screen(report, targets, info):
             return self._nothing_left(report, st, info)
         level = st.level
+        first: Decision | None = None  # a first decision the policy made with the start level
         if st.recoveries == 0 and level == 1:
-            learned, reason = self.policy.start_level(key, cfg.max_recovery_level,
-                                                      self.levels_with_candidates(report.category.value))
-            level = max(1, min(learned, cfg.max_recovery_level))
-            info["start_reason"] = reason
+            # the first strategy is chosen among every one that can act on the category below L5;
+            # the start level follows from it (levels below are skipped, not run)
+            start = self.policy.start(key, self.candidates.for_category(report.category.value),
+                                      cfg.max_recovery_level)
+            level, first = max(1, min(start.level, cfg.max_recovery_level)), start.decision
+            info["start_reason"] = start.reason
             if level > 1:
                 info["skipped_levels"] = list(range(1, level))
         backoff = cfg.escalation_backoff
@@ -252,7 +255,8 @@ class RecoveryManager(RecoveryOutcomes):
         later: list[tuple[HeldRun, int]] = []  # runs learned once it is known the task is not poison
         try:
             while level <= cfg.max_recovery_level:
-                result = await self._run_level(report, level, key, record_keys, tried, info, targets, st)
+                result = await self._run_level(report, level, key, record_keys, tried, info, targets, st, first)
+                first = None
                 if result is None:  # no applicable strategy: passed over
                     level += 1
                     continue
@@ -310,6 +314,7 @@ class RecoveryManager(RecoveryOutcomes):
         info: dict[str, Any],
         targets: Targets,
         st: LevelState,
+        first: Decision | None = None,
     ) -> StrategyResult | None:
         allowed = LEVEL_STRATEGIES[level]
         candidates = [s for s in self.candidates.for_category(report.category.value) if s.level in allowed]
@@ -319,7 +324,11 @@ class RecoveryManager(RecoveryOutcomes):
         nothing = info.setdefault("_found_nothing", set())  # looked in this recovery, found nothing
         candidates = [s for s in candidates if s.strategy_id not in nothing and await s.applicable(probe)]
         while candidates:
-            decision = self.policy.choose(candidates, key, level, tried)
+            if first is not None and any(s.strategy_id == first.strategy_id for s in candidates):
+                decision = first
+            else:
+                decision = self.policy.choose(candidates, key, level, tried)
+            first = None
             strategy = self.strategies[decision.strategy_id]
             if level >= 3 and not self.budget.try_acquire(report.context.component):
                 wait = self.budget.retry_after(report.context.component)

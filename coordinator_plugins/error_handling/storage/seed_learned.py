@@ -1,15 +1,14 @@
-"""The seed's recovery records replayed through this plugin's learners: evidence, timeouts, levels."""
+"""The seed's recovery records replayed through this plugin's learners: strategy evidence (from
+which the adaptive policy also chooses where a new group starts) and timeouts."""
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from coordinator_plugins.error_handling.learning.performance import WINDOW, PerformanceTracker, Sample
-from coordinator_plugins.error_handling.learning.policy import LEVEL_WINDOW, AdaptivePolicy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import utcnow
 from coordinator_plugins.error_handling.storage.schema import dumps
@@ -80,7 +79,6 @@ def learn(
     cap = Capture()
     perf = PerformanceTracker(cap)
     learned_timeouts = AdaptiveTimeouts(30.0, cap)
-    levels = AdaptivePolicy(perf, random.Random(0), cap)
     seeded: dict[tuple[str, str], datetime | None] = {}
     for row in timeouts:
         et, sid, t = row.get("error_type"), row.get("strategy_id"), row.get("timeout")
@@ -89,17 +87,13 @@ def learn(
             continue
         learned_timeouts.load([(str(et), str(sid), number(t, 0.0), None, None, 0)])
         seeded[(str(et), str(sid))] = utc(row.get("last_updated"))
-    # Only an arm's last WINDOW runs are its evidence (the others count in its totals), and only a
-    # level's last LEVEL_WINDOW outcomes: those are replayed through the learners, every duration
-    # through the timeouts (a smoothed estimate depends on all of them).
+    # Only an arm's last WINDOW runs are replayed into its window and evidence (the others count in
+    # its totals); every duration goes through the timeouts (a smoothed estimate depends on all).
     runs: dict[tuple[str, str], list[Sample]] = defaultdict(list)
-    level_runs: dict[tuple[str, int], list[bool]] = defaultdict(list)
-    for sid, _, et, elapsed, ok, _, hw, affected, recovered, _, impact, stability, _, _, level, outcome in perf_rows:
+    for sid, _, et, elapsed, ok, _, hw, affected, recovered, _, impact, stability, _, _, _, outcome in perf_rows:
         sample = Sample(ok, elapsed, impact, stability, affected, recovered)
         for key in [et, f"{et}@{hw}"] if hw else [et]:
             runs[(key, sid)].append(sample)
-            if level is not None:
-                level_runs[(key, level)].append(ok)
         if outcome == "timeout":
             learned_timeouts.observe_timeout(et, sid)
         elif ok:
@@ -110,9 +104,6 @@ def learn(
         arm.total, arm.total_successes = len(older), sum(1 for s in older if s.success)
         for sample in recent:
             perf.add([key], sid, sample)
-    for (key, level), outcomes in level_runs.items():
-        for ok in outcomes[-LEVEL_WINDOW:]:
-            levels.record_level(key, level, ok)
     for (et, sid), updated in seeded.items():
         if (et, sid) not in cap.rows["timeout"]:
             est = learned_timeouts.estimate(et, sid)
