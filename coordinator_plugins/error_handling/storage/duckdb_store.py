@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 import duckdb
 
 from coordinator_plugins.error_handling.model import ErrorReport
+from coordinator_plugins.error_handling.storage.base import StoreUnavailable
 from coordinator_plugins.error_handling.storage.batch import Batch
 from coordinator_plugins.error_handling.storage.schema import SCHEMA, UPSERTS
 from coordinator_plugins.error_handling.storage.seed_migration import migrate_seed_database
@@ -29,10 +30,6 @@ R = TypeVar("R")
 SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
 
 Cursor = duckdb.DuckDBPyConnection
-
-
-class StoreUnavailable(RuntimeError):
-    """The database cannot be opened (locked by another process, unreadable, ...)."""
 
 
 class Store(Protocol):
@@ -61,7 +58,9 @@ class DuckDBStore(WriterLoop):
         group_interval: float = 0.2,
         gather: float = 0.001,
         memory_mb: int = 64,
+        fallback_to_memory: bool = False,
     ) -> None:
+        self.fallback_to_memory = fallback_to_memory
         self.path = path
         self.memory_mb = memory_mb
         self.queue_limit = queue_limit
@@ -132,7 +131,9 @@ class DuckDBStore(WriterLoop):
             raise
         return con
 
-    async def open(self, fallback_to_memory: bool = False) -> None:
+    async def open(self, fallback_to_memory: bool | None = None) -> None:
+        if fallback_to_memory is None:
+            fallback_to_memory = self.fallback_to_memory
         self._loop = asyncio.get_running_loop()
         try:
             self._con = await asyncio.to_thread(self._connect)
