@@ -61,7 +61,9 @@ class StoreClosed(StoreError, ConnectionError):
 
 
 class StoreFull(StoreError):
-    """The store's write queue is at its limit: the write was refused, nothing was queued."""
+    """The store cannot queue the write at all: it was refused, nothing was queued. (The DuckDB
+    store never raises it: past ``write_queue_limit`` it keeps the count of an occurrence and
+    drops its row, counted in ``StoreStatus.dropped_occurrences``.)"""
 
 
 @runtime_checkable
