@@ -25,7 +25,8 @@ from coordinator_plugins.error_handling.model import (
     enum_member,
     utcnow,
 )
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.base import Store
+from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
@@ -58,7 +59,7 @@ class ErrorHandler:
 
     def __init__(
         self,
-        store: DuckDBStore,
+        store: Store,
         hook_timeout: float = 5.0,
         regression_window: float = 600.0,
         max_groups: int = 50_000,
@@ -76,6 +77,7 @@ class ErrorHandler:
         self.by_severity: dict[str, int] = {}
         self.by_category: dict[str, int] = {}
         self.regressions = 0
+        self._changed = True
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
 
@@ -147,10 +149,12 @@ class ErrorHandler:
             now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it
         if group is not None:
             _add_targets(group, workers, tasks, metadata)
+        self._changed = True  # for report(): the group changed beyond its count and last_seen
         if group is not None and group.is_open:
             group.aggregated_count += 1
             group.last_seen = now
-            if cls.severity > group.error_severity:
+            self._changed = cls.severity > group.error_severity
+            if self._changed:
                 group.error_severity = cls.severity
             group.new_group = False
             group.is_regression = False
@@ -206,14 +210,22 @@ class ErrorHandler:
     ) -> tuple[ErrorReport, int]:
         """Classify, group, queue for persistence and run hooks. Returns (report, write seq)."""
         report, message, metadata = self.build(error, context)
-        seq = self.store.enqueue_occurrence(report, message, metadata)
+        # snapshots: the store's writer never reads the live report, which keeps changing
+        # A group snapshot only when the group is new or changed beyond its count and last_seen.
+        changed = self._changed or not report.persisted
+        seq = self.store.record_occurrence(
+            OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report) if changed else None
+        )
+        report.persisted = True  # queued: the store writes it (with this occurrence) from now on
         await self.hooks.run(report)
         return report, seq
 
     def persist(self, report: ErrorReport) -> int:
         """Queue the group's current state for writing."""
         self.groups.mark(report)
-        return self.store.enqueue_group(report)
+        seq = self.store.save_group(GroupRecord.of(report))
+        report.persisted = True
+        return seq
 
     # -- retry ----------------------------------------------------------------------------------
     async def retry_operation(
