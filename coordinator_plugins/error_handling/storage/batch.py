@@ -45,19 +45,24 @@ def chunks(rows: list[Any], size: int = CHUNK) -> Any:
 
 
 class Batch:
-    """Writes gathered between two commits."""
+    """Writes gathered between two commits, each with the write number (seq) that queued it, so
+    that a write the database refuses fails its own waiter and no other (see WriterLoop._salvage)."""
 
     __slots__ = (
+        "group_seq",
         "groups",
         "occ_hw",
         "occ_id",
         "occ_md",
         "occ_msg",
+        "occ_seq",
         "occ_task",
         "occ_ts",
         "occ_worker",
         "ops",
+        "ops_seq",
         "seq",
+        "upsert_seq",
         "upserts",
     )
 
@@ -70,20 +75,74 @@ class Batch:
         self.occ_task: list[str | None] = []
         self.occ_hw: list[str | None] = []
         self.occ_md: list[dict[str, Any] | None] = []
+        self.occ_seq: list[int] = []  # the seq of each occurrence
         self.groups: dict[str, ErrorReport] = {}
+        self.group_seq: dict[str, list[int]] = {}  # seqs of enqueue_group calls, by group
         self.upserts: dict[str, dict[Any, tuple[Any, ...]]] = {}
+        self.upsert_seq: dict[tuple[str, Any], list[int]] = {}
         self.ops: list[tuple[str, Any]] = []
+        self.ops_seq: list[int] = []
 
     def size(self) -> int:
         return len(self.occ_id) + len(self.groups) + len(self.ops) + sum(len(v) for v in self.upserts.values())
 
     def absorb(self, newer: Batch) -> None:
-        for name in (*OCC_COLUMNS, "ops"):
+        for name in (*OCC_COLUMNS, "occ_seq", "ops", "ops_seq"):
             getattr(self, name).extend(getattr(newer, name))
         self.groups.update(newer.groups)
+        for gid, seqs in newer.group_seq.items():
+            self.group_seq.setdefault(gid, []).extend(seqs)
         for kind, rows in newer.upserts.items():
             self.upserts.setdefault(kind, {}).update(rows)
-        self.seq = newer.seq
+        for key, seqs in newer.upsert_seq.items():
+            self.upsert_seq.setdefault(key, []).extend(seqs)
+        self.seq = max(self.seq, newer.seq)
+
+    def seqs(self) -> list[int]:
+        """Every write number this batch carries."""
+        out = list(self.occ_seq) + list(self.ops_seq)
+        for seqs in (*self.group_seq.values(), *self.upsert_seq.values()):
+            out.extend(seqs)
+        return out
+
+    def units(self) -> list[Batch]:
+        """The batch in its smallest independent parts: each group with its own occurrences, each
+        upsert, each operation. A part's rows stand or fall together; no part needs another."""
+        out: list[Batch] = []
+        by_group: dict[str, list[int]] = {}
+        for i, gid in enumerate(self.occ_id):
+            by_group.setdefault(gid, []).append(i)
+        for gid in {**dict.fromkeys(self.groups), **dict.fromkeys(by_group)}:
+            u = Batch()
+            for i in by_group.get(gid, ()):
+                for name in (*OCC_COLUMNS, "occ_seq"):
+                    getattr(u, name).append(getattr(self, name)[i])
+            if gid in self.groups:
+                u.groups[gid] = self.groups[gid]
+            if gid in self.group_seq:
+                u.group_seq[gid] = list(self.group_seq[gid])
+            u.seq = self.seq
+            out.append(u)
+        for kind, by_key in self.upserts.items():
+            for key, row in by_key.items():
+                u = Batch()
+                u.upserts = {kind: {key: row}}
+                u.upsert_seq = {(kind, key): list(self.upsert_seq.get((kind, key), ()))}
+                u.seq = self.seq
+                out.append(u)
+        op_seqs = self.ops_seq + [0] * (len(self.ops) - len(self.ops_seq))  # 0: nobody waits on it
+        for op, seq in zip(self.ops, op_seqs, strict=True):
+            u = Batch()
+            u.ops, u.ops_seq, u.seq = [op], [seq], self.seq
+            out.append(u)
+        return out
+
+    @staticmethod
+    def merged(parts: list[Batch]) -> Batch:
+        b = Batch()
+        for p in parts:
+            b.absorb(p)
+        return b
 
 
 def occurrence_columns(batch: Batch) -> list[list[Any]]:

@@ -22,7 +22,7 @@ from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.storage.batch import Batch
 from coordinator_plugins.error_handling.storage.schema import SCHEMA, UPSERTS
 from coordinator_plugins.error_handling.storage.seed_migration import migrate_seed_database
-from coordinator_plugins.error_handling.storage.writer import WriterLoop
+from coordinator_plugins.error_handling.storage.writer import WriteRefused, WriterLoop
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -38,7 +38,27 @@ class StoreUnavailable(RuntimeError):
 class Store(Protocol):
     """What the plugin needs from persistence. A PostgreSQL store would implement the same."""
 
-    def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int: ...
+    def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int:
+        with self._lock:
+            b = self._batch
+            b.groups[report.error_id] = report
+            seq = self._mark()
+            if self._occ_pending >= self.queue_limit:
+                self.dropped_occurrences += 1  # the group row still carries the count
+                b.group_seq.setdefault(report.error_id, []).append(seq)
+            else:
+                self._occ_pending += 1
+                c = report.context
+                b.occ_id.append(report.error_id)
+                b.occ_ts.append(report.last_seen)
+                b.occ_msg.append(message)
+                b.occ_worker.append(c.worker_id)
+                b.occ_task.append(c.task_id)
+                b.occ_hw.append(c.hardware_id)
+                b.occ_md.append(metadata or None)
+                b.occ_seq.append(seq)
+            return seq
+
     def enqueue_group(self, report: ErrorReport) -> int: ...
     def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int: ...
     def enqueue_performance(self, row: tuple[Any, ...]) -> int: ...
@@ -101,6 +121,8 @@ class DuckDBStore(WriterLoop):
         self._occ_pending = 0
         self.dropped_occurrences = 0
         self.dropped_writes = 0
+        # seq -> why the database refused that write (the most recent REFUSED_KEPT of them)
+        self._refused: dict[int, str] = {}
         self.commits = 0
         self.rows_written = 0
         self.last_error: str | None = None
@@ -208,20 +230,30 @@ class DuckDBStore(WriterLoop):
                 b.occ_hw.append(c.hardware_id)
                 b.occ_md.append(metadata or None)
             b.groups[report.error_id] = report
-            return self._mark()
+            seq = self._mark()
+            if b.occ_id and len(b.occ_seq) < len(b.occ_id):
+                b.occ_seq.append(seq)
+            return seq
 
     def enqueue_group(self, report: ErrorReport) -> int:
         with self._lock:
-            self._batch.groups[report.error_id] = report
-            return self._mark()
+            b = self._batch
+            b.groups[report.error_id] = report
+            seq = self._mark()
+            b.group_seq.setdefault(report.error_id, []).append(seq)
+            return seq
 
     def _put(self, kind: str, key: Any, payload: Any) -> int:
         with self._lock:
+            b = self._batch
+            seq = self._mark()
             if kind in UPSERTS:
-                self._batch.upserts.setdefault(kind, {})[key] = payload
+                b.upserts.setdefault(kind, {})[key] = payload
+                b.upsert_seq.setdefault((kind, key), []).append(seq)
             else:
-                self._batch.ops.append((kind, payload))
-            return self._mark()
+                b.ops.append((kind, payload))
+                b.ops_seq.append(seq)
+            return seq
 
     def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int:
         if kind not in UPSERTS:
@@ -239,6 +271,9 @@ class DuckDBStore(WriterLoop):
         within ``timeout`` seconds (checked every SWEEP_INTERVAL, so up to that much later);
         ConnectionError when the store closes first."""
         if seq <= self._committed:
+            reason = self._refused.get(seq)
+            if reason is not None:
+                raise WriteRefused(reason)
             return
         if self._writer is None or self._loop is None:
             raise ConnectionError("store is not open")
@@ -276,10 +311,18 @@ class DuckDBStore(WriterLoop):
         await fut
 
     def _release_waiters(self) -> None:
+        """Release the waits whose write is committed; a write the database refused fails its
+        own waiter (WriteRefused), and no other."""
+        refused = self._refused
         for waiters, done in ((self._waiters, self._committed), (self._flush_waiters, self._groups_committed)):
             while waiters and waiters[0][0] <= done:
-                _, _, fut = heapq.heappop(waiters)
-                if not fut.done():
+                seq, _, fut = heapq.heappop(waiters)
+                if fut.done():
+                    continue
+                reason = refused.get(seq) if waiters is self._waiters else None
+                if reason is not None:
+                    fut.set_exception(WriteRefused(reason))
+                else:
                     fut.set_result(None)
 
     # -- connection management ----------------------------------------------------------------

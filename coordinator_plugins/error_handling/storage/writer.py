@@ -24,6 +24,24 @@ from coordinator_plugins.error_handling.storage.batch import (
 logger = logging.getLogger(__name__)
 
 
+REFUSED_KEPT = 10_000  # refused write numbers remembered for a wait that comes after the commit
+
+
+class WriteRefused(ValueError):
+    """The database refused this write on its data (the writes that shared its batch were
+    committed). Nothing was acknowledged."""
+
+
+class SalvageInterrupted(Exception):
+    """The database failed while a batch was being written in parts; ``rest`` is what was not
+    committed yet."""
+
+    def __init__(self, rest: Batch, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.rest = rest
+        self.error = error
+
+
 def transient(exc: BaseException) -> bool:
     """A failure of the database or its connection (retry later), not of the data written."""
     if isinstance(
@@ -70,42 +88,75 @@ class WriterLoop:
     rows_written: int
 
     dropped_writes: int
+    _refused: dict[int, str]
 
     def _release_waiters(self) -> None:
         raise NotImplementedError
 
     def _salvage(self, cur: duckdb.DuckDBPyConnection, batch: Batch, exc: BaseException) -> None:
-        """A batch failed on its data, not on the database: write it in parts, so that one bad
-        row cannot block every write behind it. A part that fails on its own data is dropped,
-        logged and counted; a database failure meanwhile propagates and the batch is retried."""
-        logger.error("store: a write failed on its data (%s: %s); writing the batch in parts", type(exc).__name__, exc)
-        core = Batch()
-        for name in OCC_COLUMNS:
-            setattr(core, name, getattr(batch, name))
-        core.groups = batch.groups
-        pieces = [core]
-        for kind, by_key in batch.upserts.items():
-            for key, row in by_key.items():
-                piece = Batch()
-                piece.upserts = {kind: {key: row}}
-                pieces.append(piece)
-        for op in batch.ops:
-            piece = Batch()
-            piece.ops = [op]
-            pieces.append(piece)
-        for piece in pieces:
+        """A batch failed on its data, not on the database: isolate what the database refuses.
+
+        The batch is cut into its independent units (a group with its own occurrences, an upsert,
+        an operation) and written by bisection: a part that fails on its data is halved until
+        the unit at fault stands alone, so every other unit is committed and only the refused
+        unit's own writes fail their waiters (WriteRefused: the client gets an error, never a
+        202). The lazy updates of known groups are written first, on their own, so a bad one
+        cannot be blamed on a unit. A database failure meanwhile raises SalvageInterrupted with
+        what is not yet committed, which the writer retries (nothing committed is written twice)."""
+        logger.error("store: a write failed on its data (%s: %s); isolating the bad rows", type(exc).__name__, exc)
+        self._salvage_lazy(cur)
+        todo: list[list[Batch]] = [batch.units()]
+        while todo:
+            part = todo.pop()
             try:
-                self._write(cur, piece)
+                self._write(cur, Batch.merged(part), lazy=False)
             except duckdb.Error as err:
                 if transient(err):
+                    rest = Batch.merged([u for p in (*todo, part) for u in p])
+                    rest.seq = batch.seq
+                    raise SalvageInterrupted(rest, err) from err
+                if len(part) > 1:
+                    mid = len(part) // 2
+                    todo.append(part[mid:])
+                    todo.append(part[:mid])
+                    continue
+                self._refuse(part[0], err)
+
+    def _salvage_lazy(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Write the pending updates of known groups, dropping (and counting) any the database
+        refuses: they are derived from occurrences that are already committed."""
+        todo = [list(self._lazy.values())]
+        self._lazy.clear()
+        while todo:
+            part = todo.pop()
+            if not part:
+                continue
+            try:
+                run_statements(cur, *statements_for(Batch(), [], part))
+            except duckdb.Error as err:
+                if transient(err):
+                    for r in (*part, *(r for p in todo for r in p)):
+                        self._lazy[r.error_id] = r
                     raise
-                self.dropped_writes += piece.size()
-                logger.error(
-                    "store: dropped %d write(s) that the database refuses: %s: %s",
-                    piece.size(),
-                    type(err).__name__,
-                    err,
-                )
+                if len(part) > 1:
+                    todo += [part[len(part) // 2 :], part[: len(part) // 2]]
+                    continue
+                self.dropped_writes += 1
+                logger.error("store: dropped the update of group %s, refused: %s", part[0].error_id, err)
+
+    def _refuse(self, unit: Batch, err: BaseException) -> None:
+        """The database refuses ``unit`` on its data: its waiters fail, nobody else's."""
+        reason = f"the database refused the write: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        seqs = unit.seqs()
+        self.dropped_writes += unit.size()
+        with self._lock:
+            for seq in seqs:
+                if seq:
+                    self._refused[seq] = reason
+            while len(self._refused) > REFUSED_KEPT:
+                del self._refused[next(iter(self._refused))]
+        logger.error("store: dropped %d write(s) (seqs %s) that the database refuses: %s",
+                     unit.size(), seqs[:10], reason)
 
     def _reconnect_sync(self) -> bool:
         raise NotImplementedError
@@ -118,7 +169,11 @@ class WriterLoop:
                 if real_only:
                     return None
                 if self._force_groups > self._groups_committed and self._lazy:
-                    b.seq = self._committed  # nothing new: a transaction for the lazy group rows only
+                    # nothing new: a transaction for the lazy group rows only. The empty batch is
+                    # swapped out all the same: writes queued meanwhile go into the next one,
+                    # never into this one after its seq was taken
+                    self._batch = Batch()
+                    b.seq = self._committed
                     return b
                 if self._force_groups > self._groups_committed:
                     self._groups_committed = self._force_groups  # nothing was pending
@@ -169,7 +224,12 @@ class WriterLoop:
                         raise
                     self._salvage(cur, batch, exc)
             except Exception as exc:
-                self._failed(exc)
+                cause: BaseException = exc
+                if isinstance(exc, SalvageInterrupted):
+                    with self._lock:
+                        self._occ_pending -= len(batch.occ_id) - len(exc.rest.occ_id)  # committed ones
+                    batch, cause = exc.rest, exc.error
+                self._failed(cause)
                 cur = None
                 if self._stop and time.monotonic() - (self.failing_since or 0) > 5:
                     logger.error("store: giving up on %d queued writes at shutdown", batch.size())
@@ -198,7 +258,7 @@ class WriterLoop:
         if cur is not None:
             cur.close()
 
-    def _write(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    def _write(self, cur: duckdb.DuckDBPyConnection, batch: Batch, lazy: bool = True) -> None:
         written = [r for r in batch.groups.values() if not r.persisted]
         for r in batch.groups.values():
             if r.persisted:
@@ -206,7 +266,7 @@ class WriterLoop:
                     self._lazy_since = time.monotonic()
                 self._lazy[r.error_id] = r
         known: list[ErrorReport] = []
-        if self._lazy and (
+        if lazy and self._lazy and (
             self._force_groups > self._groups_committed
             or len(self._lazy) > 5000
             or self._stop

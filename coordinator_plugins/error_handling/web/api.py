@@ -11,6 +11,7 @@ from aiohttp import web
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.storage import queries
+from coordinator_plugins.error_handling.storage.writer import WriteRefused
 from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.validate import (
     decode_cursor,
@@ -103,9 +104,12 @@ class ErrorRoutes:
         report, seq, recovery = await self.integ.ingest(str(message), ctx)
         try:
             await self.integ.store.wait_durable(seq, DURABLE_TIMEOUT)
+        except WriteRefused as exc:  # its own rows only: the reports that shared its batch are stored
+            raise bad(f"the report could not be stored and was not acknowledged ({exc})", "unstorable") from None
         except (TimeoutError, ConnectionError):
             raise ApiError(
-                503, "the error store is not writing; the report was not acknowledged", "store_unavailable"
+                503, "the error store is not writing; the report was not acknowledged", "store_unavailable",
+                headers={"Retry-After": "5"},
             ) from None
         return json_response(
             {
