@@ -71,3 +71,47 @@ async def test_level_states_in_memory_stay_within_the_group_cap(make_farm) -> No
         assert len(rm.levels) <= 100
     assert "stopped-one" in rm.levels and "group-249" in rm.levels
     assert rm.forgotten_levels >= 150
+
+
+async def test_a_read_answers_503_with_retry_after_while_the_store_is_not_writing(make_farm, monkeypatch) -> None:
+    """GET /api/errors flushes first; with the writer failing that flush never ended (issue 12:
+    it hung past 40 s). Now every read has a deadline: a JSON 503 with Retry-After, and once the
+    store writes again the same read answers 200."""
+    from coordinator_plugins.error_handling.web import api
+
+    monkeypatch.setattr(api, "READ_DEADLINE", 1.0)
+    farm = await make_farm(plugin={"auto_recover": False})
+    integ = farm.integ
+    assert integ is not None
+    integ.store.auto_reconnect_after = 3600  # the store does not heal by itself during the test
+    integ.store.break_connection()
+    await integ.report_error("written while the store is down", {"component": "svc"})
+    async with farm.session.get(farm.url + "/api/errors") as r:
+        assert r.status == 503, await r.text()
+        assert r.headers["Retry-After"] == "5"
+        assert (await r.json())["code"] == "store_busy"
+    assert await integ.store.reconnect()
+    status, body = await farm.get("/api/errors")
+    assert status == 200  # the store's own error (its write failed) is reported beside it
+    assert "written while the store is down" in [e["message"] for e in body["errors"]]
+
+
+def test_marking_an_evicted_group_does_not_break_eviction() -> None:
+    """A recovery that ends after its group was evicted marks the group resolved; that mark
+    used to enter the eviction order of a group the index no longer held, and the next
+    eviction raised KeyError (a 500 on every POST past max_groups_in_memory in the flood)."""
+    from coordinator_plugins.error_handling.intake.group import GroupIndex
+    from coordinator_plugins.error_handling.intake.handler import ErrorHandler
+
+    handler = ErrorHandler(store=None, max_groups=100)  # type: ignore[arg-type]  # build() does no I/O
+    rng = random.Random(3)
+    first, _, _ = handler.build(f"first {words(rng)}", {"component": "c"})
+    for _ in range(150):
+        handler.build(f"more {words(rng)}", {"component": "c"})
+    index: GroupIndex = handler.groups
+    assert index.get(first.error_id) is None  # evicted
+    first.resolve("late recovery")
+    index.mark(first)  # as persist() does when the recovery ends
+    for _ in range(150):
+        handler.build(f"after {words(rng)}", {"component": "c"})
+    assert len(index) == 100
