@@ -13,8 +13,8 @@ import json
 import random
 import string
 
-from coordinator_plugins.error_handling.recovery import manager as manager_module
 from conftest import wait_for
+from coordinator_plugins.error_handling.recovery import manager as manager_module
 
 
 def words(rng: random.Random) -> str:

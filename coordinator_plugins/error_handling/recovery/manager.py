@@ -120,7 +120,7 @@ class RecoveryManager(RecoveryOutcomes):
         level 1, as it would after ``level_reset_after`` of quiet."""
         busy = set(self.inflight) | set(self.deferred) | set(self.probation.pending)
         target = len(self.levels) - int(self.config.max_groups_in_memory * 0.9)
-        drop = []
+        drop: list[str] = []
         for error_id, st in self.levels.items():  # oldest saved first: _save_level moves to the end
             if len(drop) >= target:
                 break
@@ -427,4 +427,4 @@ class RecoveryManager(RecoveryOutcomes):
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=10)
+            await asyncio.wait(tasks, timeout=3)  # shutdown takes seconds (issue 12)

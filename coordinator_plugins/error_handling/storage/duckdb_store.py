@@ -26,6 +26,7 @@ from coordinator_plugins.error_handling.storage.writer import WriteRefused, Writ
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
+CLOSE_FLUSH_TIMEOUT = 5.0  # s close() waits for the queued writes
 SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
 
 Cursor = duckdb.DuckDBPyConnection
@@ -38,27 +39,7 @@ class StoreUnavailable(RuntimeError):
 class Store(Protocol):
     """What the plugin needs from persistence. A PostgreSQL store would implement the same."""
 
-    def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int:
-        with self._lock:
-            b = self._batch
-            b.groups[report.error_id] = report
-            seq = self._mark()
-            if self._occ_pending >= self.queue_limit:
-                self.dropped_occurrences += 1  # the group row still carries the count
-                b.group_seq.setdefault(report.error_id, []).append(seq)
-            else:
-                self._occ_pending += 1
-                c = report.context
-                b.occ_id.append(report.error_id)
-                b.occ_ts.append(report.last_seen)
-                b.occ_msg.append(message)
-                b.occ_worker.append(c.worker_id)
-                b.occ_task.append(c.task_id)
-                b.occ_hw.append(c.hardware_id)
-                b.occ_md.append(metadata or None)
-                b.occ_seq.append(seq)
-            return seq
-
+    def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int: ...
     def enqueue_group(self, report: ErrorReport) -> int: ...
     def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int: ...
     def enqueue_performance(self, row: tuple[Any, ...]) -> int: ...
@@ -181,13 +162,16 @@ class DuckDBStore(WriterLoop):
         if self._writer is None:
             return
         try:
-            async with asyncio.timeout(30):
+            # bounded, so that a shutdown takes seconds: what was acknowledged is committed already
+            # (a 202 waits for its commit); what is left are the lazy updates of known groups
+            async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT):
                 await self.flush()
         except TimeoutError:
-            logger.error("store: pending writes could not be flushed within 30 s (%s)", self.last_error)
+            logger.error("store: pending writes could not be flushed within %g s (%s)", CLOSE_FLUSH_TIMEOUT,
+                         self.last_error)
         self._stop = True
         self._wake.set()
-        await asyncio.to_thread(self._writer.join, 10)
+        await asyncio.to_thread(self._writer.join, 3)
         self._reader.shutdown(wait=True)
         with self._conn_lock:
             if self._con is not None:
@@ -217,8 +201,11 @@ class DuckDBStore(WriterLoop):
     def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int:
         with self._lock:
             b = self._batch
+            b.groups[report.error_id] = report
+            seq = self._mark()
             if self._occ_pending >= self.queue_limit:
                 self.dropped_occurrences += 1  # the group row still carries the count
+                b.group_seq.setdefault(report.error_id, []).append(seq)
             else:
                 self._occ_pending += 1
                 c = report.context
@@ -229,9 +216,6 @@ class DuckDBStore(WriterLoop):
                 b.occ_task.append(c.task_id)
                 b.occ_hw.append(c.hardware_id)
                 b.occ_md.append(metadata or None)
-            b.groups[report.error_id] = report
-            seq = self._mark()
-            if b.occ_id and len(b.occ_seq) < len(b.occ_id):
                 b.occ_seq.append(seq)
             return seq
 

@@ -14,7 +14,6 @@ import duckdb
 
 from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.storage.batch import (
-    OCC_COLUMNS,
     Batch,
     occurrence_rows,
     run_statements,
@@ -231,7 +230,7 @@ class WriterLoop:
                     batch, cause = exc.rest, exc.error
                 self._failed(cause)
                 cur = None
-                if self._stop and time.monotonic() - (self.failing_since or 0) > 5:
+                if self._stop and time.monotonic() - (self.failing_since or 0) > 2:
                     logger.error("store: giving up on %d queued writes at shutdown", batch.size())
                     break
                 time.sleep(backoff)
