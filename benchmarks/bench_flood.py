@@ -263,6 +263,8 @@ def main() -> int:
     line = next((ln for ln in res.stdout.splitlines() if ln.startswith("FLOOD ")), None)
     if line is None:
         print(res.stdout, res.stderr)
+        proc.kill()  # leave no server behind
+        proc.wait()
         raise SystemExit("wrk printed no summary")
     flood = json.loads(line[6:])
     _, diag, _ = get(url + "/api/diagnostics", timeout=40)
