@@ -19,6 +19,7 @@ from coordinator_plugins.error_handling.blocking import BlockingIntegration
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted, validate_config
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
+from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
 from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, make_policy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
@@ -265,8 +266,10 @@ class EnhancedErrorHandlingIntegration:
         if not report.is_open:
             return True
         self._unstop(error_id)
-        report.resolve(resolution or "manual")
-        report.recovery_details["manual_resolution"] = {"resolution": resolution, "details": details or {}}
+        resolution = storable(resolution or "manual")  # storable text, as every report's (intake/text.py)
+        report.resolve(resolution)
+        report.recovery_details["manual_resolution"] = {"resolution": resolution,
+                                                        "details": storable_value(details or {})}
         self.recovery_manager.reset_level(error_id)
         await self.store.wait_durable(self.error_handler.persist(report))
         return False
@@ -307,6 +310,7 @@ class EnhancedErrorHandlingIntegration:
                 outcomes=dict(rm.counts),
                 in_flight=len(rm.inflight),
                 deferred=len(rm.deferred),
+                shed=rm.shed,
             )
             return out
         st = self.recovery_manager.levels.get(error_id)

@@ -107,7 +107,11 @@ class GroupIndex:
             self._evict_one()
 
     def mark(self, report: ErrorReport) -> None:
-        """Keep the resolved-first eviction order in step with the report's status."""
+        """Keep the resolved-first eviction order in step with the report's status. A group no
+        longer in the index (evicted while its recovery ran) is left out: eviction would not
+        find it."""
+        if self._by_id.get(report.error_id) is not report:
+            return
         if not report.is_open:
             self._resolved[report.error_id] = None
             self._resolved.move_to_end(report.error_id)

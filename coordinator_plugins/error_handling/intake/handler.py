@@ -17,6 +17,7 @@ from coordinator_plugins.error_handling.intake.context import priority_severity,
 from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerprint
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
+from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.model import (
     ErrorContext,
     ErrorReport,
@@ -101,23 +102,30 @@ class ErrorHandler:
         ctx = context or {}
         if isinstance(error, BaseException):
             exc: BaseException | None = error
-            message = str(error) or type(error).__name__
+            message = storable(str(error) or type(error).__name__)
             exc_type: str | None = type(error).__name__
         else:
             exc = None
-            message = str(error)
-            exc_type = ctx.get("exception_type") or None
+            message = storable(str(error))
+            raw_type = ctx.get("exception_type")
+            exc_type = storable(str(raw_type)) if raw_type else None
         explicit_type = parse_enum(ErrorType, "error_type", ctx.get("error_type"))
         explicit_sev = parse_enum(ErrorSeverity, "severity", ctx.get("severity"))
         flagged_sev = priority_severity(ctx)  # the seed's critical / high_priority / low_priority
-        vals = {k: (str(ctx[k]) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
+        # every string is made storable here (see intake/text.py): one value the database cannot
+        # store must never cost this report, or another, its place in the store
+        vals = {k: (storable(str(ctx[k])) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
         component = vals["component"] or "unknown"
         operation = vals["operation"] or "unknown"
         metadata = ctx.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("context.metadata: expected a dict")
+        if metadata:
+            metadata = storable_value(metadata)
         # The seed named a worker or tasks in related_entities only: they are targets all the same.
         related = related_mapping(ctx.get("related_entities"))
+        if related:
+            related = storable_value(related)
         workers, tasks = related_targets(related) if related else ([], [])
         if vals["worker_id"]:
             workers.insert(0, vals["worker_id"])
@@ -174,6 +182,8 @@ class ErrorHandler:
         stack = ctx.get("stack_trace")
         if stack is None and exc is not None and exc.__traceback__ is not None:
             stack = "".join(traceback.format_exception(exc))
+        if stack is not None:
+            stack = storable(str(stack))
         report = ErrorReport(
             error_id=new_error_id(),
             error_type=cls.error_type,

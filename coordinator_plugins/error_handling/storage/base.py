@@ -60,6 +60,11 @@ class StoreClosed(StoreError, ConnectionError):
     """The store closed (or never opened) before the write was durable."""
 
 
+class WriteRefused(StoreError, ValueError):
+    """The database refused this write on its data; the writes that shared its batch were
+    committed. Nothing of it was acknowledged: its waiter fails, and no other."""
+
+
 class StoreFull(StoreError):
     """The store cannot queue the write at all: it was refused, nothing was queued. (The DuckDB
     store never raises it: past ``write_queue_limit`` it keeps the count of an occurrence and
@@ -170,4 +175,5 @@ __all__ = [
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
+    "WriteRefused",
 ]

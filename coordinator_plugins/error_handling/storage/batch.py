@@ -48,22 +48,27 @@ def chunks(rows: list[Any], size: int = CHUNK) -> Any:
 
 
 class Batch:
-    """Writes gathered between two commits."""
+    """Writes gathered between two commits, each with the write number (seq) that queued it, so
+    that a write the database refuses fails its own waiter and no other (see WriterLoop._salvage)."""
 
     __slots__ = (
         "deltas",
+        "group_seq",
         "groups",
         "new",
         "occ_hw",
         "occ_id",
         "occ_md",
         "occ_msg",
+        "occ_seq",
         "occ_task",
         "occ_ts",
         "occ_worker",
         "ops",
+        "ops_seq",
         "seen",
         "seq",
+        "upsert_seq",
         "upserts",
     )
 
@@ -76,16 +81,21 @@ class Batch:
         self.occ_task: list[str | None] = []
         self.occ_hw: list[str | None] = []
         self.occ_md: list[Mapping[str, Any] | None] = []
+        self.occ_seq: list[int] = []  # the seq of each occurrence
         # the latest snapshot of each group written, the occurrences it gained since its previous
         # write (its count increment), and the ids of groups the store has never written
         self.groups: dict[str, GroupRecord] = {}
         self.deltas: dict[str, int] = {}
         self.seen: dict[str, datetime] = {}  # the latest occurrence of each group counted here
         self.new: set[str] = set()
+        self.group_seq: dict[str, list[int]] = {}  # seqs of the group's counts and snapshots
         self.upserts: dict[str, dict[Any, tuple[Any, ...]]] = {}
+        self.upsert_seq: dict[tuple[str, Any], list[int]] = {}
         self.ops: list[tuple[str, Any]] = []
+        self.ops_seq: list[int] = []
 
-    def add_occurrence(self, o: OccurrenceRecord) -> None:
+    def add_occurrence(self, o: OccurrenceRecord, seq: int) -> None:
+        self.occ_seq.append(seq)
         self.occ_id.append(o.error_id)
         self.occ_ts.append(o.occurred_at)
         self.occ_msg.append(o.message)
@@ -112,8 +122,12 @@ class Batch:
         return len(self.occ_id) + len(self.groups) + len(self.ops) + sum(len(v) for v in self.upserts.values())
 
     def absorb(self, newer: Batch) -> None:
-        for name in (*OCC_COLUMNS, "ops"):
+        for name in (*OCC_COLUMNS, "occ_seq", "ops", "ops_seq"):
             getattr(self, name).extend(getattr(newer, name))
+        for gid, seqs in newer.group_seq.items():
+            self.group_seq.setdefault(gid, []).extend(seqs)
+        for key, seqs in newer.upsert_seq.items():
+            self.upsert_seq.setdefault(key, []).extend(seqs)
         for gid, g in newer.groups.items():
             self.groups[gid] = g
         for gid, d in newer.deltas.items():
@@ -122,7 +136,61 @@ class Batch:
         self.new |= newer.new
         for kind, rows in newer.upserts.items():
             self.upserts.setdefault(kind, {}).update(rows)
-        self.seq = newer.seq
+        self.seq = max(self.seq, newer.seq)
+
+    def seqs(self) -> list[int]:
+        """Every write number this batch carries."""
+        out = list(self.occ_seq) + list(self.ops_seq)
+        for seqs in (*self.group_seq.values(), *self.upsert_seq.values()):
+            out.extend(seqs)
+        return out
+
+    def units(self) -> list[Batch]:
+        """The batch in its smallest independent parts: each group with its own occurrences, its
+        snapshot and its count, each upsert, each operation. A part's rows stand or fall together;
+        no part needs another."""
+        out: list[Batch] = []
+        by_group: dict[str, list[int]] = {}
+        for i, gid in enumerate(self.occ_id):
+            by_group.setdefault(gid, []).append(i)
+        gids = {**dict.fromkeys(self.groups), **dict.fromkeys(self.deltas), **dict.fromkeys(by_group)}
+        for gid in gids:
+            u = Batch()
+            for i in by_group.get(gid, ()):
+                for name in (*OCC_COLUMNS, "occ_seq"):
+                    getattr(u, name).append(getattr(self, name)[i])
+            if gid in self.groups:
+                u.groups[gid] = self.groups[gid]
+            if gid in self.deltas:
+                u.deltas[gid] = self.deltas[gid]
+            if gid in self.seen:
+                u.seen[gid] = self.seen[gid]
+            if gid in self.new:
+                u.new.add(gid)
+            if gid in self.group_seq:
+                u.group_seq[gid] = list(self.group_seq[gid])
+            u.seq = self.seq
+            out.append(u)
+        for kind, by_key in self.upserts.items():
+            for key, row in by_key.items():
+                u = Batch()
+                u.upserts = {kind: {key: row}}
+                u.upsert_seq = {(kind, key): list(self.upsert_seq.get((kind, key), ()))}
+                u.seq = self.seq
+                out.append(u)
+        op_seqs = self.ops_seq + [0] * (len(self.ops) - len(self.ops_seq))  # 0: nobody waits on it
+        for op, seq in zip(self.ops, op_seqs, strict=True):
+            u = Batch()
+            u.ops, u.ops_seq, u.seq = [op], [seq], self.seq
+            out.append(u)
+        return out
+
+    @staticmethod
+    def merged(parts: list[Batch]) -> Batch:
+        b = Batch()
+        for p in parts:
+            b.absorb(p)
+        return b
 
 
 def occurrence_columns(batch: Batch) -> list[list[Any]]:

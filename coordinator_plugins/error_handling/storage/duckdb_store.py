@@ -49,6 +49,7 @@ from coordinator_plugins.error_handling.storage.writer import WriterLoop
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
+CLOSE_FLUSH_TIMEOUT = 5.0  # s close() waits for the queued writes
 
 Cursor = duckdb.DuckDBPyConnection
 __all__ = ["DuckDBStore", "StoreUnavailable"]
@@ -119,6 +120,8 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
         self.seed_migration: dict[str, Any] | None = None  # what converting a seed-written file did
         self.schema_version = 0
         self.migrated_from: int | None = None
+        # seq -> why the database refused that write (the most recent REFUSED_KEPT of them)
+        self._refused: dict[int, str] = {}
         self.skipped_rows = 0  # stored rows load_state could not read
         self.watch = FileWatch(self)
 
@@ -190,12 +193,15 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
             self._close_connection()
             return
         try:
-            await self.flush(30)
+            # bounded, so that a shutdown takes seconds: what was acknowledged is committed already
+            # (a 202 waits for its commit); what is left are the lazy updates of known groups
+            await self.flush(CLOSE_FLUSH_TIMEOUT)
         except (TimeoutError, StoreClosed):
-            logger.error("store: pending writes could not be flushed within 30 s (%s)", self.last_error)
+            logger.error("store: pending writes could not be flushed within %g s (%s)", CLOSE_FLUSH_TIMEOUT,
+                         self.last_error)
         self._stop = True
         self._wake.set()
-        await asyncio.to_thread(self._writer.join, 10)
+        await asyncio.to_thread(self._writer.join, 3)
         self._reader.shutdown(wait=True)
         self._close_connection()
         self._writer = None
@@ -223,16 +229,18 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
     def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
         with self._lock:
             b = self._batch
+            seq = self._mark()
             if self._occ_pending >= self.queue_limit:
                 self.dropped_occurrences += 1  # the group row still carries the count
             else:
                 self._occ_pending += 1
-                b.add_occurrence(occurrence)
+                b.add_occurrence(occurrence, seq)
             if group is None:
                 b.add_count(occurrence.error_id, occurrence.occurred_at)
             else:
                 b.add_group(group, 1)
-            return self._mark()
+            b.group_seq.setdefault(occurrence.error_id, []).append(seq)
+            return seq
 
     def save_group(self, group: GroupRecord) -> int:
         with self._lock:
@@ -240,15 +248,21 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
             # a group never written is inserted with the count it has; a stored count is kept
             new = not group.stored and group.error_id not in b.deltas
             b.add_group(group, group.aggregated_count if new else 0)
-            return self._mark()
+            seq = self._mark()
+            b.group_seq.setdefault(group.error_id, []).append(seq)
+            return seq
 
     def _put(self, kind: str, key: Any, payload: Any) -> int:
         with self._lock:
+            b = self._batch
+            seq = self._mark()
             if kind in UPSERTS:
-                self._batch.upserts.setdefault(kind, {})[key] = payload
+                b.upserts.setdefault(kind, {})[key] = payload
+                b.upsert_seq.setdefault((kind, key), []).append(seq)
             else:
-                self._batch.ops.append((kind, payload))
-            return self._mark()
+                b.ops.append((kind, payload))
+                b.ops_seq.append(seq)
+            return seq
 
     def record_strategy_run(self, run: StrategyRun) -> int:
         return self._put("perf", None, perf_row(run))

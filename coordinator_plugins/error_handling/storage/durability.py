@@ -8,7 +8,7 @@ import heapq
 import threading
 import time
 
-from coordinator_plugins.error_handling.storage.base import StoreClosed
+from coordinator_plugins.error_handling.storage.base import StoreClosed, WriteRefused
 
 SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
 
@@ -25,13 +25,18 @@ class Durability:
     _flush_waiters: list[tuple[int, int, asyncio.Future[None]]]
     _deadlines: list[tuple[float, int, asyncio.Future[None]]]
     _sweeper: asyncio.TimerHandle | None
+    _refused: dict[int, str]
     last_error: str | None
 
     async def wait_durable(self, seq: int, timeout: float | None = None) -> None:
         """Return once the write numbered ``seq`` is committed. TimeoutError when it is not
         within ``timeout`` seconds (checked every SWEEP_INTERVAL, so up to that much later);
-        ConnectionError when the store closes first."""
+        StoreClosed when the store closes first; WriteRefused when the database refused that very
+        write on its data."""
         if seq <= self._committed:
+            reason = self._refused.get(seq)
+            if reason is not None:
+                raise WriteRefused(reason)
             return
         if self._writer is None or self._loop is None:
             raise StoreClosed("store is not open")
@@ -78,9 +83,17 @@ class Durability:
             ) from None
 
     def _release_waiters(self) -> None:
+        """Release the waits whose write is committed; a write the database refused fails its
+        own waiter (WriteRefused), and no other."""
+        refused = self._refused
         for waiters, done in ((self._waiters, self._committed), (self._flush_waiters, self._groups_committed)):
             while waiters and waiters[0][0] <= done:
-                _, _, fut = heapq.heappop(waiters)
-                if not fut.done():
+                seq, _, fut = heapq.heappop(waiters)
+                if fut.done():
+                    continue
+                reason = refused.get(seq) if waiters is self._waiters else None
+                if reason is not None:
+                    fut.set_exception(WriteRefused(reason))
+                else:
                     fut.set_result(None)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import duckdb
 
+from coordinator_plugins.error_handling.storage.base import WriteRefused
 from coordinator_plugins.error_handling.storage.batch import (
-    OCC_COLUMNS,
     Batch,
     GroupWrite,
     occurrence_rows,
@@ -25,6 +25,18 @@ from coordinator_plugins.error_handling.storage.records import GroupRecord
 from coordinator_plugins.error_handling.storage.recreate import FileWatch
 
 logger = logging.getLogger(__name__)
+REFUSED_KEPT = 10_000  # refused write numbers remembered for a wait that comes after the commit
+__all__ = ["REFUSED_KEPT", "SalvageInterrupted", "WriteRefused", "WriterLoop", "transient"]
+
+
+class SalvageInterrupted(Exception):
+    """The database failed while a batch was being written in parts; ``rest`` is what was not
+    committed yet."""
+
+    def __init__(self, rest: Batch, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.rest = rest
+        self.error = error
 
 
 def transient(exc: BaseException) -> bool:
@@ -76,43 +88,81 @@ class WriterLoop:
 
     dropped_writes: int
     watch: FileWatch
+    _refused: dict[int, str]
 
     def _release_waiters(self) -> None:
         raise NotImplementedError
 
     def _salvage(self, cur: duckdb.DuckDBPyConnection, batch: Batch, exc: BaseException) -> None:
-        """A batch failed on its data, not on the database: write it in parts, so that one bad
-        row cannot block every write behind it. A part that fails on its own data is dropped,
-        logged and counted; a database failure meanwhile propagates and the batch is retried."""
-        logger.error("store: a write failed on its data (%s: %s); writing the batch in parts", type(exc).__name__, exc)
-        core = Batch()
-        for name in OCC_COLUMNS:
-            setattr(core, name, getattr(batch, name))
-        core.groups, core.deltas, core.new, core.seen = batch.groups, batch.deltas, batch.new, batch.seen
-        pieces = [core]
-        for kind, by_key in batch.upserts.items():
-            for key, row in by_key.items():
-                piece = Batch()
-                piece.upserts = {kind: {key: row}}
-                pieces.append(piece)
-        for op in batch.ops:
-            piece = Batch()
-            piece.ops = [op]
-            pieces.append(piece)
-        for piece in pieces:
+        """A batch failed on its data, not on the database: isolate what the database refuses.
+
+        The batch is cut into its independent units (a group with its own occurrences, an upsert,
+        an operation) and written by bisection: a part that fails on its data is halved until
+        the unit at fault stands alone, so every other unit is committed and only the refused
+        unit's own writes fail their waiters (WriteRefused: the client gets an error, never a
+        202). The lazy updates of known groups are written first, on their own, so a bad one
+        cannot be blamed on a unit. A database failure meanwhile raises SalvageInterrupted with
+        what is not yet committed, which the writer retries (nothing committed is written twice)."""
+        logger.error("store: a write failed on its data (%s: %s); isolating the bad rows", type(exc).__name__, exc)
+        self._salvage_lazy(cur)
+        todo: list[list[Batch]] = [batch.units()]
+        while todo:
+            part = todo.pop()
             try:
-                self._write(cur, piece)
+                self._write(cur, Batch.merged(part), lazy=False)
+            except duckdb.Error as err:
+                if transient(err):
+                    rest = Batch.merged([u for p in (*todo, part) for u in p])
+                    rest.seq = batch.seq
+                    raise SalvageInterrupted(rest, err) from err
+                if len(part) > 1:
+                    mid = len(part) // 2
+                    todo.append(part[mid:])
+                    todo.append(part[:mid])
+                    continue
+                self._refuse(part[0], err)
+
+    def _salvage_lazy(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """Write the pending updates of known groups by bisection, dropping (and counting) any the
+        database refuses: they are derived from occurrences that are already committed."""
+        lazy, delta, seen = self._lazy, self._lazy_delta, self._lazy_seen
+        todo = [list({**dict.fromkeys(lazy), **dict.fromkeys(delta)})]
+        while todo:
+            part = todo.pop()
+            if not part:
+                continue
+            known: list[GroupWrite] = [(lazy[g], delta.get(g, 0), seen.get(g)) for g in part if g in lazy]
+            counts = [(g, delta[g], seen[g]) for g in part if g not in lazy and g in delta and g in seen]
+            try:
+                run_statements(cur, *statements_for(Batch(), [], known, counts))
             except duckdb.Error as err:
                 if transient(err):
                     raise
-                self.dropped_writes += piece.size()
-                self.last_error = f"dropped {piece.size()} write(s) the database refuses: {type(err).__name__}: {err}"
-                logger.error(
-                    "store: dropped %d write(s) that the database refuses: %s: %s",
-                    piece.size(),
-                    type(err).__name__,
-                    err,
-                )
+                if len(part) > 1:
+                    todo += [part[len(part) // 2 :], part[: len(part) // 2]]
+                    continue
+                self.dropped_writes += 1
+                logger.error("store: dropped the update of group %s, refused: %s", part[0], err)
+            for g in part:  # written or dropped: no longer pending
+                lazy.pop(g, None)
+                delta.pop(g, None)
+                seen.pop(g, None)
+
+    def _refuse(self, unit: Batch, err: BaseException) -> None:
+        """The database refuses ``unit`` on its data: its waiters fail, nobody else's."""
+        reason = f"the database refused the write: {type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        seqs = unit.seqs()
+        self.dropped_writes += unit.size()
+        self.last_error = reason
+        with self._lock:
+            for seq in seqs:
+                if seq:
+                    self._refused[seq] = reason
+            while len(self._refused) > REFUSED_KEPT:
+                del self._refused[next(iter(self._refused))]
+        logger.error(
+            "store: dropped %d write(s) (seqs %s) that the database refuses: %s", unit.size(), seqs[:10], reason
+        )
 
     def _reconnect_sync(self) -> bool:
         raise NotImplementedError
@@ -179,9 +229,14 @@ class WriterLoop:
                         raise
                     self._salvage(cur, batch, exc)
             except Exception as exc:
-                self._failed(exc)
+                cause: BaseException = exc
+                if isinstance(exc, SalvageInterrupted):
+                    with self._lock:
+                        self._occ_pending -= len(batch.occ_id) - len(exc.rest.occ_id)  # committed ones
+                    batch, cause = exc.rest, exc.error
+                self._failed(cause)
                 cur = None
-                if self._stop and time.monotonic() - (self.failing_since or 0) > 5:
+                if self._stop and time.monotonic() - (self.failing_since or 0) > 2:
                     logger.error("store: giving up on %d queued writes at shutdown", batch.size())
                     break
                 time.sleep(backoff)
@@ -211,14 +266,14 @@ class WriterLoop:
     def _lazy_pending(self) -> bool:
         return bool(self._lazy or self._lazy_delta)
 
-    def _write(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    def _write(self, cur: duckdb.DuckDBPyConnection, batch: Batch, lazy: bool = True) -> None:
         if len(batch.new) < len(batch.deltas) or len(batch.new) < len(batch.groups):
             self._defer_known(batch)
         seen = batch.seen
         written = [(g, batch.deltas.get(gid, 0), seen.get(gid)) for gid, g in batch.groups.items()]
         known: list[GroupWrite] = []
         counts: list[tuple[str, int, datetime]] = []
-        if self._lazy_pending() and (
+        if lazy and self._lazy_pending() and (
             self._force_groups > self._groups_committed
             or len(self._lazy_delta) + len(self._lazy) > 5000
             or self._stop
