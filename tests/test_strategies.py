@@ -298,9 +298,9 @@ async def test_custom_strategies_from_config_and_code(tmp_path: Path) -> None:
 
     class Mine(RecoveryStrategy):
         def __init__(self) -> None:
-            # acts on database errors only: the report below is not one, so "always" recovers it
+            # acts on locked databases only: the report below is not one, so "always" recovers it
             # whatever the adaptive policy would explore first
-            super().__init__(None, "mine", RecoveryLevel.MEDIUM, categories=["database"])
+            super().__init__(None, "mine", RecoveryLevel.MEDIUM, categories=["db_locked"])
 
         async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
             return False
