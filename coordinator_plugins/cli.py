@@ -149,7 +149,7 @@ def _worker(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: --token: {problem}", file=sys.stderr)
         return 2
-    return worker_main(args.url, args.worker_id, args.max_tasks, args.parent_pid, token)
+    return worker_main(args.url, args.worker_id, args.max_tasks, args.parent_pid, token, args.failover_after)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -214,7 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Run one worker: it registers with the coordinator, heartbeats, pulls tasks, runs them and reports\n"
         "their results. It re-registers when the coordinator forgets it. Stops on Ctrl-C or SIGTERM.",
     )
-    w.add_argument("--url", required=True, help="the coordinator's base URL, e.g. http://127.0.0.1:8080 (required)")
+    w.add_argument(
+        "--url",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="a coordinator's base URL, e.g. http://127.0.0.1:8080 (required); repeat it for a fleet: the worker "
+        "moves to the next one when its coordinator stops answering",
+    )
+    w.add_argument(
+        "--failover-after",
+        type=_number_in(0.5, 3600),
+        default=3.0,
+        metavar="SECONDS",
+        help="with several --url: seconds without an answer before moving to the next coordinator, 0.5 to 3600 "
+        "(default: %(default)s)",
+    )
     w.add_argument(
         "--worker-id",
         default=None,
