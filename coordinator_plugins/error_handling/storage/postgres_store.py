@@ -1,0 +1,473 @@
+"""The PostgreSQL store (SPEC section 10): the same promises as the DuckDB store, on asyncpg.
+
+Writes are queued on the loop and committed by one writer task in batches (group commit: while
+one transaction commits, the next batch gathers). A write's waiter is released only after the
+commit that holds it, so a 202 means the occurrence is in the database. Counts are increments
+computed by the database (``aggregated_count = aggregated_count + n``), so members of a fleet
+writing the same group never lose each other's occurrences. When the database is unreachable,
+writes stay buffered (newer ones folded into the retried batch) and the pool reconnects.
+
+The password comes from the URL or ``PGPASSWORD`` (asyncpg reads both); it is never logged: logs
+and diagnostics show the URL through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+from coordinator_plugins.error_handling.storage.base import SchemaTooNew, StoreClosed, StoreFull, StoreUnavailable
+from coordinator_plugins.error_handling.storage.postgres_fleet import PostgresFleet
+from coordinator_plugins.error_handling.storage.postgres_reads import PostgresReads
+from coordinator_plugins.error_handling.storage.postgres_schema import (
+    CREATE_VERSION_TABLE,
+    INSERT_OCCURRENCES,
+    INSERT_RUNS,
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    UPSERT_GROUPS,
+    UPSERTS,
+    clean_text,
+    redact,
+    to_json,
+)
+from coordinator_plugins.error_handling.storage.records import (
+    GroupRecord,
+    LearnerRecord,
+    LevelRecord,
+    OccurrenceRecord,
+    StoreStatus,
+    StrategyRun,
+    StrategyScore,
+    TimeoutRecord,
+    as_utc,
+)
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+)
+
+
+class _Batch:
+    """Writes gathered between two commits."""
+
+    __slots__ = ("groups", "occurrences", "retention", "runs", "seq", "upserts")
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.occurrences: list[OccurrenceRecord] = []
+        self.groups: dict[str, tuple[GroupRecord, int]] = {}  # error id -> (latest snapshot, occurrences)
+        self.runs: list[StrategyRun] = []
+        self.upserts: dict[str, dict[Any, tuple[Any, ...]]] = {}
+        self.retention: float | None = None
+
+    def size(self) -> int:
+        return len(self.occurrences) + len(self.groups) + len(self.runs) + sum(map(len, self.upserts.values()))
+
+    def absorb(self, newer: _Batch) -> None:
+        self.occurrences.extend(newer.occurrences)
+        for error_id, (snap, n) in newer.groups.items():
+            old = self.groups.get(error_id)
+            self.groups[error_id] = (snap, n + (old[1] if old else 0))
+        self.runs.extend(newer.runs)
+        for kind, rows in newer.upserts.items():
+            self.upserts.setdefault(kind, {}).update(rows)
+        if newer.retention is not None:
+            self.retention = newer.retention
+        self.seq = newer.seq
+
+
+def _group_row(g: GroupRecord, added: int) -> tuple[Any, ...]:
+    return (
+        g.error_id, g.fingerprint, g.error_type.value, g.error_severity.value, g.severity_rank, g.category.value,
+        clean_text(g.message), clean_text(g.component), clean_text(g.operation), clean_text(g.worker_id),
+        clean_text(g.task_id), clean_text(g.hardware_id), clean_text(g.exception_type), clean_text(g.stack_trace),
+        to_json(dict(g.metadata)), as_utc(g.first_seen), as_utc(g.last_seen), added, g.retry_count,
+        g.retry_successful, g.resolution_status.value,
+        as_utc(g.resolution_time) if g.resolution_time else None, g.resolution_strategy, g.regression_count,
+        g.recovery_level, to_json(dict(g.recovery_details)),
+    )
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(c) for c in zip(*rows, strict=True)]
+
+
+class PostgresStore(PostgresReads, PostgresFleet):
+    """Start with :meth:`open` and stop with :meth:`close`, both on the loop."""
+
+    def __init__(
+        self,
+        url: str,
+        coordinator_id: str = "",
+        queue_limit: int = 200_000,
+        on_error: Callable[[BaseException], None] | None = None,
+        pool_size: int = 8,
+        gather: float = 0.0005,
+    ) -> None:
+        self.url = url
+        self.coordinator_id = coordinator_id
+        self.queue_limit = queue_limit
+        self.on_error = on_error
+        self.pool_size = pool_size
+        self.gather = gather
+        self.pool: asyncpg.Pool | None = None
+        self._batch = _Batch()
+        self._seq = 0
+        self._committed = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._stop = False
+        self._occ_pending = 0
+        self.schema_version = 0
+        self.commits = 0
+        self.rows_written = 0
+        self.dropped_writes = 0
+        self.dropped_occurrences = 0
+        self.reconnects = 0
+        self.skipped_rows = 0
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
+        self.closed = False
+
+    @property
+    def path(self) -> str:
+        return redact(self.url)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def _init_connection(self, con: asyncpg.Connection) -> None:
+        await con.execute("SET TIME ZONE 'UTC'")
+
+    async def open(self) -> None:
+        try:
+            self.pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size, init=self._init_connection, timeout=10,
+                command_timeout=60,
+            )
+            async with self.pool.acquire() as con:
+                await self._migrate(con)
+        except SchemaTooNew:
+            await self._close_pool()
+            raise
+        except (*TRANSIENT, asyncpg.PostgresError, ValueError) as exc:
+            await self._close_pool()
+            raise StoreUnavailable(
+                f"error_handling.database: cannot open {self.path}: {type(exc).__name__}: {exc}"
+            ) from None
+        self.closed = False
+        self._writer = asyncio.create_task(self._run_writer(), name="eh-pg-writer")
+
+    async def _migrate(self, con: asyncpg.Connection) -> None:
+        async with con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await con.execute(CREATE_VERSION_TABLE)
+            current = await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"error_handling.database: {self.path} has schema version {current}, newer than this "
+                    f"plugin's {SCHEMA_VERSION}: upgrade coordinator_plugins"
+                )
+            for version, description, sql in MIGRATIONS:
+                if version > current:
+                    await con.execute(sql)
+                    await con.execute(
+                        "INSERT INTO schema_version (version, description) VALUES ($1, $2)", version, description
+                    )
+                    logger.info("store: %s migrated to schema version %d (%s)", self.path, version, description)
+        self.schema_version = max(current, SCHEMA_VERSION)
+
+    async def _close_pool(self) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            try:
+                async with asyncio.timeout(10):
+                    await pool.close()
+            except (TimeoutError, *TRANSIENT):
+                pool.terminate()
+
+    async def close(self) -> None:
+        if self.closed or self.pool is None:
+            self.closed = True
+            return
+        try:
+            await self.flush(timeout=30)
+        except TimeoutError:
+            logger.error("store: pending writes could not be committed within 30 s (%s)", self.last_error)
+        except StoreClosed:
+            pass
+        self._stop = True
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+            self._writer = None
+        self.closed = True
+        for _, _, fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(StoreClosed("store closed before the write was durable"))
+        self._waiters.clear()
+        await self._close_pool()
+
+    # -- writes --------------------------------------------------------------------------------------
+    def _mark(self) -> int:
+        if self.closed:
+            raise StoreClosed("store is closed")
+        self._seq += 1
+        self._batch.seq = self._seq
+        self._wake.set()
+        return self._seq
+
+    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord) -> int:
+        if self._occ_pending >= self.queue_limit:
+            self.dropped_occurrences += 1
+            raise StoreFull(f"write queue full ({self.queue_limit} occurrences waiting for the database)")
+        b = self._batch
+        self._occ_pending += 1
+        b.occurrences.append(occurrence)
+        old = b.groups.get(group.error_id)
+        b.groups[group.error_id] = (group, 1 + (old[1] if old else 0))
+        return self._mark()
+
+    def save_group(self, group: GroupRecord) -> int:
+        b = self._batch
+        old = b.groups.get(group.error_id)
+        b.groups[group.error_id] = (group, old[1] if old else 0)
+        return self._mark()
+
+    def record_strategy_run(self, run: StrategyRun) -> int:
+        self._batch.runs.append(run)
+        return self._mark()
+
+    def _upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int:
+        self._batch.upserts.setdefault(kind, {})[key] = row
+        return self._mark()
+
+    def save_recovery_level(self, level: LevelRecord) -> int:
+        row = (level.error_id, level.level, as_utc(level.updated_at), to_json([dict(h) for h in level.history]))
+        return self._upsert("level", level.error_id, row)
+
+    def save_strategy_score(self, score: StrategyScore) -> int:
+        row = (score.key, score.strategy_id, score.score, as_utc(score.updated_at), score.samples,
+               to_json(dict(score.metrics)))
+        return self._upsert("score", (score.key, score.strategy_id), row)
+
+    def save_timeout(self, timeout: TimeoutRecord) -> int:
+        row = (timeout.error_type, timeout.strategy_id, timeout.timeout, as_utc(timeout.updated_at), timeout.srtt,
+               timeout.rttvar, timeout.samples)
+        return self._upsert("timeout", (timeout.error_type, timeout.strategy_id), row)
+
+    def save_learner_state(self, state: LearnerRecord) -> int:
+        return self._upsert("learner", state.key, (state.key, to_json(dict(state.state)), as_utc(state.updated_at)))
+
+    def apply_retention(self, days: float) -> int:
+        self._batch.retention = float(days)
+        return self._mark()
+
+    async def wait_durable(self, seq: int, timeout: float | None = None) -> None:
+        if seq <= self._committed:
+            return
+        if self.closed or self._writer is None:
+            raise StoreClosed("store is not open")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, id(fut), fut))
+        if timeout is None:
+            await fut
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"write not durable within {timeout} s (last error: {self.last_error})") from None
+
+    async def flush(self, timeout: float | None = None) -> None:
+        await self.wait_durable(self._seq, timeout)
+
+    def _release(self) -> None:
+        while self._waiters and self._waiters[0][0] <= self._committed:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- the writer ------------------------------------------------------------------------------------
+    def _take(self) -> _Batch | None:
+        b = self._batch
+        if b.seq == 0:
+            return None
+        self._batch = _Batch()
+        return b
+
+    async def _run_writer(self) -> None:
+        backoff = 0.05
+        batch: _Batch | None = None
+        while True:
+            if batch is None:
+                await self._wake.wait()
+                self._wake.clear()
+                if self.gather and len(self._batch.occurrences) < 256:
+                    await asyncio.sleep(self.gather)  # let a burst gather into one commit
+                batch = self._take()
+                if batch is None:
+                    if self._stop:
+                        return
+                    continue
+            try:
+                await self._commit_or_salvage(batch)
+            except TRANSIENT as exc:
+                self._failed(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                newer = self._take()
+                if newer is not None:
+                    batch.absorb(newer)
+                continue
+            backoff = 0.05
+            self._occ_pending -= len(batch.occurrences)
+            self._committed = max(self._committed, batch.seq)
+            self.commits += 1
+            self.rows_written += batch.size()
+            if self.failing_since is not None:
+                logger.info("store: %s reachable again; buffered writes committed", self.path)
+            self.failing_since = None
+            batch = None
+            self._release()
+
+    async def _commit_or_salvage(self, batch: _Batch) -> None:
+        try:
+            await self._commit(batch)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, TRANSIENT):
+                raise
+            await self._salvage(batch, exc)
+
+    async def _salvage(self, batch: _Batch, exc: BaseException) -> None:
+        """The database refused the batch's data: commit it in parts; drop (and count) only the
+        parts it refuses on their own, so one bad row cannot block every write behind it."""
+        logger.error("store: a write failed on its data (%s: %s); writing the batch in parts", type(exc).__name__, exc)
+        core = _Batch()
+        core.occurrences, core.groups = batch.occurrences, batch.groups
+        pieces = [core]
+        for run in batch.runs:
+            piece = _Batch()
+            piece.runs = [run]
+            pieces.append(piece)
+        for kind, rows in batch.upserts.items():
+            for key, row in rows.items():
+                piece = _Batch()
+                piece.upserts = {kind: {key: row}}
+                pieces.append(piece)
+        for piece in pieces:
+            try:
+                await self._commit(piece)
+            except asyncpg.PostgresError as err:
+                if isinstance(err, TRANSIENT):
+                    raise
+                self.dropped_writes += piece.size()
+                logger.error("store: dropped %d write(s) the database refuses: %s: %s", piece.size(),
+                             type(err).__name__, err)
+
+    async def _commit(self, batch: _Batch) -> None:
+        if self.pool is None:
+            raise asyncpg.InterfaceError("store is not connected")
+        async with self.pool.acquire() as con, con.transaction():
+            if batch.groups:
+                rows = [_group_row(g, n) for g, n in batch.groups.values()]
+                await con.execute(UPSERT_GROUPS, *_columns(rows, 26))
+            if batch.occurrences:
+                me = self.coordinator_id or None
+                rows = [
+                    (o.error_id, as_utc(o.occurred_at), clean_text(o.message), clean_text(o.worker_id),
+                     clean_text(o.task_id), clean_text(o.hardware_id),
+                     to_json(dict(o.metadata)) if o.metadata else None, me)
+                    for o in batch.occurrences
+                ]
+                await con.execute(INSERT_OCCURRENCES, *_columns(rows, 8))
+            if batch.runs:
+                me = self.coordinator_id or None
+                rows = [
+                    (r.strategy_id, r.strategy_name, r.error_type, float(r.execution_time), bool(r.success),
+                     as_utc(r.timestamp), r.hardware_id, r.affected_tasks, r.recovered_tasks,
+                     to_json(dict(r.resource_usage)), float(r.impact_score), float(r.stability_score),
+                     to_json(dict(r.context)), r.error_id, r.level, r.outcome, me)
+                    for r in batch.runs
+                ]
+                await con.execute(INSERT_RUNS, *_columns(rows, 17))
+            for kind, by_key in batch.upserts.items():
+                rows = list(by_key.values())
+                await con.execute(UPSERTS[kind], *_columns(rows, len(rows[0])))
+            if batch.retention is not None:
+                days = batch.retention
+                await con.execute("DELETE FROM error_occurrences WHERE occurred_at < now() - make_interval("
+                                  "secs => $1)", days * 86400.0)
+                await con.execute("DELETE FROM recovery_performance WHERE timestamp < now() - make_interval("
+                                  "secs => $1)", days * 86400.0)
+
+    def _failed(self, exc: BaseException) -> None:
+        first = self.failing_since is None
+        if first:
+            self.failing_since = time.monotonic()
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if first:
+            logger.error("store: write to %s failed, writes are buffered: %s", self.path, self.last_error)
+            if self.on_error is not None:
+                self.on_error(exc)
+
+    # -- health --------------------------------------------------------------------------------------
+    def status(self) -> StoreStatus:
+        return StoreStatus(
+            ok=self.failing_since is None and self.pool is not None and not self.closed,
+            path=self.path,
+            pending_writes=self._seq - self._committed,
+            queued_occurrences=self._occ_pending,
+            dropped_occurrences=self.dropped_occurrences,
+            dropped_writes=self.dropped_writes,
+            commits=self.commits,
+            rows_written=self.rows_written,
+            reconnects=self.reconnects,
+            last_error=self.last_error,
+            failing_for_seconds=(time.monotonic() - self.failing_since) if self.failing_since else 0.0,
+            schema_version=self.schema_version,
+            skipped_rows=self.skipped_rows,
+        )
+
+    async def ping(self) -> bool:
+        if self.pool is None:
+            return False
+        try:
+            async with asyncio.timeout(5):
+                async with self.pool.acquire() as con:
+                    await con.fetchval("SELECT 1")
+            return True
+        except (*TRANSIENT, asyncpg.PostgresError):
+            return False
+
+    async def reconnect(self) -> bool:
+        """Close every pooled connection (new ones open on demand) and check one works."""
+        if self.pool is None:
+            return False
+        await self.pool.expire_connections()
+        ok = await self.ping()
+        if ok:
+            self.reconnects += 1
+            self._wake.set()
+            logger.info("store: reconnected to %s", self.path)
+        return ok
