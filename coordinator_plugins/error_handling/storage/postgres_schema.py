@@ -284,6 +284,6 @@ def redact(url: str) -> str:
     head, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
-    creds, at, host = rest.rpartition("@")
+    creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{head}://{user}{'' if ':' not in creds else ':***'}@{host}"

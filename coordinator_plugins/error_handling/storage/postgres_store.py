@@ -297,6 +297,7 @@ class PostgresStore(PostgresReads, PostgresFleet):
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody waits for it any more
             raise TimeoutError(f"write not durable within {timeout} s (last error: {self.last_error})") from None
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -331,9 +332,15 @@ class PostgresStore(PostgresReads, PostgresFleet):
                         return
                     continue
             try:
-                await self._commit_or_salvage(batch)
-            except TRANSIENT as exc:
+                async with asyncio.timeout(60):
+                    await self._commit_or_salvage(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the link, the server or the client's state: retry, never drop
                 self._failed(exc)
+                if not isinstance(exc, TRANSIENT) and self.pool is not None:
+                    with contextlib.suppress(Exception):
+                        await self.pool.expire_connections()  # a connection in a broken state
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 newer = self._take()
