@@ -257,7 +257,8 @@ class Fleet:
         """The live members (heartbeat within ``lease_ttl``), this one first."""
         rows = await self.store.members(self.ttl)
         live = [
-            {"coordinator_id": r["coordinator_id"], "last_seen": iso(r["last_seen"]), "started_at": iso(r["started_at"]),
+            {"coordinator_id": r["coordinator_id"], "last_seen": iso(r["last_seen"]),
+             "started_at": iso(r["started_at"]),
              "seconds_since_heartbeat": round(r["age"], 3), "self": r["coordinator_id"] == self.coordinator_id,
              **{k: r[k] for k in ("host", "pid", "open_groups", "in_flight", "leases") if k in r}}
             for r in rows

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from coordinator_plugins.error_handling.config import BUILTIN_STRATEGY_IDS, ErrorHandlingConfig
+from coordinator_plugins.error_handling.fleet.lease import LeaseKeeper
 from coordinator_plugins.error_handling.learning.learn import HeldRun, Learner
 from coordinator_plugins.error_handling.learning.performance import (
     PerformanceTracker,
@@ -27,7 +28,6 @@ from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeout
 from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
-from coordinator_plugins.error_handling.fleet.lease import LeaseKeeper
 from coordinator_plugins.error_handling.recovery.candidates import Candidates
 from coordinator_plugins.error_handling.recovery.leased import recover_leased
 from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
