@@ -276,4 +276,4 @@ class Fleet:
 def iso_now() -> str:
     from coordinator_plugins.error_handling.model import utcnow
 
-    return iso(utcnow())
+    return iso(utcnow()) or ""
