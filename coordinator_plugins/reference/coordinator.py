@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections import deque
@@ -18,6 +20,7 @@ from typing import Any
 
 from coordinator_plugins.reference.actions import CoordinatorActions
 from coordinator_plugins.reference.db import CoordinatorDB
+from coordinator_plugins.reference.db_pg import PostgresCoordinatorDB
 from coordinator_plugins.reference.launcher import WorkerLauncher
 from coordinator_plugins.reference.model import Task, Worker
 
@@ -36,6 +39,13 @@ class CoordinatorSettings:
     watchdog_repeat: float = 10.0  # a loop still down is reported again after this many seconds
     workers: int = 0  # local worker processes launched at start
     worker_max_tasks: int = 1
+    coordinator_id: str = ""  # this member's name in a fleet; "" = host name + pid
+    lease_ttl: float = 15.0  # a fleet member silent this long is dead: a survivor takes its tasks
+
+    @property
+    def fleet(self) -> bool:
+        """Whether the state lives in PostgreSQL, shared with the other members of a fleet."""
+        return self.database.startswith(("postgresql://", "postgres://"))
 
 
 class Component:
@@ -106,7 +116,14 @@ class Coordinator(CoordinatorActions):
         self.pending: deque[str] = deque()
         self.paused = False
         self.max_concurrency = self.settings.max_concurrency
-        self.db = CoordinatorDB(self.settings.database)
+        if not self.settings.coordinator_id:
+            self.settings.coordinator_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.db: CoordinatorDB | PostgresCoordinatorDB = (
+            PostgresCoordinatorDB(self.settings.database, self.settings.coordinator_id)
+            if self.settings.fleet
+            else CoordinatorDB(self.settings.database)
+        )
+        self.takeovers: list[dict[str, Any]] = []  # dead fleet members whose tasks moved here
         self.launcher = WorkerLauncher()
         self._sched_wake = asyncio.Event()
         self.components: dict[str, Component] = {
@@ -118,6 +135,8 @@ class Coordinator(CoordinatorActions):
             ),
             "db_flusher": Component("db_flusher", 0.2, self._flush_tick),
         }
+        if self.settings.fleet:
+            self.components["fleet"] = Component("fleet", min(1.0, self.settings.lease_ttl / 5), self._fleet_tick)
         self.enhanced_error_handling: Any = None  # set by the error-handling plugin
         self.url = ""
         self._bg: set[asyncio.Task[Any]] = set()
@@ -196,7 +215,7 @@ class Coordinator(CoordinatorActions):
         return task
 
     def _persist(self, task: Task) -> None:
-        self.db.mark(task.task_id, task.spec, task.status, task.worker_id, task.attempt, task.result)
+        self.db.mark(task.task_id, task.spec, task.status, task.worker_id, task.attempt, task.result, task.final)
 
     def _to_pending(self, task: Task, front: bool = True) -> None:
         """Back to the queue for another attempt; never a task that completed or failed for good."""
@@ -413,3 +432,27 @@ class Coordinator(CoordinatorActions):
             if not self._db_error_reported:
                 self._db_error_reported = True
                 self.report(exc, component="database", operation="write_state")
+
+    async def _fleet_tick(self) -> None:
+        """Heartbeat this member; take the unfinished tasks of members silent for ``lease_ttl``."""
+        db = self.db
+        if not isinstance(db, PostgresCoordinatorDB):
+            return
+        await db.heartbeat(self.url)
+        for entry in await db.take_over(self.settings.lease_ttl):
+            moved = []
+            for row in entry["tasks"]:
+                task = self.tasks.get(row["task_id"])
+                if task is None:
+                    task = Task(row["task_id"], dict(row["spec"]), attempt=int(row["attempt"]))
+                    self.tasks[task.task_id] = task
+                if task.final:
+                    continue
+                task.status, task.worker_id = "failed", None  # not pending yet: _to_pending queues it
+                self._to_pending(task, front=True)
+                moved.append(task.task_id)
+            record = {"dead": entry["dead"], "silent_for": round(float(entry["silent_for"]), 3),
+                      "tasks": moved, "at": time.time()}
+            self.takeovers.append(record)
+            logger.warning("fleet: member %s silent for %.1f s: %d unfinished task(s) taken over by %s",
+                           entry["dead"], entry["silent_for"], len(moved), self.settings.coordinator_id)
