@@ -352,7 +352,8 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         # the layout is exactly version 1 (plus the coordinator's tables and the seed's schema_versions)
         layout = await s.integ.store.read(columns)
         assert {t: layout[t] for t in V1_TABLES} == v1_layout()
-        assert set(layout) == V1_TABLES | {"worker_nodes", "schema_versions"}
+        assert set(layout) == V1_TABLES | {"schema_version", "worker_nodes", "schema_versions"}
+        assert s.integ.store.status().schema_version == 1  # the seed migration writes version 1
         open_ids = {e["error_id"]: e for e in (await s.get("/api/errors?limit=1000"))["errors"]}
         # three seed rows of one error (aggregated by the seed) are one open group under its primary's id
         assert set(open_ids) == {ids["refused"], ids["exhausted"], ids["retrying"], ids["db"]}

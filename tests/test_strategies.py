@@ -64,7 +64,7 @@ async def test_database_strategy_reconnects_coordinator_and_store(make_farm) -> 
     assert await c.wait_task(tid, 10) == "completed"
     await wait_for(lambda: not c.db.ok, 5, "coordinator db failing")
     report = await integ.report_error("queued while the store is down", {"component": "probe"})
-    await wait_for(lambda: not integ.store.status()["ok"], 5, "store failing")
+    await wait_for(lambda: not integ.store.status().ok, 5, "store failing")
     ok, info = await integ.handle_error(duckdb.ConnectionException("Connection already closed!"),
                                         {"component": "database", "operation": "write_state"})
     assert ok, info

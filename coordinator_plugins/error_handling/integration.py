@@ -7,11 +7,10 @@ A report flows classify -> group -> persist -> hooks -> recovery manager -> stra
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
@@ -28,8 +27,9 @@ from coordinator_plugins.error_handling.observe.metrics import PluginMetrics
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.manager import LevelState, RecoveryManager
-from coordinator_plugins.error_handling.storage import queries
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.base import Store
+from coordinator_plugins.error_handling.storage.factory import open_store
+from coordinator_plugins.error_handling.storage.records import StoredState
 from coordinator_plugins.error_handling.strategies import BUILTIN_CLASSES, RecoveryStrategy
 from coordinator_plugins.error_handling.strategies.builtin import DatabaseRecoveryStrategy, SystemRecoveryStrategy
 
@@ -53,18 +53,17 @@ class EnhancedErrorHandlingIntegration:
         self.coordinator = coordinator
         self.actions = adapt_coordinator(coordinator)
         self.rng = random.Random(cfg.seed)
-        self.store = DuckDBStore(cfg.database, queue_limit=cfg.write_queue_limit, on_error=self._store_failed,
-                                 gather=cfg.commit_window, memory_mb=cfg.database_memory_mb)
+        self.store: Store = open_store(cfg, on_error=self._store_failed)
         # A group recurring while its success is on probation is the same group, whatever the
         # regression window: its recurrence makes that success a failure (SPEC section 9).
         self.error_handler = ErrorHandler(
             self.store, cfg.hook_timeout, max(cfg.regression_window, cfg.verify_window), cfg.max_groups_in_memory,
             self.rng,
         )
-        persist = self.store.enqueue_upsert
-        self.performance_recovery = PerformanceTracker(persist, self.store.enqueue_performance)
-        self.policy = make_policy(cfg.selection, self.performance_recovery, self.rng, persist)
-        self.timeouts = AdaptiveTimeouts(cfg.default_timeout, persist)
+        store = self.store
+        self.performance_recovery = PerformanceTracker(store.save_strategy_score, store.record_strategy_run)
+        self.policy = make_policy(cfg.selection, self.performance_recovery, self.rng, store.save_learner_state)
+        self.timeouts = AdaptiveTimeouts(cfg.default_timeout, store.save_timeout)
         global_limit = cfg.recovery_budget_global or (3 * cfg.recovery_budget)
         self.budget = RecoveryBudget(cfg.recovery_budget, cfg.budget_window, global_limit)
         self.sampler = ResourceSampler()
@@ -77,7 +76,7 @@ class EnhancedErrorHandlingIntegration:
             self.budget,
             self.sampler,
             self.error_handler.persist,
-            persist,
+            store.save_recovery_level,
         )
         self.metrics = PluginMetrics(self) if cfg.metrics else None
         if self.metrics is not None:
@@ -103,38 +102,48 @@ class EnhancedErrorHandlingIntegration:
         self.loop: asyncio.AbstractEventLoop | None = None  # the app's, once started
         self._blocking: BlockingIntegration | None = None
         self._bg: set[asyncio.Task[Any]] = set()
+        self.restore_skipped = 0  # stored rows that could not be restored at the last start
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        """Open the store, restore its state, start the background work. A start that fails
+        part way closes what it opened (the store's connection and writer, the sampler)."""
         self.loop = asyncio.get_running_loop()
-        await self.store.open(self.config.fallback_to_memory)
-        state = await self.store.read(
-            lambda cur: queries.load_state(cur, self.config.regression_window, self.config.max_groups_in_memory)
+        async with AsyncExitStack() as stack:
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            state = await self.store.load_state(self.config.regression_window, self.config.max_groups_in_memory)
+            self._restore(state)
+            self.sampler.start()
+            stack.push_async_callback(self.sampler.stop)
+            self._spawn(self._retention_loop())
+            stack.pop_all()  # started: stop() closes them from now on
+        self.started = True
+        logger.info(
+            "error handling started: %d open group(s) restored from %s%s",
+            sum(1 for g in state.groups if g.resolution_status != "resolved"),
+            self.config.database,
+            f" ({self.restore_skipped} damaged row(s) skipped)" if self.restore_skipped else "",
         )
-        for report in reversed(state["groups"]):
-            self.error_handler.groups.add(report)
-        for error_id, level, updated, history in state["levels"]:
-            st = LevelState(level=int(level), last_updated=float(updated or time.time()))
+
+    def _restore(self, state: StoredState) -> None:
+        for record in reversed(state.groups):
+            self.error_handler.groups.add(record.to_report())
+        for lv in state.levels:
+            st = LevelState(level=int(lv.level), last_updated=lv.updated_at.timestamp())
             st.recoveries = 1
-            for h in json.loads(history) if isinstance(history, str) else history or []:
-                st.history.append(h)
-            self.recovery_manager.levels[error_id] = st
+            for h in lv.history:
+                st.history.append(dict(h))
+            self.recovery_manager.levels[lv.error_id] = st
         for report in self.error_handler.groups:  # a stopped recovery stays stopped
             stopped = report.recovery_details.get("stopped")
             if stopped and report.is_open:
                 self.recovery_manager.state(report.error_id).stopped = str(stopped)
-        self.performance_recovery.load(state["scores"])
-        self.timeouts.load(state["timeouts"])
+        self.performance_recovery.load(state.scores)
+        self.timeouts.load(state.timeouts)
         if isinstance(self.policy, AdaptivePolicy):
-            self.policy.load(state["learner"])
-        self.sampler.start()
-        self._spawn(self._retention_loop())
-        self.started = True
-        logger.info(
-            "error handling started: %d open group(s) restored from %s",
-            sum(1 for g in state["groups"] if g.is_open),
-            self.config.database,
-        )
+            self.policy.load(state.learner)
+        self.restore_skipped = state.skipped + self.performance_recovery.skipped
 
     async def stop(self) -> None:
         self.closed = True
@@ -173,12 +182,7 @@ class EnhancedErrorHandlingIntegration:
 
     async def _retention_loop(self) -> None:
         while True:
-            self.store.enqueue_sql(
-                "DELETE FROM error_occurrences WHERE occurred_at < now() - to_days(?)", [self.config.retention_days]
-            )
-            self.store.enqueue_sql(
-                "DELETE FROM recovery_performance WHERE timestamp < now() - to_days(?)", [self.config.retention_days]
-            )
+            self.store.apply_retention(self.config.retention_days)
             await asyncio.sleep(3600)
 
     def _store_failed(self, exc: BaseException) -> None:
@@ -238,7 +242,8 @@ class EnhancedErrorHandlingIntegration:
     ) -> list[dict[str, Any]]:
         sev = parse_enum(ErrorSeverity, "severity", severity)
         await self.store.flush()
-        return await self.store.read(lambda cur: queries.unresolved(cur, component, sev.rank if sev else None))
+        groups = await self.store.unresolved_groups(component, sev.rank if sev else None)
+        return [g.to_api() for g in groups]
 
     async def resolve_error(
         self, error_id: str, resolution: str = "manual", details: dict[str, Any] | None = None
@@ -252,10 +257,10 @@ class EnhancedErrorHandlingIntegration:
         report = self.error_handler.groups.get(error_id)
         if report is None:
             await self.store.flush()
-            row = await self.store.read(lambda cur: queries.get_group(cur, error_id))
-            if row is None:
+            record = await self.store.get_group(error_id)
+            if record is None:
                 return None
-            report = queries.report_from_row(row)
+            report = record.to_report()
             self.error_handler.groups.add(report)
         if not report.is_open:
             return True
@@ -282,19 +287,19 @@ class EnhancedErrorHandlingIntegration:
             "hook_failures": h.hooks.failures,
             "hook_timeouts": h.hooks.timeouts,
             "evicted_groups": h.groups.evicted,
-            "dropped_occurrences": self.store.dropped_occurrences,
+            "dropped_occurrences": self.store.status().dropped_occurrences,
         }
 
     async def get_performance_metrics(
         self, error_type: str | None = None, strategy_id: str | None = None, days: int = 30
     ) -> dict[str, Any]:
         await self.store.flush()
-        return await self.store.read(lambda cur: queries.performance_metrics(cur, error_type, strategy_id, days))
+        return await self.store.strategy_performance(error_type, strategy_id, days)
 
     async def get_recovery_history(self, error_id: str | None = None, limit: int = 100) -> dict[str, Any] | None:
         if error_id is None:
             await self.store.flush()
-            out = await self.store.read(lambda cur: queries.history_summary(cur, limit))
+            out = await self.store.recovery_summary(limit)
             rm = self.recovery_manager
             out["summary"].update(
                 recoveries=rm.recoveries,
@@ -308,12 +313,11 @@ class EnhancedErrorHandlingIntegration:
         if st is not None:
             return {"error_id": error_id, "current_level": st.level, "history": list(st.history)}
         await self.store.flush()
-        row = await self.store.read(lambda cur: queries.level_row(cur, error_id))
-        if row is not None:
-            return {"error_id": error_id, "current_level": row[0], "history": row[1]}
-        known = self.error_handler.groups.get(error_id) is not None or (
-            await self.store.read(lambda cur: queries.get_group(cur, error_id)) is not None
-        )
+        level = await self.store.recovery_level(error_id)
+        if level is not None:
+            return {"error_id": error_id, "current_level": level.level, "history": [dict(h) for h in level.history]}
+        known = self.error_handler.groups.get(error_id) is not None
+        known = known or await self.store.get_group(error_id) is not None
         return {"error_id": error_id, "current_level": 1, "history": []} if known else None
 
     async def get_occurrence_series(
@@ -323,7 +327,7 @@ class EnhancedErrorHandlingIntegration:
         the last ``window`` seconds; None when the id is unknown. Read from the database, so a
         group restored after a restart shows its whole history."""
         await self.store.flush()
-        return await self.store.read(lambda cur: queries.occurrence_series(cur, error_id, buckets, window))
+        return await self.store.occurrence_series(error_id, buckets, window)
 
     async def get_strategy_recommendations(self, error_type: str | ErrorType) -> list[dict[str, Any]]:
         et = parse_enum(ErrorType, "error_type", error_type).value
@@ -356,6 +360,6 @@ class EnhancedErrorHandlingIntegration:
         return {
             "open_groups": self.error_handler.groups.count_open(),
             "budget": self.budget.status(),
-            "store": self.store.status(),
+            "store": self.store.status().to_dict(),
             "in_flight": len(self.recovery_manager.inflight),
         }

@@ -25,7 +25,8 @@ from coordinator_plugins.error_handling.model import (
     enum_member,
     utcnow,
 )
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.base import Store
+from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
@@ -58,7 +59,7 @@ class ErrorHandler:
 
     def __init__(
         self,
-        store: DuckDBStore,
+        store: Store,
         hook_timeout: float = 5.0,
         regression_window: float = 600.0,
         max_groups: int = 50_000,
@@ -206,14 +207,18 @@ class ErrorHandler:
     ) -> tuple[ErrorReport, int]:
         """Classify, group, queue for persistence and run hooks. Returns (report, write seq)."""
         report, message, metadata = self.build(error, context)
-        seq = self.store.enqueue_occurrence(report, message, metadata)
+        # snapshots: the store's writer never reads the live report, which keeps changing
+        seq = self.store.record_occurrence(OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report))
+        report.persisted = True  # queued: the store writes it (with this occurrence) from now on
         await self.hooks.run(report)
         return report, seq
 
     def persist(self, report: ErrorReport) -> int:
         """Queue the group's current state for writing."""
         self.groups.mark(report)
-        return self.store.enqueue_group(report)
+        seq = self.store.save_group(GroupRecord.of(report))
+        report.persisted = True
+        return seq
 
     # -- retry ----------------------------------------------------------------------------------
     async def retry_operation(

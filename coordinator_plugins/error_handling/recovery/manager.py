@@ -34,7 +34,7 @@ from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
 from coordinator_plugins.error_handling.recovery.poison import screen
 from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
 from coordinator_plugins.error_handling.recovery.verify import Probation
-from coordinator_plugins.error_handling.storage.schema import dumps
+from coordinator_plugins.error_handling.storage.records import LevelRecord
 from coordinator_plugins.error_handling.strategies.base import (
     LEVEL_STRATEGIES,
     TASK_CATEGORIES,
@@ -56,7 +56,7 @@ class RecoveryManager(RecoveryOutcomes):
         budget: RecoveryBudget,
         sampler: ResourceSampler,
         persist_group: Callable[[ErrorReport], Any],
-        persist: Callable[[str, Any, tuple[Any, ...]], Any],
+        save_level: Callable[[LevelRecord], Any],
     ) -> None:
         self.config = config
         self.coordinator = coordinator
@@ -66,7 +66,7 @@ class RecoveryManager(RecoveryOutcomes):
         self.budget = budget
         self.sampler = sampler
         self.persist_group = persist_group
-        self.persist = persist
+        self.save_level = save_level
         self.candidates = Candidates()
         self.strategies: dict[str, RecoveryStrategy] = self.candidates.strategies
         self.levels: dict[str, LevelState] = {}
@@ -113,8 +113,7 @@ class RecoveryManager(RecoveryOutcomes):
 
     def _save_level(self, error_id: str, st: LevelState) -> None:
         st.last_updated = time.time()
-        # serialized here: DuckDB would infer a STRUCT from the first entry and fail on the others
-        self.persist("level", error_id, (error_id, st.level, utcnow(), dumps(list(st.history))))
+        self.save_level(LevelRecord(error_id, st.level, utcnow(), tuple(st.history)))
 
     def reset_level(self, error_id: str) -> bool:
         """Level 1 again; a group whose recovery was stopped may recover again."""

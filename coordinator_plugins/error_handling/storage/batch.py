@@ -9,11 +9,12 @@ BEGIN/COMMIT.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import duckdb
 
-from coordinator_plugins.error_handling.model import ErrorReport
+from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 from coordinator_plugins.error_handling.storage.schema import (
     GROUP_COLUMNS,
     INSERT_OCCURRENCES,
@@ -48,7 +49,9 @@ class Batch:
     """Writes gathered between two commits."""
 
     __slots__ = (
+        "deltas",
         "groups",
+        "new",
         "occ_hw",
         "occ_id",
         "occ_md",
@@ -69,10 +72,32 @@ class Batch:
         self.occ_worker: list[str | None] = []
         self.occ_task: list[str | None] = []
         self.occ_hw: list[str | None] = []
-        self.occ_md: list[dict[str, Any] | None] = []
-        self.groups: dict[str, ErrorReport] = {}
+        self.occ_md: list[Mapping[str, Any] | None] = []
+        # the latest snapshot of each group written, the occurrences it gained since its previous
+        # write (its count increment), and the ids of groups the store has never written
+        self.groups: dict[str, GroupRecord] = {}
+        self.deltas: dict[str, int] = {}
+        self.new: set[str] = set()
         self.upserts: dict[str, dict[Any, tuple[Any, ...]]] = {}
         self.ops: list[tuple[str, Any]] = []
+
+    def add_occurrence(self, o: OccurrenceRecord) -> None:
+        self.occ_id.append(o.error_id)
+        self.occ_ts.append(o.occurred_at)
+        self.occ_msg.append(o.message)
+        self.occ_worker.append(o.worker_id)
+        self.occ_task.append(o.task_id)
+        self.occ_hw.append(o.hardware_id)
+        self.occ_md.append(o.metadata or None)
+
+    def add_group(self, g: GroupRecord, delta: int) -> None:
+        """The latest snapshot wins; increments add up; a group new in any snapshot stays new."""
+        gid = g.error_id
+        self.groups[gid] = g
+        if delta or not g.stored:
+            self.deltas[gid] = self.deltas.get(gid, 0) + delta
+        if not g.stored:
+            self.new.add(gid)
 
     def size(self) -> int:
         return len(self.occ_id) + len(self.groups) + len(self.ops) + sum(len(v) for v in self.upserts.values())
@@ -80,7 +105,11 @@ class Batch:
     def absorb(self, newer: Batch) -> None:
         for name in (*OCC_COLUMNS, "ops"):
             getattr(self, name).extend(getattr(newer, name))
-        self.groups.update(newer.groups)
+        for gid, g in newer.groups.items():
+            self.groups[gid] = g
+        for gid, d in newer.deltas.items():
+            self.deltas[gid] = self.deltas.get(gid, 0) + d
+        self.new |= newer.new
         for kind, rows in newer.upserts.items():
             self.upserts.setdefault(kind, {}).update(rows)
         self.seq = newer.seq
@@ -97,15 +126,15 @@ def occurrence_rows(batch: Batch) -> list[tuple[Any, ...]]:
 
 
 def statements_for(
-    batch: Batch, written: list[ErrorReport], known: list[ErrorReport]
+    batch: Batch, written: list[tuple[GroupRecord, int]], known: list[tuple[GroupRecord, int]]
 ) -> tuple[list[tuple[str, Any]], list[tuple[Any, ...]]]:
     """(statements, rows for the appender) that commit ``batch``, new groups ``written`` in full and
-    the rows of ``known`` groups updated."""
+    the rows of ``known`` groups updated; each group with its count increment."""
     statements: list[tuple[str, Any]] = []
     for part in chunks(written):
-        statements.append((UPSERT_GROUPS, columns_of([group_row(r) for r in part], len(GROUP_COLUMNS))))
+        statements.append((UPSERT_GROUPS, columns_of([group_row(r, d) for r, d in part], len(GROUP_COLUMNS))))
     for part in chunks(known):
-        statements.append((UPDATE_GROUPS, columns_of([update_row(r) for r in part], len(UPDATE_COLUMNS))))
+        statements.append((UPDATE_GROUPS, columns_of([update_row(r, d) for r, d in part], len(UPDATE_COLUMNS))))
     big: list[tuple[Any, ...]] = []
     if batch.occ_id:
         if len(batch.occ_id) <= SMALL_BATCH:
@@ -118,7 +147,11 @@ def statements_for(
     for kind, by_key in batch.upserts.items():
         rows = list(by_key.values())
         statements.append((UPSERTS[kind], columns_of(rows, len(rows[0]))))
-    statements.extend(payload for kind, payload in batch.ops if kind == "sql")
+    for kind, payload in batch.ops:
+        if kind == "retention":  # payload: days
+            seconds = [payload * 86400.0]
+            statements.append(("DELETE FROM error_occurrences WHERE occurred_at < now() - to_seconds(?)", seconds))
+            statements.append(("DELETE FROM recovery_performance WHERE timestamp < now() - to_seconds(?)", seconds))
     return statements, big
 
 

@@ -1,8 +1,10 @@
-"""Persistence behind one small interface; DuckDB is the embedded default.
+"""The embedded store: DuckDB behind the ``Store`` protocol (``base.py``).
 
 DuckDB never runs on the event loop: one writer thread with its own cursor batches every
 write into one transaction (group commit), and reads run on a reader thread with its own
-cursor. ``wait_durable(seq)`` resolves when the write numbered ``seq`` is committed.
+cursor. ``wait_durable(seq)`` resolves when the write numbered ``seq`` is committed. The writer
+also watches the file: one deleted or replaced under it is recreated with everything the store
+holds (``recreate.py``).
 """
 
 from __future__ import annotations
@@ -14,14 +16,33 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
-from coordinator_plugins.error_handling.model import ErrorReport
-from coordinator_plugins.error_handling.storage.base import StoreUnavailable
+from coordinator_plugins.error_handling.storage.base import StoreClosed, StoreUnavailable
 from coordinator_plugins.error_handling.storage.batch import Batch
-from coordinator_plugins.error_handling.storage.schema import SCHEMA, UPSERTS
+from coordinator_plugins.error_handling.storage.duckdb_reads import DuckDBReads
+from coordinator_plugins.error_handling.storage.migrations import migrate
+from coordinator_plugins.error_handling.storage.records import (
+    GroupRecord,
+    LearnerRecord,
+    LevelRecord,
+    OccurrenceRecord,
+    StoreStatus,
+    StrategyRun,
+    StrategyScore,
+    TimeoutRecord,
+)
+from coordinator_plugins.error_handling.storage.recreate import FileWatch
+from coordinator_plugins.error_handling.storage.schema import (
+    UPSERTS,
+    learner_row,
+    level_row,
+    perf_row,
+    score_row,
+    timeout_row,
+)
 from coordinator_plugins.error_handling.storage.seed_migration import migrate_seed_database
 from coordinator_plugins.error_handling.storage.writer import WriterLoop
 
@@ -30,23 +51,10 @@ R = TypeVar("R")
 SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
 
 Cursor = duckdb.DuckDBPyConnection
+__all__ = ["DuckDBStore", "StoreUnavailable"]
 
 
-class Store(Protocol):
-    """What the plugin needs from persistence. A PostgreSQL store would implement the same."""
-
-    def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int: ...
-    def enqueue_group(self, report: ErrorReport) -> int: ...
-    def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int: ...
-    def enqueue_performance(self, row: tuple[Any, ...]) -> int: ...
-    async def wait_durable(self, seq: int, timeout: float | None = None) -> None: ...
-    async def flush(self) -> None: ...
-    async def read(self, fn: Callable[[Cursor], R]) -> R: ...
-    async def reconnect(self) -> bool: ...
-    def status(self) -> dict[str, Any]: ...
-
-
-class DuckDBStore(WriterLoop):
+class DuckDBStore(WriterLoop, DuckDBReads):
     """The embedded store. Start with :meth:`open` (on the loop) and stop with :meth:`close`."""
 
     def __init__(
@@ -79,7 +87,8 @@ class DuckDBStore(WriterLoop):
         # occurrences, which are always durable first): at most every ``group_interval`` seconds,
         # and whenever flush() asks. ``_groups_committed`` is the seq through which they are.
         self.group_interval = group_interval
-        self._lazy: dict[str, ErrorReport] = {}
+        self._lazy: dict[str, GroupRecord] = {}
+        self._lazy_delta: dict[str, int] = {}
         self._lazy_since = 0.0
         self._force_groups = 0
         self._groups_committed = 0
@@ -107,6 +116,10 @@ class DuckDBStore(WriterLoop):
         self.reconnects = 0
         self.fallback_reason: str | None = None
         self.seed_migration: dict[str, Any] | None = None  # what converting a seed-written file did
+        self.schema_version = 0
+        self.migrated_from: int | None = None
+        self.skipped_rows = 0  # stored rows load_state could not read
+        self.watch = FileWatch(self)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -125,7 +138,9 @@ class DuckDBStore(WriterLoop):
             migrated = migrate_seed_database(con)
             if migrated is not None:
                 self.seed_migration = migrated.to_dict()
-            con.execute(SCHEMA)
+            before, self.schema_version = migrate(con, self.path)
+            if before != self.schema_version and before:
+                self.migrated_from = before
         except BaseException:
             con.close()  # or the file stays open, and locked, until the garbage collector runs
             raise
@@ -137,6 +152,8 @@ class DuckDBStore(WriterLoop):
         self._loop = asyncio.get_running_loop()
         try:
             self._con = await asyncio.to_thread(self._connect)
+        except StoreUnavailable:
+            raise  # a schema newer than the code: no fallback could read it either
         except duckdb.Error as exc:
             reason = str(exc).splitlines()[0]
             if "lock" in reason.lower():
@@ -152,31 +169,40 @@ class DuckDBStore(WriterLoop):
             self.fallback_reason = reason
             self.path = ":memory:"
             self._con = await asyncio.to_thread(self._connect)
-        self._writer = threading.Thread(target=self._run_writer, name="eh-store-writer", daemon=True)
-        self._writer.start()
+        self.watch.opened()
+        try:
+            self._writer = threading.Thread(target=self._run_writer, name="eh-store-writer", daemon=True)
+            self._writer.start()
+        except BaseException:
+            self._close_connection()
+            raise
+
+    def _close_connection(self) -> None:
+        with self._conn_lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
     async def close(self) -> None:
-        """Flush what is queued, stop the threads, close the database."""
+        """Flush what is queued, stop the threads, close the database. Idempotent."""
         if self._writer is None:
+            self._close_connection()
             return
         try:
-            async with asyncio.timeout(30):
-                await self.flush()
-        except TimeoutError:
+            await self.flush(30)
+        except (TimeoutError, StoreClosed):
             logger.error("store: pending writes could not be flushed within 30 s (%s)", self.last_error)
         self._stop = True
         self._wake.set()
         await asyncio.to_thread(self._writer.join, 10)
         self._reader.shutdown(wait=True)
-        with self._conn_lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
+        self._close_connection()
         self._writer = None
-        for _, _, fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(ConnectionError("store closed before the write was durable"))
-        self._waiters.clear()
+        for waiters in (self._waiters, self._flush_waiters):
+            for _, _, fut in waiters:
+                if not fut.done():
+                    fut.set_exception(StoreClosed("store closed before the write was durable"))
+            waiters.clear()
         self._deadlines.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -193,27 +219,23 @@ class DuckDBStore(WriterLoop):
             self._wake.set()
         return self._seq
 
-    def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int:
+    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord) -> int:
         with self._lock:
             b = self._batch
             if self._occ_pending >= self.queue_limit:
                 self.dropped_occurrences += 1  # the group row still carries the count
             else:
                 self._occ_pending += 1
-                c = report.context
-                b.occ_id.append(report.error_id)
-                b.occ_ts.append(report.last_seen)
-                b.occ_msg.append(message)
-                b.occ_worker.append(c.worker_id)
-                b.occ_task.append(c.task_id)
-                b.occ_hw.append(c.hardware_id)
-                b.occ_md.append(metadata or None)
-            b.groups[report.error_id] = report
+                b.add_occurrence(occurrence)
+            b.add_group(group, 1)
             return self._mark()
 
-    def enqueue_group(self, report: ErrorReport) -> int:
+    def save_group(self, group: GroupRecord) -> int:
         with self._lock:
-            self._batch.groups[report.error_id] = report
+            b = self._batch
+            # a group never written is inserted with the count it has; a stored count is kept
+            new = not group.stored and group.error_id not in b.deltas
+            b.add_group(group, group.aggregated_count if new else 0)
             return self._mark()
 
     def _put(self, kind: str, key: Any, payload: Any) -> int:
@@ -224,16 +246,23 @@ class DuckDBStore(WriterLoop):
                 self._batch.ops.append((kind, payload))
             return self._mark()
 
-    def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int:
-        if kind not in UPSERTS:
-            raise ValueError(f"unknown upsert kind {kind!r}")
-        return self._put(kind, key, row)
+    def record_strategy_run(self, run: StrategyRun) -> int:
+        return self._put("perf", None, perf_row(run))
 
-    def enqueue_performance(self, row: tuple[Any, ...]) -> int:
-        return self._put("perf", None, row)
+    def save_recovery_level(self, level: LevelRecord) -> int:
+        return self._put("level", level.error_id, level_row(level))
 
-    def enqueue_sql(self, sql: str, params: list[Any] | None = None) -> int:
-        return self._put("sql", None, (sql, params or []))
+    def save_strategy_score(self, score: StrategyScore) -> int:
+        return self._put("score", (score.key, score.strategy_id), score_row(score))
+
+    def save_timeout(self, timeout: TimeoutRecord) -> int:
+        return self._put("timeout", (timeout.error_type, timeout.strategy_id), timeout_row(timeout))
+
+    def save_learner_state(self, state: LearnerRecord) -> int:
+        return self._put("learner", state.key, learner_row(state))
+
+    def apply_retention(self, days: float) -> int:
+        return self._put("retention", None, float(days))
 
     async def wait_durable(self, seq: int, timeout: float | None = None) -> None:
         """Return once the write numbered ``seq`` is committed. TimeoutError when it is not
@@ -242,7 +271,7 @@ class DuckDBStore(WriterLoop):
         if seq <= self._committed:
             return
         if self._writer is None or self._loop is None:
-            raise ConnectionError("store is not open")
+            raise StoreClosed("store is not open")
         fut: asyncio.Future[None] = self._loop.create_future()
         heapq.heappush(self._waiters, (seq, id(fut), fut))
         if timeout is not None:
@@ -263,18 +292,27 @@ class DuckDBStore(WriterLoop):
         if dl and self._loop is not None and not self._loop.is_closed():
             self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
-    async def flush(self) -> None:
-        """Wait until everything queued so far, group rows included, is committed."""
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued so far, group rows included, is committed; TimeoutError
+        after ``timeout`` seconds (the writes stay queued)."""
         seq = self._seq
         if seq <= self._groups_committed:
             return
         if self._writer is None:
-            raise ConnectionError("store is not open")
+            raise StoreClosed("store is not open")
         self._force_groups = max(self._force_groups, seq)
         self._wake.set()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._flush_waiters, (seq, id(fut), fut))
-        await fut
+        if timeout is None:
+            await fut
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"store: writes not flushed within {timeout:g} s (last error: {self.last_error})"
+            ) from None
 
     def _release_waiters(self) -> None:
         for waiters, done in ((self._waiters, self._committed), (self._flush_waiters, self._groups_committed)):
@@ -339,19 +377,24 @@ class DuckDBStore(WriterLoop):
         except Exception:
             return False
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "ok": self.failing_since is None and self._con is not None,
-            "fallback": self.fallback_reason,
-            "path": self.path,
-            "pending_writes": self._seq - self._committed,
-            "queued_occurrences": self._occ_pending,
-            "dropped_occurrences": self.dropped_occurrences,
-            "dropped_writes": self.dropped_writes,
-            "commits": self.commits,
-            "rows_written": self.rows_written,
-            "reconnects": self.reconnects,
-            "last_error": self.last_error,
-            "seed_migration": self.seed_migration,
-            "failing_for_seconds": (time.monotonic() - self.failing_since) if self.failing_since else 0.0,
-        }
+    def status(self) -> StoreStatus:
+        issues = self.watch.issues()
+        return StoreStatus(
+            ok=self.failing_since is None and self._con is not None and self.watch.healthy,
+            path=self.path,
+            pending_writes=self._seq - self._committed,
+            queued_occurrences=self._occ_pending,
+            dropped_occurrences=self.dropped_occurrences,
+            dropped_writes=self.dropped_writes,
+            commits=self.commits,
+            rows_written=self.rows_written,
+            reconnects=self.reconnects,
+            last_error=self.last_error,
+            failing_for_seconds=(time.monotonic() - self.failing_since) if self.failing_since else 0.0,
+            fallback=self.fallback_reason,
+            seed_migration=self.seed_migration,
+            schema_version=self.schema_version,
+            skipped_rows=self.skipped_rows,
+            issues=tuple(issues),
+            recreated=self.watch.recreated,
+        )

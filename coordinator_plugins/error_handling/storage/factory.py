@@ -8,7 +8,7 @@ module registers itself there with :func:`register_store` (or by adding its line
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from coordinator_plugins.error_handling.storage.base import Store
 
@@ -22,14 +22,14 @@ StoreFactory = Callable[["ErrorHandlingConfig", "OnError | None"], Store]
 def _duckdb(config: ErrorHandlingConfig, on_error: OnError | None) -> Store:
     from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
 
-    return cast(Store, DuckDBStore(  # the cast goes once DuckDBStore implements every method
+    return DuckDBStore(
         config.database,
         queue_limit=config.write_queue_limit,
         on_error=on_error,
         gather=config.commit_window,
         memory_mb=config.database_memory_mb,
         fallback_to_memory=config.fallback_to_memory,
-    ))
+    )
 
 
 def _postgres(config: ErrorHandlingConfig, on_error: OnError | None) -> Store:

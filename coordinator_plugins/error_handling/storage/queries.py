@@ -1,35 +1,38 @@
-"""Read queries against the store (run on the store's reader thread, never on the loop)."""
+"""Read queries against the DuckDB store (run on its reader thread, never on the loop): groups
+and the state restored at startup. Rows become records here; no caller sees a row."""
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from coordinator_plugins.error_handling.model import (
-    LIST_ITEM_FIELDS,
     ErrorCategory,
-    ErrorContext,
-    ErrorReport,
     ErrorSeverity,
     ErrorType,
     ResolutionStatus,
     iso,
 )
-from coordinator_plugins.error_handling.storage.duckdb_store import Cursor
+from coordinator_plugins.error_handling.storage.records import (
+    LIST_FIELDS,
+    GroupPage,
+    GroupQuery,
+    GroupRecord,
+    LearnerRecord,
+    LevelRecord,
+    StoredState,
+    StrategyScore,
+    TimeoutRecord,
+)
 from coordinator_plugins.error_handling.storage.schema import GROUP_COLUMNS
 
-LIST_FIELDS = (
-    *LIST_ITEM_FIELDS,
-    "worker_id",
-    "task_id",
-    "hardware_id",
-    "exception_type",
-    "resolution_strategy",
-    "resolution_time",
-    "regression_count",
-)
+logger = logging.getLogger(__name__)
+Cursor = Any  # a DuckDB cursor
 _SELECT_GROUP = "SELECT " + ", ".join(GROUP_COLUMNS) + " FROM error_reports"
+# Errors a damaged stored value raises when it becomes a record (an unknown enum value, broken JSON).
+BAD_ROW = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
 def _row_dict(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
@@ -47,46 +50,52 @@ def _row_dict(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
-def report_from_row(d: dict[str, Any]) -> ErrorReport:
-    def ts(v: Any) -> datetime:
-        if isinstance(v, datetime):
-            return v if v.tzinfo else v.replace(tzinfo=UTC)
-        return datetime.fromisoformat(v) if v else datetime.now(UTC)
+def _ts(v: Any) -> datetime:
+    if isinstance(v, datetime):
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
+    return datetime.fromisoformat(v) if v else datetime.now(UTC)
 
-    md = d.get("metadata")
-    md = json.loads(md) if isinstance(md, str) else (md or {})
-    rd = d.get("recovery_details")
-    rd = json.loads(rd) if isinstance(rd, str) else (rd or {})
-    return ErrorReport(
+
+def _json(v: Any, default: Any) -> Any:
+    if isinstance(v, str):
+        return json.loads(v)
+    return default if v is None else v
+
+
+def group_from_row(row: tuple[Any, ...]) -> GroupRecord:
+    """The record of a row of GROUP_COLUMNS; ValueError (and kin) for a damaged row."""
+    d = dict(zip(GROUP_COLUMNS, row, strict=True))
+    md = _json(d["metadata"], {})
+    rd = _json(d["recovery_details"], {})
+    if not isinstance(md, dict) or not isinstance(rd, dict):
+        raise ValueError("metadata and recovery_details must be objects")
+    return GroupRecord(
         error_id=d["error_id"],
+        fingerprint=d["fingerprint"] or "",
         error_type=ErrorType(d["error_type"]),
         error_severity=ErrorSeverity(d["error_severity"]),
-        message=d["message"] or "",
-        context=ErrorContext(
-            component=d["component"] or "unknown",
-            operation=d["operation"] or "unknown",
-            worker_id=d["worker_id"],
-            task_id=d["task_id"],
-            hardware_id=d["hardware_id"],
-            stack_trace=d["stack_trace"],
-            metadata=md,
-        ),
         category=ErrorCategory(d["category"]),
-        fingerprint=d["fingerprint"] or "",
+        message=d["message"] or "",
+        component=d["component"] or "unknown",
+        operation=d["operation"] or "unknown",
+        worker_id=d["worker_id"],
+        task_id=d["task_id"],
+        hardware_id=d["hardware_id"],
         exception_type=d["exception_type"],
-        retry_count=d["retry_count"] or 0,
+        stack_trace=d["stack_trace"],
+        metadata=md,
+        first_seen=_ts(d["first_seen"]),
+        last_seen=_ts(d["last_seen"]),
+        aggregated_count=int(d["aggregated_count"] or 1),
+        retry_count=int(d["retry_count"] or 0),
         retry_successful=d["retry_successful"],
-        aggregated_count=d["aggregated_count"] or 1,
         resolution_status=ResolutionStatus(d["resolution_status"] or "open"),
-        resolution_time=ts(d["resolution_time"]) if d["resolution_time"] else None,
+        resolution_time=_ts(d["resolution_time"]) if d["resolution_time"] else None,
         resolution_strategy=d["resolution_strategy"],
+        regression_count=int(d["regression_count"] or 0),
+        recovery_level=int(d["recovery_level"] or 1),
         recovery_details=rd,
-        first_seen=ts(d["first_seen"]),
-        last_seen=ts(d["last_seen"]),
-        regression_count=d["regression_count"] or 0,
-        recovery_level=d["recovery_level"] or 1,
-        new_group=False,
-        persisted=True,
+        stored=True,
     )
 
 
@@ -119,159 +128,118 @@ def reconcile_counts(cur: Cursor) -> int:
     return len(rows)
 
 
-def load_state(cur: Cursor, regression_window: float, max_groups: int) -> dict[str, Any]:
-    """Everything the plugin restores at startup."""
+class _Skipper:
+    """Counts (and logs, the first few) stored rows that could not become records."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, table: str, key: Any, exc: BaseException) -> None:
+        self.count += 1
+        if self.count <= 10:
+            logger.error("store: skipped a damaged row of %s (%r): %s: %s", table, key, type(exc).__name__, exc)
+
+
+def load_state(cur: Cursor, regression_window: float, max_groups: int) -> StoredState:
+    """Everything the plugin restores at startup; a damaged row is skipped and counted."""
     reconciled = reconcile_counts(cur)
+    skip = _Skipper()
     rows = cur.execute(
         _SELECT_GROUP + " WHERE resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?) "
         "ORDER BY last_seen DESC LIMIT ?",
         [float(regression_window), max_groups],
     ).fetchall()
-    groups = [report_from_row(dict(zip(GROUP_COLUMNS, r, strict=True))) for r in rows]
+    groups: list[GroupRecord] = []
+    for r in rows:
+        try:
+            groups.append(group_from_row(r))
+        except BAD_ROW as exc:
+            skip("error_reports", r[0], exc)
     ids = [g.error_id for g in groups]
-    levels = (
-        cur.execute(
-            "SELECT error_id, current_level, epoch(last_updated), history FROM progressive_recovery "
+    levels: list[LevelRecord] = []
+    if ids:
+        for error_id, level, updated, history in cur.execute(
+            "SELECT error_id, current_level, last_updated, history FROM progressive_recovery "
             "WHERE error_id IN (SELECT unnest(?::VARCHAR[]))",
             [ids],
-        ).fetchall()
-        if ids
-        else []
-    )
-    scores = cur.execute("SELECT error_type, strategy_id, metrics FROM strategy_scores").fetchall()
-    timeouts = cur.execute(
-        "SELECT error_type, strategy_id, timeout, srtt, rttvar, samples FROM adaptive_timeouts"
-    ).fetchall()
-    learner = cur.execute("SELECT key, state FROM learner_state").fetchall()
-    return {
-        "groups": groups,
-        "levels": levels,
-        "scores": scores,
-        "timeouts": timeouts,
-        "learner": learner,
-        "reconciled": reconciled,
-    }
+        ).fetchall():
+            try:
+                hist = _json(history, [])
+                if not isinstance(hist, list):
+                    raise ValueError("history must be a list")
+                levels.append(LevelRecord(error_id, int(level), _ts(updated), tuple(hist)))
+            except BAD_ROW as exc:
+                skip("progressive_recovery", error_id, exc)
+    scores: list[StrategyScore] = []
+    for key, sid, score, updated, samples, metrics in cur.execute(
+        "SELECT error_type, strategy_id, score, last_updated, samples, metrics FROM strategy_scores"
+    ).fetchall():
+        try:
+            m = _json(metrics, {})
+            if not isinstance(m, dict):
+                raise ValueError("metrics must be an object")
+            scores.append(StrategyScore(key, sid, float(score or 0.0), int(samples or 0), m, _ts(updated)))
+        except BAD_ROW as exc:
+            skip("strategy_scores", (key, sid), exc)
+    timeouts: list[TimeoutRecord] = []
+    for et, sid, timeout, srtt, rttvar, samples, updated in cur.execute(
+        "SELECT error_type, strategy_id, timeout, srtt, rttvar, samples, last_updated FROM adaptive_timeouts"
+    ).fetchall():
+        try:
+            timeouts.append(TimeoutRecord(et, sid, float(timeout), float(srtt or 0), float(rttvar or 0),
+                                          int(samples or 0), _ts(updated)))
+        except BAD_ROW as exc:
+            skip("adaptive_timeouts", (et, sid), exc)
+    learner: list[LearnerRecord] = []
+    for key, state, updated in cur.execute("SELECT key, state, last_updated FROM learner_state").fetchall():
+        try:
+            learner.append(LearnerRecord(key, _json(state, {}), _ts(updated)))
+        except BAD_ROW as exc:
+            skip("learner_state", key, exc)
+    return StoredState(groups, levels, scores, timeouts, learner, reconciled, skip.count)
 
 
-def get_group(cur: Cursor, error_id: str) -> dict[str, Any] | None:
+def get_group(cur: Cursor, error_id: str) -> GroupRecord | None:
     row = cur.execute(_SELECT_GROUP + " WHERE error_id = ?", [error_id]).fetchone()
-    return _row_dict(GROUP_COLUMNS, row) if row else None
+    return group_from_row(row) if row else None
 
 
-def list_groups(
-    cur: Cursor,
-    status: str = "open",
-    component: str | None = None,
-    min_rank: int | None = None,
-    error_type: str | None = None,
-    limit: int = 100,
-    after: tuple[str, str] | None = None,
-) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+def list_groups(cur: Cursor, q: GroupQuery) -> GroupPage:
     """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id)."""
-    where, params = _filters(status, component, min_rank, error_type)
-    if after is not None:
+    where, params = _filters(q.status, q.component, q.min_rank, q.error_type)
+    if q.after is not None:
         where.append("(last_seen, error_id) < (?::TIMESTAMPTZ, ?)")
-        params.extend(after)
+        params.extend(q.after)
     sql = "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY last_seen DESC, error_id DESC LIMIT ?"
-    params.append(limit + 1)
+    params.append(q.limit + 1)
     rows = cur.execute(sql, params).fetchall()
-    items = [_row_dict(LIST_FIELDS, r) for r in rows[:limit]]
-    nxt = (items[-1]["last_seen"], items[-1]["error_id"]) if len(rows) > limit and items else None
-    return items, nxt
+    items = [_row_dict(LIST_FIELDS, r) for r in rows[: q.limit]]
+    nxt = (items[-1]["last_seen"], items[-1]["error_id"]) if len(rows) > q.limit and items else None
+    return GroupPage(items, nxt)
 
 
-def level_row(cur: Cursor, error_id: str) -> tuple[int, list[Any]] | None:
+def unresolved(cur: Cursor, component: str | None, min_rank: int | None) -> list[GroupRecord]:
+    where, params = _filters("open", component, min_rank, None)
+    rows = cur.execute(_SELECT_GROUP + " WHERE " + " AND ".join(where) + " ORDER BY last_seen DESC", params).fetchall()
+    out = []
+    for r in rows:
+        try:
+            out.append(group_from_row(r))
+        except BAD_ROW:
+            continue
+    return out
+
+
+def level_of(cur: Cursor, error_id: str) -> LevelRecord | None:
     row = cur.execute(
-        "SELECT current_level, history FROM progressive_recovery WHERE error_id = ?", [error_id]
+        "SELECT current_level, last_updated, history FROM progressive_recovery WHERE error_id = ?", [error_id]
     ).fetchone()
     if row is None:
         return None
-    hist = json.loads(row[1]) if isinstance(row[1], str) else (row[1] or [])
-    return int(row[0]), hist
-
-
-def history_summary(cur: Cursor, limit: int) -> dict[str, Any]:
-    rows = cur.execute(
-        "SELECT error_id, current_level, last_updated, json_array_length(history) FROM progressive_recovery "
-        "ORDER BY last_updated DESC LIMIT ?",
-        [limit],
-    ).fetchall()
-    by_level = dict(cur.execute("SELECT current_level, count(*) FROM progressive_recovery GROUP BY 1").fetchall())
-    return {
-        "errors": [
-            {"error_id": r[0], "current_level": r[1], "last_updated": iso(r[2]), "recoveries": r[3]} for r in rows
-        ],
-        "summary": {"groups": sum(by_level.values()), "by_level": {str(k): v for k, v in sorted(by_level.items())}},
-    }
-
-
-def performance_metrics(cur: Cursor, error_type: str | None, strategy_id: str | None, days: int) -> dict[str, Any]:
-    where: list[str] = ["timestamp > now() - to_days(?)"]
-    params: list[Any] = [int(days)]
-    if error_type is not None:
-        where.append("error_type = ?")
-        params.append(error_type)
-    if strategy_id is not None:
-        where.append("strategy_id = ?")
-        params.append(strategy_id)
-    w = " WHERE " + " AND ".join(where)
-    rows = cur.execute(
-        "SELECT strategy_id, any_value(strategy_name), count(*), sum(success::INT), avg(execution_time), "
-        "avg(impact_score), avg(stability_score), sum(affected_tasks), sum(recovered_tasks), "
-        "count(*) FILTER (WHERE outcome = 'timeout') FROM recovery_performance" + w + " GROUP BY strategy_id",
-        params,
-    ).fetchall()
-    strategies = {}
-    for sid, name, n, ok, t, imp, stab, aff, rec, tmo in rows:
-        strategies[sid] = {
-            "strategy_name": name,
-            "total_executions": n,
-            "successes": int(ok or 0),
-            "success_rate": (ok or 0) / n if n else 0.0,
-            "avg_execution_time": t,
-            "avg_impact_score": imp,
-            "avg_stability_score": stab,
-            "affected_tasks": int(aff or 0),
-            "recovered_tasks": int(rec or 0),
-            "task_recovery_rate": (rec / aff) if aff else None,
-            "timeouts": tmo,
-        }
-    per_type = cur.execute(
-        "SELECT error_type, strategy_id, count(*), avg(success::INT), avg(execution_time) FROM recovery_performance"
-        + w
-        + " GROUP BY 1, 2",
-        params,
-    ).fetchall()
-    top: dict[str, dict[str, Any]] = {}
-    for et, sid, n, rate, t in per_type:
-        cur_best = top.get(et)
-        if cur_best is None or (rate, -t) > (cur_best["success_rate"], -cur_best["avg_execution_time"]):
-            top[et] = {"strategy_id": sid, "success_rate": rate, "avg_execution_time": t, "executions": n}
-    total = sum(s["total_executions"] for s in strategies.values())
-    succ = sum(s["successes"] for s in strategies.values())
-    outcomes = dict(
-        cur.execute("SELECT outcome, count(*) FROM recovery_performance" + w + " GROUP BY 1", params).fetchall()
-    )
-    return {
-        "strategies": strategies,
-        "top_strategies": top,
-        "overall": {
-            "total_executions": total,
-            "overall_success_rate": succ / total if total else 0.0,
-            "successes": succ,
-            "outcomes": outcomes,
-            "days": days,
-        },
-    }
-
-
-def unresolved(cur: Cursor, component: str | None, min_rank: int | None) -> list[dict[str, Any]]:
-    where, params = _filters("open", component, min_rank, None)
-    rows = cur.execute(_SELECT_GROUP + " WHERE " + " AND ".join(where) + " ORDER BY last_seen DESC", params).fetchall()
-    return [_row_dict(GROUP_COLUMNS, r) for r in rows]
+    return LevelRecord(error_id, int(row[0]), _ts(row[1]), tuple(_json(row[2], [])))
 
 
 def _filters(
@@ -289,41 +257,3 @@ def _filters(
             where.append(f"{column} {'>=' if column == 'severity_rank' else '='} ?")
             params.append(value)
     return where, params
-
-
-_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-
-
-def occurrence_series(cur: Cursor, error_id: str, buckets: int, window: float | None) -> dict[str, Any] | None:
-    """One group's stored occurrences counted per time bucket, from its first occurrence (or the
-    last ``window`` seconds) to now; buckets of a round number of seconds, aligned to the clock.
-    None for an unknown group."""
-    row = cur.execute("SELECT epoch(first_seen), epoch(now()) FROM error_reports WHERE error_id = ?",
-                      [error_id]).fetchone()
-    if row is None:
-        return None
-    first, now = float(row[0]), float(row[1])
-    since = now - window if window is not None else min(first, now - 60.0)
-    day = float(_STEPS[-1])
-    steps = [*_STEPS, *(day * k for k in range(2, 1 + int(-(-(now - since) // (day * max(1, buckets - 1))))))]
-    for step in steps:  # the smallest round step whose clock-aligned buckets cover the range
-        start = (since // step) * step
-        n = max(1, int(-(-(now - start) // step)))
-        if n <= buckets:
-            break
-    counts = [0] * n
-    for b, c in cur.execute(
-        "SELECT floor((epoch(occurred_at) - ?) / ?)::BIGINT, count(*) FROM error_occurrences "
-        "WHERE error_id = ? AND occurred_at >= to_timestamp(?) GROUP BY 1",
-        [start, step, error_id, start],
-    ).fetchall():
-        if 0 <= b < n:
-            counts[b] += int(c)
-    return {
-        "error_id": error_id,
-        "start": iso(datetime.fromtimestamp(start, UTC)),
-        "end": iso(datetime.fromtimestamp(now, UTC)),
-        "step_seconds": step,
-        "counts": counts,
-        "total": sum(counts),
-    }

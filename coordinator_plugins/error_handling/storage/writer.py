@@ -12,7 +12,6 @@ from typing import Any
 
 import duckdb
 
-from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.storage.batch import (
     OCC_COLUMNS,
     Batch,
@@ -20,6 +19,8 @@ from coordinator_plugins.error_handling.storage.batch import (
     run_statements,
     statements_for,
 )
+from coordinator_plugins.error_handling.storage.records import GroupRecord
+from coordinator_plugins.error_handling.storage.recreate import FileWatch
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ class WriterLoop:
     _committed: int
     _groups_committed: int
     _force_groups: int
-    _lazy: dict[str, ErrorReport]
+    _lazy: dict[str, GroupRecord]
+    _lazy_delta: dict[str, int]
     _lazy_since: float
     _last_commit: float
     _occ_pending: int
@@ -70,6 +72,7 @@ class WriterLoop:
     rows_written: int
 
     dropped_writes: int
+    watch: FileWatch
 
     def _release_waiters(self) -> None:
         raise NotImplementedError
@@ -82,7 +85,7 @@ class WriterLoop:
         core = Batch()
         for name in OCC_COLUMNS:
             setattr(core, name, getattr(batch, name))
-        core.groups = batch.groups
+        core.groups, core.deltas, core.new = batch.groups, batch.deltas, batch.new
         pieces = [core]
         for kind, by_key in batch.upserts.items():
             for key, row in by_key.items():
@@ -119,6 +122,7 @@ class WriterLoop:
                     return None
                 if self._force_groups > self._groups_committed and self._lazy:
                     b.seq = self._committed  # nothing new: a transaction for the lazy group rows only
+                    self._batch = Batch()
                     return b
                 if self._force_groups > self._groups_committed:
                     self._groups_committed = self._force_groups  # nothing was pending
@@ -147,6 +151,8 @@ class WriterLoop:
             if batch is None:
                 self._wake.wait(0.5)
                 self._wake.clear()
+                if self.watch.check():  # the file was deleted or replaced: now rebuilt
+                    cur = None
                 if self.gather and len(self._batch.occ_id) < 512 and time.monotonic() - self._last_commit < 0.01:
                     # In a burst (the last commit was moments ago), wait a little so that one
                     # commit carries many reports: group commit, as PostgreSQL's commit_delay.
@@ -199,20 +205,32 @@ class WriterLoop:
             cur.close()
 
     def _write(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> None:
-        written = [r for r in batch.groups.values() if not r.persisted]
-        for r in batch.groups.values():
-            if r.persisted:
+        if len(batch.new) < len(batch.groups):
+            # Groups the table has are written lazily: their latest snapshot and the sum of their
+            # increments move to ``_lazy`` once (a retry of this batch must not count them twice).
+            now = time.monotonic()
+            keep: dict[str, GroupRecord] = {}
+            for gid, g in batch.groups.items():
+                if gid in batch.new:
+                    keep[gid] = g
+                    continue
                 if not self._lazy:
-                    self._lazy_since = time.monotonic()
-                self._lazy[r.error_id] = r
-        known: list[ErrorReport] = []
+                    self._lazy_since = now
+                self._lazy[gid] = g
+                d = batch.deltas.pop(gid, 0)
+                if d:
+                    self._lazy_delta[gid] = self._lazy_delta.get(gid, 0) + d
+            batch.groups = keep
+        written = [(g, batch.deltas.get(gid, 0)) for gid, g in batch.groups.items()]
+        known: list[tuple[GroupRecord, int]] = []
         if self._lazy and (
             self._force_groups > self._groups_committed
             or len(self._lazy) > 5000
             or self._stop
             or time.monotonic() - self._lazy_since >= self.group_interval
         ):
-            known = list(self._lazy.values())
+            delta = self._lazy_delta
+            known = [(g, delta.get(gid, 0)) for gid, g in self._lazy.items()]
         if batch.occ_id and not written and not known and not batch.ops and not batch.upserts:
             # The common commit under load: occurrences only. A flush of a long-lived appender in
             # autocommit is one atomic, durable commit and the cheapest call DuckDB offers.
@@ -225,10 +243,9 @@ class WriterLoop:
                 raise
             return
         run_statements(cur, *statements_for(batch, written, known))
-        for r in written:
-            r.persisted = True
         if known:
             self._lazy.clear()
+            self._lazy_delta.clear()
             self._groups_committed = max(self._groups_committed, batch.seq)
 
     def _appender_for(self, cur: duckdb.DuckDBPyConnection) -> Any:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
-from coordinator_plugins.error_handling.storage import queries
+from coordinator_plugins.error_handling.storage.records import GroupQuery
 from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.validate import (
     decode_cursor,
@@ -136,19 +136,19 @@ class ErrorRoutes:
         et = query_error_type(request)
         after = decode_cursor(request.query.get("cursor"))
         await self.integ.store.flush()
-        items, nxt = await self.integ.store.read(
-            lambda cur: queries.list_groups(
-                cur, status, component, sev.rank if sev else None, et.value if et else None, limit, after
-            )
+        page = await self.integ.store.list_groups(
+            GroupQuery(status, component, sev.rank if sev else None, et.value if et else None, limit, after)
         )
-        return json_response({"errors": items, "next_cursor": encode_cursor(*nxt) if nxt else None})
+        nxt = page.next_cursor
+        return json_response({"errors": page.items, "next_cursor": encode_cursor(*nxt) if nxt else None})
 
     async def get_error(self, request: web.Request) -> web.Response:
         error_id = self._id(request)
         await self.integ.store.flush()
-        row = await self.integ.store.read(lambda cur: queries.get_group(cur, error_id))
-        if row is None:
+        record = await self.integ.store.get_group(error_id)
+        if record is None:
             raise not_found(f"unknown error id {error_id!r}")
+        row = record.to_api()
         if not self.integ.config.expose_stack_traces:
             row.pop("stack_trace", None)
         hist = await self.integ.get_recovery_history(error_id) or {"current_level": 1, "history": []}
