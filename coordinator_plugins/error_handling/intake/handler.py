@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -77,6 +77,8 @@ class ErrorHandler:
         self.by_severity: dict[str, int] = {}
         self.by_category: dict[str, int] = {}
         self.regressions = 0
+        # A fleet's claim of new groups (fleet.member.Fleet.adopt): the group to count into.
+        self.adopt: Callable[[ErrorReport], Awaitable[ErrorReport]] | None = None
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
 
@@ -207,6 +209,8 @@ class ErrorHandler:
     ) -> tuple[ErrorReport, int]:
         """Classify, group, queue for persistence and run hooks. Returns (report, write seq)."""
         report, message, metadata = self.build(error, context)
+        if self.adopt is not None:  # a fleet: the group of this fingerprint may be another member's
+            report = await self.adopt(report)
         # snapshots: the store's writer never reads the live report, which keeps changing
         seq = self.store.record_occurrence(OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report))
         report.persisted = True  # queued: the store writes it (with this occurrence) from now on
