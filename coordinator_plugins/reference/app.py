@@ -190,7 +190,12 @@ async def submit_task(request: web.Request) -> web.Response:
 
 
 async def get_task(request: web.Request) -> web.Response:
-    task = _coord(request).tasks.get(request.match_info["task_id"])
+    coord = _coord(request)
+    task = coord.tasks.get(request.match_info["task_id"])
+    if task is None and coord.settings.fleet:  # another member's task: as the fleet's database has it
+        stored = await coord.db.task(request.match_info["task_id"])  # type: ignore[union-attr]
+        if stored is not None:
+            return json_response(stored)
     if task is None:
         raise ApiError(404, "unknown task", "not_found")
     return json_response(task.to_dict())

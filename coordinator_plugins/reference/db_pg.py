@@ -205,6 +205,20 @@ class PostgresCoordinatorDB:
         return [{"task_id": r[0], "spec": json.loads(r[1]) if r[1] else {}, "status": r[2], "worker_id": r[3],
                  "attempt": r[4], "result": json.loads(r[5]) if r[5] else None} for r in rows]
 
+    async def task(self, task_id: str) -> dict[str, Any] | None:
+        """A task as the fleet stored it (whichever member owns or owned it); None when unknown."""
+        if self.pool is None:
+            raise ConnectionError("coordinator database is not connected")
+        r = await self.pool.fetchrow(
+            "SELECT task_id, owner, spec, status, worker_id, attempt, result, final FROM coordinator_tasks "
+            "WHERE task_id = $1", task_id,
+        )
+        if r is None:
+            return None
+        return {"task_id": r["task_id"], "owner": r["owner"], "spec": json.loads(r["spec"]) if r["spec"] else {},
+                "status": r["status"], "worker_id": r["worker_id"], "attempt": r["attempt"],
+                "result": json.loads(r["result"]) if r["result"] else None, "final": r["final"], "stored": True}
+
     def break_connection(self) -> None:
         """Fault injection: every pooled connection is dropped, as a crashed database link would."""
         if self.pool is not None:

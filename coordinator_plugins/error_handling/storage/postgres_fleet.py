@@ -202,3 +202,4 @@ class PostgresFleet:
         await pool.execute("DELETE FROM fleet_members WHERE last_seen < now() - make_interval(secs => $1)",
                            max(3600.0, ttl * 10))
         await pool.execute("DELETE FROM fleet_events WHERE at < now() - interval '1 day'")
+        await pool.execute("DELETE FROM store_commits WHERE at < now() - interval '1 day'")

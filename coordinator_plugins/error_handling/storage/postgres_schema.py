@@ -152,6 +152,16 @@ CREATE TABLE IF NOT EXISTS budget_actions (
 CREATE INDEX IF NOT EXISTS budget_actions_time ON budget_actions (at);
 """,
     ),
+    (
+        3,
+        "commit tokens: a retry after an unanswered COMMIT never applies a batch twice",
+        """
+CREATE TABLE IF NOT EXISTS store_commits (
+    token TEXT PRIMARY KEY,
+    at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

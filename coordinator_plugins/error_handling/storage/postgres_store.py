@@ -18,6 +18,7 @@ import contextlib
 import heapq
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -64,34 +65,51 @@ TRANSIENT = (
     asyncpg.exceptions.DeadlockDetectedError,
 )
 
+# Refusals of the data itself (class 22, 23): only these are written in parts and dropped. Any
+# other failure (the server, the link, a missing table, permissions) is retried, never dropped.
+DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
 
 class _Batch:
     """Writes gathered between two commits."""
 
-    __slots__ = ("groups", "occurrences", "retention", "runs", "seq", "upserts")
+    __slots__ = ("counts", "groups", "occurrences", "retention", "runs", "seq", "token", "upserts")
 
     def __init__(self) -> None:
         self.seq = 0
+        self.token = uuid.uuid4().hex  # recorded with the commit: a retry after an unanswered COMMIT asks first
         self.occurrences: list[OccurrenceRecord] = []
         self.groups: dict[str, tuple[GroupRecord, int]] = {}  # error id -> (latest snapshot, occurrences)
+        self.counts: dict[str, list[Any]] = {}  # error id -> [occurrences, latest time]: no snapshot given
         self.runs: list[StrategyRun] = []
         self.upserts: dict[str, dict[Any, tuple[Any, ...]]] = {}
         self.retention: float | None = None
 
     def size(self) -> int:
-        return len(self.occurrences) + len(self.groups) + len(self.runs) + sum(map(len, self.upserts.values()))
+        return (len(self.occurrences) + len(self.groups) + len(self.counts) + len(self.runs)
+                + sum(map(len, self.upserts.values())))
 
     def absorb(self, newer: _Batch) -> None:
         self.occurrences.extend(newer.occurrences)
         for error_id, (snap, n) in newer.groups.items():
             old = self.groups.get(error_id)
             self.groups[error_id] = (snap, n + (old[1] if old else 0))
+        for error_id, (n, at) in newer.counts.items():
+            self.count(error_id, n, at)
         self.runs.extend(newer.runs)
         for kind, rows in newer.upserts.items():
             self.upserts.setdefault(kind, {}).update(rows)
         if newer.retention is not None:
             self.retention = newer.retention
         self.seq = newer.seq
+
+    def count(self, error_id: str, n: int, at: Any) -> None:
+        c = self.counts.get(error_id)
+        if c is None:
+            self.counts[error_id] = [n, at]
+        else:
+            c[0] += n
+            c[1] = max(c[1], at)
 
 
 def _group_row(g: GroupRecord, added: int) -> tuple[Any, ...]:
@@ -238,15 +256,23 @@ class PostgresStore(PostgresReads, PostgresFleet):
         self._wake.set()
         return self._seq
 
-    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord) -> int:
+    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
         if self._occ_pending >= self.queue_limit:
             self.dropped_occurrences += 1
             raise StoreFull(f"write queue full ({self.queue_limit} occurrences waiting for the database)")
         b = self._batch
         self._occ_pending += 1
         b.occurrences.append(occurrence)
-        old = b.groups.get(group.error_id)
-        b.groups[group.error_id] = (group, 1 + (old[1] if old else 0))
+        if group is None:
+            old = b.groups.get(occurrence.error_id)
+            if old is not None:  # a snapshot of this group is already in the batch: count with it
+                b.groups[occurrence.error_id] = (old[0], old[1] + 1)
+                b.count(occurrence.error_id, 0, as_utc(occurrence.occurred_at))  # last_seen moves to it
+            else:
+                b.count(occurrence.error_id, 1, as_utc(occurrence.occurred_at))
+        else:
+            old = b.groups.get(group.error_id)
+            b.groups[group.error_id] = (group, 1 + (old[1] if old else 0))
         return self._mark()
 
     def save_group(self, group: GroupRecord) -> int:
@@ -320,6 +346,7 @@ class PostgresStore(PostgresReads, PostgresFleet):
     async def _run_writer(self) -> None:
         backoff = 0.05
         batch: _Batch | None = None
+        unsure = False  # the last attempt failed: its COMMIT may have been applied without an answer
         while True:
             if batch is None:
                 await self._wake.wait()
@@ -333,20 +360,27 @@ class PostgresStore(PostgresReads, PostgresFleet):
                     continue
             try:
                 async with asyncio.timeout(60):
-                    await self._commit_or_salvage(batch)
+                    if unsure and await self._committed_already(batch.token):
+                        pass  # it did commit: retrying would count its occurrences twice
+                    else:
+                        if unsure:
+                            newer = self._take()  # fold newer writes into the retry
+                            if newer is not None:
+                                batch.absorb(newer)
+                        unsure = False
+                        await self._commit_or_salvage(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the link, the server or the client's state: retry, never drop
+                unsure = True
                 self._failed(exc)
                 if not isinstance(exc, TRANSIENT) and self.pool is not None:
                     with contextlib.suppress(Exception):
                         await self.pool.expire_connections()  # a connection in a broken state
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                newer = self._take()
-                if newer is not None:
-                    batch.absorb(newer)
                 continue
+            unsure = False
             backoff = 0.05
             self._occ_pending -= len(batch.occurrences)
             self._committed = max(self._committed, batch.seq)
@@ -358,21 +392,27 @@ class PostgresStore(PostgresReads, PostgresFleet):
             batch = None
             self._release()
 
+    async def _committed_already(self, token: str) -> bool:
+        if self.pool is None:
+            raise asyncpg.InterfaceError("store is not connected")
+        return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM store_commits WHERE token = $1)", token))
+
     async def _commit_or_salvage(self, batch: _Batch) -> None:
         try:
             await self._commit(batch)
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, TRANSIENT):
-                raise
+        except DATA_ERRORS as exc:
             await self._salvage(batch, exc)
 
     async def _salvage(self, batch: _Batch, exc: BaseException) -> None:
         """The database refused the batch's data: commit it in parts; drop (and count) only the
-        parts it refuses on their own, so one bad row cannot block every write behind it."""
+        parts it refuses on their own, so one bad row cannot block every write behind it. Each
+        part leaves the batch once committed or dropped, so a retry (after the database failed
+        meanwhile) never writes a part twice."""
         logger.error("store: a write failed on its data (%s: %s); writing the batch in parts", type(exc).__name__, exc)
         core = _Batch()
-        core.occurrences, core.groups = batch.occurrences, batch.groups
-        pieces = [core]
+        core.occurrences, core.groups, core.counts, core.retention = (
+            batch.occurrences, batch.groups, batch.counts, batch.retention)
+        pieces: list[_Batch] = [core]
         for run in batch.runs:
             piece = _Batch()
             piece.runs = [run]
@@ -385,20 +425,36 @@ class PostgresStore(PostgresReads, PostgresFleet):
         for piece in pieces:
             try:
                 await self._commit(piece)
-            except asyncpg.PostgresError as err:
-                if isinstance(err, TRANSIENT):
-                    raise
+            except DATA_ERRORS as err:
                 self.dropped_writes += piece.size()
                 logger.error("store: dropped %d write(s) the database refuses: %s: %s", piece.size(),
                              type(err).__name__, err)
+            if piece is core:
+                self._occ_pending -= len(batch.occurrences)
+                batch.occurrences, batch.groups, batch.counts, batch.retention = [], {}, {}, None
+            else:
+                for run in piece.runs:
+                    batch.runs.remove(run)
+                for kind, rows in piece.upserts.items():
+                    for key in rows:
+                        batch.upserts[kind].pop(key, None)
 
     async def _commit(self, batch: _Batch) -> None:
         if self.pool is None:
             raise asyncpg.InterfaceError("store is not connected")
         async with self.pool.acquire() as con, con.transaction():
+            await con.execute("INSERT INTO store_commits (token) VALUES ($1)", batch.token)
             if batch.groups:
                 rows = [_group_row(g, n) for g, n in batch.groups.values()]
                 await con.execute(UPSERT_GROUPS, *_columns(rows, 26))
+            if batch.counts:
+                ids = list(batch.counts)
+                await con.execute(
+                    "UPDATE error_reports r SET aggregated_count = r.aggregated_count + u.n, last_seen = "
+                    "GREATEST(r.last_seen, u.at) FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) "
+                    "AS u(id, n, at) WHERE r.error_id = u.id",
+                    ids, [batch.counts[i][0] for i in ids], [batch.counts[i][1] for i in ids],
+                )
             if batch.occurrences:
                 me = self.coordinator_id or None
                 rows = [
