@@ -332,7 +332,7 @@ def test_config_loader_raises_only_value_error(table: dict[str, Any]) -> None:
 
 async def test_sql_injection_is_stored_as_text(make_farm) -> None:
     farm = await make_farm(plugin={"auto_recover": False})
-    evil = "x'; DROP TABLE error_reports; --"
+    evil = "x'; DROP TABLE error_reports; --"  # sql-allowed: an attack, stored as text
     status, body = await farm.post("/api/errors", {"message": evil, "component": evil, "operation": "' OR 1=1 --"})
     assert status == 202
     status, listing = await farm.get("/api/errors", params={"component": evil})

@@ -79,6 +79,7 @@ class ErrorHandler:
         self.regressions = 0
         # A fleet's claim of new groups (fleet.member.Fleet.adopt): the group to count into.
         self.adopt: Callable[[ErrorReport], Awaitable[ErrorReport]] | None = None
+        self._changed = True
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
 
@@ -150,10 +151,12 @@ class ErrorHandler:
             now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it
         if group is not None:
             _add_targets(group, workers, tasks, metadata)
+        self._changed = True  # for report(): the group changed beyond its count and last_seen
         if group is not None and group.is_open:
             group.aggregated_count += 1
             group.last_seen = now
-            if cls.severity > group.error_severity:
+            self._changed = cls.severity > group.error_severity
+            if self._changed:
                 group.error_severity = cls.severity
             group.new_group = False
             group.is_regression = False
@@ -209,10 +212,15 @@ class ErrorHandler:
     ) -> tuple[ErrorReport, int]:
         """Classify, group, queue for persistence and run hooks. Returns (report, write seq)."""
         report, message, metadata = self.build(error, context)
+        changed = self._changed  # of this build: another report may build while a fleet claim waits
         if self.adopt is not None:  # a fleet: the group of this fingerprint may be another member's
             report = await self.adopt(report)
         # snapshots: the store's writer never reads the live report, which keeps changing
-        seq = self.store.record_occurrence(OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report))
+        # A group snapshot only when the group is new or changed beyond its count and last_seen.
+        changed = changed or not report.persisted
+        seq = self.store.record_occurrence(
+            OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report) if changed else None
+        )
         report.persisted = True  # queued: the store writes it (with this occurrence) from now on
         await self.hooks.run(report)
         return report, seq

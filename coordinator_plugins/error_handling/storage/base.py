@@ -13,7 +13,8 @@ back. Two kinds of method:
 Semantics every implementation keeps (``tests/test_store_contract.py`` checks them):
 
 - ``record_occurrence`` appends the occurrence and adds one to its group's count, creating the
-  group from the snapshot when the store does not have it. The count is an increment, never
+  group from the snapshot when the store does not have it (a snapshot is passed only when the
+  group is new or changed beyond its count and ``last_seen``). The count is an increment, never
   last-writer-wins: ``save_group`` never overwrites a stored count.
 - ``record_strategy_run`` appends; nothing updates a run.
 - ``save_*`` of levels, scores, timeouts and learner state upsert by their key; the latest wins.
@@ -60,7 +61,9 @@ class StoreClosed(StoreError, ConnectionError):
 
 
 class StoreFull(StoreError):
-    """The store's write queue is at its limit: the write was refused, nothing was queued."""
+    """The store cannot queue the write at all: it was refused, nothing was queued. (The DuckDB
+    store never raises it: past ``write_queue_limit`` it keeps the count of an occurrence and
+    drops its row, counted in ``StoreStatus.dropped_occurrences``.)"""
 
 
 @runtime_checkable
@@ -75,9 +78,11 @@ class Store(Protocol):
         """Flush what is queued (bounded), stop, release every resource. Idempotent."""
 
     # -- writes: queued, never blocking; each returns a write sequence number -------------------
-    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord) -> int:
-        """Append ``occurrence`` and add one to its group's count (creating the group from
-        ``group`` when absent); the group's other fields take the snapshot's values."""
+    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
+        """Append ``occurrence`` and add one to its group's count. With ``group`` (a group new
+        to the store, or one whose state changed beyond its count: severity, status) the group is
+        created from the snapshot when absent and takes its other fields; without it only the count
+        grows and ``last_seen`` moves to ``occurrence.occurred_at``. ``last_seen`` never moves back."""
 
     def save_group(self, group: GroupRecord) -> int:
         """Write a group's state (resolution, retries, severity, recovery level and details);

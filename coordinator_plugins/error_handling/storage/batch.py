@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import duckdb
 
 from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 from coordinator_plugins.error_handling.storage.schema import (
+    COUNT_GROUPS,
     GROUP_COLUMNS,
     INSERT_OCCURRENCES,
     INSERT_PERF,
@@ -60,6 +62,7 @@ class Batch:
         "occ_ts",
         "occ_worker",
         "ops",
+        "seen",
         "seq",
         "upserts",
     )
@@ -77,6 +80,7 @@ class Batch:
         # write (its count increment), and the ids of groups the store has never written
         self.groups: dict[str, GroupRecord] = {}
         self.deltas: dict[str, int] = {}
+        self.seen: dict[str, datetime] = {}  # the latest occurrence of each group counted here
         self.new: set[str] = set()
         self.upserts: dict[str, dict[Any, tuple[Any, ...]]] = {}
         self.ops: list[tuple[str, Any]] = []
@@ -89,6 +93,11 @@ class Batch:
         self.occ_task.append(o.task_id)
         self.occ_hw.append(o.hardware_id)
         self.occ_md.append(o.metadata or None)
+
+    def add_count(self, error_id: str, at: datetime) -> None:
+        """One occurrence more of a group the store has; ``at`` is its time (the group's last_seen)."""
+        self.deltas[error_id] = self.deltas.get(error_id, 0) + 1
+        self.seen[error_id] = at
 
     def add_group(self, g: GroupRecord, delta: int) -> None:
         """The latest snapshot wins; increments add up; a group new in any snapshot stays new."""
@@ -109,6 +118,7 @@ class Batch:
             self.groups[gid] = g
         for gid, d in newer.deltas.items():
             self.deltas[gid] = self.deltas.get(gid, 0) + d
+        self.seen.update(newer.seen)
         self.new |= newer.new
         for kind, rows in newer.upserts.items():
             self.upserts.setdefault(kind, {}).update(rows)
@@ -125,16 +135,27 @@ def occurrence_rows(batch: Batch) -> list[tuple[Any, ...]]:
     return list(zip(*occurrence_columns(batch), strict=True))
 
 
+GroupWrite = tuple[GroupRecord, int, "datetime | None"]  # snapshot, count increment, latest occurrence
+
+
 def statements_for(
-    batch: Batch, written: list[tuple[GroupRecord, int]], known: list[tuple[GroupRecord, int]]
+    batch: Batch,
+    written: list[GroupWrite],
+    known: list[GroupWrite],
+    counts: list[tuple[str, int, datetime]] | None = None,
 ) -> tuple[list[tuple[str, Any]], list[tuple[Any, ...]]]:
-    """(statements, rows for the appender) that commit ``batch``, new groups ``written`` in full and
-    the rows of ``known`` groups updated; each group with its count increment."""
+    """(statements, rows for the appender) that commit ``batch``: new groups ``written`` in full,
+    the rows of ``known`` groups updated, and the ``counts`` (id, increment, last_seen) of groups
+    that only gained occurrences."""
     statements: list[tuple[str, Any]] = []
     for part in chunks(written):
-        statements.append((UPSERT_GROUPS, columns_of([group_row(r, d) for r, d in part], len(GROUP_COLUMNS))))
+        rows = [group_row(r, d, ts) for r, d, ts in part]
+        statements.append((UPSERT_GROUPS, columns_of(rows, len(GROUP_COLUMNS))))
     for part in chunks(known):
-        statements.append((UPDATE_GROUPS, columns_of([update_row(r, d) for r, d in part], len(UPDATE_COLUMNS))))
+        rows = [update_row(r, d, ts) for r, d, ts in part]
+        statements.append((UPDATE_GROUPS, columns_of(rows, len(UPDATE_COLUMNS))))
+    for part in chunks(counts or []):
+        statements.append((COUNT_GROUPS, columns_of(part, 3)))
     big: list[tuple[Any, ...]] = []
     if batch.occ_id:
         if len(batch.occ_id) <= SMALL_BATCH:

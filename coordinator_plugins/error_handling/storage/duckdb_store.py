@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 import duckdb
@@ -89,6 +90,7 @@ class DuckDBStore(WriterLoop, DuckDBReads):
         self.group_interval = group_interval
         self._lazy: dict[str, GroupRecord] = {}
         self._lazy_delta: dict[str, int] = {}
+        self._lazy_seen: dict[str, datetime] = {}
         self._lazy_since = 0.0
         self._force_groups = 0
         self._groups_committed = 0
@@ -219,7 +221,7 @@ class DuckDBStore(WriterLoop, DuckDBReads):
             self._wake.set()
         return self._seq
 
-    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord) -> int:
+    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
         with self._lock:
             b = self._batch
             if self._occ_pending >= self.queue_limit:
@@ -227,7 +229,10 @@ class DuckDBStore(WriterLoop, DuckDBReads):
             else:
                 self._occ_pending += 1
                 b.add_occurrence(occurrence)
-            b.add_group(group, 1)
+            if group is None:
+                b.add_count(occurrence.error_id, occurrence.occurred_at)
+            else:
+                b.add_group(group, 1)
             return self._mark()
 
     def save_group(self, group: GroupRecord) -> int:

@@ -167,6 +167,7 @@ class PostgresStore(PostgresReads, PostgresFleet):
         self.last_error: str | None = None
         self.failing_since: float | None = None
         self.closed = False
+        self.auto_reconnect_after = 10.0  # s of failing on a closed pool before the writer renews it
 
     @property
     def path(self) -> str:
@@ -374,7 +375,11 @@ class PostgresStore(PostgresReads, PostgresFleet):
             except Exception as exc:  # the link, the server or the client's state: retry, never drop
                 unsure = True
                 self._failed(exc)
-                if not isinstance(exc, TRANSIENT) and self.pool is not None:
+                if self.pool is not None and self.pool.is_closing() and not self._stop and (
+                    time.monotonic() - (self.failing_since or 0) > self.auto_reconnect_after
+                ):
+                    await self.reconnect()  # the pool itself is gone: a new one, as a recovery would
+                elif not isinstance(exc, TRANSIENT) and self.pool is not None:
                     with contextlib.suppress(Exception):
                         await self.pool.expire_connections()  # a connection in a broken state
                 await asyncio.sleep(backoff)
@@ -427,6 +432,7 @@ class PostgresStore(PostgresReads, PostgresFleet):
                 await self._commit(piece)
             except DATA_ERRORS as err:
                 self.dropped_writes += piece.size()
+                self.last_error = f"{type(err).__name__}: {err}"
                 logger.error("store: dropped %d write(s) the database refuses: %s: %s", piece.size(),
                              type(err).__name__, err)
             if piece is core:
@@ -513,7 +519,7 @@ class PostgresStore(PostgresReads, PostgresFleet):
         )
 
     async def ping(self) -> bool:
-        if self.pool is None:
+        if self.pool is None or self.pool.is_closing():
             return False
         try:
             async with asyncio.timeout(5):
@@ -523,11 +529,33 @@ class PostgresStore(PostgresReads, PostgresFleet):
         except (*TRANSIENT, asyncpg.PostgresError):
             return False
 
+    def break_connection(self) -> None:
+        """Fault injection: every connection dies at once, as a crashed database link would; the
+        store stays unreachable until :meth:`reconnect` (or the writer's own, after a while)."""
+        if self.pool is not None:
+            self.pool.terminate()
+
+    async def _new_pool(self) -> None:
+        old, self.pool = self.pool, await asyncpg.create_pool(
+            self.url, min_size=1, max_size=self.pool_size, init=self._init_connection, timeout=10,
+            command_timeout=60,
+        )
+        if old is not None:
+            old.terminate()
+
     async def reconnect(self) -> bool:
-        """Close every pooled connection (new ones open on demand) and check one works."""
-        if self.pool is None:
+        """A new pool of connections (or the same, its connections renewed); True once one works."""
+        if self.closed:
             return False
-        await self.pool.expire_connections()
+        try:
+            if self.pool is None or self.pool.is_closing():
+                await self._new_pool()
+            else:
+                await self.pool.expire_connections()
+        except (*TRANSIENT, asyncpg.PostgresError) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            logger.error("store: reconnect to %s failed: %s", self.path, self.last_error)
+            return False
         ok = await self.ping()
         if ok:
             self.reconnects += 1

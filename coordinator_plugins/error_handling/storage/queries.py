@@ -200,8 +200,15 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> Stored
 
 
 def get_group(cur: Cursor, error_id: str) -> GroupRecord | None:
+    """The group, or None when it is unknown or its stored row is damaged (logged)."""
     row = cur.execute(_SELECT_GROUP + " WHERE error_id = ?", [error_id]).fetchone()
-    return group_from_row(row) if row else None
+    if row is None:
+        return None
+    try:
+        return group_from_row(row)
+    except BAD_ROW as exc:
+        logger.error("store: the stored row of group %s is damaged: %s: %s", error_id, type(exc).__name__, exc)
+        return None
 
 
 def list_groups(cur: Cursor, q: GroupQuery) -> GroupPage:

@@ -120,17 +120,19 @@ class FileWatch:
             if os.path.exists(path + suffix):  # someone else's file (or a log of ours already merged)
                 os.replace(path + suffix, f"{path}.replaced-{stamp}{suffix}")
         os.replace(tmp, path)
-        new = store._connect()
-        with store._conn_lock:
-            old, store._con = store._con, new
-            store._generation += 1
+        # Close the old connection (its cursors with it) before connecting again: while it is open,
+        # DuckDB hands a new connection to the same path the old, deleted database.
         store._appender = None
+        with store._conn_lock:
+            old, store._con = store._con, None
+            store._generation += 1
+            if old is not None:
+                try:
+                    old.close()
+                except duckdb.Error:
+                    pass
+            store._con = store._connect()
         self.identity = _identity(path)
-        if old is not None:
-            try:
-                old.close()
-            except duckdb.Error:
-                pass
         if replaced:
             logger.warning("store: the file that replaced %s was kept as %s.replaced-%s", path, path, stamp)
 

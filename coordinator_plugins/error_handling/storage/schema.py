@@ -4,6 +4,7 @@ runs, and the rows they take, made from records."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from coordinator_plugins.error_handling.storage.records import (
@@ -175,9 +176,13 @@ def _unnest_upsert(table: str, columns: tuple[str, ...], types: tuple[str, ...],
 # A group's count is an increment: the value written in ``aggregated_count`` is the number of
 # occurrences since the group's previous write (its whole count when it is new); a stored count
 # is never overwritten (see base.Store.record_occurrence).
-UPSERT_GROUPS = _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",)).replace(
-    "aggregated_count = excluded.aggregated_count",
-    "aggregated_count = error_reports.aggregated_count + excluded.aggregated_count",
+UPSERT_GROUPS = (
+    _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",))
+    .replace(
+        "aggregated_count = excluded.aggregated_count",
+        "aggregated_count = error_reports.aggregated_count + excluded.aggregated_count",
+    )
+    .replace("last_seen = excluded.last_seen", "last_seen = greatest(error_reports.last_seen, excluded.last_seen)")
 )
 
 # Groups already in the table change only in these columns.
@@ -191,11 +196,23 @@ _UPDATE_TYPES = ("VARCHAR", "VARCHAR", "INTEGER", "TIMESTAMPTZ", "BIGINT", "INTE
 UPDATE_GROUPS = (
     "UPDATE error_reports SET "
     + ", ".join(
-        f"{c} = error_reports.{c} + u.{c}" if c == "aggregated_count" else f"{c} = u.{c}" for c in UPDATE_COLUMNS[1:]
+        f"{c} = error_reports.{c} + u.{c}"
+        if c == "aggregated_count"
+        else f"{c} = greatest(error_reports.{c}, u.{c})"
+        if c == "last_seen"
+        else f"{c} = u.{c}"
+        for c in UPDATE_COLUMNS[1:]
     )
     + " FROM (SELECT "
     + ", ".join(f"unnest(?::{t}[]) AS {c}" for c, t in zip(UPDATE_COLUMNS, _UPDATE_TYPES, strict=True))
     + ") AS u WHERE error_reports.error_id = u.error_id"
+)
+
+# Groups that only gained occurrences: their count grows, their last_seen moves to the latest one.
+COUNT_GROUPS = (
+    "UPDATE error_reports SET aggregated_count = error_reports.aggregated_count + u.delta, "
+    "last_seen = greatest(error_reports.last_seen, u.ts) FROM (SELECT unnest(?::VARCHAR[]) AS error_id, "
+    "unnest(?::BIGINT[]) AS delta, unnest(?::TIMESTAMPTZ[]) AS ts) AS u WHERE error_reports.error_id = u.error_id"
 )
 
 UPSERTS: dict[str, str] = {
@@ -282,8 +299,13 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
-def group_row(r: GroupRecord, delta: int) -> tuple[Any, ...]:
-    """The row of GROUP_COLUMNS for ``r``, its count the increment ``delta``."""
+def _latest(r: GroupRecord, seen: datetime | None) -> datetime:
+    return seen if seen is not None and seen > r.last_seen else r.last_seen
+
+
+def group_row(r: GroupRecord, delta: int, seen: datetime | None = None) -> tuple[Any, ...]:
+    """The row of GROUP_COLUMNS for ``r``, its count the increment ``delta``, its last_seen the
+    later of its own and ``seen`` (occurrences counted after the snapshot)."""
     return (
         r.error_id,
         r.fingerprint,
@@ -301,7 +323,7 @@ def group_row(r: GroupRecord, delta: int) -> tuple[Any, ...]:
         r.stack_trace,
         dumps(r.metadata),
         r.first_seen,
-        r.last_seen,
+        _latest(r, seen),
         delta,
         r.retry_count,
         r.retry_successful,
@@ -314,10 +336,10 @@ def group_row(r: GroupRecord, delta: int) -> tuple[Any, ...]:
     )
 
 
-def update_row(r: GroupRecord, delta: int) -> tuple[Any, ...]:
-    """The row of UPDATE_COLUMNS for ``r``, its count the increment ``delta``."""
+def update_row(r: GroupRecord, delta: int, seen: datetime | None = None) -> tuple[Any, ...]:
+    """The row of UPDATE_COLUMNS for ``r``, as ``group_row``."""
     return (
-        r.error_id, r.error_severity.value, r.error_severity.rank, r.last_seen, delta, r.retry_count,
+        r.error_id, r.error_severity.value, r.error_severity.rank, _latest(r, seen), delta, r.retry_count,
         r.retry_successful, r.resolution_status.value, r.resolution_time, r.resolution_strategy, r.regression_count,
         r.recovery_level, dumps(r.recovery_details) if r.recovery_details else "{}",
     )

@@ -170,7 +170,7 @@ def migrate_seed_database(con: duckdb.DuckDBPyConnection) -> SeedMigrationReport
          batch.occ_md) = columns
     batch.ops = [("perf", row) for row in perf_rows]
     batch.upserts = {kind: rows for kind, rows in cap.rows.items() if rows}
-    statements, big = statements_for(batch, [(batch.groups[gid], batch.deltas[gid]) for gid in batch.groups], [])
+    statements, big = statements_for(batch, [(g, batch.deltas[gid], None) for gid, g in batch.groups.items()], [])
     drops: list[tuple[str, Any]] = [(f'DROP TABLE "{t}"', None) for t in present]
     run_statements(con, [*drops, (SCHEMA, None), *version_statements(1), *statements], big)
     logger.info("seed migration: done: %d group(s) (%d open, %d seed error(s) merged into them), "

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -15,6 +16,7 @@ import duckdb
 from coordinator_plugins.error_handling.storage.batch import (
     OCC_COLUMNS,
     Batch,
+    GroupWrite,
     occurrence_rows,
     run_statements,
     statements_for,
@@ -56,6 +58,7 @@ class WriterLoop:
     _force_groups: int
     _lazy: dict[str, GroupRecord]
     _lazy_delta: dict[str, int]
+    _lazy_seen: dict[str, datetime]
     _lazy_since: float
     _last_commit: float
     _occ_pending: int
@@ -85,7 +88,7 @@ class WriterLoop:
         core = Batch()
         for name in OCC_COLUMNS:
             setattr(core, name, getattr(batch, name))
-        core.groups, core.deltas, core.new = batch.groups, batch.deltas, batch.new
+        core.groups, core.deltas, core.new, core.seen = batch.groups, batch.deltas, batch.new, batch.seen
         pieces = [core]
         for kind, by_key in batch.upserts.items():
             for key, row in by_key.items():
@@ -103,6 +106,7 @@ class WriterLoop:
                 if transient(err):
                     raise
                 self.dropped_writes += piece.size()
+                self.last_error = f"dropped {piece.size()} write(s) the database refuses: {type(err).__name__}: {err}"
                 logger.error(
                     "store: dropped %d write(s) that the database refuses: %s: %s",
                     piece.size(),
@@ -120,7 +124,7 @@ class WriterLoop:
             if b.seq == 0:
                 if real_only:
                     return None
-                if self._force_groups > self._groups_committed and self._lazy:
+                if self._force_groups > self._groups_committed and self._lazy_pending():
                     b.seq = self._committed  # nothing new: a transaction for the lazy group rows only
                     self._batch = Batch()
                     return b
@@ -194,7 +198,7 @@ class WriterLoop:
                 self._occ_pending -= len(batch.occ_id)
             self._committed = max(self._committed, batch.seq)
             self._last_commit = time.monotonic()
-            if not self._lazy:
+            if not self._lazy_pending():
                 self._groups_committed = max(self._groups_committed, batch.seq)
             self.commits += 1
             self.rows_written += batch.size()
@@ -204,34 +208,26 @@ class WriterLoop:
         if cur is not None:
             cur.close()
 
+    def _lazy_pending(self) -> bool:
+        return bool(self._lazy or self._lazy_delta)
+
     def _write(self, cur: duckdb.DuckDBPyConnection, batch: Batch) -> None:
-        if len(batch.new) < len(batch.groups):
-            # Groups the table has are written lazily: their latest snapshot and the sum of their
-            # increments move to ``_lazy`` once (a retry of this batch must not count them twice).
-            now = time.monotonic()
-            keep: dict[str, GroupRecord] = {}
-            for gid, g in batch.groups.items():
-                if gid in batch.new:
-                    keep[gid] = g
-                    continue
-                if not self._lazy:
-                    self._lazy_since = now
-                self._lazy[gid] = g
-                d = batch.deltas.pop(gid, 0)
-                if d:
-                    self._lazy_delta[gid] = self._lazy_delta.get(gid, 0) + d
-            batch.groups = keep
-        written = [(g, batch.deltas.get(gid, 0)) for gid, g in batch.groups.items()]
-        known: list[tuple[GroupRecord, int]] = []
-        if self._lazy and (
+        if len(batch.new) < len(batch.deltas) or len(batch.new) < len(batch.groups):
+            self._defer_known(batch)
+        seen = batch.seen
+        written = [(g, batch.deltas.get(gid, 0), seen.get(gid)) for gid, g in batch.groups.items()]
+        known: list[GroupWrite] = []
+        counts: list[tuple[str, int, datetime]] = []
+        if self._lazy_pending() and (
             self._force_groups > self._groups_committed
-            or len(self._lazy) > 5000
+            or len(self._lazy_delta) + len(self._lazy) > 5000
             or self._stop
             or time.monotonic() - self._lazy_since >= self.group_interval
         ):
-            delta = self._lazy_delta
-            known = [(g, delta.get(gid, 0)) for gid, g in self._lazy.items()]
-        if batch.occ_id and not written and not known and not batch.ops and not batch.upserts:
+            delta, lseen = self._lazy_delta, self._lazy_seen
+            known = [(g, delta.get(gid, 0), lseen.get(gid)) for gid, g in self._lazy.items()]
+            counts = [(gid, d, lseen[gid]) for gid, d in delta.items() if gid not in self._lazy]
+        if batch.occ_id and not written and not known and not counts and not batch.ops and not batch.upserts:
             # The common commit under load: occurrences only. A flush of a long-lived appender in
             # autocommit is one atomic, durable commit and the cheapest call DuckDB offers.
             app = self._appender_for(cur)
@@ -242,11 +238,42 @@ class WriterLoop:
                 self._appender = None
                 raise
             return
-        run_statements(cur, *statements_for(batch, written, known))
-        if known:
+        run_statements(cur, *statements_for(batch, written, known, counts))
+        if known or counts:
             self._lazy.clear()
             self._lazy_delta.clear()
+            self._lazy_seen.clear()
             self._groups_committed = max(self._groups_committed, batch.seq)
+
+    def _defer_known(self, batch: Batch) -> None:
+        """Groups the table has are written lazily: their latest snapshot, the sum of their
+        increments and their latest occurrence move to ``_lazy*`` once (a retry of this batch must
+        not count them twice). New groups stay: they are written with their first occurrence."""
+        if not self._lazy_pending():
+            self._lazy_since = time.monotonic()
+        new = batch.new
+        keep: dict[str, GroupRecord] = {}
+        for gid, g in batch.groups.items():
+            if gid in new:
+                keep[gid] = g
+            else:
+                self._lazy[gid] = g
+        batch.groups = keep
+        deltas: dict[str, int] = {}
+        lazy_delta = self._lazy_delta
+        for gid, d in batch.deltas.items():
+            if gid in new:
+                deltas[gid] = d
+            else:
+                lazy_delta[gid] = lazy_delta.get(gid, 0) + d
+        batch.deltas = deltas
+        seen: dict[str, datetime] = {}
+        for gid, ts in batch.seen.items():
+            if gid in new:
+                seen[gid] = ts
+            else:
+                self._lazy_seen[gid] = ts
+        batch.seen = seen
 
     def _appender_for(self, cur: duckdb.DuckDBPyConnection) -> Any:
         if self._appender is None or self._appender_cur is not cur:
