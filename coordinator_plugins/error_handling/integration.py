@@ -371,14 +371,9 @@ class EnhancedErrorHandlingIntegration:
 
     async def fleet_members(self) -> list[dict[str, Any]]:
         """The live coordinators sharing this database, this one first (just this one on DuckDB)."""
-        if self.fleet is not None:
-            try:
-                return await self.fleet.members()
-            except Exception as exc:
-                logger.warning("fleet: members unavailable: %s", exc)
-        from coordinator_plugins.error_handling.model import iso, utcnow
+        from coordinator_plugins.error_handling.fleet.member import live_members
 
-        return [{"coordinator_id": self.config.coordinator_id, "last_seen": iso(utcnow()), "self": True}]
+        return await live_members(self.fleet, self.config.coordinator_id)
 
     def _unstop(self, error_id: str) -> None:
         """A reset or a resolution ends a stopped recovery: the group may recover again."""

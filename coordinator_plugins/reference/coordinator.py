@@ -21,6 +21,7 @@ from typing import Any
 from coordinator_plugins.reference.actions import CoordinatorActions
 from coordinator_plugins.reference.db import CoordinatorDB
 from coordinator_plugins.reference.db_pg import PostgresCoordinatorDB
+from coordinator_plugins.reference.fleet import fleet_tick
 from coordinator_plugins.reference.launcher import WorkerLauncher
 from coordinator_plugins.reference.model import Task, Worker
 
@@ -136,7 +137,8 @@ class Coordinator(CoordinatorActions):
             "db_flusher": Component("db_flusher", 0.2, self._flush_tick),
         }
         if self.settings.fleet:
-            self.components["fleet"] = Component("fleet", min(1.0, self.settings.lease_ttl / 5), self._fleet_tick)
+            self.components["fleet"] = Component("fleet", min(1.0, self.settings.lease_ttl / 5),
+                                                 lambda: fleet_tick(self))
         self.enhanced_error_handling: Any = None  # set by the error-handling plugin
         self.url = ""
         self._bg: set[asyncio.Task[Any]] = set()
@@ -216,6 +218,10 @@ class Coordinator(CoordinatorActions):
 
     def _persist(self, task: Task) -> None:
         self.db.mark(task.task_id, task.spec, task.status, task.worker_id, task.attempt, task.result, task.final)
+
+    def requeue(self, task: Task) -> None:
+        """Queue ``task`` for another attempt, first in line (a fleet takeover, ``fleet.py``)."""
+        self._to_pending(task, front=True)
 
     def _to_pending(self, task: Task, front: bool = True) -> None:
         """Back to the queue for another attempt; never a task that completed or failed for good."""
@@ -432,27 +438,3 @@ class Coordinator(CoordinatorActions):
             if not self._db_error_reported:
                 self._db_error_reported = True
                 self.report(exc, component="database", operation="write_state")
-
-    async def _fleet_tick(self) -> None:
-        """Heartbeat this member; take the unfinished tasks of members silent for ``lease_ttl``."""
-        db = self.db
-        if not isinstance(db, PostgresCoordinatorDB):
-            return
-        await db.heartbeat(self.url)
-        for entry in await db.take_over(self.settings.lease_ttl):
-            moved = []
-            for row in entry["tasks"]:
-                task = self.tasks.get(row["task_id"])
-                if task is None:
-                    task = Task(row["task_id"], dict(row["spec"]), attempt=int(row["attempt"]))
-                    self.tasks[task.task_id] = task
-                if task.final:
-                    continue
-                task.status, task.worker_id = "failed", None  # not pending yet: _to_pending queues it
-                self._to_pending(task, front=True)
-                moved.append(task.task_id)
-            record = {"dead": entry["dead"], "silent_for": round(float(entry["silent_for"]), 3),
-                      "tasks": moved, "at": time.time()}
-            self.takeovers.append(record)
-            logger.warning("fleet: member %s silent for %.1f s: %d unfinished task(s) taken over by %s",
-                           entry["dead"], entry["silent_for"], len(moved), self.settings.coordinator_id)

@@ -273,6 +273,16 @@ class Fleet:
                 "takeovers": list(self.takeovers), "sync_errors": self.loop_errors, "last_error": self.last_error}
 
 
+async def live_members(fleet: Fleet | None, coordinator_id: str) -> list[dict[str, Any]]:
+    """The fleet's live members, or this coordinator alone (no fleet, or the database cannot say)."""
+    if fleet is not None:
+        try:
+            return await fleet.members()
+        except Exception as exc:
+            logger.warning("fleet: members unavailable: %s", exc)
+    return [{"coordinator_id": coordinator_id, "last_seen": iso_now(), "self": True}]
+
+
 def iso_now() -> str:
     from coordinator_plugins.error_handling.model import utcnow
 

@@ -20,9 +20,7 @@ from typing import Any
 from coordinator_plugins.error_handling.config import BUILTIN_STRATEGY_IDS, ErrorHandlingConfig
 from coordinator_plugins.error_handling.fleet.lease import LeaseKeeper
 from coordinator_plugins.error_handling.learning.learn import HeldRun, Learner
-from coordinator_plugins.error_handling.learning.performance import (
-    PerformanceTracker,
-)
+from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
 from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
