@@ -247,10 +247,11 @@ class PostgresWriter:
         async with self.pool.acquire() as con, con.transaction():
             await con.execute("INSERT INTO store_commits (token) VALUES ($1)", batch.token)
             if batch.groups:
-                rows = [_group_row(g, n) for g, n in batch.groups.values()]
+                # rows locked in one order by every member: two commits never deadlock on them
+                rows = [_group_row(g, n) for g, n in sorted(batch.groups.values(), key=lambda x: x[0].error_id)]
                 await con.execute(UPSERT_GROUPS, *_columns(rows, 26))
             if batch.counts:
-                ids = list(batch.counts)
+                ids = sorted(batch.counts)
                 await con.execute(
                     "UPDATE error_reports r SET aggregated_count = r.aggregated_count + u.n, last_seen = "
                     "GREATEST(r.last_seen, u.at) FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) "
