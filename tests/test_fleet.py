@@ -67,6 +67,9 @@ def test_one_group_per_fingerprint_with_exact_counts(fleet: Callable[..., Member
     for m in (a, b):
         group = m.get(f"/api/errors/{ids[0]}")
         assert group["aggregated_count"] == 320  # exact: every acknowledged occurrence, once
+        fleet_list = m.get("/api/diagnostics")["fleet"]
+        assert sorted(x["coordinator_id"] for x in fleet_list) == ["a", "b"]  # the live members
+        assert fleet_list[0]["coordinator_id"] == m.name and fleet_list[0]["self"]
 
 
 def test_resolve_and_reset_reach_every_member(fleet: Callable[..., Member]) -> None:

@@ -210,3 +210,21 @@ async def test_events_and_runs_of_other_members_are_seen(stores: Callable[..., A
     await a.wait_durable(a.save_recovery_level(LevelRecord("g7", 3, runs[0][1].timestamp, ({"x": 1},))), 10)
     lvl = await b.recovery_level("g7")
     assert lvl is not None and lvl.level == 3 and lvl.history == ({"x": 1},)
+
+
+async def test_retention_run_by_every_member_at_once_does_not_fight(stores: Callable[..., Any]) -> None:
+    from datetime import timedelta
+
+    from coordinator_plugins.error_handling.model import utcnow
+
+    a, b = await stores("a"), await stores("b")
+    old = report("g8")
+    old.first_seen = old.last_seen = utcnow() - timedelta(days=40)
+    await a.wait_durable(occur(a, old), 10)
+    old.last_seen = utcnow()
+    await a.wait_durable(occur(a, old), 10)
+    await asyncio.gather(a.wait_durable(a.apply_retention(30), 10), b.wait_durable(b.apply_retention(30), 10))
+    assert len(await a.occurrences("g8")) == 1
+    g = await b.get_group("g8")
+    assert g is not None and g.aggregated_count == 2  # counts stay: nothing to reconcile on PostgreSQL
+    await asyncio.gather(a.prune_fleet(60, 15), b.prune_fleet(60, 15))  # idempotent, concurrently
