@@ -10,7 +10,6 @@ holds (``recreate.py``).
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import threading
 import time
@@ -24,6 +23,7 @@ import duckdb
 from coordinator_plugins.error_handling.storage.base import StoreClosed, StoreUnavailable
 from coordinator_plugins.error_handling.storage.batch import Batch
 from coordinator_plugins.error_handling.storage.duckdb_reads import DuckDBReads
+from coordinator_plugins.error_handling.storage.durability import Durability
 from coordinator_plugins.error_handling.storage.migrations import migrate
 from coordinator_plugins.error_handling.storage.records import (
     GroupRecord,
@@ -49,13 +49,12 @@ from coordinator_plugins.error_handling.storage.writer import WriterLoop
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
-SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
 
 Cursor = duckdb.DuckDBPyConnection
 __all__ = ["DuckDBStore", "StoreUnavailable"]
 
 
-class DuckDBStore(WriterLoop, DuckDBReads):
+class DuckDBStore(Durability, WriterLoop, DuckDBReads):
     """The embedded store. Start with :meth:`open` (on the loop) and stop with :meth:`close`."""
 
     def __init__(
@@ -268,63 +267,6 @@ class DuckDBStore(WriterLoop, DuckDBReads):
 
     def apply_retention(self, days: float) -> int:
         return self._put("retention", None, float(days))
-
-    async def wait_durable(self, seq: int, timeout: float | None = None) -> None:
-        """Return once the write numbered ``seq`` is committed. TimeoutError when it is not
-        within ``timeout`` seconds (checked every SWEEP_INTERVAL, so up to that much later);
-        ConnectionError when the store closes first."""
-        if seq <= self._committed:
-            return
-        if self._writer is None or self._loop is None:
-            raise StoreClosed("store is not open")
-        fut: asyncio.Future[None] = self._loop.create_future()
-        heapq.heappush(self._waiters, (seq, id(fut), fut))
-        if timeout is not None:
-            heapq.heappush(self._deadlines, (time.monotonic() + timeout, id(fut), fut))
-            if self._sweeper is None:
-                self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
-        await fut
-
-    def _sweep(self) -> None:
-        """Fail the waits whose deadline passed; forget the ones already released."""
-        self._sweeper = None
-        now = time.monotonic()
-        dl = self._deadlines
-        while dl and (dl[0][2].done() or dl[0][0] <= now):
-            _, _, fut = heapq.heappop(dl)
-            if not fut.done():
-                fut.set_exception(TimeoutError(f"write not durable in time (last error: {self.last_error})"))
-        if dl and self._loop is not None and not self._loop.is_closed():
-            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
-
-    async def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything queued so far, group rows included, is committed; TimeoutError
-        after ``timeout`` seconds (the writes stay queued)."""
-        seq = self._seq
-        if seq <= self._groups_committed:
-            return
-        if self._writer is None:
-            raise StoreClosed("store is not open")
-        self._force_groups = max(self._force_groups, seq)
-        self._wake.set()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._flush_waiters, (seq, id(fut), fut))
-        if timeout is None:
-            await fut
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"store: writes not flushed within {timeout:g} s (last error: {self.last_error})"
-            ) from None
-
-    def _release_waiters(self) -> None:
-        for waiters, done in ((self._waiters, self._committed), (self._flush_waiters, self._groups_committed)):
-            while waiters and waiters[0][0] <= done:
-                _, _, fut = heapq.heappop(waiters)
-                if not fut.done():
-                    fut.set_result(None)
 
     # -- connection management ----------------------------------------------------------------
     def _reconnect_sync(self) -> bool:

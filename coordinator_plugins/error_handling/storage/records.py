@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from coordinator_plugins.error_handling.model import (
@@ -324,6 +324,3 @@ class StoreStatus:
         out["seed_migration"] = dict(self.seed_migration) if self.seed_migration else None
         return out
 
-
-def as_utc(ts: datetime) -> datetime:
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
