@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 # A fixed key for pg_advisory_xact_lock: the migrations of this plugin, whoever runs them.
@@ -297,3 +298,8 @@ def redact(url: str) -> str:
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{head}://{user}{'' if ':' not in creds else ':***'}@{host}"
+
+
+def as_utc(ts: datetime) -> datetime:
+    """An aware time (asyncpg refuses a naive one for timestamptz): a naive one is taken as UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)

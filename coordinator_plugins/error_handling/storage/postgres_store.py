@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from coordinator_plugins.error_handling.storage.base import SchemaTooNew, StoreClosed, StoreFull, StoreUnavailable
+from coordinator_plugins.error_handling.storage.base import SchemaTooNew, StoreClosed, StoreUnavailable
 from coordinator_plugins.error_handling.storage.postgres_fleet import PostgresFleet
 from coordinator_plugins.error_handling.storage.postgres_reads import PostgresReads
 from coordinator_plugins.error_handling.storage.postgres_schema import (
@@ -31,6 +31,7 @@ from coordinator_plugins.error_handling.storage.postgres_schema import (
     MIGRATION_LOCK,
     MIGRATIONS,
     SCHEMA_VERSION,
+    as_utc,
     redact,
     to_json,
 )
@@ -44,7 +45,6 @@ from coordinator_plugins.error_handling.storage.records import (
     StrategyRun,
     StrategyScore,
     TimeoutRecord,
-    as_utc,
 )
 
 logger = logging.getLogger(__name__)
@@ -177,12 +177,14 @@ class PostgresStore(PostgresWriter, PostgresReads, PostgresFleet):
         return self._seq
 
     def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
-        if self._occ_pending >= self.queue_limit:
-            self.dropped_occurrences += 1
-            raise StoreFull(f"write queue full ({self.queue_limit} occurrences waiting for the database)")
         b = self._batch
-        self._occ_pending += 1
-        b.occurrences.append(occurrence)
+        if self._occ_pending >= self.queue_limit:
+            # As the DuckDB store: past the limit an occurrence's own row is not kept (counted in
+            # dropped_occurrences), while its group's count still grows with it.
+            self.dropped_occurrences += 1
+        else:
+            self._occ_pending += 1
+            b.occurrences.append(occurrence)
         if group is None:
             old = b.groups.get(occurrence.error_id)
             if old is not None:  # a snapshot of this group is already in the batch: count with it

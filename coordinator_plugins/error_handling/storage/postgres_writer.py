@@ -21,10 +21,11 @@ from coordinator_plugins.error_handling.storage.postgres_schema import (
     INSERT_RUNS,
     UPSERT_GROUPS,
     UPSERTS,
+    as_utc,
     clean_text,
     to_json,
 )
-from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord, StrategyRun, as_utc
+from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord, StrategyRun
 
 logger = logging.getLogger(__name__)
 
