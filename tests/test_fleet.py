@@ -208,3 +208,18 @@ def test_a_member_never_acts_on_another_members_worker(fleet: Callable[..., Memb
     finally:
         w.terminate()
         w.wait(10)
+
+
+def test_the_fleet_demo_shows_a_takeover_with_nothing_lost(pg_url_sync: str) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "coordinator_plugins", "demo", "--coordinators", "2", "--database", pg_url_sync,
+         "--workers", "2", "--duration", "12", "--task-rate", "3"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SIGKILL c1" in out.stdout and "c2 took over c1" in out.stdout
+    assert "0 lost" in out.stdout and "nothing lost" in out.stdout
+    assert "fleet counts exact for 2 of 2" in out.stdout
