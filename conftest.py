@@ -106,3 +106,5 @@ async def make_farm(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         await farm.server.close()
         for wid, proc in farm.coord.launcher.procs.items():
             assert proc.returncode is not None, f"worker {wid} (pid {proc.pid}) left running"
+
+from tests.pg_harness import pg_url, pg_url_sync  # noqa: E402,F401  (fixtures: a real PostgreSQL database per test)

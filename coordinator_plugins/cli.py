@@ -101,6 +101,13 @@ def _writable_file(what: str) -> Callable[[str], str]:
     return parse
 
 
+def _database_arg(text: str) -> str:
+    """A DuckDB file path (as ``_writable_file``) or a ``postgresql://`` URL (a fleet's database)."""
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    return _writable_file("database")(text)
+
+
 def _print_errors(exc: BaseException) -> None:
     for line in str(exc).splitlines() or [repr(exc)]:
         print(f"error: {line}", file=sys.stderr)
@@ -149,11 +156,20 @@ def _worker(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: --token: {problem}", file=sys.stderr)
         return 2
-    return worker_main(args.url, args.worker_id, args.max_tasks, args.parent_pid, token)
+    return worker_main(args.url, args.worker_id, args.max_tasks, args.parent_pid, token, args.failover_after)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from coordinator_plugins.demo import run_demo
+
+    if args.coordinators > 1:
+        if not (args.database or "").startswith(("postgresql://", "postgres://")):
+            print("error: --coordinators N (N > 1) needs --database postgresql://user@host:port/dbname, the "
+                  "database the fleet shares", file=sys.stderr)
+            return 2
+        from coordinator_plugins.demo.fleet import run_fleet_demo
+
+        return run_fleet_demo(args)
 
     return int(run_demo(args))
 
@@ -214,7 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
         "Run one worker: it registers with the coordinator, heartbeats, pulls tasks, runs them and reports\n"
         "their results. It re-registers when the coordinator forgets it. Stops on Ctrl-C or SIGTERM.",
     )
-    w.add_argument("--url", required=True, help="the coordinator's base URL, e.g. http://127.0.0.1:8080 (required)")
+    w.add_argument(
+        "--url",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="a coordinator's base URL, e.g. http://127.0.0.1:8080 (required); repeat it for a fleet: the worker "
+        "moves to the next one when its coordinator stops answering",
+    )
+    w.add_argument(
+        "--failover-after",
+        type=_number_in(0.5, 3600),
+        default=3.0,
+        metavar="SECONDS",
+        help="with several --url: seconds without an answer before moving to the next coordinator, 0.5 to 3600 "
+        "(default: %(default)s)",
+    )
     w.add_argument(
         "--worker-id",
         default=None,
@@ -268,9 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
         "run as far as timing allows (default: a random seed, printed at the start)",
     )
     d.add_argument(
-        "--database", type=_writable_file("database"), default=None, metavar="PATH",
+        "--database", type=_database_arg, default=None, metavar="PATH_OR_URL",
         help="the plugin's DuckDB file, kept after the run; an existing one is reused with what earlier runs "
-        "left in it (default: a new database in a temporary directory, removed at the end)",
+        "left in it; with --coordinators, the postgresql:// URL the fleet shares (default: a new database in a "
+        "temporary directory, removed at the end)",
+    )
+    d.add_argument(
+        "--coordinators", type=_int_in(1, 16), default=1, metavar="N",
+        help="coordinators sharing one PostgreSQL database (needs --database postgresql://...), 1 to 16; one is "
+        "killed with SIGKILL mid-run and the survivors take over (default: %(default)s)",
     )
     d.add_argument(
         "--port", type=_int_in(0, 65535), default=0, metavar="N",

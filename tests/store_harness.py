@@ -10,13 +10,20 @@ its name in ``STORE_KINDS``.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import duckdb
 
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.migrations import CURRENT_VERSION
+from coordinator_plugins.error_handling.storage.postgres_schema import MIGRATIONS as PG_MIGRATIONS
+from coordinator_plugins.error_handling.storage.postgres_schema import SCHEMA_VERSION as PG_VERSION
+from coordinator_plugins.error_handling.storage.postgres_store import PostgresStore
 
 # The layout of the last release before versioned migrations (main at b7d3ea4), frozen: a file it
 # wrote has these tables and no schema_version table.
@@ -65,6 +72,7 @@ class DuckDBKind:
     """The embedded store over a DuckDB file in the test's temp dir."""
 
     name = "duckdb"
+    version = CURRENT_VERSION
 
     def __init__(self, tmp: Path) -> None:
         self.path = str(tmp / "contract.duckdb")
@@ -112,5 +120,97 @@ class DuckDBKind:
         pass
 
 
-KINDS: dict[str, Any] = {"duckdb": DuckDBKind}
-STORE_KINDS = ["duckdb"]  # the implementations every contract test runs against
+def _in_thread(coro: Any) -> Any:
+    """Run ``coro`` to completion on a loop of its own (the test's loop may be running)."""
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            out.append(asyncio.run(coro))
+        except BaseException as exc:  # re-raised in the caller
+            errors.append(exc)
+
+    t = threading.Thread(target=main)
+    t.start()
+    t.join(120)
+    if errors:
+        raise errors[0]
+    return out[0] if out else None
+
+
+# The PostgreSQL store's first layout (schema version 1) with the rows above, in its SQL: the
+# migrations after it must bring it to the current version in place.
+PG_PREVIOUS_ROWS = [
+    f"""INSERT INTO error_reports VALUES ('{PREVIOUS_GROUP}', 'fp1', 'network', 'high', 3, 'connection',
+        'peer reset', 'w', 'send', 'w1', 't1', NULL, 'ConnectionResetError', NULL, '{{"k": 1}}',
+        now() - INTERVAL '1 hour', now() - INTERVAL '1 minute', 7, 0, NULL, 'open', NULL, NULL, 0, 2, '{{}}')""",
+    f"""INSERT INTO error_occurrences SELECT '{PREVIOUS_GROUP}', now() - INTERVAL '1 minute' - i * INTERVAL '1 second',
+        'peer reset', 'w1', 't1', NULL, NULL FROM generate_series(0, 6) AS r(i)""",
+    f"""INSERT INTO recovery_performance (strategy_id, strategy_name, error_type, execution_time, success,
+        timestamp, affected_tasks, recovered_tasks, resource_usage, impact_score, stability_score, context,
+        error_id, level, outcome) VALUES ('retry', 'Retry', 'network', 0.2, true, now(), 1, 1, '{{}}', 0.1, 0.9,
+        '{{}}', '{PREVIOUS_GROUP}', 1, 'success')""",
+    """INSERT INTO adaptive_timeouts VALUES ('network', 'retry', 4.5, now(), 1.0, 0.5, 3)""",
+    f"""INSERT INTO progressive_recovery VALUES ('{PREVIOUS_GROUP}', 2, now(), '[{{"level": 1, "ok": false}}]')""",
+]
+
+
+class PostgresKind:
+    """The PostgreSQL store over a database of its own on the test server (tests/pg_harness.py),
+    created for the test and dropped after it. Skips without a server; fails under CI=true."""
+
+    name = "postgres"
+    version = PG_VERSION
+
+    def __init__(self, tmp: Path) -> None:
+        from tests.pg_harness import create_database
+
+        self.url = _in_thread(create_database())
+
+    def new(self, **options: Any) -> PostgresStore:
+        return PostgresStore(self.url, options.pop("coordinator_id", "contract"), **options)
+
+    def break_link(self, store: Store) -> None:
+        assert isinstance(store, PostgresStore)
+        store.break_connection()
+
+    async def heal(self, store: Store) -> None:
+        assert await store.reconnect()
+
+    def _sql(self, *statements: str) -> None:
+        async def run() -> None:
+            con = await asyncpg.connect(self.url)
+            try:
+                for sql in statements:
+                    await con.execute(sql)
+            finally:
+                await con.close()
+
+        _in_thread(run())
+
+    def write_previous_layout(self) -> None:
+        first = PG_MIGRATIONS[0]
+        self._sql(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+            "description TEXT)",
+            first[2],
+            f"INSERT INTO schema_version (version, description) VALUES ({first[0]}, 'the first layout')",
+            *PG_PREVIOUS_ROWS,
+        )
+
+    def write_newer_schema(self, version: int) -> None:
+        self._sql("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ, description TEXT)",
+                  f"INSERT INTO schema_version VALUES ({int(version)}, now(), 'from a newer release')")
+
+    def damage_group(self, error_id: str) -> None:
+        self._sql(f"UPDATE error_reports SET error_type = 'no_such_type' WHERE error_id = '{error_id}'")
+
+    def cleanup(self) -> None:
+        from tests.pg_harness import drop_database
+
+        _in_thread(drop_database(self.url))
+
+
+KINDS: dict[str, Any] = {"duckdb": DuckDBKind, "postgres": PostgresKind}
+STORE_KINDS = ["duckdb", "postgres"]  # the implementations every contract test runs against

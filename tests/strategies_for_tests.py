@@ -47,3 +47,31 @@ class SeedShapedCoordinator:
     def reconnect(self, worker_id: str) -> None:
         self.reconnects += 1
         self.add_worker(worker_id)
+
+
+class FleetProbe(RecoveryStrategy):
+    """For the fleet tests (each member a ``serve`` process): logs when it starts and ends on
+    which member, to ``$PROBE_LOG`` (a line of JSON each, appended), taking ``$PROBE_SECONDS``.
+    Its level is ``$PROBE_LEVEL`` (LOW by default). It succeeds when the group it was started
+    for is the one it was asked about and the log line was written."""
+
+    def __init__(self, coordinator: Any) -> None:
+        import os
+
+        from coordinator_plugins.error_handling import RecoveryLevel as Level
+
+        super().__init__(coordinator, "fleet probe", Level[os.environ.get("PROBE_LEVEL", "LOW")])
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        import json
+        import os
+
+        me, path = os.environ.get("PROBE_MEMBER", "?"), os.environ["PROBE_LOG"]
+        start = time.time()
+        with open(path, "a") as f:
+            f.write(json.dumps({"member": me, "error_id": error_info["error_id"], "start": start}) + "\n")
+        await asyncio.sleep(float(os.environ.get("PROBE_SECONDS", "0.3")))
+        with open(path, "a") as f:
+            f.write(json.dumps({"member": me, "error_id": error_info["error_id"], "start": start,
+                                "end": time.time()}) + "\n")
+        return True

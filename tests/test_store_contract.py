@@ -24,7 +24,6 @@ from coordinator_plugins.error_handling.model import (
     utcnow,
 )
 from coordinator_plugins.error_handling.storage.base import SchemaTooNew, Store, StoreClosed
-from coordinator_plugins.error_handling.storage.migrations import CURRENT_VERSION
 from coordinator_plugins.error_handling.storage.records import (
     GroupQuery,
     GroupRecord,
@@ -98,8 +97,8 @@ def run(error_id: str, ok: bool = True, level: int = 1) -> StrategyRun:
 
 
 # -- migrations -------------------------------------------------------------------------------------
-async def test_new_storage_is_created_at_the_current_schema_version(store: Store) -> None:
-    assert store.status().schema_version == CURRENT_VERSION and store.status().ok
+async def test_new_storage_is_created_at_the_current_schema_version(kind: Any, store: Store) -> None:
+    assert store.status().schema_version == kind.version and store.status().ok
     assert (await store.totals()).groups == 0
 
 
@@ -108,7 +107,7 @@ async def test_storage_of_the_previous_release_is_upgraded_in_place(kind: Any) -
     store = kind.new()
     await store.open()
     try:
-        assert store.status().schema_version == CURRENT_VERSION
+        assert store.status().schema_version == kind.version
         g = await store.get_group(PREVIOUS_GROUP)
         assert g is not None and g.aggregated_count == 7 and g.error_type is ErrorType.NETWORK
         assert g.metadata == {"k": 1} and g.recovery_level == 2
@@ -125,16 +124,16 @@ async def test_storage_of_the_previous_release_is_upgraded_in_place(kind: Any) -
     again = kind.new()  # opening it again changes nothing
     await again.open()
     try:
-        assert again.status().schema_version == CURRENT_VERSION
+        assert again.status().schema_version == kind.version
         assert (await again.totals()).occurrences == 7 and (await again.totals()).strategy_runs == 2
     finally:
         await again.close()
 
 
 async def test_storage_newer_than_the_code_is_refused(kind: Any) -> None:
-    kind.write_newer_schema(CURRENT_VERSION + 1)
+    kind.write_newer_schema(kind.version + 1)
     store = kind.new()
-    with pytest.raises(SchemaTooNew, match=f"schema version {CURRENT_VERSION + 1}"):
+    with pytest.raises(SchemaTooNew, match=f"schema version {kind.version + 1}"):
         await store.open()
     await store.close()  # nothing was left open
 

@@ -17,6 +17,8 @@ from aiohttp import web
 
 from coordinator_plugins.error_handling.blocking import BlockingIntegration
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted, validate_config
+from coordinator_plugins.error_handling.fleet import FleetLedger
+from coordinator_plugins.error_handling.fleet.member import Fleet
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
@@ -26,7 +28,7 @@ from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeout
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.observe.metrics import PluginMetrics
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
-from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
+from coordinator_plugins.error_handling.recovery.budget import FleetBudget, RecoveryBudget
 from coordinator_plugins.error_handling.recovery.manager import LevelState, RecoveryManager
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.factory import open_store
@@ -66,7 +68,13 @@ class EnhancedErrorHandlingIntegration:
         self.policy = make_policy(cfg.selection, self.performance_recovery, self.rng, store.save_learner_state)
         self.timeouts = AdaptiveTimeouts(cfg.default_timeout, store.save_timeout)
         global_limit = cfg.recovery_budget_global or (3 * cfg.recovery_budget)
-        self.budget = RecoveryBudget(cfg.recovery_budget, cfg.budget_window, global_limit)
+        # Several coordinators on one PostgreSQL database are one fleet (SPEC 10): one budget.
+        self.fleet: Fleet | None = Fleet(self, store) if isinstance(store, FleetLedger) else None
+        self.budget = (
+            FleetBudget(store, cfg.recovery_budget, cfg.budget_window, global_limit)  # type: ignore[arg-type]
+            if self.fleet is not None
+            else RecoveryBudget(cfg.recovery_budget, cfg.budget_window, global_limit)
+        )
         self.sampler = ResourceSampler()
         self.recovery_manager = RecoveryManager(
             cfg,
@@ -79,6 +87,8 @@ class EnhancedErrorHandlingIntegration:
             self.error_handler.persist,
             store.save_recovery_level,
         )
+        if self.fleet is not None:
+            self.error_handler.adopt = self.fleet.adopt
         self.metrics = PluginMetrics(self) if cfg.metrics else None
         if self.metrics is not None:
             self.recovery_manager.listeners.append(self.metrics.on_recovery)
@@ -118,6 +128,9 @@ class EnhancedErrorHandlingIntegration:
             self.sampler.start()
             stack.push_async_callback(self.sampler.stop)
             self._spawn(self._retention_loop())
+            if self.fleet is not None:
+                await self.fleet.start()
+                stack.push_async_callback(self.fleet.stop)
             stack.pop_all()  # started: stop() closes them from now on
         self.started = True
         logger.info(
@@ -149,6 +162,8 @@ class EnhancedErrorHandlingIntegration:
     async def stop(self) -> None:
         self.closed = True
         await self.recovery_manager.close()
+        if self.fleet is not None:
+            await self.fleet.stop()
         for t in list(self._bg):
             t.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
@@ -272,6 +287,8 @@ class EnhancedErrorHandlingIntegration:
                                                         "details": storable_value(details or {})}
         self.recovery_manager.reset_level(error_id)
         await self.store.wait_durable(self.error_handler.persist(report))
+        if self.fleet is not None:  # every member sees it within 2 s (SPEC 10)
+            await self.fleet.publish("resolve", error_id, {"resolution": resolution or "manual"})
         return False
 
     async def get_error_metrics(self) -> dict[str, Any]:
@@ -341,12 +358,26 @@ class EnhancedErrorHandlingIntegration:
 
     async def reset_recovery_level(self, error_id: str) -> bool:
         self._unstop(error_id)
-        return self.recovery_manager.reset_level(error_id)
+        done = self.recovery_manager.reset_level(error_id)
+        if self.fleet is not None:
+            await self.store.flush()
+            await self.fleet.publish("reset", error_id)
+        return done
 
     async def reset_all_recovery_levels(self) -> int:
         for error_id in self.recovery_manager.stopped_groups():
             self._unstop(error_id)
-        return sum(self.recovery_manager.reset_level(e) for e in list(self.recovery_manager.levels))
+        n = sum(self.recovery_manager.reset_level(e) for e in list(self.recovery_manager.levels))
+        if self.fleet is not None:
+            await self.store.flush()
+            await self.fleet.publish("reset_all", None)
+        return n
+
+    async def fleet_members(self) -> list[dict[str, Any]]:
+        """The live coordinators sharing this database, this one first (just this one on DuckDB)."""
+        from coordinator_plugins.error_handling.fleet.member import live_members
+
+        return await live_members(self.fleet, self.config.coordinator_id)
 
     def _unstop(self, error_id: str) -> None:
         """A reset or a resolution ends a stopped recovery: the group may recover again."""

@@ -15,6 +15,7 @@ from coordinator_plugins.reference.model import FINAL_TASK_STATES, Task, Worker
 if TYPE_CHECKING:
     from coordinator_plugins.reference.coordinator import Component, CoordinatorSettings
     from coordinator_plugins.reference.db import CoordinatorDB
+    from coordinator_plugins.reference.db_pg import PostgresCoordinatorDB
     from coordinator_plugins.reference.launcher import WorkerLauncher
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class CoordinatorActions:
     pending: deque[str]
     paused: bool
     max_concurrency: int
-    db: CoordinatorDB
+    db: CoordinatorDB | PostgresCoordinatorDB
     launcher: WorkerLauncher
     components: dict[str, Component]
     _sched_wake: asyncio.Event

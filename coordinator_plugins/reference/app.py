@@ -55,7 +55,7 @@ _SETTING_RULES: dict[str, Rule] = {
     for key, meta in {
         "host": text("a host name or IP address", nonempty=True),
         "port": number(0, 65535, integer=True),
-        "database": text('a DuckDB file path or ":memory:"', nonempty=True),
+        "database": text('a DuckDB file path, ":memory:" or a postgresql:// URL (a fleet)', nonempty=True),
         "heartbeat_interval": number(0.05, 3600),
         "heartbeat_timeout": number(0.1, 86400),
         "scheduler_interval": number(0.01, 3600),
@@ -63,6 +63,8 @@ _SETTING_RULES: dict[str, Rule] = {
         "watchdog_repeat": number(0.1, 86400),
         "workers": number(0, 1000, integer=True),
         "worker_max_tasks": number(1, 1000, integer=True),
+        "coordinator_id": text("a non-empty string", nonempty=True),
+        "lease_ttl": number(1, 3600),
     }.items()
 }
 # The security keys are checked by security_from_config; here they are only known.
@@ -179,11 +181,21 @@ async def submit_task(request: web.Request) -> web.Response:
     if task_id is not None and task_id in coord.tasks:
         raise ApiError(409, f"task {task_id} exists", "task_exists")
     task = coord.submit(spec, task_id)
+    if coord.settings.fleet:  # acknowledged only once durable: a survivor must know it (SPEC 10)
+        try:
+            await coord.db.flush()
+        except Exception as exc:
+            raise ApiError(503, f"task {task.task_id} is queued but not yet durable: {exc}", "not_durable") from None
     return json_response({"task_id": task.task_id, "status": task.status}, status=201)
 
 
 async def get_task(request: web.Request) -> web.Response:
-    task = _coord(request).tasks.get(request.match_info["task_id"])
+    coord = _coord(request)
+    task = coord.tasks.get(request.match_info["task_id"])
+    if task is None and coord.settings.fleet:  # another member's task: as the fleet's database has it
+        stored = await coord.db.task(request.match_info["task_id"])  # type: ignore[union-attr]
+        if stored is not None:
+            return json_response(stored)
     if task is None:
         raise ApiError(404, "unknown task", "not_found")
     return json_response(task.to_dict())
@@ -214,6 +226,9 @@ async def status(request: web.Request) -> web.Response:
     coord = _coord(request)
     health = await coord.health()
     health["workers_detail"] = [w.to_dict() for w in coord.workers.values()]
+    health["coordinator_id"] = coord.settings.coordinator_id
+    if coord.settings.fleet:
+        health["fleet"] = {"takeovers": coord.takeovers, "members": await coord.db.members()}  # type: ignore[union-attr]
     return json_response(health)
 
 
@@ -235,6 +250,11 @@ def _plugin_defaults(config: Mapping[str, Any], security: SecuritySettings) -> M
         table["api_token"] = security.api_token
     if security.protect_reads:
         table.setdefault("protect_reads", True)
+    coord = config.get("coordinator")
+    if isinstance(coord, Mapping):  # one name and one lease time per fleet member
+        for key in ("coordinator_id", "lease_ttl"):
+            if key in coord:
+                table.setdefault(key, coord[key])
     return {**config, "plugins": {**plugins, "error_handling": table}}
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections import deque
@@ -18,6 +20,8 @@ from typing import Any
 
 from coordinator_plugins.reference.actions import CoordinatorActions
 from coordinator_plugins.reference.db import CoordinatorDB
+from coordinator_plugins.reference.db_pg import PostgresCoordinatorDB
+from coordinator_plugins.reference.fleet import fleet_tick
 from coordinator_plugins.reference.launcher import WorkerLauncher
 from coordinator_plugins.reference.model import Task, Worker
 
@@ -36,6 +40,13 @@ class CoordinatorSettings:
     watchdog_repeat: float = 10.0  # a loop still down is reported again after this many seconds
     workers: int = 0  # local worker processes launched at start
     worker_max_tasks: int = 1
+    coordinator_id: str = ""  # this member's name in a fleet; "" = host name + pid
+    lease_ttl: float = 15.0  # a fleet member silent this long is dead: a survivor takes its tasks
+
+    @property
+    def fleet(self) -> bool:
+        """Whether the state lives in PostgreSQL, shared with the other members of a fleet."""
+        return self.database.startswith(("postgresql://", "postgres://"))
 
 
 class Component:
@@ -106,7 +117,14 @@ class Coordinator(CoordinatorActions):
         self.pending: deque[str] = deque()
         self.paused = False
         self.max_concurrency = self.settings.max_concurrency
-        self.db = CoordinatorDB(self.settings.database)
+        if not self.settings.coordinator_id:
+            self.settings.coordinator_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.db: CoordinatorDB | PostgresCoordinatorDB = (
+            PostgresCoordinatorDB(self.settings.database, self.settings.coordinator_id)
+            if self.settings.fleet
+            else CoordinatorDB(self.settings.database)
+        )
+        self.takeovers: list[dict[str, Any]] = []  # dead fleet members whose tasks moved here
         self.launcher = WorkerLauncher()
         self._sched_wake = asyncio.Event()
         self.components: dict[str, Component] = {
@@ -118,6 +136,9 @@ class Coordinator(CoordinatorActions):
             ),
             "db_flusher": Component("db_flusher", 0.2, self._flush_tick),
         }
+        if self.settings.fleet:
+            self.components["fleet"] = Component("fleet", min(1.0, self.settings.lease_ttl / 5),
+                                                 lambda: fleet_tick(self))
         self.enhanced_error_handling: Any = None  # set by the error-handling plugin
         self.url = ""
         self._bg: set[asyncio.Task[Any]] = set()
@@ -196,7 +217,11 @@ class Coordinator(CoordinatorActions):
         return task
 
     def _persist(self, task: Task) -> None:
-        self.db.mark(task.task_id, task.spec, task.status, task.worker_id, task.attempt, task.result)
+        self.db.mark(task.task_id, task.spec, task.status, task.worker_id, task.attempt, task.result, task.final)
+
+    def requeue(self, task: Task) -> None:
+        """Queue ``task`` for another attempt, first in line (a fleet takeover, ``fleet.py``)."""
+        self._to_pending(task, front=True)
 
     def _to_pending(self, task: Task, front: bool = True) -> None:
         """Back to the queue for another attempt; never a task that completed or failed for good."""

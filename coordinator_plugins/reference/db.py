@@ -92,6 +92,7 @@ class CoordinatorDB:
         worker_id: str | None,
         attempt: int,
         result: dict[str, Any] | None,
+        final: bool = False,  # kept by the PostgreSQL variant (db_pg.py), implied here by status and result
     ) -> None:
         row = (
             task_id,

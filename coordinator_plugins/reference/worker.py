@@ -4,6 +4,12 @@ A task is a small test job: ``{"kind": "sim", "duration": s, "outcome": "pass"|"
 or ``{"kind": "command", "argv": [...], "timeout": s}``; a command's argv is executed as it is,
 never through a shell.
 
+With several coordinator URLs (``--url`` repeated, a fleet sharing one PostgreSQL database) the
+worker talks to the first; when that one stops answering for ``failover_after`` seconds (refused
+connections or timeouts, not HTTP errors) it abandons the tasks it was running there (the fleet
+member that takes over the dead coordinator's tasks runs them again) and registers with the next
+URL, round-robin.
+
 With a token (``--token`` or the environment variable ``COORDINATOR_PLUGINS_API_TOKEN``) every
 request carries ``Authorization: Bearer <token>``; a coordinator that refuses it (401) ends the
 worker with exit status 2, since retrying cannot help.
@@ -31,14 +37,22 @@ MAX_ERROR = 2000  # characters of an error message sent with a result
 class Worker:
     def __init__(
         self,
-        url: str,
+        url: str | list[str],
         worker_id: str | None = None,
         max_tasks: int = 1,
         parent_pid: int | None = None,
         orphan_timeout: float = 20.0,
         token: str = "",
+        failover_after: float = 3.0,
     ) -> None:
-        self.url = url.rstrip("/")
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("url: at least one coordinator URL is needed")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.url_index = 0
+        self.failover_after = failover_after
+        self.failovers = 0
+        self._unreachable_since: float | None = None
         self.token = token
         self.refused = False  # the coordinator answered 401: wrong or missing token
         self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:8]}"
@@ -51,21 +65,35 @@ class Worker:
         self.last_contact = time.monotonic()
         self.session: aiohttp.ClientSession | None = None
 
+    @property
+    def url(self) -> str:
+        """The coordinator this worker works for now."""
+        return self.urls[self.url_index]
+
     async def _post(self, path: str, body: dict[str, Any], timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
         assert self.session is not None
-        async with self.session.post(self.url + path, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            data = await resp.json(content_type=None) if resp.content_length != 0 else {}
+        url = self.url
+        try:
+            async with self.session.post(url + path, json=body, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                status = resp.status
+                data = await resp.json(content_type=None) if resp.content_length != 0 else {}
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            if url == self.url and self._unreachable_since is None:
+                self._unreachable_since = time.monotonic()
+            raise
+        if url == self.url:
+            self._unreachable_since = None
             self.last_contact = time.monotonic()
-            if resp.status == 401 and not self.refused:
-                self.refused = True
-                logger.error(
-                    "worker %s: the coordinator refused its token (401 on %s); pass --token or set "
-                    "COORDINATOR_PLUGINS_API_TOKEN to the coordinator's api_token",
-                    self.worker_id,
-                    path,
-                )
-                self.stop.set()
-            return resp.status, data or {}
+        if status == 401 and not self.refused:
+            self.refused = True
+            logger.error(
+                "worker %s: the coordinator refused its token (401 on %s); pass --token or set "
+                "COORDINATOR_PLUGINS_API_TOKEN to the coordinator's api_token",
+                self.worker_id,
+                path,
+            )
+            self.stop.set()
+        return status, data or {}
 
     async def register(self) -> None:
         delay = 0.1
@@ -89,9 +117,29 @@ class Worker:
                     self.stop.set()
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.debug("register failed: %r", exc)
+                if self._gone():
+                    delay = 0.1
+                    continue
             self._check_orphan()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    def _gone(self) -> bool:
+        """Move to the next coordinator when this one has not answered for ``failover_after`` s."""
+        since = self._unreachable_since
+        if len(self.urls) < 2 or since is None or time.monotonic() - since < self.failover_after:
+            return False
+        old = self.url
+        self.url_index = (self.url_index + 1) % len(self.urls)
+        self._unreachable_since = None
+        self.failovers += 1
+        abandoned = list(self.running)
+        self._abandon_all()
+        logger.warning(
+            "worker %s: coordinator %s is gone; moving to %s (abandoned %d task(s), which the fleet runs again)",
+            self.worker_id, old, self.url, len(abandoned),
+        )
+        return True
 
     def _check_orphan(self) -> None:
         if self.parent_pid and os.getppid() != self.parent_pid:
@@ -112,6 +160,9 @@ class Worker:
                     await self.register()
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.debug("heartbeat failed: %r", exc)
+                if self._gone():
+                    await self.register()
+                    continue
             self._check_orphan()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.heartbeat_interval):
@@ -131,6 +182,7 @@ class Worker:
                 status, data = await self._post(f"/api/workers/{self.worker_id}/poll", {"wait": 1.0}, timeout=5)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 logger.debug("poll failed: %r", exc)
+                self._gone()  # the heartbeat loop then registers with the next coordinator (404 there)
                 self._check_orphan()
                 await asyncio.sleep(0.2)
                 continue
@@ -209,11 +261,18 @@ async def execute(spec: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown task kind {kind!r}")
 
 
-def main(url: str, worker_id: str | None, max_tasks: int, parent_pid: int | None, token: str = "") -> int:
+def main(
+    url: str | list[str],
+    worker_id: str | None,
+    max_tasks: int,
+    parent_pid: int | None,
+    token: str = "",
+    failover_after: float = 3.0,
+) -> int:
     """Run a worker until it is stopped; 0, or 2 when the coordinator refused its token."""
 
     async def _main() -> Worker:
-        worker = Worker(url, worker_id, max_tasks, parent_pid, token=token)
+        worker = Worker(url, worker_id, max_tasks, parent_pid, token=token, failover_after=failover_after)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop.set)

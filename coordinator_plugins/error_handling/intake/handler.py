@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -78,6 +78,8 @@ class ErrorHandler:
         self.by_severity: dict[str, int] = {}
         self.by_category: dict[str, int] = {}
         self.regressions = 0
+        # A fleet's claim of new groups (fleet.member.Fleet.adopt): the group to count into.
+        self.adopt: Callable[[ErrorReport], Awaitable[ErrorReport]] | None = None
         self._changed = True
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
@@ -220,9 +222,12 @@ class ErrorHandler:
     ) -> tuple[ErrorReport, int]:
         """Classify, group, queue for persistence and run hooks. Returns (report, write seq)."""
         report, message, metadata = self.build(error, context)
+        changed = self._changed  # of this build: another report may build while a fleet claim waits
+        if self.adopt is not None:  # a fleet: the group of this fingerprint may be another member's
+            report = await self.adopt(report)
         # snapshots: the store's writer never reads the live report, which keeps changing
         # A group snapshot only when the group is new or changed beyond its count and last_seen.
-        changed = self._changed or not report.persisted
+        changed = changed or not report.persisted
         seq = self.store.record_occurrence(
             OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report) if changed else None
         )

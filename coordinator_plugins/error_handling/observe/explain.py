@@ -190,4 +190,6 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
         "coordinator": coordinator,
         "resources": integ.sampler.latest(),
         "timeouts": integ.timeouts.snapshot(),
+        "fleet": await integ.fleet_members(),  # the live coordinators sharing the database (SPEC 10)
+        "fleet_status": integ.fleet.status() if integ.fleet is not None else None,
     }

@@ -18,16 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 from coordinator_plugins.error_handling.config import BUILTIN_STRATEGY_IDS, ErrorHandlingConfig
+from coordinator_plugins.error_handling.fleet.lease import LeaseKeeper
 from coordinator_plugins.error_handling.learning.learn import HeldRun, Learner
-from coordinator_plugins.error_handling.learning.performance import (
-    PerformanceTracker,
-)
+from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
 from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.candidates import Candidates
+from coordinator_plugins.error_handling.recovery.leased import recover_leased
 from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
 from coordinator_plugins.error_handling.recovery.poison import screen
 from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
@@ -86,6 +86,7 @@ class RecoveryManager(RecoveryOutcomes):
         self.shed = 0  # recoveries not deferred because MAX_DEFERRED groups already wait
         self.forgotten_levels = 0  # level states dropped from memory (kept in the database)
         self.closed = False
+        self.lease: LeaseKeeper | None = None  # a fleet's leases (SPEC 10): one recovery per group fleet-wide
 
     # -- registration -------------------------------------------------------------------------
     def add_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
@@ -186,7 +187,8 @@ class RecoveryManager(RecoveryOutcomes):
         handle = self.deferred.pop(report.error_id, None)
         if handle is not None:
             handle.cancel()
-        task = asyncio.create_task(self._recover(report), name=f"recover-{report.error_id[:8]}")
+        work = self._recover(report) if self.lease is None else recover_leased(self, self.lease, report)
+        task = asyncio.create_task(work, name=f"recover-{report.error_id[:8]}")
         self.inflight[report.error_id] = task
         task.add_done_callback(lambda t: self._finished(report, t))
         return task
@@ -354,7 +356,7 @@ class RecoveryManager(RecoveryOutcomes):
                 decision = self.policy.choose(candidates, key, level, tried)
             first = None
             strategy = self.strategies[decision.strategy_id]
-            if level >= 3 and not self.budget.try_acquire(report.context.component):
+            if level >= 3 and not await self.budget.acquire(report.context.component):
                 wait = self.budget.retry_after(report.context.component)
                 self.learner.attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
                 self._defer(report, wait)

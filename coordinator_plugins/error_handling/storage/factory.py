@@ -32,18 +32,21 @@ def _duckdb(config: ErrorHandlingConfig, on_error: OnError | None) -> Store:
     )
 
 
-def _postgres_missing(config: ErrorHandlingConfig, on_error: OnError | None) -> Store:
-    raise ValueError(
-        "database: a postgresql:// URL needs the PostgreSQL store, which this version does not have; "
-        "use a file path for the embedded DuckDB store"
+def _postgres(config: ErrorHandlingConfig, on_error: OnError | None) -> Store:
+    from coordinator_plugins.error_handling.storage.postgres_store import PostgresStore
+
+    return PostgresStore(
+        config.database,
+        coordinator_id=config.coordinator_id,
+        queue_limit=config.write_queue_limit,
+        on_error=on_error,
     )
 
 
-# scheme -> factory. The registration point for further stores: PostgreSQL replaces its line
-# with ``"postgresql": _postgres`` where ``_postgres`` imports storage/postgres_store.py.
+# scheme -> factory. The registration point for further stores.
 STORE_FACTORIES: dict[str, StoreFactory] = {
-    "postgresql": _postgres_missing,
-    "postgres": _postgres_missing,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 
