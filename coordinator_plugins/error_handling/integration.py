@@ -111,18 +111,17 @@ class EnhancedErrorHandlingIntegration:
         state = await self.store.read(
             lambda cur: queries.load_state(cur, self.config.regression_window, self.config.max_groups_in_memory)
         )
+        groups = self.error_handler.groups
         for report in reversed(state["groups"]):
-            self.error_handler.groups.add(report)
+            groups.add(report, counted=True)
+        groups.remember_stored(state["stored_fingerprints"])
+        groups.open_total += state["open_total"]  # in memory or not, counted once (their rows)
+        groups.critical_open += state["critical_open"]
         for error_id, level, updated, history in state["levels"]:
-            st = LevelState(level=int(level), last_updated=float(updated or time.time()))
-            st.recoveries = 1
-            for h in json.loads(history) if isinstance(history, str) else history or []:
-                st.history.append(h)
-            self.recovery_manager.levels[error_id] = st
-        for report in self.error_handler.groups:  # a stopped recovery stays stopped
-            stopped = report.recovery_details.get("stopped")
-            if stopped and report.is_open:
-                self.recovery_manager.state(report.error_id).stopped = str(stopped)
+            self._restore_level(error_id, (level, updated, history))
+        for error_id, stopped in state["stopped"]:  # a stopped recovery stays stopped
+            self.recovery_manager.state(error_id).stopped = str(stopped)
+        self.error_handler.on_loaded = self._loaded
         self.performance_recovery.load(state["scores"])
         self.timeouts.load(state["timeouts"])
         if isinstance(self.policy, AdaptivePolicy):
@@ -132,9 +131,28 @@ class EnhancedErrorHandlingIntegration:
         self.started = True
         logger.info(
             "error handling started: %d open group(s) restored from %s",
-            sum(1 for g in state["groups"] if g.is_open),
+            state["open_total"],
             self.config.database,
         )
+
+    def _restore_level(self, error_id: str, row: tuple[Any, ...]) -> None:
+        level, updated, history = row
+        st = LevelState(level=int(level), last_updated=float(updated or time.time()))
+        st.recoveries = 1
+        for h in json.loads(history) if isinstance(history, str) else history or []:
+            st.history.append(h)
+        old = self.recovery_manager.levels.get(error_id)
+        if old is not None:
+            st.stopped = old.stopped
+        self.recovery_manager.levels[error_id] = st
+
+    def _loaded(self, report: ErrorReport, level: tuple[Any, ...] | None) -> None:
+        """A group came back from the store (evicted, or not loaded at startup): its level too."""
+        if level is not None and report.error_id not in self.recovery_manager.levels:
+            self._restore_level(report.error_id, level)
+        stopped = report.recovery_details.get("stopped")
+        if stopped and report.is_open:
+            self.recovery_manager.state(report.error_id).stopped = str(stopped)
 
     async def stop(self) -> None:
         self.closed = True
@@ -255,8 +273,10 @@ class EnhancedErrorHandlingIntegration:
             row = await self.store.read(lambda cur: queries.get_group(cur, error_id))
             if row is None:
                 return None
-            report = queries.report_from_row(row)
-            self.error_handler.groups.add(report)
+            report = self.error_handler.groups.get(error_id)  # loaded meanwhile?
+            if report is None:
+                report = queries.report_from_row(row)
+                self.error_handler.groups.add(report, counted=True)
         if not report.is_open:
             return True
         self._unstop(error_id)

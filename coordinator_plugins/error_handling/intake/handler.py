@@ -9,6 +9,7 @@ import os
 import random
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +31,25 @@ from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
 _ID_RNG = random.Random(os.urandom(32))  # error ids stay random whatever `seed` says
+
+
+@dataclass(slots=True)
+class Occurrence:
+    """One occurrence classified and fingerprinted, not yet folded into a group."""
+
+    ctx: Mapping[str, Any]
+    exc: BaseException | None
+    message: str
+    exc_type: str | None
+    vals: dict[str, str | None]
+    component: str
+    operation: str
+    metadata: dict[str, Any] | None
+    related: dict[str, Any]
+    workers: list[str]
+    tasks: list[str]
+    cls: Any
+    fp: str
 
 
 def new_error_id() -> str:
@@ -76,6 +96,10 @@ class ErrorHandler:
         self.by_severity: dict[str, int] = {}
         self.by_category: dict[str, int] = {}
         self.regressions = 0
+        self.lookups = 0  # fingerprints looked up in the store after a miss in memory
+        self._loading: dict[str, asyncio.Future[None]] = {}
+        # Called with (report, its stored level row or None) when a group comes from the store.
+        self.on_loaded: Callable[[ErrorReport, Any], None] | None = None
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
 
@@ -92,10 +116,8 @@ class ErrorHandler:
         self.hooks.register(key, hook)
 
     # -- reporting ----------------------------------------------------------------------------
-    def build(
-        self, error: BaseException | str, context: Mapping[str, Any] | None
-    ) -> tuple[ErrorReport, str, dict[str, Any] | None]:
-        """Classify one occurrence and fold it into its group (in memory). No I/O."""
+    def prepare(self, error: BaseException | str, context: Mapping[str, Any] | None) -> Occurrence:
+        """Classify one occurrence and compute its fingerprint. No I/O, no state changed."""
         ctx = context or {}
         if isinstance(error, BaseException):
             exc: BaseException | None = error
@@ -135,6 +157,21 @@ class ErrorHandler:
             has_worker=bool(vals["worker_id"]),
         )
         fp = fingerprint(cls.error_type._value_, cls.category._value_, component, operation, exc_type, message)
+        return Occurrence(ctx, exc, message, exc_type, vals, component, operation, metadata, related, workers,
+                          tasks, cls, fp)
+
+    def build(
+        self, error: BaseException | str, context: Mapping[str, Any] | None
+    ) -> tuple[ErrorReport, str, dict[str, Any] | None]:
+        """Classify one occurrence and fold it into its group in memory, as :meth:`report` does
+        but without looking up a group evicted from memory in the store. No I/O."""
+        return self.fold(self.prepare(error, context))
+
+    def fold(self, occ: Occurrence) -> tuple[ErrorReport, str, dict[str, Any] | None]:
+        """Fold a prepared occurrence into its group (in memory). No I/O."""
+        ctx, exc, message, exc_type, vals = occ.ctx, occ.exc, occ.message, occ.exc_type, occ.vals
+        component, operation, metadata, related = occ.component, occ.operation, occ.metadata, occ.related
+        workers, tasks, cls, fp = occ.workers, occ.tasks, occ.cls, occ.fp
         now = utcnow()
         self.occurrences += 1
         # keyed by the members' plain values: an Enum's __hash__ is a Python call, too slow here
@@ -152,6 +189,7 @@ class ErrorHandler:
             group.last_seen = now
             if cls.severity > group.error_severity:
                 group.error_severity = cls.severity
+                self.groups.mark(group)  # it may be critical now
             group.new_group = False
             group.is_regression = False
             return group, message, metadata
@@ -204,8 +242,15 @@ class ErrorHandler:
     async def report(
         self, error: BaseException | str, context: Mapping[str, Any] | None = None
     ) -> tuple[ErrorReport, int]:
-        """Classify, group, queue for persistence and run hooks. Returns (report, write seq)."""
-        report, message, metadata = self.build(error, context)
+        """Classify, group, queue for persistence and run hooks. Returns (report, write seq).
+
+        A fingerprint that is not in memory but may be in the store (its group was evicted, or
+        not loaded at startup) is looked up there first, off the event loop, so that the count
+        stays exact whatever fits in memory."""
+        occ = self.prepare(error, context)
+        if self.groups.lookup_needed(occ.fp):
+            await self.load_group(occ.fp)
+        report, message, metadata = self.fold(occ)
         seq = self.store.enqueue_occurrence(report, message, metadata)
         await self.hooks.run(report)
         return report, seq
@@ -214,6 +259,29 @@ class ErrorHandler:
         """Queue the group's current state for writing."""
         self.groups.mark(report)
         return self.store.enqueue_group(report)
+
+    async def load_group(self, fp: str) -> None:
+        """Bring the stored group of fingerprint ``fp`` into memory, once however many
+        occurrences of it wait meanwhile (they wait on the same lookup)."""
+        pending = self._loading.get(fp)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loading[fp] = fut
+        try:
+            found = await self.store.find_group(fp)
+            self.lookups += 1
+            if found is None:
+                self.groups.forget_stored(fp)
+            elif self.groups.by_fingerprint(fp) is None and self.groups.get(found[0].error_id) is None:
+                report, level = found
+                self.groups.add(report, counted=True)  # the counters include stored groups already
+                if self.on_loaded is not None:
+                    self.on_loaded(report, level)
+        finally:
+            del self._loading[fp]
+            fut.set_result(None)
 
     # -- retry ----------------------------------------------------------------------------------
     async def retry_operation(

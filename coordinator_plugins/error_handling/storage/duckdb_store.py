@@ -45,6 +45,7 @@ class Store(Protocol):
     async def wait_durable(self, seq: int, timeout: float | None = None) -> None: ...
     async def flush(self) -> None: ...
     async def read(self, fn: Callable[[Cursor], R]) -> R: ...
+    async def find_group(self, fingerprint: str) -> tuple[ErrorReport, tuple[Any, ...] | None] | None: ...
     async def reconnect(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
 
@@ -330,6 +331,13 @@ class DuckDBStore(WriterLoop):
     async def read(self, fn: Callable[[Cursor], R]) -> R:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, lambda: fn(self._cursor()))
+
+    async def find_group(self, fingerprint: str) -> tuple[ErrorReport, tuple[Any, ...] | None] | None:
+        """The stored group of ``fingerprint`` (open first) and its level row, on the reader
+        thread, by the index on the fingerprint: how a miss in memory stays exact."""
+        from coordinator_plugins.error_handling.storage.queries import find_group
+
+        return await self.read(lambda cur: find_group(cur, fingerprint))
 
     async def ping(self) -> bool:
         try:

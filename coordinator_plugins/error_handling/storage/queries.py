@@ -47,88 +47,129 @@ def _row_dict(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
-def report_from_row(d: dict[str, Any]) -> ErrorReport:
-    def ts(v: Any) -> datetime:
-        if isinstance(v, datetime):
-            return v if v.tzinfo else v.replace(tzinfo=UTC)
-        return datetime.fromisoformat(v) if v else datetime.now(UTC)
+_TYPES = ErrorType._value2member_map_
+_SEVERITIES = ErrorSeverity._value2member_map_
+_CATEGORIES = ErrorCategory._value2member_map_
+_STATUSES = ResolutionStatus._value2member_map_
 
-    md = d.get("metadata")
-    md = json.loads(md) if isinstance(md, str) else (md or {})
-    rd = d.get("recovery_details")
-    rd = json.loads(rd) if isinstance(rd, str) else (rd or {})
+
+def _ts(v: Any) -> datetime:
+    if isinstance(v, datetime):
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
+    return datetime.fromisoformat(v) if v else datetime.now(UTC)
+
+
+def _json_dict(v: Any) -> dict[str, Any]:
+    if isinstance(v, str):
+        return json.loads(v) if v != "{}" else {}
+    return v or {}
+
+
+def report_from_row(d: dict[str, Any]) -> ErrorReport:
+    return report_from_tuple(tuple(d.get(c) for c in GROUP_COLUMNS))
+
+
+def report_from_tuple(row: tuple[Any, ...]) -> ErrorReport:
+    """A group from a row of GROUP_COLUMNS, with as little Python per row as it takes."""
+    (error_id, fp, error_type, severity, _rank, category, message, component, operation, worker_id, task_id,
+     hardware_id, exception_type, stack_trace, metadata, first_seen, last_seen, count, retry_count,
+     retry_successful, status, resolution_time, resolution_strategy, regression_count, recovery_level,
+     recovery_details) = row
+    first = _ts(first_seen)
     return ErrorReport(
-        error_id=d["error_id"],
-        error_type=ErrorType(d["error_type"]),
-        error_severity=ErrorSeverity(d["error_severity"]),
-        message=d["message"] or "",
+        error_id=error_id,
+        error_type=_TYPES.get(error_type) or ErrorType(error_type),  # type: ignore[arg-type]
+        error_severity=_SEVERITIES.get(severity) or ErrorSeverity(severity),  # type: ignore[arg-type]
+        message=message or "",
         context=ErrorContext(
-            component=d["component"] or "unknown",
-            operation=d["operation"] or "unknown",
-            worker_id=d["worker_id"],
-            task_id=d["task_id"],
-            hardware_id=d["hardware_id"],
-            stack_trace=d["stack_trace"],
-            metadata=md,
+            component=component or "unknown",
+            operation=operation or "unknown",
+            timestamp=first,
+            worker_id=worker_id,
+            task_id=task_id,
+            hardware_id=hardware_id,
+            stack_trace=stack_trace,
+            metadata=_json_dict(metadata),
         ),
-        category=ErrorCategory(d["category"]),
-        fingerprint=d["fingerprint"] or "",
-        exception_type=d["exception_type"],
-        retry_count=d["retry_count"] or 0,
-        retry_successful=d["retry_successful"],
-        aggregated_count=d["aggregated_count"] or 1,
-        resolution_status=ResolutionStatus(d["resolution_status"] or "open"),
-        resolution_time=ts(d["resolution_time"]) if d["resolution_time"] else None,
-        resolution_strategy=d["resolution_strategy"],
-        recovery_details=rd,
-        first_seen=ts(d["first_seen"]),
-        last_seen=ts(d["last_seen"]),
-        regression_count=d["regression_count"] or 0,
-        recovery_level=d["recovery_level"] or 1,
+        category=_CATEGORIES.get(category) or ErrorCategory(category),  # type: ignore[arg-type]
+        fingerprint=fp or "",
+        exception_type=exception_type,
+        retry_count=retry_count or 0,
+        retry_successful=retry_successful,
+        aggregated_count=count or 1,
+        resolution_status=_STATUSES.get(status or "open") or ResolutionStatus(status),  # type: ignore[arg-type]
+        resolution_time=_ts(resolution_time) if resolution_time else None,
+        resolution_strategy=resolution_strategy,
+        recovery_details=_json_dict(recovery_details),
+        first_seen=first,
+        last_seen=_ts(last_seen),
+        regression_count=regression_count or 0,
+        recovery_level=recovery_level or 1,
         new_group=False,
         persisted=True,
     )
 
 
+# Occurrences newer than their group's last_seen are the ones the group's row does not count yet.
+_RECONCILE = """
+UPDATE error_reports SET
+    aggregated_count = aggregated_count + m.n,
+    last_seen = m.newest,
+    resolution_status = CASE WHEN m.reopen THEN 'open' ELSE resolution_status END,
+    resolution_time = CASE WHEN m.reopen THEN NULL ELSE resolution_time END,
+    regression_count = regression_count + CASE WHEN m.reopen THEN 1 ELSE 0 END
+FROM (
+    SELECT o.error_id, count(*) AS n, max(o.occurred_at) AS newest,
+           coalesce(max(o.occurred_at) > any_value(r.resolution_time), false) AS reopen
+    FROM error_occurrences o JOIN error_reports r USING (error_id)
+    WHERE o.occurred_at > r.last_seen GROUP BY o.error_id
+) AS m
+WHERE error_reports.error_id = m.error_id
+"""
+
+
 def reconcile_counts(cur: Cursor) -> int:
-    """Count into each group the occurrences its row does not include yet.
+    """Count into each group the occurrences its row does not include yet, in one statement.
 
     Group rows are written lazily, occurrences always before their acknowledgement; after a
     crash, occurrences newer than a group's ``last_seen`` are the ones its count is missing.
     A resolved group with such occurrences after its resolution is open again (a regression)."""
-    rows = cur.execute(
-        "SELECT o.error_id, count(*), max(o.occurred_at), any_value(r.resolution_time) FROM error_occurrences o "
-        "JOIN error_reports r USING (error_id) WHERE o.occurred_at > r.last_seen GROUP BY o.error_id"
-    ).fetchall()
-    if not rows:
-        return 0
-    cur.execute("BEGIN TRANSACTION")
-    for error_id, n, newest, resolved_at in rows:
-        reopen = resolved_at is not None and newest > resolved_at
-        cur.execute(
-            "UPDATE error_reports SET aggregated_count = aggregated_count + ?, last_seen = ?"
-            + (
-                ", resolution_status = 'open', resolution_time = NULL, regression_count = regression_count + 1"
-                if reopen
-                else ""
-            )
-            + " WHERE error_id = ?",
-            [n, newest, error_id],
-        )
-    cur.execute("COMMIT")
-    return len(rows)
+    row = cur.execute(_RECONCILE).fetchone()
+    return int(row[0]) if row else 0
+
+
+_RECENT = "(resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?))"
 
 
 def load_state(cur: Cursor, regression_window: float, max_groups: int) -> dict[str, Any]:
-    """Everything the plugin restores at startup."""
+    """Everything the plugin restores at startup: the ``max_groups`` most recent open (or
+    recently resolved) groups, the fingerprints of the others (looked up when they recur), and
+    the counts of open groups."""
     reconciled = reconcile_counts(cur)
+    window = float(regression_window)
     rows = cur.execute(
-        _SELECT_GROUP + " WHERE resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?) "
-        "ORDER BY last_seen DESC LIMIT ?",
-        [float(regression_window), max_groups],
+        _SELECT_GROUP + " WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?", [window, max_groups]
     ).fetchall()
-    groups = [report_from_row(dict(zip(GROUP_COLUMNS, r, strict=True))) for r in rows]
-    ids = [g.error_id for g in groups]
+    groups = [report_from_tuple(r) for r in rows]
+    # The fingerprints of the recent groups left in the store (most of them, usually none).
+    stored = [
+        r[0]
+        for r in cur.execute(
+            "SELECT fingerprint FROM error_reports WHERE " + _RECENT + " AND error_id NOT IN "
+            "(SELECT error_id FROM error_reports WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?)",
+            [window, window, max_groups],
+        ).fetchall()
+    ] if len(rows) >= max_groups else []
+    open_total, critical_open = cur.execute(
+        "SELECT count(*) FILTER (WHERE resolution_status <> 'resolved'), "
+        "count(*) FILTER (WHERE resolution_status <> 'resolved' AND error_severity = 'critical') FROM error_reports"
+    ).fetchone() or (0, 0)
+    # Stopped recoveries stay stopped, in memory or not.
+    stopped = cur.execute(
+        "SELECT error_id, json_extract_string(recovery_details, '$.stopped') FROM error_reports "
+        "WHERE resolution_status <> 'resolved' AND json_extract_string(recovery_details, '$.stopped') IS NOT NULL"
+    ).fetchall()
+    ids = [g.error_id for g in groups] + [e for e, _ in stopped]
     levels = (
         cur.execute(
             "SELECT error_id, current_level, epoch(last_updated), history FROM progressive_recovery "
@@ -145,12 +186,33 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> dict[s
     learner = cur.execute("SELECT key, state FROM learner_state").fetchall()
     return {
         "groups": groups,
+        "stored_fingerprints": stored,
+        "open_total": int(open_total),
+        "critical_open": int(critical_open),
+        "stopped": stopped,
         "levels": levels,
         "scores": scores,
         "timeouts": timeouts,
         "learner": learner,
         "reconciled": reconciled,
     }
+
+
+def find_group(cur: Cursor, fingerprint: str) -> tuple[ErrorReport, tuple[Any, ...] | None] | None:
+    """The group of ``fingerprint`` (its open one first, else the one seen last) and its level
+    row (current_level, epoch of last_updated, history), by the index on the fingerprint."""
+    row = cur.execute(
+        _SELECT_GROUP + " WHERE fingerprint = ? ORDER BY resolution_status = 'resolved', last_seen DESC LIMIT 1",
+        [fingerprint],
+    ).fetchone()
+    if row is None:
+        return None
+    report = report_from_tuple(row)
+    level = cur.execute(
+        "SELECT current_level, epoch(last_updated), history FROM progressive_recovery WHERE error_id = ?",
+        [report.error_id],
+    ).fetchone()
+    return report, level
 
 
 def get_group(cur: Cursor, error_id: str) -> dict[str, Any] | None:
@@ -167,15 +229,22 @@ def list_groups(
     limit: int = 100,
     after: tuple[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
-    """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id)."""
+    """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id).
+
+    DuckDB follows no index in an ORDER BY, so the page is chosen on the narrow columns alone
+    (the keys and the filtered columns: a top-N that stops early thanks to its dynamic filter),
+    and only the page's rows are read in full; the keyset bound is a plain range on last_seen
+    first, which the scan can use to skip row groups, so a deep page costs what the first does."""
     where, params = _filters(status, component, min_rank, error_type)
     if after is not None:
-        where.append("(last_seen, error_id) < (?::TIMESTAMPTZ, ?)")
-        params.extend(after)
-    sql = "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY last_seen DESC, error_id DESC LIMIT ?"
+        where.append("last_seen <= ?::TIMESTAMPTZ AND (last_seen < ?::TIMESTAMPTZ OR error_id < ?)")
+        params.extend((after[0], after[0], after[1]))
+    cond = (" WHERE " + " AND ".join(where)) if where else ""
+    sql = (
+        "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports WHERE error_id IN ("
+        "SELECT error_id FROM error_reports" + cond + " ORDER BY last_seen DESC, error_id DESC LIMIT ?) "
+        "ORDER BY last_seen DESC, error_id DESC"
+    )
     params.append(limit + 1)
     rows = cur.execute(sql, params).fetchall()
     items = [_row_dict(LIST_FIELDS, r) for r in rows[:limit]]

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS error_reports (
     recovery_level INTEGER,
     recovery_details JSON
 );
+-- a miss in memory looks its fingerprint up here (exact grouping past max_groups_in_memory)
+CREATE INDEX IF NOT EXISTS error_reports_fingerprint ON error_reports (fingerprint);
 CREATE TABLE IF NOT EXISTS error_occurrences (
     error_id VARCHAR,
     occurred_at TIMESTAMPTZ,
@@ -155,16 +157,20 @@ _GROUP_TYPES = (
 )
 
 
-def _unnest_upsert(table: str, columns: tuple[str, ...], types: tuple[str, ...], key: tuple[str, ...]) -> str:
+def _unnest_upsert(
+    table: str, columns: tuple[str, ...], types: tuple[str, ...], key: tuple[str, ...], fixed: tuple[str, ...] = ()
+) -> str:
+    """INSERT ... ON CONFLICT DO UPDATE of every column but the key and the ``fixed`` ones (an
+    indexed column that never changes: updating it would make DuckDB delete and insert the row)."""
     sel = ", ".join(f"unnest(?::{t}[]) AS {c}" for c, t in zip(columns, types, strict=True))
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key and c not in fixed)
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM (SELECT {sel}) "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
 
 
-UPSERT_GROUPS = _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",))
+UPSERT_GROUPS = _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",), ("fingerprint",))
 
 # Groups already in the table change only in these columns.
 UPDATE_COLUMNS = (
