@@ -19,8 +19,9 @@ from typing import Any, Protocol, TypeVar
 import duckdb
 
 from coordinator_plugins.error_handling.model import ErrorReport
-from coordinator_plugins.error_handling.storage.batch import Batch
-from coordinator_plugins.error_handling.storage.schema import SCHEMA, UPSERTS
+from coordinator_plugins.error_handling.storage.batch import Batch, chunks
+from coordinator_plugins.error_handling.storage.order import GroupOrder
+from coordinator_plugins.error_handling.storage.schema import SCHEMA, UPSERTS, group_row
 from coordinator_plugins.error_handling.storage.seed_migration import migrate_seed_database
 from coordinator_plugins.error_handling.storage.writer import WriterLoop
 
@@ -109,6 +110,7 @@ class DuckDBStore(WriterLoop):
         self.reconnects = 0
         self.fallback_reason: str | None = None
         self.seed_migration: dict[str, Any] | None = None  # what converting a seed-written file did
+        self.order = GroupOrder()  # every group's (last_seen, error_id), for paging (see order.py)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -338,6 +340,48 @@ class DuckDBStore(WriterLoop):
         from coordinator_plugins.error_handling.storage.queries import find_group
 
         return await self.read(lambda cur: find_group(cur, fingerprint))
+
+    async def list_groups(
+        self,
+        status: str = "open",
+        component: str | None = None,
+        min_rank: int | None = None,
+        error_type: str | None = None,
+        limit: int = 100,
+        after: tuple[str, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+        """A page of groups, newest last_seen first, and the cursor of the next (keyset paging
+        through the store's sorted view; pending writes are flushed first)."""
+        from coordinator_plugins.error_handling.storage.queries import list_groups
+
+        await self.flush()
+        return await self.read(
+            lambda cur: list_groups(cur, self.order, status, component, min_rank, error_type, limit, after)
+        )
+
+    async def bulk_load(self, groups: list[ErrorReport], occurrences: list[tuple[Any, ...]]) -> None:
+        """Append groups (full rows) and occurrences (rows of error_occurrences) in one
+        transaction through DuckDB's appender, off the loop: imports and benchmarks."""
+
+        def load(cur: Cursor) -> None:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                for table, rows in (("error_reports", [group_row(r) for r in groups]),
+                                    ("error_occurrences", occurrences)):
+                    if rows:
+                        app = cur.appender(table)
+                        for part in chunks(rows, 50_000):
+                            app.append_rows(part)
+                        app.flush()
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            for r in groups:
+                r.persisted = True
+            self.order.note(groups)
+
+        await self.read(load)
 
     async def ping(self) -> bool:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from coordinator_plugins.error_handling.model import (
     iso,
 )
 from coordinator_plugins.error_handling.storage.duckdb_store import Cursor
+from coordinator_plugins.error_handling.storage.order import GroupOrder, from_micros, parse_cursor_time
 from coordinator_plugins.error_handling.storage.schema import GROUP_COLUMNS
 
 LIST_FIELDS = (
@@ -30,6 +32,13 @@ LIST_FIELDS = (
     "regression_count",
 )
 _SELECT_GROUP = "SELECT " + ", ".join(GROUP_COLUMNS) + " FROM error_reports"
+# The same columns with the timestamps as epoch microseconds, for reading many groups at once.
+_SELECT_GROUPS_FAST = "SELECT " + ", ".join(
+    f"epoch_us({c})" if c in ("first_seen", "last_seen", "resolution_time") else c for c in GROUP_COLUMNS
+) + " FROM error_reports"
+# Groups restored into memory at startup (the most recent); the others come from the store when
+# they recur (exact either way), so startup does not grow with max_groups_in_memory.
+STARTUP_GROUPS = 10_000
 
 
 def _row_dict(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
@@ -54,6 +63,8 @@ _STATUSES = ResolutionStatus._value2member_map_
 
 
 def _ts(v: Any) -> datetime:
+    if isinstance(v, int):  # epoch_us(...): ten times cheaper to fetch than a TIMESTAMPTZ
+        return from_micros(v)
     if isinstance(v, datetime):
         return v if v.tzinfo else v.replace(tzinfo=UTC)
     return datetime.fromisoformat(v) if v else datetime.now(UTC)
@@ -147,10 +158,17 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> dict[s
     the counts of open groups."""
     reconciled = reconcile_counts(cur)
     window = float(regression_window)
+    max_groups = min(max_groups, STARTUP_GROUPS)
     rows = cur.execute(
-        _SELECT_GROUP + " WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?", [window, max_groups]
+        _SELECT_GROUPS_FAST + " WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?", [window, max_groups]
     ).fetchall()
-    groups = [report_from_tuple(r) for r in rows]
+    collecting = gc.isenabled()
+    gc.disable()  # thousands of new objects at once: the collector would walk them again and again
+    try:
+        groups = [report_from_tuple(r) for r in rows]
+    finally:
+        if collecting:
+            gc.enable()
     # The fingerprints of the recent groups left in the store (most of them, usually none).
     stored = [
         r[0]
@@ -220,8 +238,18 @@ def get_group(cur: Cursor, error_id: str) -> dict[str, Any] | None:
     return _row_dict(GROUP_COLUMNS, row) if row else None
 
 
+_ORDER_ROWS = (
+    "SELECT error_id, epoch_us(last_seen), resolution_status <> 'resolved', component, severity_rank, error_type, "
+    "rowid FROM error_reports ORDER BY last_seen, error_id"
+)
+_PAGE_ROWS = "SELECT rowid, " + ", ".join(LIST_FIELDS) + " FROM error_reports WHERE "
+_BY_ROWID = _PAGE_ROWS + "rowid IN (SELECT unnest(?::BIGINT[]))"
+_BY_ID = _PAGE_ROWS + "error_id IN (SELECT unnest(?::VARCHAR[]))"
+
+
 def list_groups(
     cur: Cursor,
+    order: GroupOrder,
     status: str = "open",
     component: str | None = None,
     min_rank: int | None = None,
@@ -229,26 +257,28 @@ def list_groups(
     limit: int = 100,
     after: tuple[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
-    """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id).
-
-    DuckDB follows no index in an ORDER BY, so the page is chosen on the narrow columns alone
-    (the keys and the filtered columns: a top-N that stops early thanks to its dynamic filter),
-    and only the page's rows are read in full; the keyset bound is a plain range on last_seen
-    first, which the scan can use to skip row groups, so a deep page costs what the first does."""
-    where, params = _filters(status, component, min_rank, error_type)
-    if after is not None:
-        where.append("last_seen <= ?::TIMESTAMPTZ AND (last_seen < ?::TIMESTAMPTZ OR error_id < ?)")
-        params.extend((after[0], after[0], after[1]))
-    cond = (" WHERE " + " AND ".join(where)) if where else ""
-    sql = (
-        "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports WHERE error_id IN ("
-        "SELECT error_id FROM error_reports" + cond + " ORDER BY last_seen DESC, error_id DESC LIMIT ?) "
-        "ORDER BY last_seen DESC, error_id DESC"
-    )
-    params.append(limit + 1)
-    rows = cur.execute(sql, params).fetchall()
-    items = [_row_dict(LIST_FIELDS, r) for r in rows[:limit]]
-    nxt = (items[-1]["last_seen"], items[-1]["error_id"]) if len(rows) > limit and items else None
+    """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id), through the store's
+    sorted view (:mod:`.order`): the page's keys come from memory, its rows by rowid, so any page
+    costs what the first does however many groups there are."""
+    order.build(lambda: cur.execute(_ORDER_ROWS).fetchall())
+    key = (parse_cursor_time(after[0]), after[1]) if after is not None else None
+    picked = order.page(status, component, min_rank, error_type, limit + 1, key)
+    page = picked[:limit]
+    rows: dict[str, tuple[Any, ...]] = {}
+    known = [rowid for _, rowid, _ in page if rowid is not None]
+    if known:
+        for row in cur.execute(_BY_ROWID, [known]).fetchall():
+            rows[row[1]] = row
+    missing = [error_id for error_id, _, _ in page if error_id not in rows]
+    if missing:  # new groups (their rowid is learned here), or a rowid that moved
+        found = cur.execute(_BY_ID, [missing]).fetchall()
+        order.set_rowids((row[1], row[0]) for row in found)
+        rows.update((row[1], row) for row in found)
+    items = [_row_dict(LIST_FIELDS, rows[error_id][1:]) for error_id, _, _ in page if error_id in rows]
+    nxt = None
+    if len(picked) > limit and page:
+        error_id, _, ls = page[-1]
+        nxt = (iso(from_micros(ls)) or "", error_id)
     return items, nxt
 
 

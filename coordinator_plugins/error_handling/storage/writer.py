@@ -20,6 +20,7 @@ from coordinator_plugins.error_handling.storage.batch import (
     run_statements,
     statements_for,
 )
+from coordinator_plugins.error_handling.storage.order import GroupOrder
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class WriterLoop:
     _groups_committed: int
     _force_groups: int
     _lazy: dict[str, ErrorReport]
+    order: GroupOrder
     _lazy_since: float
     _last_commit: float
     _occ_pending: int
@@ -227,6 +229,8 @@ class WriterLoop:
         run_statements(cur, *statements_for(batch, written, known))
         for r in written:
             r.persisted = True
+        if written or known:
+            self.order.note(written + known)  # the sorted view paging reads (order.py)
         if known:
             self._lazy.clear()
             self._groups_committed = max(self._groups_committed, batch.seq)

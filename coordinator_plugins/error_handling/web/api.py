@@ -135,11 +135,8 @@ class ErrorRoutes:
         sev = query_severity(request)
         et = query_error_type(request)
         after = decode_cursor(request.query.get("cursor"))
-        await self.integ.store.flush()
-        items, nxt = await self.integ.store.read(
-            lambda cur: queries.list_groups(
-                cur, status, component, sev.rank if sev else None, et.value if et else None, limit, after
-            )
+        items, nxt = await self.integ.store.list_groups(
+            status, component, sev.rank if sev else None, et.value if et else None, limit, after
         )
         return json_response({"errors": items, "next_cursor": encode_cursor(*nxt) if nxt else None})
 
