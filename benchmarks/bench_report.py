@@ -93,7 +93,7 @@ async def run(occurrences: int, groups: int, batch: int, cap: int | None = None)
         await probe
         stored = await integ.store.read(lambda cur: cur.execute(
             "SELECT count(*), sum(aggregated_count), count(DISTINCT fingerprint) FROM error_reports").fetchone())
-        lookups = integ.error_handler.lookups
+        lookups = integ.error_handler.stored.lookups
         await integ.stop()
     lag_ms = sorted(x * 1000 for x in lag)
     return {"rate": occurrences / elapsed, "elapsed": elapsed, "flush": flush, "groups": stored[0],

@@ -143,21 +143,25 @@ async def cell(occurrences: int, groups: int) -> dict[str, Any]:
                 await asyncio.sleep(0)
         ingest = n / (time.perf_counter() - t)
         in_memory = len(integ.error_handler.groups)
-        cold = None
+        cold, lookups, m = None, 0, 0
         if in_memory < groups:  # groups only in the store: each occurrence looks its group up
-            lookups0 = integ.error_handler.lookups
+            lookups0 = integ.error_handler.stored.lookups
             m = min(2000, groups - in_memory)
             t = time.perf_counter()
             for i in range(m):
                 text, ctx = message(i)
                 await integ.report_error(text, ctx)
             cold = m / (time.perf_counter() - t)
-            assert integ.error_handler.lookups - lookups0 == m
+            lookups = integ.error_handler.stored.lookups - lookups0
+        await integ.flush()
+        after = await integ.store.read(lambda cur: cur.execute(
+            "SELECT count(*), sum(aggregated_count) FROM error_reports").fetchone())
+        assert after == (groups, stats[1] + n + m), ("grouping not exact", after, stats, n, m)
         await integ.stop()
     return {"occurrences": occurrences, "groups": groups, "load_s": load_s, "startup_s": startup, "rss_mb": rss,
             "bytes_per_occurrence": size / occurrences, "page_first_ms": page_first, "page_deep_ms": page_deep,
             "get_one_ms": get_one, "diagnostics_ms": diag, "ingest": ingest, "cold_ingest": cold,
-            "in_memory": in_memory}
+            "in_memory": in_memory, "lookups": lookups}
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ async def test_grouping_is_exact_with_three_times_more_groups_than_the_cap(tmp_p
     burst = await asyncio.gather(*(integ.report_error(message(g), context(g)) for g in (0, 1) for _ in range(5)))
     assert {r.error_id for r in burst} == {ids[0], ids[1]}
     h = integ.error_handler
-    assert len(h.groups) <= CAP and h.groups.evicted > 0 and h.lookups > 0
+    assert len(h.groups) <= CAP and h.groups.evicted > 0 and h.stored.lookups > 0
     groups = await stored_groups(integ)
     assert len(groups) == GROUPS
     expected = {ids[g]: 3 + (5 if g in (0, 1) else 0) for g in range(GROUPS)}
@@ -223,3 +223,18 @@ def test_keyword_classification_does_not_read_which_digit() -> None:
         for comp, op in (("worker", "heartbeat"), ("comp", "op"), ("task", "run")):
             assert classify(None, text, comp, op) == classify(None, z, comp, op), text
     assert normalize_message("db1 failed") != normalize_message("db2 failed")
+
+
+async def test_a_burst_of_misses_after_a_restart_is_looked_up_in_few_queries(tmp_path: Path) -> None:
+    db = tmp_path / "errors.duckdb"
+    integ = await started(db)
+    ids = [(await integ.report_error(message(g), context(g))).error_id for g in range(GROUPS)]
+    await integ.stop()
+    integ = await started(db)  # restores the most recent groups only up to the cap
+    stored = integ.error_handler.stored
+    burst = await asyncio.gather(*(integ.report_error(message(g), context(g)) for g in range(GROUPS) for _ in (0, 1)))
+    assert [r.error_id for r in burst] == [ids[g] for g in range(GROUPS) for _ in (0, 1)]
+    assert stored.lookups >= GROUPS - CAP and stored.queries < stored.lookups / 10
+    groups = await stored_groups(integ)
+    assert len(groups) == GROUPS and all(v[1] == 3 for v in groups.values())
+    await integ.stop()

@@ -121,7 +121,7 @@ class EnhancedErrorHandlingIntegration:
             self._restore_level(error_id, (level, updated, history))
         for error_id, stopped in state["stopped"]:  # a stopped recovery stays stopped
             self.recovery_manager.state(error_id).stopped = str(stopped)
-        self.error_handler.on_loaded = self._loaded
+        self.error_handler.stored.on_loaded = self._loaded
         self.performance_recovery.load(state["scores"])
         self.timeouts.load(state["timeouts"])
         if isinstance(self.policy, AdaptivePolicy):
@@ -302,6 +302,7 @@ class EnhancedErrorHandlingIntegration:
             "hook_failures": h.hooks.failures,
             "hook_timeouts": h.hooks.timeouts,
             "evicted_groups": h.groups.evicted,
+            "store_lookups": h.stored.lookups,  # fingerprints looked up in the store after a miss in memory
             "dropped_occurrences": self.store.dropped_occurrences,
         }
 

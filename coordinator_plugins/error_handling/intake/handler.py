@@ -17,6 +17,7 @@ from coordinator_plugins.error_handling.intake.classify import classify
 from coordinator_plugins.error_handling.intake.context import priority_severity, related_mapping, related_targets
 from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerprint
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
+from coordinator_plugins.error_handling.intake.lookup import StoredGroups
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
 from coordinator_plugins.error_handling.model import (
     ErrorContext,
@@ -96,10 +97,7 @@ class ErrorHandler:
         self.by_severity: dict[str, int] = {}
         self.by_category: dict[str, int] = {}
         self.regressions = 0
-        self.lookups = 0  # fingerprints looked up in the store after a miss in memory
-        self._loading: dict[str, asyncio.Future[None]] = {}
-        # Called with (report, its stored level row or None) when a group comes from the store.
-        self.on_loaded: Callable[[ErrorReport, Any], None] | None = None
+        self.stored = StoredGroups(store, self.groups)  # groups found in the store after a miss
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
 
@@ -249,7 +247,9 @@ class ErrorHandler:
         stays exact whatever fits in memory."""
         occ = self.prepare(error, context)
         if self.groups.lookup_needed(occ.fp):
-            await self.load_group(occ.fp)
+            found = await self.stored.load(occ.fp)
+            if found is not None and self.groups.by_fingerprint(occ.fp) is None:
+                self.groups.add(found)  # evicted again by the rest of a burst: back (counted already)
         report, message, metadata = self.fold(occ)
         seq = self.store.enqueue_occurrence(report, message, metadata)
         await self.hooks.run(report)
@@ -259,29 +259,6 @@ class ErrorHandler:
         """Queue the group's current state for writing."""
         self.groups.mark(report)
         return self.store.enqueue_group(report)
-
-    async def load_group(self, fp: str) -> None:
-        """Bring the stored group of fingerprint ``fp`` into memory, once however many
-        occurrences of it wait meanwhile (they wait on the same lookup)."""
-        pending = self._loading.get(fp)
-        if pending is not None:
-            await asyncio.shield(pending)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._loading[fp] = fut
-        try:
-            found = await self.store.find_group(fp)
-            self.lookups += 1
-            if found is None:
-                self.groups.forget_stored(fp)
-            elif self.groups.by_fingerprint(fp) is None and self.groups.get(found[0].error_id) is None:
-                report, level = found
-                self.groups.add(report, counted=True)  # the counters include stored groups already
-                if self.on_loaded is not None:
-                    self.on_loaded(report, level)
-        finally:
-            del self._loading[fp]
-            fut.set_result(None)
 
     # -- retry ----------------------------------------------------------------------------------
     async def retry_operation(

@@ -46,7 +46,9 @@ class Store(Protocol):
     async def wait_durable(self, seq: int, timeout: float | None = None) -> None: ...
     async def flush(self) -> None: ...
     async def read(self, fn: Callable[[Cursor], R]) -> R: ...
-    async def find_group(self, fingerprint: str) -> tuple[ErrorReport, tuple[Any, ...] | None] | None: ...
+    async def find_groups(
+        self, fingerprints: list[str]
+    ) -> dict[str, tuple[ErrorReport, tuple[Any, ...] | None]]: ...
     async def reconnect(self) -> bool: ...
     def status(self) -> dict[str, Any]: ...
 
@@ -334,12 +336,12 @@ class DuckDBStore(WriterLoop):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, lambda: fn(self._cursor()))
 
-    async def find_group(self, fingerprint: str) -> tuple[ErrorReport, tuple[Any, ...] | None] | None:
-        """The stored group of ``fingerprint`` (open first) and its level row, on the reader
-        thread, by the index on the fingerprint: how a miss in memory stays exact."""
-        from coordinator_plugins.error_handling.storage.queries import find_group
+    async def find_groups(self, fingerprints: list[str]) -> dict[str, tuple[ErrorReport, tuple[Any, ...] | None]]:
+        """fingerprint -> (its stored group, open first; its level row) for those the store holds,
+        on the reader thread, by the index on the fingerprint: how a miss in memory stays exact."""
+        from coordinator_plugins.error_handling.storage.queries import find_groups
 
-        return await self.read(lambda cur: find_group(cur, fingerprint))
+        return await self.read(lambda cur: find_groups(cur, fingerprints))
 
     async def list_groups(
         self,
