@@ -265,7 +265,7 @@ def _page_item(row: tuple[Any, ...]) -> dict[str, Any]:
         if values[i] is not None:
             values[i] = iso(from_micros(values[i]))
     return dict(zip(LIST_FIELDS, values, strict=True))
-_BY_ROWID = _PAGE_ROWS + "rowid IN (SELECT unnest(?::BIGINT[]))"
+_BY_ROWID = _PAGE_ROWS + "rowid = ANY(?::BIGINT[])"  # a little cheaper than IN (SELECT unnest(...))
 _BY_ID = _PAGE_ROWS + "error_id IN (SELECT unnest(?::VARCHAR[]))"
 
 
