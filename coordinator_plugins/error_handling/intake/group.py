@@ -53,7 +53,7 @@ def normalize_message(message: str) -> str:
         line = _SPACED_TS.sub("<ts>", line)
     # Token by token (str.split and the regex agree on what whitespace is): a regex scan for
     # tokens backtracked over every word without digits, twice the cost of this loop.
-    out = " ".join([_mask_token(t) for t in line.split()])
+    out = " ".join([t if t.isalpha() else _mask_token(t) for t in line.split()])  # words: no call
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
     _CACHE[message] = out
