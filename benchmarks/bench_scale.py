@@ -39,7 +39,11 @@ from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration,
 from coordinator_plugins.error_handling.intake.classify import classify  # noqa: E402
 from coordinator_plugins.error_handling.intake.group import fingerprint  # noqa: E402
 from coordinator_plugins.error_handling.model import ErrorContext, ErrorReport  # noqa: E402
-from coordinator_plugins.error_handling.storage import queries  # noqa: E402
+from coordinator_plugins.error_handling.storage.records import (  # noqa: E402
+    GroupQuery,
+    GroupRecord,
+    OccurrenceRecord,
+)
 
 
 def message(g: int) -> tuple[str, dict[str, str]]:
@@ -48,14 +52,14 @@ def message(g: int) -> tuple[str, dict[str, str]]:
                                                                        "operation": "op"}
 
 
-def build(occurrences: int, groups: int) -> tuple[list[ErrorReport], list[tuple[Any, ...]]]:
+def build(occurrences: int, groups: int) -> tuple[list[GroupRecord], list[OccurrenceRecord]]:
     """Groups as report_error would make them, and their occurrences, spread over the last day;
     1% of the groups have two occurrences their row does not count yet (a crash's leftovers)."""
     start = datetime.now(UTC) - timedelta(days=1)
     step = timedelta(seconds=86_000 / occurrences)
     per = occurrences // groups
     reports: list[ErrorReport] = []
-    occ: list[tuple[Any, ...]] = []
+    occ: list[OccurrenceRecord] = []
     for g in range(groups):
         text, ctx = message(g)
         cls = classify(None, text, ctx["component"], ctx["operation"])
@@ -69,12 +73,12 @@ def build(occurrences: int, groups: int) -> tuple[list[ErrorReport], list[tuple[
     for i in range(per * groups):  # round-robin, as a farm's recurring failures arrive
         g = i % groups
         t = start + step * i
-        occ.append((reports[g].error_id, t, reports[g].message, f"w{i % 64}", None, None, None))
+        occ.append(OccurrenceRecord(reports[g].error_id, t, reports[g].message, f"w{i % 64}"))
         reports[g].last_seen = t
     for g in range(0, groups, 100):  # stale counts: occurrences newer than the group's row
         for k in (1, 2):
-            occ.append((reports[g].error_id, t + timedelta(seconds=k), reports[g].message, "w0", None, None, None))
-    return reports, occ
+            occ.append(OccurrenceRecord(reports[g].error_id, t + timedelta(seconds=k), reports[g].message, "w0"))
+    return [GroupRecord.of(r) for r in reports], occ
 
 
 def median_ms(samples: list[float]) -> float:
@@ -96,10 +100,11 @@ async def cell(occurrences: int, groups: int) -> dict[str, Any]:
         cfg = validate_config({"database": db, "auto_recover": False})
         loader = EnhancedErrorHandlingIntegration(None, cfg)
         await loader.store.open()
+        store0: Any = loader.store  # the DuckDB store: its bulk path
         t = time.perf_counter()
         reports, occ = build(occurrences, groups)
-        await loader.store.bulk_load(reports, occ)
-        await loader.store.read(lambda cur: cur.execute("CHECKPOINT"))
+        await store0.bulk_load(reports, occ)
+        await store0.read(lambda cur: cur.execute("CHECKPOINT"))
         load_s = time.perf_counter() - t
         await loader.store.close()
         del reports, occ, loader
@@ -110,23 +115,23 @@ async def cell(occurrences: int, groups: int) -> dict[str, Any]:
         await integ.start()
         startup = time.perf_counter() - t
         rss = psutil.Process().memory_info().rss / 1e6
-        stats = await integ.store.read(lambda cur: cur.execute(
-            "SELECT count(*), sum(aggregated_count) FROM error_reports").fetchone())
+        totals = await integ.store.totals()
+        stats = (totals.groups, totals.aggregated)
         assert stats == (groups, occurrences + 2 * len(range(0, groups, 100))), stats
         store = integ.store
 
         async def first() -> Any:
-            return await store.list_groups("all", limit=100)
+            return await store.list_groups(GroupQuery("all", limit=100))
 
         deep_cursor = None
         for _ in range(max(1, groups // 2000)):  # half-way down, by pages of 1000
-            _, deep_cursor = await store.list_groups("all", limit=1000, after=deep_cursor)
+            deep_cursor = (await store.list_groups(GroupQuery("all", limit=1000, after=deep_cursor))).next_cursor
 
         async def deep() -> Any:
-            return await store.list_groups("all", limit=100, after=deep_cursor)
+            return await store.list_groups(GroupQuery("all", limit=100, after=deep_cursor))
 
         async def single() -> Any:
-            return await store.read(lambda cur: queries.get_group(cur, f"{groups // 3:032x}"))
+            return await store.get_group(f"{groups // 3:032x}")
 
         page_first = await timed(first, 30)
         page_deep = await timed(deep, 30)
@@ -154,8 +159,8 @@ async def cell(occurrences: int, groups: int) -> dict[str, Any]:
             cold = m / (time.perf_counter() - t)
             lookups = integ.error_handler.stored.lookups - lookups0
         await integ.flush()
-        after = await integ.store.read(lambda cur: cur.execute(
-            "SELECT count(*), sum(aggregated_count) FROM error_reports").fetchone())
+        totals = await integ.store.totals()
+        after = (totals.groups, totals.aggregated)
         assert after == (groups, stats[1] + n + m), ("grouping not exact", after, stats, n, m)
         await integ.stop()
     return {"occurrences": occurrences, "groups": groups, "load_s": load_s, "startup_s": startup, "rss_mb": rss,

@@ -128,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(config, stop=stop)
 
-    from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
+    from coordinator_plugins.error_handling.storage.base import StoreUnavailable
 
     try:
         asyncio.run(run())

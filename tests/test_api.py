@@ -29,9 +29,8 @@ async def test_post_error_is_durable_before_202(make_farm) -> None:
     assert status == 202, body
     assert body["error_type"] == "network" and body["category"] == "connection" and body["new_group"]
     assert body["recovery"] == "off" and body["aggregated_count"] == 1
-    rows = await farm.integ.store.read(lambda cur: cur.execute(
-        "SELECT aggregated_count, worker_id FROM error_reports WHERE error_id = ?", [body["error_id"]]).fetchall())
-    assert rows == [(1, "w1")]
+    stored = await farm.integ.store.get_group(body["error_id"])  # committed before the 202, no flush
+    assert stored is not None and (stored.aggregated_count, stored.worker_id) == (1, "w1")
     status, again = await post_error(farm, exception_type="ConnectionResetError", worker_id="w1")
     assert again["error_id"] == body["error_id"] and not again["new_group"] and again["aggregated_count"] == 2
 

@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from coordinator_plugins.error_handling import (
+    DuckDBStore,
     EnhancedErrorHandlingIntegration,
     ErrorCategory,
     ErrorHandlingConfig,
@@ -331,10 +332,13 @@ async def test_flush_makes_reports_durable_for_another_process(tmp_path: Path) -
         await integ.report_error(f"error {i % 10} of kind", {"component": f"c{i % 10}"})
     await integ.flush()
     await integ.stop()
-    con = duckdb.connect(str(tmp_path / "eh.duckdb"), read_only=True)
-    assert con.execute("SELECT count(*) FROM error_occurrences").fetchone() == (1000,)
-    assert con.execute("SELECT sum(aggregated_count) FROM error_reports").fetchone() == (1000,)
-    con.close()
+    other = DuckDBStore(str(tmp_path / "eh.duckdb"))  # what another process opening the file finds
+    await other.open()
+    try:
+        totals = await other.totals()
+    finally:
+        await other.close()
+    assert (totals.occurrences, totals.aggregated) == (1000, 1000)
 
 
 async def test_memory_is_bounded_by_max_groups(tmp_path: Path) -> None:
@@ -347,8 +351,7 @@ async def test_memory_is_bounded_by_max_groups(tmp_path: Path) -> None:
                 await integ.resolve_error(r.error_id)
         assert len(integ.error_handler.groups) <= 100
         await integ.flush()
-        rows = await integ.store.read(lambda cur: cur.execute("SELECT count(*) FROM error_reports").fetchone())
-        assert rows == (300,)
+        assert (await integ.store.totals()).groups == 300
     finally:
         await integ.stop()
 

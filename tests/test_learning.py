@@ -20,6 +20,7 @@ from coordinator_plugins.error_handling.learning.simulate import SyntheticStrate
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
+from coordinator_plugins.error_handling.storage.records import StrategyScore
 
 L, M, H, C = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH, RecoveryLevel.CRITICAL
 
@@ -368,8 +369,9 @@ def test_evidence_is_discounted_on_the_keys_clock() -> None:
         assert Evidence.from_json(bad).counts(0) == (0.0, 0.0)
     perf = PerformanceTracker()  # a damaged stored row is skipped, the others load
     good = json.dumps({"window": [[1, 0.1, 0, 1, 0, 0]], "evidence": e.to_json()})
-    perf.load([("network", "bad", '{"evidence": {"t": 1e400}}'), ("network", "worse", "[1]"),
-               ("network", "ok", good)])
+    perf.load([StrategyScore("network", "bad", 0.5, 1, json.loads('{"evidence": {"t": 1e400}}')),
+               StrategyScore("network", "worse", 0.5, 1, json.loads("[1]")),
+               StrategyScore("network", "ok", 0.5, 1, json.loads(good))])
     assert list(perf.by_key["network"]) == ["ok"] and perf.clock["network"] == 10
 
 

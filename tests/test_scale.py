@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, validate_config
+from coordinator_plugins.error_handling.storage.records import GroupQuery
 
 CAP = 100  # the smallest max_groups_in_memory the config accepts
 GROUPS = 3 * CAP
@@ -34,13 +35,27 @@ async def started(db: Path, **extra: Any) -> EnhancedErrorHandlingIntegration:
     return integ
 
 
+async def walk(integ: EnhancedErrorHandlingIntegration, limit: int = 1000, **filters: Any) -> list[dict[str, Any]]:
+    """Every group GET /errors' store query returns, page by page."""
+    out: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = await integ.store.list_groups(GroupQuery(limit=limit, after=after, **filters))
+        out.extend(page.items)
+        after = page.next_cursor
+        if after is None:
+            return out
+
+
 async def stored_groups(integ: EnhancedErrorHandlingIntegration) -> dict[str, tuple[str, int, str, str]]:
-    """fingerprint-free view of every stored group: error_id -> (message, count, status, severity)."""
+    """Every stored group: error_id -> (message, count, status, severity), checked against the
+    store's own totals."""
     await integ.flush()
-    rows = await integ.store.read(lambda cur: cur.execute(
-        "SELECT error_id, message, aggregated_count, resolution_status, error_severity FROM error_reports"
-    ).fetchall())
-    return {r[0]: (r[1], int(r[2]), r[3], r[4]) for r in rows}
+    items = await walk(integ, status="all")
+    totals = await integ.store.totals()
+    assert totals.groups == len(items) and totals.aggregated == sum(i["aggregated_count"] for i in items)
+    return {i["error_id"]: (i["message"], int(i["aggregated_count"]), i["resolution_status"], i["error_severity"])
+            for i in items}
 
 
 async def test_grouping_is_exact_with_three_times_more_groups_than_the_cap(tmp_path: Path) -> None:
@@ -150,8 +165,7 @@ async def test_keyset_paging_returns_every_group_once_while_groups_are_added(mak
                 break
         assert len(seen) == len(set(seen)), "a group was returned twice"
         if want is None:  # every group of comp2 that existed before the walk
-            comp2 = await integ.store.read(lambda cur: {r[0] for r in cur.execute(
-                "SELECT error_id FROM error_reports WHERE component = 'comp2'").fetchall()})
+            comp2 = {i["error_id"] for i in await walk(integ, status="all", component="comp2")}
             want = before & comp2
             assert want and all(e in comp2 for e in seen)
         assert want <= set(seen), f"{len(want - set(seen))} group(s) never returned"
@@ -170,19 +184,11 @@ async def test_paging_follows_updates_in_order_after_many_stale_keys(tmp_path: P
         if rnd % 3 == 0:
             await integ.flush()  # group rows are written (and noted) in several batches
 
-    async def walk(**filters: Any) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        after = None
-        while True:
-            items, after = await integ.store.list_groups(limit=23, after=after, **filters)
-            out.extend(items)
-            if after is None:
-                return out
-
-    async def expected(where: str = "") -> list[tuple[str, int]]:
-        return [(r[0], int(r[1])) for r in await integ.store.read(lambda cur: cur.execute(
-            "SELECT error_id, aggregated_count FROM error_reports " + where +
-            " ORDER BY last_seen DESC, error_id DESC").fetchall())]
+    async def expected(**filters: Any) -> list[tuple[str, int]]:
+        """The groups the filters name, newest last_seen first, as the stored rows say."""
+        rows = [await integ.store.get_group(e) for e in {i["error_id"] for i in await walk(integ, 1000, **filters)}]
+        rows.sort(key=lambda g: (g.last_seen, g.error_id), reverse=True)  # type: ignore[union-attr]
+        return [(g.error_id, g.aggregated_count) for g in rows if g is not None]
 
     def pairs(items: list[dict[str, Any]]) -> list[tuple[str, int]]:
         return [(i["error_id"], i["aggregated_count"]) for i in items]
@@ -193,14 +199,21 @@ async def test_paging_follows_updates_in_order_after_many_stale_keys(tmp_path: P
             integ = await started(db)
             for g in range(0, n, 2):
                 await integ.report_error(message(g), context(g))
-        items = await walk(status="all")
-        assert len(items) == n and pairs(items) == await expected()
+        await integ.flush()
+        items = await walk(integ, 23, status="all")
+        assert len(items) == n and pairs(items) == await expected(status="all")
         critical = (await integ.report_error(message(5), context(5, critical=True))).error_id
         assert await integ.resolve_error((await integ.report_error(message(7 + restart), context(7))).error_id)
-        assert [i["error_id"] for i in await walk(status="open", min_rank=4)] == [critical]
-        assert pairs(await walk(status="resolved")) == await expected("WHERE resolution_status = 'resolved'")
-        assert pairs(await walk(status="open", component="comp3", error_type="network")) == await expected(
-            "WHERE component = 'comp3' AND resolution_status <> 'resolved' AND error_type = 'network'")
+        await integ.flush()
+        assert [i["error_id"] for i in await walk(integ, 23, status="open", min_rank=4)] == [critical]
+        resolved = await walk(integ, 23, status="resolved")
+        assert resolved and pairs(resolved) == await expected(status="resolved")
+        for i in resolved:
+            group = await integ.store.get_group(i["error_id"])
+            assert group is not None and group.resolution_status == "resolved"
+        comp3 = await walk(integ, 23, status="open", component="comp3", error_type="network")
+        assert comp3 and pairs(comp3) == await expected(status="open", component="comp3", error_type="network")
+        assert all(i["component"] == "comp3" and i["resolution_status"] != "resolved" for i in comp3)
     await integ.stop()
 
 

@@ -76,11 +76,9 @@ class SeedCoordinatorAdapter:
         db = getattr(self.c, "db", None)
         if db is None:
             return True
-        try:
-            await asyncio.to_thread(lambda: db.execute("SELECT 1").fetchall())
-            return True
-        except Exception:
-            return False
+        from coordinator_plugins.error_handling.storage.foreign_db import connection_works
+
+        return await asyncio.to_thread(connection_works, db)
 
     async def worker_info(self, worker_id: str) -> dict[str, Any] | None:
         w = self.c.workers.get(worker_id)
@@ -194,12 +192,11 @@ class SeedCoordinatorAdapter:
         path = getattr(self.c, "db_path", None)
         if path is None:
             return await self._db_ok()
-        import duckdb
+        from coordinator_plugins.error_handling.storage.foreign_db import reopen
 
         old = getattr(self.c, "db", None)
         try:
-            con = await asyncio.to_thread(duckdb.connect, path)
-            await asyncio.to_thread(lambda: con.execute("SELECT 1").fetchall())
+            con = await asyncio.to_thread(reopen, path)
         except Exception as exc:
             logger.error("seed coordinator: database reconnect failed: %s", exc)
             return False

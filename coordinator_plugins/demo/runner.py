@@ -328,7 +328,7 @@ class Demo:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo from parsed command-line options (``cli.py`` checks them); exit status."""
-    from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
+    from coordinator_plugins.error_handling.storage.base import StoreUnavailable
 
     try:
         return asyncio.run(Demo(args).run())

@@ -16,7 +16,8 @@ from coordinator_plugins.error_handling.plugin import (
     install_enhanced_error_handling,
     setup,
 )
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore, Store
+from coordinator_plugins.error_handling.storage.base import Store
+from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
 from coordinator_plugins.error_handling.strategies import (
     CoordinatorRecoveryStrategy,
     DatabaseRecoveryStrategy,

@@ -7,11 +7,10 @@ A report flows classify -> group -> persist -> hooks -> recovery manager -> stra
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +19,7 @@ from coordinator_plugins.error_handling.blocking import BlockingIntegration
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted, validate_config
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
+from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
 from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, make_policy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
@@ -28,8 +28,9 @@ from coordinator_plugins.error_handling.observe.metrics import PluginMetrics
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.manager import LevelState, RecoveryManager
-from coordinator_plugins.error_handling.storage import queries
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.base import Store
+from coordinator_plugins.error_handling.storage.factory import open_store
+from coordinator_plugins.error_handling.storage.records import LevelRecord, StoredState
 from coordinator_plugins.error_handling.strategies import BUILTIN_CLASSES, RecoveryStrategy
 from coordinator_plugins.error_handling.strategies.builtin import DatabaseRecoveryStrategy, SystemRecoveryStrategy
 
@@ -53,18 +54,17 @@ class EnhancedErrorHandlingIntegration:
         self.coordinator = coordinator
         self.actions = adapt_coordinator(coordinator)
         self.rng = random.Random(cfg.seed)
-        self.store = DuckDBStore(cfg.database, queue_limit=cfg.write_queue_limit, on_error=self._store_failed,
-                                 gather=cfg.commit_window, memory_mb=cfg.database_memory_mb)
+        self.store: Store = open_store(cfg, on_error=self._store_failed)
         # A group recurring while its success is on probation is the same group, whatever the
         # regression window: its recurrence makes that success a failure (SPEC section 9).
         self.error_handler = ErrorHandler(
             self.store, cfg.hook_timeout, max(cfg.regression_window, cfg.verify_window), cfg.max_groups_in_memory,
             self.rng,
         )
-        persist = self.store.enqueue_upsert
-        self.performance_recovery = PerformanceTracker(persist, self.store.enqueue_performance)
-        self.policy = make_policy(cfg.selection, self.performance_recovery, self.rng, persist)
-        self.timeouts = AdaptiveTimeouts(cfg.default_timeout, persist)
+        store = self.store
+        self.performance_recovery = PerformanceTracker(store.save_strategy_score, store.record_strategy_run)
+        self.policy = make_policy(cfg.selection, self.performance_recovery, self.rng, store.save_learner_state)
+        self.timeouts = AdaptiveTimeouts(cfg.default_timeout, store.save_timeout)
         global_limit = cfg.recovery_budget_global or (3 * cfg.recovery_budget)
         self.budget = RecoveryBudget(cfg.recovery_budget, cfg.budget_window, global_limit)
         self.sampler = ResourceSampler()
@@ -77,7 +77,7 @@ class EnhancedErrorHandlingIntegration:
             self.budget,
             self.sampler,
             self.error_handler.persist,
-            persist,
+            store.save_recovery_level,
         )
         self.metrics = PluginMetrics(self) if cfg.metrics else None
         if self.metrics is not None:
@@ -103,53 +103,67 @@ class EnhancedErrorHandlingIntegration:
         self.loop: asyncio.AbstractEventLoop | None = None  # the app's, once started
         self._blocking: BlockingIntegration | None = None
         self._bg: set[asyncio.Task[Any]] = set()
+        self.restore_skipped = 0  # stored rows that could not be restored at the last start
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        """Open the store, restore its state, start the background work. A start that fails
+        part way closes what it opened (the store's connection and writer, the sampler)."""
         self.loop = asyncio.get_running_loop()
-        await self.store.open(self.config.fallback_to_memory)
-        state = await self.store.read(
-            lambda cur: queries.load_state(cur, self.config.regression_window, self.config.max_groups_in_memory)
-        )
-        groups = self.error_handler.groups
-        for report in reversed(state["groups"]):
-            groups.add(report, counted=True)
-        groups.remember_stored(state["stored_fingerprints"])
-        groups.open_total += state["open_total"]  # in memory or not, counted once (their rows)
-        groups.critical_open += state["critical_open"]
-        for error_id, level, updated, history in state["levels"]:
-            self._restore_level(error_id, (level, updated, history))
-        for error_id, stopped in state["stopped"]:  # a stopped recovery stays stopped
-            self.recovery_manager.state(error_id).stopped = str(stopped)
-        self.error_handler.stored.on_loaded = self._loaded
-        self.performance_recovery.load(state["scores"])
-        self.timeouts.load(state["timeouts"])
-        if isinstance(self.policy, AdaptivePolicy):
-            self.policy.load(state["learner"])
-        self.sampler.start()
-        self._spawn(self._retention_loop())
+        async with AsyncExitStack() as stack:
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            state = await self.store.load_state(self.config.regression_window, self.config.max_groups_in_memory)
+            self._restore(state)
+            self.sampler.start()
+            stack.push_async_callback(self.sampler.stop)
+            self._spawn(self._retention_loop())
+            stack.pop_all()  # started: stop() closes them from now on
         self.started = True
         logger.info(
-            "error handling started: %d open group(s) restored from %s",
-            state["open_total"],
+            "error handling started: %d open group(s) restored from %s%s",
+            self.error_handler.groups.open_total,
             self.config.database,
+            f" ({self.restore_skipped} damaged row(s) skipped)" if self.restore_skipped else "",
         )
 
-    def _restore_level(self, error_id: str, row: tuple[Any, ...]) -> None:
-        level, updated, history = row
-        st = LevelState(level=int(level), last_updated=float(updated or time.time()))
+    def _restore(self, state: StoredState) -> None:
+        groups = self.error_handler.groups
+        for record in reversed(state.groups):
+            groups.add(record.to_report(), counted=state.open_total is not None)
+        groups.remember_stored(state.stored_fingerprints)
+        if state.open_total is not None:  # the whole store's, in memory or not, counted once
+            groups.open_total += state.open_total
+            groups.critical_open += state.critical_open or 0
+        for lv in state.levels:
+            self._restore_level(lv)
+        for report in groups:  # a stopped recovery stays stopped
+            stopped = report.recovery_details.get("stopped")
+            if stopped and report.is_open:
+                self.recovery_manager.state(report.error_id).stopped = str(stopped)
+        for error_id, reason in state.stopped:  # also of groups left in the store
+            self.recovery_manager.state(error_id).stopped = reason
+        self.error_handler.stored.on_loaded = self._loaded
+        self.performance_recovery.load(state.scores)
+        self.timeouts.load(state.timeouts)
+        if isinstance(self.policy, AdaptivePolicy):
+            self.policy.load(state.learner)
+        self.restore_skipped = state.skipped + self.performance_recovery.skipped
+
+    def _restore_level(self, lv: LevelRecord) -> None:
+        st = LevelState(level=int(lv.level), last_updated=lv.updated_at.timestamp())
         st.recoveries = 1
-        for h in json.loads(history) if isinstance(history, str) else history or []:
-            st.history.append(h)
-        old = self.recovery_manager.levels.get(error_id)
+        for h in lv.history:
+            st.history.append(dict(h))
+        old = self.recovery_manager.levels.get(lv.error_id)
         if old is not None:
             st.stopped = old.stopped
-        self.recovery_manager.levels[error_id] = st
+        self.recovery_manager.levels[lv.error_id] = st
 
-    def _loaded(self, report: ErrorReport, level: tuple[Any, ...] | None) -> None:
+    def _loaded(self, report: ErrorReport, level: LevelRecord | None) -> None:
         """A group came back from the store (evicted, or not loaded at startup): its level too."""
         if level is not None and report.error_id not in self.recovery_manager.levels:
-            self._restore_level(report.error_id, level)
+            self._restore_level(level)
         stopped = report.recovery_details.get("stopped")
         if stopped and report.is_open:
             self.recovery_manager.state(report.error_id).stopped = str(stopped)
@@ -191,12 +205,7 @@ class EnhancedErrorHandlingIntegration:
 
     async def _retention_loop(self) -> None:
         while True:
-            self.store.enqueue_sql(
-                "DELETE FROM error_occurrences WHERE occurred_at < now() - to_days(?)", [self.config.retention_days]
-            )
-            self.store.enqueue_sql(
-                "DELETE FROM recovery_performance WHERE timestamp < now() - to_days(?)", [self.config.retention_days]
-            )
+            self.store.apply_retention(self.config.retention_days)
             await asyncio.sleep(3600)
 
     def _store_failed(self, exc: BaseException) -> None:
@@ -256,7 +265,8 @@ class EnhancedErrorHandlingIntegration:
     ) -> list[dict[str, Any]]:
         sev = parse_enum(ErrorSeverity, "severity", severity)
         await self.store.flush()
-        return await self.store.read(lambda cur: queries.unresolved(cur, component, sev.rank if sev else None))
+        groups = await self.store.unresolved_groups(component, sev.rank if sev else None)
+        return [g.to_api() for g in groups]
 
     async def resolve_error(
         self, error_id: str, resolution: str = "manual", details: dict[str, Any] | None = None
@@ -270,18 +280,20 @@ class EnhancedErrorHandlingIntegration:
         report = self.error_handler.groups.get(error_id)
         if report is None:
             await self.store.flush()
-            row = await self.store.read(lambda cur: queries.get_group(cur, error_id))
-            if row is None:
+            record = await self.store.get_group(error_id)
+            if record is None:
                 return None
             report = self.error_handler.groups.get(error_id)  # loaded meanwhile?
             if report is None:
-                report = queries.report_from_row(row)
+                report = record.to_report()
                 self.error_handler.groups.add(report, counted=True)
         if not report.is_open:
             return True
         self._unstop(error_id)
-        report.resolve(resolution or "manual")
-        report.recovery_details["manual_resolution"] = {"resolution": resolution, "details": details or {}}
+        resolution = storable(resolution or "manual")  # storable text, as every report's (intake/text.py)
+        report.resolve(resolution)
+        report.recovery_details["manual_resolution"] = {"resolution": resolution,
+                                                        "details": storable_value(details or {})}
         self.recovery_manager.reset_level(error_id)
         await self.store.wait_durable(self.error_handler.persist(report))
         return False
@@ -303,19 +315,19 @@ class EnhancedErrorHandlingIntegration:
             "hook_timeouts": h.hooks.timeouts,
             "evicted_groups": h.groups.evicted,
             "store_lookups": h.stored.lookups,  # fingerprints looked up in the store after a miss in memory
-            "dropped_occurrences": self.store.dropped_occurrences,
+            "dropped_occurrences": self.store.status().dropped_occurrences,
         }
 
     async def get_performance_metrics(
         self, error_type: str | None = None, strategy_id: str | None = None, days: int = 30
     ) -> dict[str, Any]:
         await self.store.flush()
-        return await self.store.read(lambda cur: queries.performance_metrics(cur, error_type, strategy_id, days))
+        return await self.store.strategy_performance(error_type, strategy_id, days)
 
     async def get_recovery_history(self, error_id: str | None = None, limit: int = 100) -> dict[str, Any] | None:
         if error_id is None:
             await self.store.flush()
-            out = await self.store.read(lambda cur: queries.history_summary(cur, limit))
+            out = await self.store.recovery_summary(limit)
             rm = self.recovery_manager
             out["summary"].update(
                 recoveries=rm.recoveries,
@@ -323,18 +335,18 @@ class EnhancedErrorHandlingIntegration:
                 outcomes=dict(rm.counts),
                 in_flight=len(rm.inflight),
                 deferred=len(rm.deferred),
+                shed=rm.shed,
             )
             return out
         st = self.recovery_manager.levels.get(error_id)
         if st is not None:
             return {"error_id": error_id, "current_level": st.level, "history": list(st.history)}
         await self.store.flush()
-        row = await self.store.read(lambda cur: queries.level_row(cur, error_id))
-        if row is not None:
-            return {"error_id": error_id, "current_level": row[0], "history": row[1]}
-        known = self.error_handler.groups.get(error_id) is not None or (
-            await self.store.read(lambda cur: queries.get_group(cur, error_id)) is not None
-        )
+        level = await self.store.recovery_level(error_id)
+        if level is not None:
+            return {"error_id": error_id, "current_level": level.level, "history": [dict(h) for h in level.history]}
+        known = self.error_handler.groups.get(error_id) is not None
+        known = known or await self.store.get_group(error_id) is not None
         return {"error_id": error_id, "current_level": 1, "history": []} if known else None
 
     async def get_occurrence_series(
@@ -344,7 +356,7 @@ class EnhancedErrorHandlingIntegration:
         the last ``window`` seconds; None when the id is unknown. Read from the database, so a
         group restored after a restart shows its whole history."""
         await self.store.flush()
-        return await self.store.read(lambda cur: queries.occurrence_series(cur, error_id, buckets, window))
+        return await self.store.occurrence_series(error_id, buckets, window)
 
     async def get_strategy_recommendations(self, error_type: str | ErrorType) -> list[dict[str, Any]]:
         et = parse_enum(ErrorType, "error_type", error_type).value
@@ -377,6 +389,6 @@ class EnhancedErrorHandlingIntegration:
         return {
             "open_groups": self.error_handler.groups.count_open(),
             "budget": self.budget.status(),
-            "store": self.store.status(),
+            "store": self.store.status().to_dict(),
             "in_flight": len(self.recovery_manager.inflight),
         }

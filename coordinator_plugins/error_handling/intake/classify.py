@@ -15,9 +15,9 @@ import subprocess
 from dataclasses import dataclass
 
 import aiohttp
-import duckdb
 
 from coordinator_plugins.error_handling.model import ErrorCategory, ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.storage.duckdb_errors import NAMED_CLASSES, database_error_kind
 
 T, C, S = ErrorType, ErrorCategory, ErrorSeverity
 
@@ -31,12 +31,11 @@ class Classification:
 
 # DuckDB's exception classes (module ``_duckdb``) by name, and aiohttp's by name, so that a
 # worker reporting ``exception_type = "ConnectionException"`` is classified like the real class.
-_NAMED: dict[str, type[BaseException]] = {}
-for _mod in (duckdb, aiohttp):
-    for _name in dir(_mod):
-        _obj = getattr(_mod, _name)
-        if isinstance(_obj, type) and issubclass(_obj, BaseException):
-            _NAMED.setdefault(_name, _obj)
+_NAMED: dict[str, type[BaseException]] = dict(NAMED_CLASSES)
+for _name in dir(aiohttp):
+    _obj = getattr(aiohttp, _name)
+    if isinstance(_obj, type) and issubclass(_obj, BaseException):
+        _NAMED.setdefault(_name, _obj)
 for _name in dir(builtins):
     _obj = getattr(builtins, _name)
     if isinstance(_obj, type) and issubclass(_obj, BaseException):
@@ -44,21 +43,20 @@ for _name in dir(builtins):
 _NAMED["CancelledError"] = asyncio.CancelledError
 _NAMED["TimeoutExpired"] = subprocess.TimeoutExpired
 
-_DUCKDB_MODULE = duckdb.Error.__module__  # "_duckdb"
+_DATABASE_RULES: dict[str, tuple[ErrorType, ErrorCategory | None]] = {
+    "connection": (T.DATABASE, C.DB_CONNECTION),
+    "integrity": (T.DATABASE, C.DB_INTEGRITY),
+    "locked": (T.DATABASE, C.DB_LOCKED),
+    "memory": (T.RESOURCE, C.SYSTEM_RESOURCE),
+    "other": (T.DATABASE, None),  # decided by message: lock -> db_locked, else db_query
+}
 
 
 def _class_rule(cls: type[BaseException]) -> tuple[ErrorType, ErrorCategory | None] | None:
     """The type (and category, when the class fixes it) decided by the class alone."""
-    if cls.__module__ == _DUCKDB_MODULE or issubclass(cls, duckdb.Error):
-        if issubclass(cls, duckdb.ConnectionException):
-            return T.DATABASE, C.DB_CONNECTION
-        if issubclass(cls, duckdb.ConstraintException | duckdb.IntegrityError):
-            return T.DATABASE, C.DB_INTEGRITY
-        if issubclass(cls, duckdb.TransactionException):
-            return T.DATABASE, C.DB_LOCKED
-        if issubclass(cls, duckdb.OutOfMemoryException):
-            return T.RESOURCE, C.SYSTEM_RESOURCE
-        return T.DATABASE, None  # decided by message: lock -> db_locked, else db_query
+    kind = database_error_kind(cls)
+    if kind is not None:
+        return _DATABASE_RULES[kind]
     if issubclass(cls, TimeoutError | subprocess.TimeoutExpired):
         return T.TIMEOUT, None
     if issubclass(cls, aiohttp.ClientResponseError):

@@ -163,7 +163,9 @@ class GroupIndex:
             self._evict_one()
 
     def mark(self, report: ErrorReport) -> None:
-        """Keep the counters and the resolved-first eviction order in step with the report."""
+        """Keep the counters and the resolved-first eviction order in step with the report. A
+        group no longer in the index (evicted while its recovery ran) is counted, not indexed:
+        eviction would not find it."""
         state = _state(report)
         before = report.counted
         if state != before:
@@ -173,8 +175,8 @@ class GroupIndex:
             self.open_total += state & 1
             self.critical_open += state >> 1
             report.counted = state
-        if report.error_id not in self._by_id:
-            return  # evicted, still held by a recovery or the writer: counted, not indexed
+        if self._by_id.get(report.error_id) is not report:
+            return
         if not state & 1:
             self._resolved[report.error_id] = None
             self._resolved.move_to_end(report.error_id)

@@ -19,6 +19,7 @@ from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerpr
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
 from coordinator_plugins.error_handling.intake.lookup import StoredGroups
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
+from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.model import (
     ErrorContext,
     ErrorReport,
@@ -27,7 +28,8 @@ from coordinator_plugins.error_handling.model import (
     enum_member,
     utcnow,
 )
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.base import Store
+from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
@@ -79,7 +81,7 @@ class ErrorHandler:
 
     def __init__(
         self,
-        store: DuckDBStore,
+        store: Store,
         hook_timeout: float = 5.0,
         regression_window: float = 600.0,
         max_groups: int = 50_000,
@@ -97,6 +99,7 @@ class ErrorHandler:
         self.by_severity: dict[str, int] = {}
         self.by_category: dict[str, int] = {}
         self.regressions = 0
+        self._changed = True
         self.stored = StoredGroups(store, self.groups)  # groups found in the store after a miss
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
@@ -119,23 +122,30 @@ class ErrorHandler:
         ctx = context or {}
         if isinstance(error, BaseException):
             exc: BaseException | None = error
-            message = str(error) or type(error).__name__
+            message = storable(str(error) or type(error).__name__)
             exc_type: str | None = type(error).__name__
         else:
             exc = None
-            message = str(error)
-            exc_type = ctx.get("exception_type") or None
+            message = storable(str(error))
+            raw_type = ctx.get("exception_type")
+            exc_type = storable(str(raw_type)) if raw_type else None
         explicit_type = parse_enum(ErrorType, "error_type", ctx.get("error_type"))
         explicit_sev = parse_enum(ErrorSeverity, "severity", ctx.get("severity"))
         flagged_sev = priority_severity(ctx)  # the seed's critical / high_priority / low_priority
-        vals = {k: (str(ctx[k]) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
+        # every string is made storable here (see intake/text.py): one value the database cannot
+        # store must never cost this report, or another, its place in the store
+        vals = {k: (storable(str(ctx[k])) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
         component = vals["component"] or "unknown"
         operation = vals["operation"] or "unknown"
         metadata = ctx.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("context.metadata: expected a dict")
+        if metadata:
+            metadata = storable_value(metadata)
         # The seed named a worker or tasks in related_entities only: they are targets all the same.
         related = related_mapping(ctx.get("related_entities"))
+        if related:
+            related = storable_value(related)
         workers, tasks = related_targets(related) if related else ([], [])
         if vals["worker_id"]:
             workers.insert(0, vals["worker_id"])
@@ -175,10 +185,12 @@ class ErrorHandler:
             now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it
         if group is not None:
             _add_targets(group, workers, tasks, metadata)
+        self._changed = True  # for report(): the group changed beyond its count and last_seen
         if group is not None and group.is_open:
             group.aggregated_count += 1
             group.last_seen = now
-            if cls.severity > group.error_severity:
+            self._changed = cls.severity > group.error_severity
+            if self._changed:
                 group.error_severity = cls.severity
                 self.groups.mark(group)  # it may be critical now
             group.new_group = False
@@ -199,6 +211,8 @@ class ErrorHandler:
         stack = ctx.get("stack_trace")
         if stack is None and exc is not None and exc.__traceback__ is not None:
             stack = "".join(traceback.format_exception(exc))
+        if stack is not None:
+            stack = storable(str(stack))
         report = ErrorReport(
             error_id=new_error_id(),
             error_type=cls.error_type,
@@ -244,14 +258,22 @@ class ErrorHandler:
             if found is not None and self.groups.by_fingerprint(occ.fp) is None:
                 self.groups.add(found)  # evicted again by the rest of a burst: back (counted already)
         report, message, metadata = self.fold(occ)
-        seq = self.store.enqueue_occurrence(report, message, metadata)
+        # snapshots: the store's writer never reads the live report, which keeps changing
+        # A group snapshot only when the group is new or changed beyond its count and last_seen.
+        changed = self._changed or not report.persisted
+        seq = self.store.record_occurrence(
+            OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report) if changed else None
+        )
+        report.persisted = True  # queued: the store writes it (with this occurrence) from now on
         await self.hooks.run(report)
         return report, seq
 
     def persist(self, report: ErrorReport) -> int:
         """Queue the group's current state for writing."""
         self.groups.mark(report)
-        return self.store.enqueue_group(report)
+        seq = self.store.save_group(GroupRecord.of(report))
+        report.persisted = True
+        return seq
 
     # -- retry ----------------------------------------------------------------------------------
     async def retry_operation(

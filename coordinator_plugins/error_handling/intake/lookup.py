@@ -16,12 +16,14 @@ from typing import Any
 
 from coordinator_plugins.error_handling.intake.group import GroupIndex
 from coordinator_plugins.error_handling.model import ErrorReport
+from coordinator_plugins.error_handling.storage.base import GroupLookup
+from coordinator_plugins.error_handling.storage.records import GroupRecord, LevelRecord
 
 logger = logging.getLogger(__name__)
 
 
 class StoredGroups:
-    def __init__(self, store: Any, groups: GroupIndex) -> None:
+    def __init__(self, store: Any, groups: GroupIndex) -> None:  # a Store, maybe a GroupLookup too
         self.store = store
         self.groups = groups
         self.lookups = 0  # fingerprints looked up
@@ -33,10 +35,16 @@ class StoredGroups:
         self._queue: list[str] = []
         self._drainer: asyncio.Task[None] | None = None
 
+    @property
+    def supported(self) -> bool:
+        return isinstance(self.store, GroupLookup)
+
     async def load(self, fp: str) -> ErrorReport | None:
         """The stored group of ``fp`` (None: the store has none), once it is in memory. It may be
         evicted again before the caller folds into it, in a burst larger than the cap: the caller
         uses the object returned, never a second lookup."""
+        if not self.supported:
+            return None  # a store without fingerprint lookups: grouping in memory only
         fut = self._waiting.get(fp)
         if fut is None:
             fut = self._waiting[fp] = asyncio.get_running_loop().create_future()
@@ -50,6 +58,8 @@ class StoredGroups:
             while self._queue:
                 fps, self._queue = self._queue, []
                 try:
+                    # what is queued first (a resolution of an evicted group): its row as it is now
+                    await self.store.flush()
                     found = await self.store.find_groups(fps)
                 except Exception as exc:  # the store cannot read: each occurrence opens a group in memory
                     self.failures += 1
@@ -72,11 +82,12 @@ class StoredGroups:
             self._waiting.clear()
             self._queue.clear()
 
-    def _adopt(self, fp: str, found: tuple[ErrorReport, Any] | None) -> ErrorReport | None:
+    def _adopt(self, fp: str, found: tuple[GroupRecord, LevelRecord | None] | None) -> ErrorReport | None:
         if found is None:
             self.groups.forget_stored(fp)
             return self.groups.by_fingerprint(fp)
-        report, level = found
+        record, level = found
+        report = record.to_report()
         # back in memory meanwhile (a resolve by id, a group still held elsewhere): that object
         present = self.groups.get(report.error_id) or self.groups.by_fingerprint(fp)
         if present is not None:

@@ -9,7 +9,6 @@ detector (``evidence.py``), which the adaptive policy samples from.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 from coordinator_plugins.error_handling.learning.evidence import SHIFT_KEEP, Evidence
 from coordinator_plugins.error_handling.model import utcnow
+from coordinator_plugins.error_handling.storage.records import StrategyRun, StrategyScore
 
 WEIGHTS = {
     "success_rate": 0.4,
@@ -191,15 +191,16 @@ class PerformanceTracker:
 
     def __init__(
         self,
-        persist: Callable[[str, Any, tuple[Any, ...]], Any] | None = None,
-        record: Callable[[tuple[Any, ...]], Any] | None = None,
+        save_score: Callable[[StrategyScore], Any] | None = None,
+        record_run: Callable[[StrategyRun], Any] | None = None,
     ) -> None:
         self.arms: dict[tuple[str, str], ArmStats] = {}
         self.by_key: dict[str, dict[str, ArmStats]] = {}
         self.clock: dict[str, int] = {}
         self.version: dict[str, int] = {}
-        self.persist = persist
-        self.record_row = record
+        self.save_score = save_score
+        self.record_run = record_run
+        self.skipped = 0  # stored scores whose evidence could not be read (left out)
 
     def arm(self, key: str, strategy_id: str) -> ArmStats:
         a = self.arms.get((key, strategy_id))
@@ -232,50 +233,42 @@ class PerformanceTracker:
                         self._save(key, sid, other)
 
     def _save(self, key: str, strategy_id: str, arm: ArmStats) -> None:
-        if self.persist is not None:
+        if self.save_score is not None:
             means = arm.means()
-            self.persist(
-                "score",
-                (key, strategy_id),
-                (
-                    key,
-                    strategy_id,
-                    weighted_score(means),
-                    utcnow(),
-                    arm.total,
-                    json.dumps({"means": means, **arm.to_json()}),
-                ),
+            self.save_score(
+                StrategyScore(key, strategy_id, weighted_score(means), arm.total, {"means": means, **arm.to_json()})
             )
 
     def record(self, row: dict[str, Any]) -> None:
-        if self.record_row is not None:
-            self.record_row(
-                (
-                    row["strategy_id"],
-                    row["strategy_name"],
-                    row["error_type"],
-                    row["execution_time"],
-                    row["success"],
-                    utcnow(),
-                    row.get("hardware_id"),
-                    row["affected_tasks"],
-                    row["recovered_tasks"],
-                    json.dumps(row["resource_usage"]),
-                    row["impact_score"],
-                    row["stability_score"],
-                    json.dumps(row["context"], default=str),
-                    row["error_id"],
-                    row["level"],
-                    row["outcome"],
+        if self.record_run is not None:
+            self.record_run(
+                StrategyRun(
+                    strategy_id=row["strategy_id"],
+                    strategy_name=row["strategy_name"],
+                    error_type=row["error_type"],
+                    execution_time=row["execution_time"],
+                    success=row["success"],
+                    affected_tasks=row["affected_tasks"],
+                    recovered_tasks=row["recovered_tasks"],
+                    impact_score=row["impact_score"],
+                    stability_score=row["stability_score"],
+                    outcome=row["outcome"],
+                    error_id=row["error_id"],
+                    level=row["level"],
+                    hardware_id=row.get("hardware_id"),
+                    resource_usage=dict(row["resource_usage"]),
+                    context=dict(row["context"]),
+                    timestamp=utcnow(),
                 )
             )
 
-    def load(self, rows: list[tuple[Any, ...]]) -> None:
-        for key, strategy_id, metrics in rows:
+    def load(self, scores: list[StrategyScore]) -> None:
+        for rec in scores:
+            key, strategy_id = rec.key, rec.strategy_id
             try:
-                data = json.loads(metrics) if isinstance(metrics, str) else (metrics or {})
-                arm = ArmStats.from_json(data)
+                arm = ArmStats.from_json(dict(rec.metrics))
             except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError):
+                self.skipped += 1
                 continue
             self.arms[(key, strategy_id)] = arm
             self.by_key.setdefault(key, {})[strategy_id] = arm

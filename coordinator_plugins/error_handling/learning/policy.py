@@ -20,6 +20,7 @@ from typing import Any
 
 from coordinator_plugins.error_handling.learning.belief import Belief, KeyView, choice_probability, plan_first
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
+from coordinator_plugins.error_handling.storage.records import LearnerRecord
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
 
 
@@ -187,7 +188,7 @@ class AdaptivePolicy(SelectionPolicy):
         ]
         return sorted(rows, key=lambda r: -r["probability"])
 
-    def load(self, rows: list[tuple[str, str]]) -> None:
+    def load(self, rows: list[LearnerRecord]) -> None:
         """Learner rows of earlier versions (learned start levels) are superseded: the start now
         follows from the strategies' evidence, which is restored with the strategy scores."""
 
@@ -211,9 +212,10 @@ def make_policy(
     name: str,
     perf: PerformanceTracker,
     rng: random.Random,
-    persist: Callable[[str, Any, tuple[Any, ...]], Any] | None = None,
+    persist: Callable[[LearnerRecord], Any] | None = None,
 ) -> SelectionPolicy:
-    """The named policy. ``persist`` is accepted for policies with state of their own; the
+    """The named policy. ``persist`` (a store's ``save_learner_state``) is accepted for policies
+    with state of their own; the
     built-in ones keep everything they learn in ``perf``, which is persisted with the scores."""
     if name == "ladder":
         return LadderPolicy(perf, rng)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator_plugins.error_handling.model import utcnow
+from coordinator_plugins.error_handling.storage.records import TimeoutRecord
 
 
 @dataclass(slots=True)
@@ -31,13 +31,11 @@ class TimeoutEstimate:
 
 
 class AdaptiveTimeouts:
-    def __init__(
-        self, default: float, persist: Callable[[str, tuple[str, str], tuple[Any, ...]], Any] | None = None
-    ) -> None:
+    def __init__(self, default: float, save: Callable[[TimeoutRecord], Any] | None = None) -> None:
         self.default = default
         self.lo = min(1.0, default)
         self.hi = 10.0 * default
-        self.persist = persist
+        self.save = save
         self._est: dict[tuple[str, str], TimeoutEstimate] = {}
 
     def _clamp(self, value: float) -> float:
@@ -74,17 +72,13 @@ class AdaptiveTimeouts:
         return est.timeout
 
     def _save(self, error_type: str, strategy_id: str, est: TimeoutEstimate) -> None:
-        if self.persist is not None:
-            self.persist(
-                "timeout",
-                (error_type, strategy_id),
-                (error_type, strategy_id, est.timeout, utcnow(), est.srtt, est.rttvar, est.samples),
-            )
+        if self.save is not None:
+            self.save(TimeoutRecord(error_type, strategy_id, est.timeout, est.srtt, est.rttvar, est.samples))
 
-    def load(self, rows: list[tuple[Any, ...]]) -> None:
-        for error_type, strategy_id, timeout, srtt, rttvar, samples in rows:
-            self._est[(error_type, strategy_id)] = TimeoutEstimate(
-                self._clamp(float(timeout)), float(srtt or 0), float(rttvar or 0), int(samples or 0)
+    def load(self, records: list[TimeoutRecord]) -> None:
+        for r in records:
+            self._est[(r.error_type, r.strategy_id)] = TimeoutEstimate(
+                self._clamp(float(r.timeout)), float(r.srtt or 0), float(r.rttvar or 0), int(r.samples or 0)
             )
 
     def snapshot(self) -> dict[str, dict[str, Any]]:

@@ -112,11 +112,21 @@ def _why(entry: dict[str, Any], policy: str) -> str:
 async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]:
     issues: list[str] = []
     status = "healthy"
-    store = integ.store.status()
+    store = integ.store.status().to_dict()
     store["ok"] = store["ok"] and await integ.store.ping()
+    file_issues = list(store["issues"])
     if not store["ok"]:
         status = "critical" if store["failing_for_seconds"] > 30 else "degraded"
-        issues.append(f"store is failing ({store['last_error']}); writes are buffered in memory")
+        if not file_issues:
+            issues.append(f"store is failing ({store['last_error']}); writes are buffered in memory")
+    if file_issues:  # the database file was deleted or replaced (and rebuilt, or not yet)
+        status = "degraded" if status == "healthy" else status
+        issues.extend(file_issues)
+    skipped = max(int(store.get("skipped_rows") or 0), integ.restore_skipped)
+    store["skipped_rows"] = skipped
+    if skipped:  # counted, not fatal: the rest was restored
+        status = "degraded" if status == "healthy" else status
+        issues.append(f"{skipped} stored row(s) could not be read at startup and were skipped")
     if store.get("dropped_writes"):
         status = "degraded" if status == "healthy" else status
         issues.append(f"{store['dropped_writes']} write(s) refused by the database on their data were dropped")

@@ -32,7 +32,7 @@ from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
 from coordinator_plugins.error_handling.recovery.poison import screen
 from coordinator_plugins.error_handling.recovery.state import LevelMap, LevelState, Targets, strategy_info
 from coordinator_plugins.error_handling.recovery.verify import Probation
-from coordinator_plugins.error_handling.storage.schema import dumps
+from coordinator_plugins.error_handling.storage.records import LevelRecord
 from coordinator_plugins.error_handling.strategies.base import (
     LEVEL_STRATEGIES,
     TASK_CATEGORIES,
@@ -41,6 +41,7 @@ from coordinator_plugins.error_handling.strategies.base import (
 )
 
 logger = logging.getLogger(__name__)
+MAX_DEFERRED = 1000  # groups whose recovery waits for the budget or a cooldown at once
 
 
 class RecoveryManager(RecoveryOutcomes):
@@ -54,7 +55,7 @@ class RecoveryManager(RecoveryOutcomes):
         budget: RecoveryBudget,
         sampler: ResourceSampler,
         persist_group: Callable[[ErrorReport], Any],
-        persist: Callable[[str, Any, tuple[Any, ...]], Any],
+        save_level: Callable[[LevelRecord], Any],
     ) -> None:
         self.config = config
         self.coordinator = coordinator
@@ -64,7 +65,7 @@ class RecoveryManager(RecoveryOutcomes):
         self.budget = budget
         self.sampler = sampler
         self.persist_group = persist_group
-        self.persist = persist
+        self.save_level = save_level
         self.candidates = Candidates()
         self.strategies: dict[str, RecoveryStrategy] = self.candidates.strategies
         self.levels: LevelMap = LevelMap()
@@ -82,6 +83,8 @@ class RecoveryManager(RecoveryOutcomes):
         self.verify_listeners: list[Callable[[dict[str, Any]], None]] = []
         # (time, error type) of recent reports that no registered strategy could act on
         self.unactionable: deque[tuple[float, str]] = deque(maxlen=1000)
+        self.shed = 0  # recoveries not deferred because MAX_DEFERRED groups already wait
+        self.forgotten_levels = 0  # level states dropped from memory (kept in the database)
         self.closed = False
 
     # -- registration -------------------------------------------------------------------------
@@ -104,14 +107,35 @@ class RecoveryManager(RecoveryOutcomes):
         st = self.levels.get(error_id)
         if st is None:
             st = self.levels[error_id] = LevelState()
+            if len(self.levels) > self.config.max_groups_in_memory:
+                self._forget_levels()
         elif time.time() - st.last_updated > self.config.level_reset_after and error_id not in self.inflight:
             st.level = 1  # a quiet period resets the level
         return st
 
+    def _forget_levels(self) -> None:
+        """Keep the level states in memory within ``max_groups_in_memory``: forget the least
+        recently saved tenth of them that nothing holds (no recovery running or deferred, not on
+        probation, not stopped). Each is in the database; a forgotten group starts again at
+        level 1, as it would after ``level_reset_after`` of quiet."""
+        busy = set(self.inflight) | set(self.deferred) | set(self.probation.pending)
+        target = len(self.levels) - int(self.config.max_groups_in_memory * 0.9)
+        drop: list[str] = []
+        for error_id, st in self.levels.items():  # oldest saved first: _save_level moves to the end
+            if len(drop) >= target:
+                break
+            if error_id not in busy and not st.stopped:
+                drop.append(error_id)
+        for error_id in drop:
+            del self.levels[error_id]
+        self.forgotten_levels += len(drop)
+
     def _save_level(self, error_id: str, st: LevelState) -> None:
+        if self.levels.get(error_id) is st:  # most recently saved last (see _forget_levels)
+            del self.levels[error_id]
+            self.levels[error_id] = st
         st.last_updated = time.time()
-        # serialized here: DuckDB would infer a STRUCT from the first entry and fail on the others
-        self.persist("level", error_id, (error_id, st.level, utcnow(), dumps(list(st.history))))
+        self.save_level(LevelRecord(error_id, st.level, utcnow(), tuple(st.history)))
 
     def reset_level(self, error_id: str) -> bool:
         """Level 1 again; a group whose recovery was stopped may recover again."""
@@ -371,8 +395,15 @@ class RecoveryManager(RecoveryOutcomes):
         return None
 
     def _defer(self, report: ErrorReport, wait: float) -> None:
-        """Run this group's recovery again once the budget allows; never drop it."""
+        """Run this group's recovery again once the budget allows. At most MAX_DEFERRED groups
+        wait at once: past that (a flood of new groups that all need a level the budget holds
+        back) the newest is not deferred but counted in ``shed``; it stays open and its next
+        occurrence schedules its recovery again. Each deferred group costs a timer and a wake-up
+        per budget window, and the budget grants only a few of them each window anyway."""
         if report.error_id in self.deferred or self.closed:
+            return
+        if len(self.deferred) >= MAX_DEFERRED:
+            self.shed += 1
             return
         loop = asyncio.get_running_loop()
 
@@ -399,4 +430,4 @@ class RecoveryManager(RecoveryOutcomes):
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=10)
+            await asyncio.wait(tasks, timeout=3)  # shutdown takes seconds (issue 12)

@@ -84,6 +84,13 @@ class RecoveryOutcomes:
         cooldown, the count of recoveries that did not hold, and probation for a success."""
         cfg = self.config
         info["execution_time"] = time.perf_counter() - started
+        if all(a["outcome"] == "budget_exhausted" for a in info["attempts"]):
+            # Postponed before any strategy ran (the budget defers it): not a recovery, so no
+            # history entry and no write. Recording each postponement made a flood of groups
+            # waiting for the budget rewrite ever longer level histories (issue 12, finding 2).
+            for listener in self.listeners:
+                listener(info)
+            return
         ran = any(a["outcome"] not in ("not_applicable", "budget_exhausted") for a in info["attempts"])
         entry = {k: v for k, v in info.items() if k != "attempts"} | {
             # each run with why it was chosen (its policy, reason and probability), not every score

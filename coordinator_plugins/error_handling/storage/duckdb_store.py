@@ -1,59 +1,62 @@
-"""Persistence behind one small interface; DuckDB is the embedded default.
+"""The embedded store: DuckDB behind the ``Store`` protocol (``base.py``).
 
 DuckDB never runs on the event loop: one writer thread with its own cursor batches every
 write into one transaction (group commit), and reads run on a reader thread with its own
-cursor. ``wait_durable(seq)`` resolves when the write numbered ``seq`` is committed.
+cursor. ``wait_durable(seq)`` resolves when the write numbered ``seq`` is committed. The writer
+also watches the file: one deleted or replaced under it is recreated with everything the store
+holds (``recreate.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 import duckdb
 
-from coordinator_plugins.error_handling.model import ErrorReport
-from coordinator_plugins.error_handling.storage.batch import Batch, chunks
+from coordinator_plugins.error_handling.storage.base import StoreClosed, StoreUnavailable
+from coordinator_plugins.error_handling.storage.batch import Batch
+from coordinator_plugins.error_handling.storage.duckdb_reads import DuckDBReads
+from coordinator_plugins.error_handling.storage.durability import Durability
+from coordinator_plugins.error_handling.storage.migrations import migrate
 from coordinator_plugins.error_handling.storage.order import GroupOrder
-from coordinator_plugins.error_handling.storage.schema import SCHEMA, UPSERTS, group_row
+from coordinator_plugins.error_handling.storage.records import (
+    GroupRecord,
+    LearnerRecord,
+    LevelRecord,
+    OccurrenceRecord,
+    StoreStatus,
+    StrategyRun,
+    StrategyScore,
+    TimeoutRecord,
+)
+from coordinator_plugins.error_handling.storage.recreate import FileWatch
+from coordinator_plugins.error_handling.storage.schema import (
+    UPSERTS,
+    learner_row,
+    level_row,
+    perf_row,
+    score_row,
+    timeout_row,
+)
 from coordinator_plugins.error_handling.storage.seed_migration import migrate_seed_database
 from coordinator_plugins.error_handling.storage.writer import WriterLoop
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
-SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
+CLOSE_FLUSH_TIMEOUT = 5.0  # s close() waits for the queued writes
 
 Cursor = duckdb.DuckDBPyConnection
+__all__ = ["DuckDBStore", "StoreUnavailable"]
 
 
-class StoreUnavailable(RuntimeError):
-    """The database cannot be opened (locked by another process, unreadable, ...)."""
-
-
-class Store(Protocol):
-    """What the plugin needs from persistence. A PostgreSQL store would implement the same."""
-
-    def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int: ...
-    def enqueue_group(self, report: ErrorReport) -> int: ...
-    def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int: ...
-    def enqueue_performance(self, row: tuple[Any, ...]) -> int: ...
-    async def wait_durable(self, seq: int, timeout: float | None = None) -> None: ...
-    async def flush(self) -> None: ...
-    async def read(self, fn: Callable[[Cursor], R]) -> R: ...
-    async def find_groups(
-        self, fingerprints: list[str]
-    ) -> dict[str, tuple[ErrorReport, tuple[Any, ...] | None]]: ...
-    async def reconnect(self) -> bool: ...
-    def status(self) -> dict[str, Any]: ...
-
-
-class DuckDBStore(WriterLoop):
+class DuckDBStore(Durability, WriterLoop, DuckDBReads):
     """The embedded store. Start with :meth:`open` (on the loop) and stop with :meth:`close`."""
 
     def __init__(
@@ -65,7 +68,9 @@ class DuckDBStore(WriterLoop):
         group_interval: float = 0.2,
         gather: float = 0.001,
         memory_mb: int = 64,
+        fallback_to_memory: bool = False,
     ) -> None:
+        self.fallback_to_memory = fallback_to_memory
         self.path = path
         self.memory_mb = memory_mb
         self.queue_limit = queue_limit
@@ -84,7 +89,9 @@ class DuckDBStore(WriterLoop):
         # occurrences, which are always durable first): at most every ``group_interval`` seconds,
         # and whenever flush() asks. ``_groups_committed`` is the seq through which they are.
         self.group_interval = group_interval
-        self._lazy: dict[str, ErrorReport] = {}
+        self._lazy: dict[str, GroupRecord] = {}
+        self._lazy_delta: dict[str, int] = {}
+        self._lazy_seen: dict[str, datetime] = {}
         self._lazy_since = 0.0
         self._force_groups = 0
         self._groups_committed = 0
@@ -112,7 +119,13 @@ class DuckDBStore(WriterLoop):
         self.reconnects = 0
         self.fallback_reason: str | None = None
         self.seed_migration: dict[str, Any] | None = None  # what converting a seed-written file did
+        self.schema_version = 0
+        self.migrated_from: int | None = None
+        # seq -> why the database refused that write (the most recent REFUSED_KEPT of them)
+        self._refused: dict[int, str] = {}
+        self.skipped_rows = 0  # stored rows load_state could not read
         self.order = GroupOrder()  # every group's (last_seen, error_id), for paging (see order.py)
+        self.watch = FileWatch(self)
 
     # -- lifecycle -------------------------------------------------------------------------
     def _connect(self) -> duckdb.DuckDBPyConnection:
@@ -131,16 +144,22 @@ class DuckDBStore(WriterLoop):
             migrated = migrate_seed_database(con)
             if migrated is not None:
                 self.seed_migration = migrated.to_dict()
-            con.execute(SCHEMA)
+            before, self.schema_version = migrate(con, self.path)
+            if before != self.schema_version and before:
+                self.migrated_from = before
         except BaseException:
             con.close()  # or the file stays open, and locked, until the garbage collector runs
             raise
         return con
 
-    async def open(self, fallback_to_memory: bool = False) -> None:
+    async def open(self, fallback_to_memory: bool | None = None) -> None:
+        if fallback_to_memory is None:
+            fallback_to_memory = self.fallback_to_memory
         self._loop = asyncio.get_running_loop()
         try:
             self._con = await asyncio.to_thread(self._connect)
+        except StoreUnavailable:
+            raise  # a schema newer than the code: no fallback could read it either
         except duckdb.Error as exc:
             reason = str(exc).splitlines()[0]
             if "lock" in reason.lower():
@@ -156,31 +175,43 @@ class DuckDBStore(WriterLoop):
             self.fallback_reason = reason
             self.path = ":memory:"
             self._con = await asyncio.to_thread(self._connect)
-        self._writer = threading.Thread(target=self._run_writer, name="eh-store-writer", daemon=True)
-        self._writer.start()
-
-    async def close(self) -> None:
-        """Flush what is queued, stop the threads, close the database."""
-        if self._writer is None:
-            return
+        self.watch.opened()
         try:
-            async with asyncio.timeout(30):
-                await self.flush()
-        except TimeoutError:
-            logger.error("store: pending writes could not be flushed within 30 s (%s)", self.last_error)
-        self._stop = True
-        self._wake.set()
-        await asyncio.to_thread(self._writer.join, 10)
-        self._reader.shutdown(wait=True)
+            self._writer = threading.Thread(target=self._run_writer, name="eh-store-writer", daemon=True)
+            self._writer.start()
+        except BaseException:
+            self._close_connection()
+            raise
+
+    def _close_connection(self) -> None:
         with self._conn_lock:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+
+    async def close(self) -> None:
+        """Flush what is queued, stop the threads, close the database. Idempotent."""
+        if self._writer is None:
+            self._close_connection()
+            return
+        try:
+            # bounded, so that a shutdown takes seconds: what was acknowledged is committed already
+            # (a 202 waits for its commit); what is left are the lazy updates of known groups
+            await self.flush(CLOSE_FLUSH_TIMEOUT)
+        except (TimeoutError, StoreClosed):
+            logger.error("store: pending writes could not be flushed within %g s (%s)", CLOSE_FLUSH_TIMEOUT,
+                         self.last_error)
+        self._stop = True
+        self._wake.set()
+        await asyncio.to_thread(self._writer.join, 3)
+        self._reader.shutdown(wait=True)
+        self._close_connection()
         self._writer = None
-        for _, _, fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(ConnectionError("store closed before the write was durable"))
-        self._waiters.clear()
+        for waiters in (self._waiters, self._flush_waiters):
+            for _, _, fut in waiters:
+                if not fut.done():
+                    fut.set_exception(StoreClosed("store closed before the write was durable"))
+            waiters.clear()
         self._deadlines.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -197,95 +228,61 @@ class DuckDBStore(WriterLoop):
             self._wake.set()
         return self._seq
 
-    def enqueue_occurrence(self, report: ErrorReport, message: str, metadata: dict[str, Any] | None) -> int:
+    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
         with self._lock:
             b = self._batch
+            seq = self._mark()
             if self._occ_pending >= self.queue_limit:
                 self.dropped_occurrences += 1  # the group row still carries the count
             else:
                 self._occ_pending += 1
-                c = report.context
-                b.occ_id.append(report.error_id)
-                b.occ_ts.append(report.last_seen)
-                b.occ_msg.append(message)
-                b.occ_worker.append(c.worker_id)
-                b.occ_task.append(c.task_id)
-                b.occ_hw.append(c.hardware_id)
-                b.occ_md.append(metadata or None)
-            b.groups[report.error_id] = report
-            return self._mark()
+                b.add_occurrence(occurrence, seq)
+            if group is None:
+                b.add_count(occurrence.error_id, occurrence.occurred_at)
+            else:
+                b.add_group(group, 1)
+            b.group_seq.setdefault(occurrence.error_id, []).append(seq)
+            return seq
 
-    def enqueue_group(self, report: ErrorReport) -> int:
+    def save_group(self, group: GroupRecord) -> int:
         with self._lock:
-            self._batch.groups[report.error_id] = report
-            return self._mark()
+            b = self._batch
+            # a group never written is inserted with the count it has; a stored count is kept
+            new = not group.stored and group.error_id not in b.deltas
+            b.add_group(group, group.aggregated_count if new else 0)
+            seq = self._mark()
+            b.group_seq.setdefault(group.error_id, []).append(seq)
+            return seq
 
     def _put(self, kind: str, key: Any, payload: Any) -> int:
         with self._lock:
+            b = self._batch
+            seq = self._mark()
             if kind in UPSERTS:
-                self._batch.upserts.setdefault(kind, {})[key] = payload
+                b.upserts.setdefault(kind, {})[key] = payload
+                b.upsert_seq.setdefault((kind, key), []).append(seq)
             else:
-                self._batch.ops.append((kind, payload))
-            return self._mark()
+                b.ops.append((kind, payload))
+                b.ops_seq.append(seq)
+            return seq
 
-    def enqueue_upsert(self, kind: str, key: Any, row: tuple[Any, ...]) -> int:
-        if kind not in UPSERTS:
-            raise ValueError(f"unknown upsert kind {kind!r}")
-        return self._put(kind, key, row)
+    def record_strategy_run(self, run: StrategyRun) -> int:
+        return self._put("perf", None, perf_row(run))
 
-    def enqueue_performance(self, row: tuple[Any, ...]) -> int:
-        return self._put("perf", None, row)
+    def save_recovery_level(self, level: LevelRecord) -> int:
+        return self._put("level", level.error_id, level_row(level))
 
-    def enqueue_sql(self, sql: str, params: list[Any] | None = None) -> int:
-        return self._put("sql", None, (sql, params or []))
+    def save_strategy_score(self, score: StrategyScore) -> int:
+        return self._put("score", (score.key, score.strategy_id), score_row(score))
 
-    async def wait_durable(self, seq: int, timeout: float | None = None) -> None:
-        """Return once the write numbered ``seq`` is committed. TimeoutError when it is not
-        within ``timeout`` seconds (checked every SWEEP_INTERVAL, so up to that much later);
-        ConnectionError when the store closes first."""
-        if seq <= self._committed:
-            return
-        if self._writer is None or self._loop is None:
-            raise ConnectionError("store is not open")
-        fut: asyncio.Future[None] = self._loop.create_future()
-        heapq.heappush(self._waiters, (seq, id(fut), fut))
-        if timeout is not None:
-            heapq.heappush(self._deadlines, (time.monotonic() + timeout, id(fut), fut))
-            if self._sweeper is None:
-                self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
-        await fut
+    def save_timeout(self, timeout: TimeoutRecord) -> int:
+        return self._put("timeout", (timeout.error_type, timeout.strategy_id), timeout_row(timeout))
 
-    def _sweep(self) -> None:
-        """Fail the waits whose deadline passed; forget the ones already released."""
-        self._sweeper = None
-        now = time.monotonic()
-        dl = self._deadlines
-        while dl and (dl[0][2].done() or dl[0][0] <= now):
-            _, _, fut = heapq.heappop(dl)
-            if not fut.done():
-                fut.set_exception(TimeoutError(f"write not durable in time (last error: {self.last_error})"))
-        if dl and self._loop is not None and not self._loop.is_closed():
-            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+    def save_learner_state(self, state: LearnerRecord) -> int:
+        return self._put("learner", state.key, learner_row(state))
 
-    async def flush(self) -> None:
-        """Wait until everything queued so far, group rows included, is committed."""
-        seq = self._seq
-        if seq <= self._groups_committed:
-            return
-        if self._writer is None:
-            raise ConnectionError("store is not open")
-        self._force_groups = max(self._force_groups, seq)
-        self._wake.set()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._flush_waiters, (seq, id(fut), fut))
-        await fut
-
-    def _release_waiters(self) -> None:
-        for waiters, done in ((self._waiters, self._committed), (self._flush_waiters, self._groups_committed)):
-            while waiters and waiters[0][0] <= done:
-                _, _, fut = heapq.heappop(waiters)
-                if not fut.done():
-                    fut.set_result(None)
+    def apply_retention(self, days: float) -> int:
+        return self._put("retention", None, float(days))
 
     # -- connection management ----------------------------------------------------------------
     def _reconnect_sync(self) -> bool:
@@ -336,55 +333,6 @@ class DuckDBStore(WriterLoop):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, lambda: fn(self._cursor()))
 
-    async def find_groups(self, fingerprints: list[str]) -> dict[str, tuple[ErrorReport, tuple[Any, ...] | None]]:
-        """fingerprint -> (its stored group, open first; its level row) for those the store holds,
-        on the reader thread, by the index on the fingerprint: how a miss in memory stays exact."""
-        from coordinator_plugins.error_handling.storage.queries import find_groups
-
-        return await self.read(lambda cur: find_groups(cur, fingerprints))
-
-    async def list_groups(
-        self,
-        status: str = "open",
-        component: str | None = None,
-        min_rank: int | None = None,
-        error_type: str | None = None,
-        limit: int = 100,
-        after: tuple[str, str] | None = None,
-    ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
-        """A page of groups, newest last_seen first, and the cursor of the next (keyset paging
-        through the store's sorted view; pending writes are flushed first)."""
-        from coordinator_plugins.error_handling.storage.queries import list_groups
-
-        await self.flush()
-        return await self.read(
-            lambda cur: list_groups(cur, self.order, status, component, min_rank, error_type, limit, after)
-        )
-
-    async def bulk_load(self, groups: list[ErrorReport], occurrences: list[tuple[Any, ...]]) -> None:
-        """Append groups (full rows) and occurrences (rows of error_occurrences) in one
-        transaction through DuckDB's appender, off the loop: imports and benchmarks."""
-
-        def load(cur: Cursor) -> None:
-            cur.execute("BEGIN TRANSACTION")
-            try:
-                for table, rows in (("error_reports", [group_row(r) for r in groups]),
-                                    ("error_occurrences", occurrences)):
-                    if rows:
-                        app = cur.appender(table)
-                        for part in chunks(rows, 50_000):
-                            app.append_rows(part)
-                        app.flush()
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            for r in groups:
-                r.persisted = True
-            self.order.note(groups)
-
-        await self.read(load)
-
     async def ping(self) -> bool:
         try:
             await self.read(lambda cur: cur.execute("SELECT 1").fetchone())
@@ -392,19 +340,24 @@ class DuckDBStore(WriterLoop):
         except Exception:
             return False
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "ok": self.failing_since is None and self._con is not None,
-            "fallback": self.fallback_reason,
-            "path": self.path,
-            "pending_writes": self._seq - self._committed,
-            "queued_occurrences": self._occ_pending,
-            "dropped_occurrences": self.dropped_occurrences,
-            "dropped_writes": self.dropped_writes,
-            "commits": self.commits,
-            "rows_written": self.rows_written,
-            "reconnects": self.reconnects,
-            "last_error": self.last_error,
-            "seed_migration": self.seed_migration,
-            "failing_for_seconds": (time.monotonic() - self.failing_since) if self.failing_since else 0.0,
-        }
+    def status(self) -> StoreStatus:
+        issues = self.watch.issues()
+        return StoreStatus(
+            ok=self.failing_since is None and self._con is not None and self.watch.healthy,
+            path=self.path,
+            pending_writes=self._seq - self._committed,
+            queued_occurrences=self._occ_pending,
+            dropped_occurrences=self.dropped_occurrences,
+            dropped_writes=self.dropped_writes,
+            commits=self.commits,
+            rows_written=self.rows_written,
+            reconnects=self.reconnects,
+            last_error=self.last_error,
+            failing_for_seconds=(time.monotonic() - self.failing_since) if self.failing_since else 0.0,
+            fallback=self.fallback_reason,
+            seed_migration=self.seed_migration,
+            schema_version=self.schema_version,
+            skipped_rows=self.skipped_rows,
+            issues=tuple(issues),
+            recreated=self.watch.recreated,
+        )

@@ -10,8 +10,8 @@ again by error_id).
 
 A group's ``last_seen`` only grows, so an update appends its new key at the end (the newest) and
 leaves the old one behind as stale (skipped, and compacted away once stale keys outnumber live
-ones). The writer thread notes every group row it commits; the view is built from the table the
-first time a page is asked for.
+ones). The writer thread notes every group row and count it commits; the view is built from the table
+the first time a page is asked for.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus
+from coordinator_plugins.error_handling.model import ResolutionStatus
+from coordinator_plugins.error_handling.storage.records import GroupRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -75,27 +76,38 @@ class GroupOrder:
             self._keys, self._entries, self._stale = keys, entries, 0
             self.built = True
 
-    def note(self, reports: Iterable[ErrorReport]) -> None:
-        """Group rows just committed: their keys and filter columns as they are now."""
+    def note(self, groups: Iterable[tuple[GroupRecord, datetime | None]] = (),
+             counts: Iterable[tuple[str, datetime]] = ()) -> None:
+        """Rows just committed: ``groups`` (a snapshot and the latest occurrence, which moves its
+        last_seen) and ``counts`` (error id and latest occurrence of a group that only gained
+        occurrences). Their keys and filter columns as the table now has them."""
         with self._lock:
             if not self.built:
                 return  # built from the table later, these rows included
-            for r in reports:
-                ls = micros(r.last_seen)
-                e = self._entries.get(r.error_id)
-                is_open = r.resolution_status is not ResolutionStatus.RESOLVED
+            entries = self._entries
+            for g, seen in groups:
+                ts = g.last_seen if seen is None or seen < g.last_seen else seen
+                ls = micros(ts)
+                e = entries.get(g.error_id)
+                is_open = g.resolution_status is not ResolutionStatus.RESOLVED
                 if e is None:
-                    self._entries[r.error_id] = [ls, is_open, r.context.component, r.error_severity.rank,
-                                                 r.error_type.value, None]
-                    self._insert((ls, r.error_id))
+                    entries[g.error_id] = [ls, is_open, g.component, g.error_severity.rank, g.error_type.value, None]
+                    self._insert((ls, g.error_id))
                     continue
-                e[1], e[3] = is_open, r.error_severity.rank
-                if e[0] != ls:
-                    e[0] = ls
-                    self._stale += 1
-                    self._insert((ls, r.error_id))
-            if self._stale > max(1024, len(self._entries)):
+                e[1], e[3] = is_open, g.error_severity.rank
+                self._move(e, ls, g.error_id)
+            for error_id, seen in counts:
+                e = entries.get(error_id)
+                if e is not None:
+                    self._move(e, micros(seen), error_id)
+            if self._stale > max(1024, len(entries)):
                 self._compact()
+
+    def _move(self, e: Entry, ls: int, error_id: str) -> None:
+        if ls > e[0]:  # last_seen never moves back (the table keeps the greatest)
+            e[0] = ls
+            self._stale += 1
+            self._insert((ls, error_id))
 
     def _insert(self, key: tuple[int, str]) -> None:
         keys = self._keys

@@ -1,11 +1,20 @@
-"""DuckDB schema of the plugin, and the batched upsert statements the writer thread runs."""
+"""DuckDB layout of the plugin (schema version 1), the batched statements the writer thread
+runs, and the rows they take, made from records."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
-from coordinator_plugins.error_handling.model import ErrorReport
+from coordinator_plugins.error_handling.storage.records import (
+    GroupRecord,
+    LearnerRecord,
+    LevelRecord,
+    StrategyRun,
+    StrategyScore,
+    TimeoutRecord,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS error_reports (
@@ -36,8 +45,6 @@ CREATE TABLE IF NOT EXISTS error_reports (
     recovery_level INTEGER,
     recovery_details JSON
 );
--- a miss in memory looks its fingerprint up here (exact grouping past max_groups_in_memory)
-CREATE INDEX IF NOT EXISTS error_reports_fingerprint ON error_reports (fingerprint);
 CREATE TABLE IF NOT EXISTS error_occurrences (
     error_id VARCHAR,
     occurred_at TIMESTAMPTZ,
@@ -170,7 +177,17 @@ def _unnest_upsert(
     )
 
 
-UPSERT_GROUPS = _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",), ("fingerprint",))
+# A group's count is an increment: the value written in ``aggregated_count`` is the number of
+# occurrences since the group's previous write (its whole count when it is new); a stored count
+# is never overwritten (see base.Store.record_occurrence).
+UPSERT_GROUPS = (
+    _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",), ("fingerprint",))
+    .replace(
+        "aggregated_count = excluded.aggregated_count",
+        "aggregated_count = error_reports.aggregated_count + excluded.aggregated_count",
+    )
+    .replace("last_seen = excluded.last_seen", "last_seen = greatest(error_reports.last_seen, excluded.last_seen)")
+)
 
 # Groups already in the table change only in these columns.
 UPDATE_COLUMNS = (
@@ -182,10 +199,24 @@ _UPDATE_TYPES = ("VARCHAR", "VARCHAR", "INTEGER", "TIMESTAMPTZ", "BIGINT", "INTE
                  "TIMESTAMPTZ", "VARCHAR", "INTEGER", "INTEGER", "JSON")
 UPDATE_GROUPS = (
     "UPDATE error_reports SET "
-    + ", ".join(f"{c} = u.{c}" for c in UPDATE_COLUMNS[1:])
+    + ", ".join(
+        f"{c} = error_reports.{c} + u.{c}"
+        if c == "aggregated_count"
+        else f"{c} = greatest(error_reports.{c}, u.{c})"
+        if c == "last_seen"
+        else f"{c} = u.{c}"
+        for c in UPDATE_COLUMNS[1:]
+    )
     + " FROM (SELECT "
     + ", ".join(f"unnest(?::{t}[]) AS {c}" for c, t in zip(UPDATE_COLUMNS, _UPDATE_TYPES, strict=True))
     + ") AS u WHERE error_reports.error_id = u.error_id"
+)
+
+# Groups that only gained occurrences: their count grows, their last_seen moves to the latest one.
+COUNT_GROUPS = (
+    "UPDATE error_reports SET aggregated_count = error_reports.aggregated_count + u.delta, "
+    "last_seen = greatest(error_reports.last_seen, u.ts) FROM (SELECT unnest(?::VARCHAR[]) AS error_id, "
+    "unnest(?::BIGINT[]) AS delta, unnest(?::TIMESTAMPTZ[]) AS ts) AS u WHERE error_reports.error_id = u.error_id"
 )
 
 UPSERTS: dict[str, str] = {
@@ -272,8 +303,13 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
-def group_row(r: ErrorReport) -> tuple[Any, ...]:
-    c = r.context
+def _latest(r: GroupRecord, seen: datetime | None) -> datetime:
+    return seen if seen is not None and seen > r.last_seen else r.last_seen
+
+
+def group_row(r: GroupRecord, delta: int, seen: datetime | None = None) -> tuple[Any, ...]:
+    """The row of GROUP_COLUMNS for ``r``, its count the increment ``delta``, its last_seen the
+    later of its own and ``seen`` (occurrences counted after the snapshot)."""
     return (
         r.error_id,
         r.fingerprint,
@@ -282,35 +318,61 @@ def group_row(r: ErrorReport) -> tuple[Any, ...]:
         r.error_severity.rank,
         r.category.value,
         r.message,
-        c.component,
-        c.operation,
-        c.worker_id,
-        c.task_id,
-        c.hardware_id,
+        r.component,
+        r.operation,
+        r.worker_id,
+        r.task_id,
+        r.hardware_id,
         r.exception_type,
-        c.stack_trace,
-        dumps(c.metadata),
+        r.stack_trace,
+        dumps(r.metadata),
         r.first_seen,
-        r.last_seen,
-        r.aggregated_count,
+        _latest(r, seen),
+        delta,
         r.retry_count,
         r.retry_successful,
-        r.resolution_status,
+        r.resolution_status.value,
         r.resolution_time,
         r.resolution_strategy,
         r.regression_count,
         r.recovery_level,
-        dumps({k: v for k, v in r.recovery_details.items() if not k.startswith("_")}),
+        dumps(r.recovery_details),
     )
 
 
-def update_row(r: ErrorReport) -> tuple[Any, ...]:
-    details = r.recovery_details
+def update_row(r: GroupRecord, delta: int, seen: datetime | None = None) -> tuple[Any, ...]:
+    """The row of UPDATE_COLUMNS for ``r``, as ``group_row``."""
     return (
-        r.error_id, r.error_severity.value, r.error_severity.rank, r.last_seen, r.aggregated_count, r.retry_count,
-        r.retry_successful, r.resolution_status, r.resolution_time, r.resolution_strategy, r.regression_count,
-        r.recovery_level, dumps({k: v for k, v in details.items() if not k.startswith("_")}) if details else "{}",
+        r.error_id, r.error_severity.value, r.error_severity.rank, _latest(r, seen), delta, r.retry_count,
+        r.retry_successful, r.resolution_status.value, r.resolution_time, r.resolution_strategy, r.regression_count,
+        r.recovery_level, dumps(r.recovery_details) if r.recovery_details else "{}",
     )
+
+
+def perf_row(run: StrategyRun) -> tuple[Any, ...]:
+    """The row of PERF_COLUMNS for ``run``."""
+    return (
+        run.strategy_id, run.strategy_name, run.error_type, run.execution_time, run.success, run.timestamp,
+        run.hardware_id, run.affected_tasks, run.recovered_tasks, dumps(run.resource_usage), run.impact_score,
+        run.stability_score, dumps(run.context), run.error_id, run.level, run.outcome,
+    )
+
+
+def level_row(r: LevelRecord) -> tuple[Any, ...]:
+    # serialized here: DuckDB would infer a STRUCT from the first entry and fail on the others
+    return (r.error_id, r.level, r.updated_at, dumps(list(r.history)))
+
+
+def score_row(r: StrategyScore) -> tuple[Any, ...]:
+    return (r.key, r.strategy_id, r.score, r.updated_at, r.samples, dumps(r.metrics))
+
+
+def timeout_row(r: TimeoutRecord) -> tuple[Any, ...]:
+    return (r.error_type, r.strategy_id, r.timeout, r.updated_at, r.srtt, r.rttvar, r.samples)
+
+
+def learner_row(r: LearnerRecord) -> tuple[Any, ...]:
+    return (r.key, dumps(r.state), r.updated_at)
 
 
 def columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

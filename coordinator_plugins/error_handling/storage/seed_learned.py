@@ -11,7 +11,8 @@ from typing import Any
 from coordinator_plugins.error_handling.learning.performance import WINDOW, PerformanceTracker, Sample
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import utcnow
-from coordinator_plugins.error_handling.storage.schema import dumps
+from coordinator_plugins.error_handling.storage.records import StrategyScore, TimeoutRecord
+from coordinator_plugins.error_handling.storage.schema import dumps, score_row, timeout_row
 from coordinator_plugins.error_handling.storage.seed_values import (
     SeedMigrationReport,
     count,
@@ -24,13 +25,19 @@ from coordinator_plugins.error_handling.storage.seed_values import (
 
 
 class Capture:
-    """The ``persist`` callback of the learners: keeps the last row per (kind, key)."""
+    """The save callbacks of the learners: keeps the last row per (kind, key)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[Any, tuple[Any, ...]]] = defaultdict(dict)
 
     def __call__(self, kind: str, key: Any, row: tuple[Any, ...]) -> None:
         self.rows[kind][key] = row
+
+    def score(self, rec: StrategyScore) -> None:
+        self("score", (rec.key, rec.strategy_id), score_row(rec))
+
+    def timeout(self, rec: TimeoutRecord) -> None:
+        self("timeout", (rec.error_type, rec.strategy_id), timeout_row(rec))
 
 
 def performance_rows(
@@ -77,15 +84,15 @@ def learn(
 ) -> Capture:
     """Replay the seed's records through this plugin's learners; their rows are what is learned."""
     cap = Capture()
-    perf = PerformanceTracker(cap)
-    learned_timeouts = AdaptiveTimeouts(30.0, cap)
+    perf = PerformanceTracker(cap.score)
+    learned_timeouts = AdaptiveTimeouts(30.0, cap.timeout)
     seeded: dict[tuple[str, str], datetime | None] = {}
     for row in timeouts:
         et, sid, t = row.get("error_type"), row.get("strategy_id"), row.get("timeout")
         if not et or not sid or number(t, 0.0) <= 0:
             report.skip("adaptive_timeouts", (et, sid), "no error type, strategy or timeout")
             continue
-        learned_timeouts.load([(str(et), str(sid), number(t, 0.0), None, None, 0)])
+        learned_timeouts.load([TimeoutRecord(str(et), str(sid), number(t, 0.0))])
         seeded[(str(et), str(sid))] = utc(row.get("last_updated"))
     # Only an arm's last WINDOW runs are replayed into its window and evidence (the others count in
     # its totals); every duration goes through the timeouts (a smoothed estimate depends on all).

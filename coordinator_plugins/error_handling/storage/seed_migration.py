@@ -7,7 +7,7 @@ own ``schema_versions`` table and every table that is not one of the seed's six 
 
 :func:`migrate_seed_database` converts one in a single transaction: it reads every seed row,
 turns them into what this plugin keeps, drops the six seed tables, creates the version-1 tables
-(``schema.SCHEMA``) and writes the rows with the store's own statements. Nothing is written
+(``schema.SCHEMA``), records schema version 1 and writes the rows with the store's own statements. Nothing is written
 when anything fails, so the seed's file is never half-converted and never emptied. A row that
 cannot be migrated (no id, no strategy, no outcome) is skipped, logged and counted; a JSON value
 that does not parse is dropped from its row, which is kept, and counted as repaired.
@@ -48,6 +48,8 @@ import duckdb
 
 from coordinator_plugins.error_handling.model import iso, utcnow
 from coordinator_plugins.error_handling.storage.batch import Batch, run_statements, statements_for
+from coordinator_plugins.error_handling.storage.migrations import version_statements
+from coordinator_plugins.error_handling.storage.records import GroupRecord
 from coordinator_plugins.error_handling.storage.schema import SCHEMA
 from coordinator_plugins.error_handling.storage.seed_errors import fold_relations, groups_of, levels_of
 from coordinator_plugins.error_handling.storage.seed_learned import learn, performance_rows
@@ -160,16 +162,17 @@ def migrate_seed_database(con: duckdb.DuckDBPyConnection) -> SeedMigrationReport
     report.open_groups = sum(1 for g in groups if g.is_open)
     cap("learner", "migration:seed", ("migration:seed", json.dumps(report.to_dict()), utcnow()))
     batch = Batch()  # written by the store's own statements, as one commit of its writer would be
-    batch.groups = {g.error_id: g for g in groups}
+    for g in groups:  # new groups: each inserted with its whole count
+        batch.add_group(GroupRecord.of(g), g.aggregated_count)
     if occurrences:
         columns = [list(c) for c in zip(*occurrences, strict=True)]
         (batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task, batch.occ_hw,
          batch.occ_md) = columns
     batch.ops = [("perf", row) for row in perf_rows]
     batch.upserts = {kind: rows for kind, rows in cap.rows.items() if rows}
-    statements, big = statements_for(batch, list(groups), [])
+    statements, big = statements_for(batch, [(g, batch.deltas[gid], None) for gid, g in batch.groups.items()], [])
     drops: list[tuple[str, Any]] = [(f'DROP TABLE "{t}"', None) for t in present]
-    run_statements(con, [*drops, (SCHEMA, None), *statements], big)
+    run_statements(con, [*drops, (SCHEMA, None), *version_statements(1), *statements], big)
     logger.info("seed migration: done: %d group(s) (%d open, %d seed error(s) merged into them), "
                 "%d performance record(s), %d row(s) skipped, %d value(s) repaired",
                 report.groups, report.open_groups, report.merged_errors, len(perf_rows),

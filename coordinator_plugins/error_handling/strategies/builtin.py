@@ -12,6 +12,7 @@ from typing import Any
 
 from coordinator_plugins.contract.protocol import CoordinatorProtocol
 from coordinator_plugins.error_handling.model import ErrorCategory
+from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.strategies.base import (
     TASK_CATEGORIES,
     NotApplicable,
@@ -219,7 +220,7 @@ class DatabaseRecoveryStrategy(BuiltinStrategy):
     strategy_id = "database"
     categories = frozenset({"db_connection", "db_query", "db_locked"})
 
-    def __init__(self, coordinator: CoordinatorProtocol | None, store: Any = None) -> None:
+    def __init__(self, coordinator: CoordinatorProtocol | None, store: Store | None = None) -> None:
         super().__init__(coordinator, "Database reconnect", RecoveryLevel.HIGH)
         self.store = store
 
@@ -248,7 +249,7 @@ class DatabaseRecoveryStrategy(BuiltinStrategy):
         if c is not None and "coordinator" in targets:
             ok = bool(await c.reconnect_database()) and ok
             ok = bool((await c.health()).get("database")) and ok
-        if "store" in targets:
+        if "store" in targets and self.store is not None:
             ok = bool(await self.store.reconnect()) and ok
             ok = bool(await self.store.ping()) and ok
         error_info["details"]["reconnected"] = targets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,8 @@ from aiohttp import web
 
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
-from coordinator_plugins.error_handling.storage import queries
+from coordinator_plugins.error_handling.storage.base import WriteRefused
+from coordinator_plugins.error_handling.storage.records import GroupQuery
 from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.validate import (
     decode_cursor,
@@ -40,6 +42,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DURABLE_TIMEOUT = 30.0
+READ_DEADLINE = 10.0  # s a read route may take (its flush included) before it answers 503
+WRITE_DEADLINE = DURABLE_TIMEOUT + 10.0  # the same for the other routes, past the durable wait
+
+
+def with_deadline(handler: Handler, seconds: float) -> Handler:
+    """``handler`` under a deadline: when the store cannot answer in time (a flush waiting for
+    a writer that is behind, a reader thread busy), a JSON 503 with Retry-After, never a hang."""
+
+    async def timed(request: web.Request) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(seconds):
+                return await handler(request)
+        except TimeoutError:
+            raise ApiError(
+                503, f"the error store did not answer within {seconds:g} s; retry later", "store_busy",
+                headers={"Retry-After": "5"},
+            ) from None
+
+    return timed
 _CTX_STRS = ("operation", "exception_type", "worker_id", "task_id", "hardware_id", "stack_trace")
 
 
@@ -103,9 +124,12 @@ class ErrorRoutes:
         report, seq, recovery = await self.integ.ingest(str(message), ctx)
         try:
             await self.integ.store.wait_durable(seq, DURABLE_TIMEOUT)
+        except WriteRefused as exc:  # its own rows only: the reports that shared its batch are stored
+            raise bad(f"the report could not be stored and was not acknowledged ({exc})", "unstorable") from None
         except (TimeoutError, ConnectionError):
             raise ApiError(
-                503, "the error store is not writing; the report was not acknowledged", "store_unavailable"
+                503, "the error store is not writing; the report was not acknowledged", "store_unavailable",
+                headers={"Retry-After": "5"},
             ) from None
         return json_response(
             {
@@ -135,17 +159,20 @@ class ErrorRoutes:
         sev = query_severity(request)
         et = query_error_type(request)
         after = decode_cursor(request.query.get("cursor"))
-        items, nxt = await self.integ.store.list_groups(
-            status, component, sev.rank if sev else None, et.value if et else None, limit, after
+        await self.integ.store.flush()
+        page = await self.integ.store.list_groups(
+            GroupQuery(status, component, sev.rank if sev else None, et.value if et else None, limit, after)
         )
-        return json_response({"errors": items, "next_cursor": encode_cursor(*nxt) if nxt else None})
+        nxt = page.next_cursor
+        return json_response({"errors": page.items, "next_cursor": encode_cursor(*nxt) if nxt else None})
 
     async def get_error(self, request: web.Request) -> web.Response:
         error_id = self._id(request)
         await self.integ.store.flush()
-        row = await self.integ.store.read(lambda cur: queries.get_group(cur, error_id))
-        if row is None:
+        record = await self.integ.store.get_group(error_id)
+        if record is None:
             raise not_found(f"unknown error id {error_id!r}")
+        row = record.to_api()
         if not self.integ.config.expose_stack_traces:
             row.pop("stack_trace", None)
         hist = await self.integ.get_recovery_history(error_id) or {"current_level": 1, "history": []}
@@ -268,5 +295,6 @@ def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) ->
         open_route = bool(integ.config.dashboard_path) and (
             path == integ.config.dashboard_path or path.startswith(integ.config.dashboard_path + "/assets/")
         )
+        handler = with_deadline(handler, READ_DEADLINE if method == "GET" else WRITE_DEADLINE)
         app.router.add_route(method, path, handler if open_route else r.guard(method, handler))
     return r

@@ -328,6 +328,9 @@ def document(
             }
         }
     declare_bearer(paths, token, protect_reads)
+    for ops in paths.values():  # every route of the plugin answers under a deadline (api.with_deadline)
+        for op in ops.values():
+            op["responses"].setdefault("503", _resp("the store did not answer in time; retry after Retry-After", _ERR))
     for path, ops in (extra or {}).get("paths", {}).items():
         paths.setdefault(path, {}).update(ops)
     return openapi_document("coordinator_plugins error handling", paths)

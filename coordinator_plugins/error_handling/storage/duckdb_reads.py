@@ -1,0 +1,89 @@
+"""The domain reads of the DuckDB store: each runs a query module's function on the reader
+thread (mixed into :class:`DuckDBStore`, which provides ``read``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from coordinator_plugins.error_handling.storage import analytics, queries
+from coordinator_plugins.error_handling.storage.batch import bulk_load
+from coordinator_plugins.error_handling.storage.order import GroupOrder
+from coordinator_plugins.error_handling.storage.records import (
+    GroupPage,
+    GroupQuery,
+    GroupRecord,
+    LevelRecord,
+    OccurrenceRecord,
+    StoredState,
+    StoreTotals,
+    StrategyRun,
+    StrategyScore,
+    TimeoutRecord,
+)
+
+R = TypeVar("R")
+
+
+class DuckDBReads:
+    skipped_rows: int
+    order: GroupOrder
+
+    async def read(self, fn: Callable[[Any], R]) -> R:
+        raise NotImplementedError
+
+    async def load_state(self, regression_window: float, max_groups: int) -> StoredState:
+        state = await self.read(lambda cur: queries.load_state(cur, regression_window, max_groups))
+        self.skipped_rows += state.skipped
+        return state
+
+    async def get_group(self, error_id: str) -> GroupRecord | None:
+        return await self.read(lambda cur: queries.get_group(cur, error_id))
+
+    async def list_groups(self, query: GroupQuery) -> GroupPage:
+        return await self.read(lambda cur: queries.list_groups(cur, query, self.order))
+
+    async def find_groups(self, fingerprints: list[str]) -> dict[str, tuple[GroupRecord, LevelRecord | None]]:
+        """fingerprint -> (its stored group, open first; its level) for those the store holds, by
+        the index on the fingerprint (see base.GroupLookup)."""
+        return await self.read(lambda cur: queries.find_groups(cur, fingerprints))
+
+    async def bulk_load(self, groups: list[GroupRecord], occurrences: list[OccurrenceRecord]) -> None:
+        """Append whole groups and their occurrences in one transaction through DuckDB's appender:
+        imports and benchmarks (the groups must be new to the store)."""
+        await self.read(lambda cur: bulk_load(cur, groups, occurrences))
+        self.order.note([(g, None) for g in groups])
+
+    async def unresolved_groups(self, component: str | None = None, min_rank: int | None = None) -> list[GroupRecord]:
+        return await self.read(lambda cur: queries.unresolved(cur, component, min_rank))
+
+    async def occurrences(self, error_id: str, limit: int = 100) -> list[OccurrenceRecord]:
+        return await self.read(lambda cur: analytics.occurrences(cur, error_id, limit))
+
+    async def occurrence_series(
+        self, error_id: str, buckets: int = 60, window: float | None = None
+    ) -> dict[str, Any] | None:
+        return await self.read(lambda cur: analytics.occurrence_series(cur, error_id, buckets, window))
+
+    async def recovery_level(self, error_id: str) -> LevelRecord | None:
+        return await self.read(lambda cur: queries.level_of(cur, error_id))
+
+    async def recovery_summary(self, limit: int = 100) -> dict[str, Any]:
+        return await self.read(lambda cur: analytics.history_summary(cur, limit))
+
+    async def strategy_performance(
+        self, error_type: str | None = None, strategy_id: str | None = None, days: int = 30
+    ) -> dict[str, Any]:
+        return await self.read(lambda cur: analytics.performance_metrics(cur, error_type, strategy_id, days))
+
+    async def strategy_runs(self, error_id: str | None = None, limit: int = 1000) -> list[StrategyRun]:
+        return await self.read(lambda cur: analytics.strategy_runs(cur, error_id, limit))
+
+    async def strategy_scores(self) -> list[StrategyScore]:
+        return await self.read(analytics.strategy_scores)
+
+    async def timeouts(self) -> list[TimeoutRecord]:
+        return await self.read(analytics.timeouts)
+
+    async def totals(self) -> StoreTotals:
+        return await self.read(analytics.totals)

@@ -1,0 +1,99 @@
+"""Waiting for durability: ``wait_durable(seq)`` and ``flush``, released by the writer thread
+(through the loop) as commits land. Mixed into :class:`DuckDBStore`."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import threading
+import time
+
+from coordinator_plugins.error_handling.storage.base import StoreClosed, WriteRefused
+
+SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
+
+
+class Durability:
+    _seq: int
+    _committed: int
+    _groups_committed: int
+    _force_groups: int
+    _wake: threading.Event
+    _writer: threading.Thread | None
+    _loop: asyncio.AbstractEventLoop | None
+    _waiters: list[tuple[int, int, asyncio.Future[None]]]
+    _flush_waiters: list[tuple[int, int, asyncio.Future[None]]]
+    _deadlines: list[tuple[float, int, asyncio.Future[None]]]
+    _sweeper: asyncio.TimerHandle | None
+    _refused: dict[int, str]
+    last_error: str | None
+
+    async def wait_durable(self, seq: int, timeout: float | None = None) -> None:
+        """Return once the write numbered ``seq`` is committed. TimeoutError when it is not
+        within ``timeout`` seconds (checked every SWEEP_INTERVAL, so up to that much later);
+        StoreClosed when the store closes first; WriteRefused when the database refused that very
+        write on its data."""
+        if seq <= self._committed:
+            reason = self._refused.get(seq)
+            if reason is not None:
+                raise WriteRefused(reason)
+            return
+        if self._writer is None or self._loop is None:
+            raise StoreClosed("store is not open")
+        fut: asyncio.Future[None] = self._loop.create_future()
+        heapq.heappush(self._waiters, (seq, id(fut), fut))
+        if timeout is not None:
+            heapq.heappush(self._deadlines, (time.monotonic() + timeout, id(fut), fut))
+            if self._sweeper is None:
+                self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+        await fut
+
+    def _sweep(self) -> None:
+        """Fail the waits whose deadline passed; forget the ones already released."""
+        self._sweeper = None
+        now = time.monotonic()
+        dl = self._deadlines
+        while dl and (dl[0][2].done() or dl[0][0] <= now):
+            _, _, fut = heapq.heappop(dl)
+            if not fut.done():
+                fut.set_exception(TimeoutError(f"write not durable in time (last error: {self.last_error})"))
+        if dl and self._loop is not None and not self._loop.is_closed():
+            self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything queued so far, group rows included, is committed; TimeoutError
+        after ``timeout`` seconds (the writes stay queued)."""
+        seq = self._seq
+        if seq <= self._groups_committed:
+            return
+        if self._writer is None:
+            raise StoreClosed("store is not open")
+        self._force_groups = max(self._force_groups, seq)
+        self._wake.set()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._flush_waiters, (seq, id(fut), fut))
+        if timeout is None:
+            await fut
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"store: writes not flushed within {timeout:g} s (last error: {self.last_error})"
+            ) from None
+
+    def _release_waiters(self) -> None:
+        """Release the waits whose write is committed; a write the database refused fails its
+        own waiter (WriteRefused), and no other."""
+        refused = self._refused
+        for waiters, done in ((self._waiters, self._committed), (self._flush_waiters, self._groups_committed)):
+            while waiters and waiters[0][0] <= done:
+                seq, _, fut = heapq.heappop(waiters)
+                if fut.done():
+                    continue
+                reason = refused.get(seq) if waiters is self._waiters else None
+                if reason is not None:
+                    fut.set_exception(WriteRefused(reason))
+                else:
+                    fut.set_result(None)
+

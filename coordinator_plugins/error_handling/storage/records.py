@@ -1,0 +1,334 @@
+"""The rows that cross the storage seam: frozen snapshots, taken on the event loop.
+
+A store never sees a live :class:`ErrorReport` (the loop keeps changing it while the writer
+works): the caller takes a :class:`GroupRecord` with :meth:`GroupRecord.of` and hands that over.
+Every record names its fields; no caller knows a table's column order. Mappings inside a record
+(metadata, recovery details, histories) are copies made when the snapshot is taken and are never
+changed afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from coordinator_plugins.error_handling.model import (
+    LIST_ITEM_FIELDS,
+    ErrorCategory,
+    ErrorContext,
+    ErrorReport,
+    ErrorSeverity,
+    ErrorType,
+    ResolutionStatus,
+    iso,
+    utcnow,
+)
+
+# The fields of an item of GET /errors: the SPEC's list fields and a few more.
+LIST_FIELDS = (
+    *LIST_ITEM_FIELDS,
+    "worker_id",
+    "task_id",
+    "hardware_id",
+    "exception_type",
+    "resolution_strategy",
+    "resolution_time",
+    "regression_count",
+)
+
+
+def _public_details(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Recovery details without the private keys (``_operation`` holds a callable)."""
+    return {k: v for k, v in details.items() if not k.startswith("_")} if details else {}
+
+
+@dataclass(frozen=True, slots=True)
+class OccurrenceRecord:
+    """One occurrence of a group, appended (never changed)."""
+
+    error_id: str
+    occurred_at: datetime
+    message: str
+    worker_id: str | None = None
+    task_id: str | None = None
+    hardware_id: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of(cls, report: ErrorReport, message: str, metadata: Mapping[str, Any] | None) -> OccurrenceRecord:
+        c = report.context
+        return cls(
+            report.error_id, report.last_seen, message, c.worker_id, c.task_id, c.hardware_id,
+            dict(metadata) if metadata else None,
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "error_id": self.error_id,
+            "occurred_at": iso(self.occurred_at),
+            "message": self.message,
+            "worker_id": self.worker_id,
+            "task_id": self.task_id,
+            "hardware_id": self.hardware_id,
+            "metadata": dict(self.metadata) if self.metadata else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """An error group's state at one moment.
+
+    ``stored`` is False while the group has never been handed to the store: the store writes
+    such a group together with its first occurrence (they are durable together). The count is
+    never written from a snapshot over a stored one: each occurrence adds one (see
+    ``Store.record_occurrence``), so two writers of one group cannot lose each other's counts.
+    """
+
+    error_id: str
+    fingerprint: str
+    error_type: ErrorType
+    error_severity: ErrorSeverity
+    category: ErrorCategory
+    message: str
+    component: str
+    operation: str
+    worker_id: str | None
+    task_id: str | None
+    hardware_id: str | None
+    exception_type: str | None
+    stack_trace: str | None
+    metadata: Mapping[str, Any]
+    first_seen: datetime
+    last_seen: datetime
+    aggregated_count: int
+    retry_count: int
+    retry_successful: bool | None
+    resolution_status: ResolutionStatus
+    resolution_time: datetime | None
+    resolution_strategy: str | None
+    regression_count: int
+    recovery_level: int
+    recovery_details: Mapping[str, Any]
+    stored: bool = True
+
+    @property
+    def severity_rank(self) -> int:
+        return self.error_severity.rank
+
+    @classmethod
+    def of(cls, r: ErrorReport) -> GroupRecord:
+        """Snapshot ``r`` (on the loop). ``stored`` is ``r.persisted``: the caller sets that once
+        the store has the group queued."""
+        c = r.context
+        return cls(
+            r.error_id, r.fingerprint, r.error_type, r.error_severity, r.category, r.message, c.component,
+            c.operation, c.worker_id, c.task_id, c.hardware_id, r.exception_type, c.stack_trace,
+            dict(c.metadata) if c.metadata else {}, r.first_seen, r.last_seen, r.aggregated_count, r.retry_count,
+            r.retry_successful, ResolutionStatus(r.resolution_status), r.resolution_time, r.resolution_strategy,
+            r.regression_count, r.recovery_level, _public_details(r.recovery_details), r.persisted,
+        )
+
+    def to_report(self) -> ErrorReport:
+        """A live report of this state (restored at startup, or read back for a resolution)."""
+        return ErrorReport(
+            error_id=self.error_id,
+            error_type=self.error_type,
+            error_severity=self.error_severity,
+            message=self.message,
+            context=ErrorContext(
+                component=self.component,
+                operation=self.operation,
+                worker_id=self.worker_id,
+                task_id=self.task_id,
+                hardware_id=self.hardware_id,
+                stack_trace=self.stack_trace,
+                metadata=dict(self.metadata),
+            ),
+            category=self.category,
+            fingerprint=self.fingerprint,
+            exception_type=self.exception_type,
+            retry_count=self.retry_count,
+            retry_successful=self.retry_successful,
+            aggregated_count=self.aggregated_count,
+            resolution_status=self.resolution_status,
+            resolution_time=self.resolution_time,
+            resolution_strategy=self.resolution_strategy,
+            recovery_details=dict(self.recovery_details),
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            regression_count=self.regression_count,
+            recovery_level=self.recovery_level,
+            new_group=False,
+            persisted=True,
+        )
+
+    def to_api(self, fields: Sequence[str] | None = None) -> dict[str, Any]:
+        """The JSON shape of GET /errors/{id} (every field), or of a list item (``LIST_FIELDS``)."""
+        out: dict[str, Any] = {}
+        for name in fields or API_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                value = iso(value)
+            elif isinstance(value, ErrorType | ErrorSeverity | ErrorCategory | ResolutionStatus):
+                value = value.value
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[name] = value
+        return out
+
+
+# Every field of a group as the API shows it (the record's fields but ``stored``).
+API_FIELDS = tuple(n for n in GroupRecord.__dataclass_fields__ if n != "stored")
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyRun:
+    """One run of a recovery strategy (append-only)."""
+
+    strategy_id: str
+    strategy_name: str
+    error_type: str
+    execution_time: float
+    success: bool
+    affected_tasks: int = 0
+    recovered_tasks: int = 0
+    impact_score: float = 0.0
+    stability_score: float = 1.0
+    outcome: str = "success"
+    error_id: str | None = None
+    level: int = 1
+    hardware_id: str | None = None
+    resource_usage: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] = field(default_factory=dict)
+    timestamp: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class LevelRecord:
+    """A group's progressive-recovery level and the history of its recoveries."""
+
+    error_id: str
+    level: int
+    updated_at: datetime
+    history: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyScore:
+    """What was learned of one (error key, strategy) pair: its score and its evidence."""
+
+    key: str
+    strategy_id: str
+    score: float
+    samples: int
+    metrics: Mapping[str, Any]
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutRecord:
+    """An adaptive timeout of one (error type, strategy) pair."""
+
+    error_type: str
+    strategy_id: str
+    timeout: float
+    srtt: float = 0.0
+    rttvar: float = 0.0
+    samples: int = 0
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerRecord:
+    """State a selection policy keeps of its own, under a key."""
+
+    key: str
+    state: Mapping[str, Any]
+    updated_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """Everything restored at startup. ``skipped`` counts stored rows that could not be read
+    (an unknown error type, broken JSON, ...): they are left out, never fatal."""
+
+    groups: list[GroupRecord]
+    levels: list[LevelRecord]
+    scores: list[StrategyScore]
+    timeouts: list[TimeoutRecord]
+    learner: list[LearnerRecord]
+    reconciled: int = 0
+    skipped: int = 0
+    # For exact grouping past the memory cap (a store without fingerprint lookups leaves them
+    # empty): the fingerprints of recent groups not among ``groups``, looked up when they recur;
+    # the open and open critical groups of the whole store (None: count ``groups``); the
+    # stopped recoveries (error id, reason) of groups not necessarily among ``groups``.
+    stored_fingerprints: list[str] = field(default_factory=list)
+    open_total: int | None = None
+    critical_open: int | None = None
+    stopped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupQuery:
+    """Filters of a group listing. ``status``: open (anything not resolved), resolved or all;
+    ``min_rank``: the least severity rank; ``after``: the cursor of the previous page."""
+
+    status: str = "open"
+    component: str | None = None
+    min_rank: int | None = None
+    error_type: str | None = None
+    limit: int = 100
+    after: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPage:
+    """One page of groups, newest ``last_seen`` first, as API items (``LIST_FIELDS``).
+    ``next_cursor`` is (last_seen ISO, error_id) of the last item when more follow."""
+
+    items: list[dict[str, Any]]
+    next_cursor: tuple[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTotals:
+    """Counts over everything stored (for diagnostics and checks)."""
+
+    groups: int
+    occurrences: int
+    aggregated: int
+    strategy_runs: int
+    levels: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """The store's health, for diagnostics and metrics."""
+
+    ok: bool
+    path: str
+    pending_writes: int = 0
+    queued_occurrences: int = 0
+    dropped_occurrences: int = 0
+    dropped_writes: int = 0
+    commits: int = 0
+    rows_written: int = 0
+    reconnects: int = 0
+    last_error: str | None = None
+    failing_for_seconds: float = 0.0
+    fallback: str | None = None
+    seed_migration: Mapping[str, Any] | None = None
+    schema_version: int = 0
+    skipped_rows: int = 0
+    issues: tuple[str, ...] = ()
+    recreated: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["issues"] = list(self.issues)
+        out["seed_migration"] = dict(self.seed_migration) if self.seed_migration else None
+        return out
+
