@@ -168,6 +168,13 @@ class ErrorHandler:
         return Occurrence(ctx, exc, message, exc_type, vals, component, operation, metadata, related, workers,
                           tasks, cls, fp)
 
+    def build(
+        self, error: BaseException | str, context: Mapping[str, Any] | None
+    ) -> tuple[ErrorReport, str, dict[str, Any] | None]:
+        """Classify one occurrence and fold it into its group in memory: :meth:`report` without
+        the store (no lookup of an evicted group, nothing queued). No I/O."""
+        return self.fold(self.prepare(error, context))
+
     def fold(self, occ: Occurrence) -> tuple[ErrorReport, str, dict[str, Any] | None]:
         """Fold a prepared occurrence into its group (in memory). No I/O."""
         ctx, exc, message, exc_type, vals = occ.ctx, occ.exc, occ.message, occ.exc_type, occ.vals
