@@ -280,8 +280,11 @@ async def read_json(
     if request.content_length is not None and request.content_length > max_body:
         raise ApiError(413, f"request body over {max_body} bytes", "body_too_large")
     try:
-        async with asyncio.timeout(timeout):
+        if request.content.is_eof():  # the whole body is here already (the common case): no wait
             raw = await request.read()
+        else:
+            async with asyncio.timeout(timeout):
+                raw = await request.read()
     except TimeoutError:
         err = ApiError(408, f"request body not received within {timeout:g} s", "body_timeout")
         err.force_close()

@@ -52,13 +52,13 @@ def test_a_failing_step_leaves_the_file_as_it_was(tmp_path: Path) -> None:
         con.close()
 
 
-def test_an_empty_file_and_an_unversioned_one_both_end_at_version_1(tmp_path: Path) -> None:
+def test_an_empty_file_and_an_unversioned_one_both_end_at_the_current_version(tmp_path: Path) -> None:
     from tests.store_harness import PREVIOUS_LAYOUT
 
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
     try:
         con.execute(PREVIOUS_LAYOUT)
         assert stored_version(con) == 0
-        assert migrate(con) == (0, 1) and stored_version(con) == 1
+        assert migrate(con) == (0, CURRENT_VERSION) and stored_version(con) == CURRENT_VERSION
     finally:
         con.close()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
-from datetime import datetime
 import types
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from coordinator_plugins.error_handling import (
     setup,
 )
 from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
+from coordinator_plugins.error_handling.storage.migrations import CURRENT_VERSION
 from coordinator_plugins.error_handling.storage.schema import SCHEMA
 from coordinator_plugins.error_handling.storage.seed_migration import is_seed_database, migrate_seed_database
 from coordinator_plugins.error_handling.web.openapi import document
@@ -353,7 +354,7 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         layout = await s.integ.store.read(columns)
         assert {t: layout[t] for t in V1_TABLES} == v1_layout()
         assert set(layout) == V1_TABLES | {"schema_version", "worker_nodes", "schema_versions"}
-        assert s.integ.store.status().schema_version == 1  # the seed migration writes version 1
+        assert s.integ.store.status().schema_version == CURRENT_VERSION  # the seed migration writes 1, then the steps
         open_ids = {e["error_id"]: e for e in (await s.get("/api/errors?limit=1000"))["errors"]}
         # three seed rows of one error (aggregated by the seed) are one open group under its primary's id
         assert set(open_ids) == {ids["refused"], ids["exhausted"], ids["retrying"], ids["db"]}

@@ -32,7 +32,7 @@ from coordinator_plugins.error_handling.recovery.budget import FleetBudget, Reco
 from coordinator_plugins.error_handling.recovery.manager import LevelState, RecoveryManager
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.factory import open_store
-from coordinator_plugins.error_handling.storage.records import StoredState
+from coordinator_plugins.error_handling.storage.records import LevelRecord, StoredState
 from coordinator_plugins.error_handling.strategies import BUILTIN_CLASSES, RecoveryStrategy
 from coordinator_plugins.error_handling.strategies.builtin import DatabaseRecoveryStrategy, SystemRecoveryStrategy
 
@@ -135,29 +135,51 @@ class EnhancedErrorHandlingIntegration:
         self.started = True
         logger.info(
             "error handling started: %d open group(s) restored from %s%s",
-            sum(1 for g in state.groups if g.resolution_status != "resolved"),
+            self.error_handler.groups.open_total,
             self.config.database,
             f" ({self.restore_skipped} damaged row(s) skipped)" if self.restore_skipped else "",
         )
 
     def _restore(self, state: StoredState) -> None:
+        groups = self.error_handler.groups
         for record in reversed(state.groups):
-            self.error_handler.groups.add(record.to_report())
+            groups.add(record.to_report(), counted=state.open_total is not None)
+        groups.remember_stored(state.stored_fingerprints)
+        if state.open_total is not None:  # the whole store's, in memory or not, counted once
+            groups.open_total += state.open_total
+            groups.critical_open += state.critical_open or 0
         for lv in state.levels:
-            st = LevelState(level=int(lv.level), last_updated=lv.updated_at.timestamp())
-            st.recoveries = 1
-            for h in lv.history:
-                st.history.append(dict(h))
-            self.recovery_manager.levels[lv.error_id] = st
-        for report in self.error_handler.groups:  # a stopped recovery stays stopped
+            self._restore_level(lv)
+        for report in groups:  # a stopped recovery stays stopped
             stopped = report.recovery_details.get("stopped")
             if stopped and report.is_open:
                 self.recovery_manager.state(report.error_id).stopped = str(stopped)
+        for error_id, reason in state.stopped:  # also of groups left in the store
+            self.recovery_manager.state(error_id).stopped = reason
+        self.error_handler.stored.on_loaded = self._loaded
         self.performance_recovery.load(state.scores)
         self.timeouts.load(state.timeouts)
         if isinstance(self.policy, AdaptivePolicy):
             self.policy.load(state.learner)
         self.restore_skipped = state.skipped + self.performance_recovery.skipped
+
+    def _restore_level(self, lv: LevelRecord) -> None:
+        st = LevelState(level=int(lv.level), last_updated=lv.updated_at.timestamp())
+        st.recoveries = 1
+        for h in lv.history:
+            st.history.append(dict(h))
+        old = self.recovery_manager.levels.get(lv.error_id)
+        if old is not None:
+            st.stopped = old.stopped
+        self.recovery_manager.levels[lv.error_id] = st
+
+    def _loaded(self, report: ErrorReport, level: LevelRecord | None) -> None:
+        """A group came back from the store (evicted, or not loaded at startup): its level too."""
+        if level is not None and report.error_id not in self.recovery_manager.levels:
+            self._restore_level(level)
+        stopped = report.recovery_details.get("stopped")
+        if stopped and report.is_open:
+            self.recovery_manager.state(report.error_id).stopped = str(stopped)
 
     async def stop(self) -> None:
         self.closed = True
@@ -276,8 +298,10 @@ class EnhancedErrorHandlingIntegration:
             record = await self.store.get_group(error_id)
             if record is None:
                 return None
-            report = record.to_report()
-            self.error_handler.groups.add(report)
+            report = self.error_handler.groups.get(error_id)  # loaded meanwhile?
+            if report is None:
+                report = record.to_report()
+                self.error_handler.groups.add(report, counted=True)
         if not report.is_open:
             return True
         self._unstop(error_id)
@@ -307,6 +331,7 @@ class EnhancedErrorHandlingIntegration:
             "hook_failures": h.hooks.failures,
             "hook_timeouts": h.hooks.timeouts,
             "evicted_groups": h.groups.evicted,
+            "store_lookups": h.stored.lookups,  # fingerprints looked up in the store after a miss in memory
             "dropped_occurrences": self.store.status().dropped_occurrences,
         }
 

@@ -183,7 +183,7 @@ class ErrorContext:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class ErrorReport:
     """One error group: the first occurrence's details plus counts and lifecycle.
 
@@ -225,6 +225,8 @@ class ErrorReport:
     # Per task the group's occurrences named, the worker of each (None when unnamed): one task
     # failing the same way (one group) on several workers is the task's problem (not persisted).
     task_failures: dict[str, list[str | None]] = field(default_factory=dict)
+    # What the group index counted this group as (bit 0 open, bit 1 open critical; -1 nothing).
+    counted: int = -1
 
     def add_targets(self, worker_id: str | None, task_id: str | None, metadata: dict[str, Any] | None) -> None:
         if worker_id and worker_id not in self.target_workers and len(self.target_workers) < MAX_TARGETS:

@@ -176,11 +176,31 @@ def _rule_for(cls: type[BaseException]) -> tuple[ErrorType, ErrorCategory | None
         return rule
 
 
+# No keyword pattern names a digit, so every digit may be read as 0: a match is the same, and
+# messages that differ only in their numbers (the commonest difference) share one cache entry.
+assert not any(ch.isdigit() for p, _ in _KEYWORDS for ch in p.pattern)
+_ZERO = bytes.maketrans(b"123456789", b"000000000")  # bytes.translate: 7x faster than str's
+_KW_CACHE: dict[bytes, ErrorType | None] = {}
+_KW_CACHE_MAX = 4096
+
+
 def _keyword_type(text: str) -> ErrorType | None:
+    """The type of the first keyword pattern found in ``text`` (cached: 14 regex scans cost more
+    than the rest of classification)."""
+    key = text.encode("utf-8", "surrogatepass").translate(_ZERO)
+    try:
+        return _KW_CACHE[key]
+    except KeyError:
+        pass
+    found = None
     for pattern, etype in _KEYWORDS:
         if pattern.search(text):
-            return etype
-    return None
+            found = etype
+            break
+    if len(_KW_CACHE) >= _KW_CACHE_MAX:
+        _KW_CACHE.clear()
+    _KW_CACHE[key] = found
+    return found
 
 
 def classify(

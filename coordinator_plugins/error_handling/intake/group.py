@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from coordinator_plugins.error_handling.model import ErrorReport
+from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ResolutionStatus
 
 # One pass; at each position the alternatives are tried in this order, the widest shapes first,
 # so a uuid is not eaten as hex and numbers, nor an address as numbers.
@@ -52,7 +53,7 @@ def normalize_message(message: str) -> str:
         line = _SPACED_TS.sub("<ts>", line)
     # Token by token (str.split and the regex agree on what whitespace is): a regex scan for
     # tokens backtracked over every word without digits, twice the cost of this loop.
-    out = " ".join([_mask_token(t) for t in line.split()])
+    out = " ".join([t if t.isalpha() else _mask_token(t) for t in line.split()])  # words: no call
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
     _CACHE[message] = out
@@ -67,11 +68,26 @@ def fingerprint(
     return hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=16).hexdigest()
 
 
+def stored_key(fp: str) -> int:
+    """The key under which a fingerprint is remembered as stored (64 bits of it: a collision only
+    costs one lookup that finds nothing)."""
+    return int(fp[:16], 16) if len(fp) >= 16 else hash(fp)
+
+
+CRITICAL = ErrorSeverity.CRITICAL
+
+
 class GroupIndex:
     """fingerprint -> group, and error_id -> group, capped at ``max_groups``.
 
     When full, resolved groups are evicted first, least recently seen first; open groups only
-    when no resolved one is left. Evicted groups stay in the database.
+    when no resolved one is left. Evicted groups stay in the database: their fingerprints are
+    remembered (``may_be_stored``), so a later occurrence looks the group up in the store instead
+    of opening a second group, and an evicted group that something still holds (a recovery, the
+    writer's queue) is found again as the same object.
+
+    ``open_total`` and ``critical_open`` count every open (and open critical) group, in memory or
+    only in the store: kept up to date by :meth:`mark` as groups change, never by walking them.
     """
 
     def __init__(self, max_groups: int = 50_000) -> None:
@@ -79,7 +95,13 @@ class GroupIndex:
         self._by_fp: OrderedDict[str, ErrorReport] = OrderedDict()
         self._by_id: dict[str, ErrorReport] = {}
         self._resolved: OrderedDict[str, None] = OrderedDict()
+        # evicted groups still referenced elsewhere: the same object must come back
+        self._ghost_fp: weakref.WeakValueDictionary[str, ErrorReport] = weakref.WeakValueDictionary()
+        self._ghost_id: weakref.WeakValueDictionary[str, ErrorReport] = weakref.WeakValueDictionary()
+        self._stored: set[int] = set()
         self.evicted = 0
+        self.open_total = 0
+        self.critical_open = 0
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -91,38 +113,83 @@ class GroupIndex:
         report = self._by_fp.get(fp)
         if report is not None:
             self._by_fp.move_to_end(fp)
-        return report
+            return report
+        if self._ghost_fp:
+            ghost = self._ghost_fp.get(fp)
+            if ghost is not None:
+                self.add(ghost)  # its counters were kept while it was away (mark)
+                return ghost
+        return None
+
+    def lookup_needed(self, fp: str) -> bool:
+        """True when ``fp`` is not in memory (an evicted group that is still held comes back here)
+        and a group with it may be in the store."""
+        if fp in self._by_fp or self.by_fingerprint(fp) is not None:
+            return False
+        return bool(self._stored) and stored_key(fp) in self._stored
+
+    def remember_stored(self, fingerprints: Iterable[str]) -> None:
+        """Fingerprints of stored groups not (necessarily) in memory: they are looked up on a miss."""
+        self._stored.update(stored_key(fp) for fp in fingerprints if fp)
+
+    def forget_stored(self, fp: str) -> None:
+        self._stored.discard(stored_key(fp))
 
     def get(self, error_id: str) -> ErrorReport | None:
-        return self._by_id.get(error_id)
+        report = self._by_id.get(error_id)
+        if report is None and self._ghost_id:
+            report = self._ghost_id.get(error_id)
+            if report is not None:
+                self.add(report)
+        return report
 
-    def add(self, report: ErrorReport) -> None:
+    def add(self, report: ErrorReport, counted: bool = False) -> None:
+        """Index ``report``. ``counted``: it is already in ``open_total``/``critical_open`` (a group
+        loaded from the store, or one that comes back), so only later changes count."""
+        if counted:
+            report.counted = _state(report)
+        if self._ghost_id:
+            self._ghost_id.pop(report.error_id, None)
+            if self._ghost_fp.get(report.fingerprint) is report:
+                del self._ghost_fp[report.fingerprint]
         old = self._by_fp.get(report.fingerprint)
         if old is not None and old.error_id != report.error_id:
             self._forget(old)
         self._by_fp[report.fingerprint] = report
+        self._by_fp.move_to_end(report.fingerprint)
         self._by_id[report.error_id] = report
         self.mark(report)
         while len(self._by_id) > self.max_groups:
             self._evict_one()
 
     def mark(self, report: ErrorReport) -> None:
-        """Keep the resolved-first eviction order in step with the report's status. A group no
-        longer in the index (evicted while its recovery ran) is left out: eviction would not
-        find it."""
+        """Keep the counters and the resolved-first eviction order in step with the report. A
+        group no longer in the index (evicted while its recovery ran) is counted, not indexed:
+        eviction would not find it."""
+        state = _state(report)
+        before = report.counted
+        if state != before:
+            if before >= 0:
+                self.open_total -= before & 1
+                self.critical_open -= before >> 1
+            self.open_total += state & 1
+            self.critical_open += state >> 1
+            report.counted = state
         if self._by_id.get(report.error_id) is not report:
             return
-        if not report.is_open:
+        if not state & 1:
             self._resolved[report.error_id] = None
             self._resolved.move_to_end(report.error_id)
         else:
             self._resolved.pop(report.error_id, None)
 
     def open_groups(self) -> list[ErrorReport]:
+        """The open groups in memory (a walk: for tests and tools, not for diagnostics)."""
         return [r for r in self._by_id.values() if r.is_open]
 
     def count_open(self) -> int:
-        return len(self._by_id) - len(self._resolved)
+        """Open groups, in memory or only in the store."""
+        return self.open_total
 
     def _forget(self, report: ErrorReport) -> None:
         self._by_id.pop(report.error_id, None)
@@ -137,4 +204,14 @@ class GroupIndex:
         else:
             _, victim = next(iter(self._by_fp.items()))
         self._forget(victim)
+        self._ghost_fp[victim.fingerprint] = victim
+        self._ghost_id[victim.error_id] = victim
+        self._stored.add(stored_key(victim.fingerprint))
         self.evicted += 1
+
+
+def _state(report: ErrorReport) -> int:
+    """What a group adds to the counters: bit 0 open, bit 1 open and critical."""
+    if report.resolution_status is ResolutionStatus.RESOLVED:
+        return 0
+    return 3 if report.error_severity is CRITICAL else 1

@@ -9,6 +9,7 @@ import os
 import random
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from coordinator_plugins.error_handling.intake.classify import classify
 from coordinator_plugins.error_handling.intake.context import priority_severity, related_mapping, related_targets
 from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerprint
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
+from coordinator_plugins.error_handling.intake.lookup import StoredGroups
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.model import (
@@ -32,6 +34,25 @@ from coordinator_plugins.error_handling.storage.records import GroupRecord, Occu
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
 _ID_RNG = random.Random(os.urandom(32))  # error ids stay random whatever `seed` says
+
+
+@dataclass(slots=True)
+class Occurrence:
+    """One occurrence classified and fingerprinted, not yet folded into a group."""
+
+    ctx: Mapping[str, Any]
+    exc: BaseException | None
+    message: str
+    exc_type: str | None
+    vals: dict[str, str | None]
+    component: str
+    operation: str
+    metadata: dict[str, Any] | None
+    related: dict[str, Any]
+    workers: list[str]
+    tasks: list[str]
+    cls: Any
+    fp: str
 
 
 def new_error_id() -> str:
@@ -81,6 +102,7 @@ class ErrorHandler:
         # A fleet's claim of new groups (fleet.member.Fleet.adopt): the group to count into.
         self.adopt: Callable[[ErrorReport], Awaitable[ErrorReport]] | None = None
         self._changed = True
+        self.stored = StoredGroups(store, self.groups)  # groups found in the store after a miss
         # Called with (report, previous resolution strategy) when a resolved group regresses.
         self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
 
@@ -97,10 +119,8 @@ class ErrorHandler:
         self.hooks.register(key, hook)
 
     # -- reporting ----------------------------------------------------------------------------
-    def build(
-        self, error: BaseException | str, context: Mapping[str, Any] | None
-    ) -> tuple[ErrorReport, str, dict[str, Any] | None]:
-        """Classify one occurrence and fold it into its group (in memory). No I/O."""
+    def prepare(self, error: BaseException | str, context: Mapping[str, Any] | None) -> Occurrence:
+        """Classify one occurrence and compute its fingerprint. No I/O, no state changed."""
         ctx = context or {}
         if isinstance(error, BaseException):
             exc: BaseException | None = error
@@ -147,6 +167,21 @@ class ErrorHandler:
             has_worker=bool(vals["worker_id"]),
         )
         fp = fingerprint(cls.error_type._value_, cls.category._value_, component, operation, exc_type, message)
+        return Occurrence(ctx, exc, message, exc_type, vals, component, operation, metadata, related, workers,
+                          tasks, cls, fp)
+
+    def build(
+        self, error: BaseException | str, context: Mapping[str, Any] | None
+    ) -> tuple[ErrorReport, str, dict[str, Any] | None]:
+        """Classify one occurrence and fold it into its group in memory: :meth:`report` without
+        the store (no lookup of an evicted group, nothing queued). No I/O."""
+        return self.fold(self.prepare(error, context))
+
+    def fold(self, occ: Occurrence) -> tuple[ErrorReport, str, dict[str, Any] | None]:
+        """Fold a prepared occurrence into its group (in memory). No I/O."""
+        ctx, exc, message, exc_type, vals = occ.ctx, occ.exc, occ.message, occ.exc_type, occ.vals
+        component, operation, metadata, related = occ.component, occ.operation, occ.metadata, occ.related
+        workers, tasks, cls, fp = occ.workers, occ.tasks, occ.cls, occ.fp
         now = utcnow()
         self.occurrences += 1
         # keyed by the members' plain values: an Enum's __hash__ is a Python call, too slow here
@@ -166,6 +201,7 @@ class ErrorHandler:
             self._changed = cls.severity > group.error_severity
             if self._changed:
                 group.error_severity = cls.severity
+                self.groups.mark(group)  # it may be critical now
             group.new_group = False
             group.is_regression = False
             return group, message, metadata
@@ -220,9 +256,18 @@ class ErrorHandler:
     async def report(
         self, error: BaseException | str, context: Mapping[str, Any] | None = None
     ) -> tuple[ErrorReport, int]:
-        """Classify, group, queue for persistence and run hooks. Returns (report, write seq)."""
-        report, message, metadata = self.build(error, context)
-        changed = self._changed  # of this build: another report may build while a fleet claim waits
+        """Classify, group, queue for persistence and run hooks. Returns (report, write seq).
+
+        A fingerprint that is not in memory but may be in the store (its group was evicted, or
+        not loaded at startup) is looked up there first, off the event loop, so that the count
+        stays exact whatever fits in memory."""
+        occ = self.prepare(error, context)
+        if self.groups.lookup_needed(occ.fp):
+            found = await self.stored.load(occ.fp)
+            if found is not None and self.groups.by_fingerprint(occ.fp) is None:
+                self.groups.add(found)  # evicted again by the rest of a burst: back (counted already)
+        report, message, metadata = self.fold(occ)
+        changed = self._changed  # of this fold: another report may fold while a fleet claim waits
         if self.adopt is not None:  # a fleet: the group of this fingerprint may be another member's
             report = await self.adopt(report)
         # snapshots: the store's writer never reads the live report, which keeps changing

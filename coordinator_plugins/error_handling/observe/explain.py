@@ -139,7 +139,7 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
         issues.append(f"recovery budget exhausted for: {', '.join(budget['exhausted'])}")
     metrics = await integ.get_error_metrics()
     rm = integ.recovery_manager
-    active = {e: st.level for e, st in rm.levels.items() if st.level > 1}
+    active = rm.active_levels()
     if any(lv >= 5 for lv in active.values()):
         status = "degraded" if status == "healthy" else status
         issues.append(f"{sum(1 for lv in active.values() if lv >= 5)} group(s) reached level 5")
@@ -152,7 +152,7 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
             issues.append(f"error group {error_id}{what}: {reason}")
         if len(stopped) > 20:
             issues.append(f"{len(stopped) - 20} more error group(s) whose recovery does not hold")
-    critical_open = sum(1 for g in integ.error_handler.groups.open_groups() if g.error_severity.value == "critical")
+    critical_open = integ.error_handler.groups.critical_open  # a counter, not a walk
     if critical_open:
         status = "critical" if critical_open >= 3 else ("degraded" if status == "healthy" else status)
         issues.append(f"{critical_open} open critical error group(s)")

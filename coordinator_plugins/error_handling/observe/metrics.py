@@ -21,7 +21,9 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         s = self.integ.stats_for_metrics()
-        yield GaugeMetricFamily("error_handling_open_groups", "Open error groups in memory", value=s["open_groups"])
+        yield GaugeMetricFamily(
+            "error_handling_open_groups", "Open error groups (in memory or only in the store)", value=s["open_groups"]
+        )
         yield GaugeMetricFamily("error_handling_recoveries_in_flight", "Recoveries running", value=s["in_flight"])
         b = s["budget"]
         yield GaugeMetricFamily(

@@ -19,6 +19,7 @@ class Candidates:
     def __init__(self) -> None:
         self.strategies: dict[str, RecoveryStrategy] = {}
         self._by_category: dict[str, list[RecoveryStrategy]] = {}
+        self._allowed: dict[int, set[Any]] = {}  # max level -> the strategy levels it allows
 
     def add(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
         if not isinstance(strategy, RecoveryStrategy):
@@ -46,7 +47,9 @@ class Candidates:
     def may_act(self, report: ErrorReport, max_level: int) -> bool:
         """Could a strategy act on this report now? An async ``is_applicable``, or one that
         raises, is left to the recovery itself to ask."""
-        allowed = {lvl for lv in range(1, max_level + 1) for lvl in LEVEL_STRATEGIES[lv]}
+        allowed = self._allowed.get(max_level)
+        if allowed is None:
+            allowed = self._allowed[max_level] = {lvl for lv in range(1, max_level + 1) for lvl in LEVEL_STRATEGIES[lv]}
         probe: dict[str, Any] | None = None
         for s in self.for_category(report.category.value):
             if s.level not in allowed:

@@ -30,7 +30,7 @@ from coordinator_plugins.error_handling.recovery.candidates import Candidates
 from coordinator_plugins.error_handling.recovery.leased import recover_leased
 from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
 from coordinator_plugins.error_handling.recovery.poison import screen
-from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
+from coordinator_plugins.error_handling.recovery.state import LevelMap, LevelState, Targets, strategy_info
 from coordinator_plugins.error_handling.recovery.verify import Probation
 from coordinator_plugins.error_handling.storage.records import LevelRecord
 from coordinator_plugins.error_handling.strategies.base import (
@@ -68,7 +68,7 @@ class RecoveryManager(RecoveryOutcomes):
         self.save_level = save_level
         self.candidates = Candidates()
         self.strategies: dict[str, RecoveryStrategy] = self.candidates.strategies
-        self.levels: dict[str, LevelState] = {}
+        self.levels: LevelMap = LevelMap()
         self.inflight: dict[str, asyncio.Task[tuple[bool, dict[str, Any]]]] = {}
         self.deferred: dict[str, asyncio.TimerHandle] = {}
         self.learner = Learner(coordinator, perf, timeouts, sampler, config.verify_window)
@@ -149,7 +149,11 @@ class RecoveryManager(RecoveryOutcomes):
 
     def stopped_groups(self) -> dict[str, str]:
         """Groups whose recovery was stopped because it did not hold: error id -> reason."""
-        return {e: st.stopped for e, st in self.levels.items() if st.stopped}
+        return dict(self.levels.stopped)
+
+    def active_levels(self) -> dict[str, int]:
+        """Groups whose recovery level is above 1: error id -> level (kept as levels change)."""
+        return dict(self.levels.active)
 
     # -- entry points ---------------------------------------------------------------------------------
     def schedule(self, report: ErrorReport) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from coordinator_plugins.error_handling.model import ErrorReport
@@ -32,16 +32,56 @@ class Targets:
         return cls(workers, tasks, metadata, had_tasks=bool(tasks))
 
 
-@dataclass
 class LevelState:
-    level: int = 1
-    last_updated: float = field(default_factory=time.time)
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=HISTORY_LIMIT))
-    recoveries: int = 0
-    failures: int = 0  # consecutive failed recoveries
-    cooldown_until: float = 0.0  # monotonic time before which no automatic recovery starts
-    unheld: deque[float] = field(default_factory=deque)  # when recoveries did not hold (monotonic)
-    stopped: str | None = None  # why recovery stopped, until the group is resolved or reset
+    """A group's recovery level, history, cooldown and stop. ``level`` and ``stopped`` tell the
+    :class:`LevelMap` holding the state when they change, so that the groups above level 1 and
+    the stopped ones are known without walking every group."""
+
+    __slots__ = ("_level", "_stopped", "_watch", "cooldown_until", "error_id", "failures", "history",
+                 "last_updated", "recoveries", "unheld")
+
+    def __init__(
+        self,
+        level: int = 1,
+        last_updated: float | None = None,
+        history: deque[dict[str, Any]] | None = None,
+        recoveries: int = 0,
+        failures: int = 0,
+        cooldown_until: float = 0.0,
+        unheld: deque[float] | None = None,
+        stopped: str | None = None,
+    ) -> None:
+        self._watch: LevelMap | None = None
+        self.error_id = ""
+        self._level = level
+        self._stopped = stopped
+        self.last_updated = time.time() if last_updated is None else last_updated
+        self.history: deque[dict[str, Any]] = history if history is not None else deque(maxlen=HISTORY_LIMIT)
+        self.recoveries = recoveries
+        self.failures = failures  # consecutive failed recoveries
+        self.cooldown_until = cooldown_until  # monotonic time before which no automatic recovery starts
+        self.unheld: deque[float] = unheld if unheld is not None else deque()  # recoveries that did not hold
+
+    @property
+    def level(self) -> int:
+        return self._level
+
+    @level.setter
+    def level(self, value: int) -> None:
+        self._level = value
+        if self._watch is not None:
+            self._watch.note(self)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why recovery stopped, until the group is resolved or reset."""
+        return self._stopped
+
+    @stopped.setter
+    def stopped(self, value: str | None) -> None:
+        self._stopped = value
+        if self._watch is not None:
+            self._watch.note(self)
 
     def did_not_hold(self, window: float, now: float | None = None) -> int:
         """Count one more recovery that did not hold; how many did within ``window`` seconds."""
@@ -58,6 +98,42 @@ class LevelState:
         self.unheld.clear()
         self.failures = 0
         self.cooldown_until = 0.0
+
+
+class LevelMap(dict[str, LevelState]):
+    """error id -> LevelState, which also knows the groups above level 1 (``active``) and the
+    stopped ones (``stopped``), updated as states change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active: dict[str, int] = {}
+        self.stopped: dict[str, str] = {}
+
+    def __setitem__(self, error_id: str, st: LevelState) -> None:
+        old = self.get(error_id)
+        if old is not None and old is not st:
+            old._watch = None
+        st._watch, st.error_id = self, error_id
+        super().__setitem__(error_id, st)
+        self.note(st)
+
+    def __delitem__(self, error_id: str) -> None:
+        st = self[error_id]
+        super().__delitem__(error_id)
+        st._watch = None
+        self.active.pop(error_id, None)
+        self.stopped.pop(error_id, None)
+
+    def note(self, st: LevelState) -> None:
+        e = st.error_id
+        if st._level > 1:
+            self.active[e] = st._level
+        else:
+            self.active.pop(e, None)
+        if st._stopped:
+            self.stopped[e] = st._stopped
+        else:
+            self.stopped.pop(e, None)
 
 
 def strategy_info(report: ErrorReport, level: int, timeout: float, targets: Targets) -> dict[str, Any]:

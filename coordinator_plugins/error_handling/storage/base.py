@@ -168,7 +168,19 @@ class Store(Protocol):
         """Drop the connection and open a new one (a recovery action); True when it works."""
 
 
+@runtime_checkable
+class GroupLookup(Protocol):
+    """What a store offers for exact grouping past ``max_groups_in_memory`` (the DuckDB store
+    does): a group evicted from memory, or not loaded at startup, is found by its fingerprint
+    when it recurs. A store without it groups in memory only."""
+
+    async def find_groups(self, fingerprints: list[str]) -> dict[str, tuple[GroupRecord, LevelRecord | None]]:
+        """fingerprint -> (its stored group: the open one, else the one seen last; its level)
+        for those of ``fingerprints`` the store holds; one query for all of them."""
+
+
 __all__ = [
+    "GroupLookup",
     "SchemaTooNew",
     "Store",
     "StoreClosed",

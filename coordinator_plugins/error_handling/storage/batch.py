@@ -269,3 +269,23 @@ def run_statements(
         except Exception:
             pass
         raise
+
+
+def bulk_load(cur: duckdb.DuckDBPyConnection, groups: list[GroupRecord], occurrences: list[OccurrenceRecord]) -> None:
+    """Append whole groups (their counts as they are) and occurrences in one transaction through
+    DuckDB's appender: the store's bulk path, for imports and benchmarks."""
+    occ = [(o.error_id, o.occurred_at, o.message, o.worker_id, o.task_id, o.hardware_id,
+            dumps(o.metadata) if o.metadata else None) for o in occurrences]
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        for table, rows in (("error_reports", [group_row(g, g.aggregated_count) for g in groups]),
+                            ("error_occurrences", occ)):
+            if rows:
+                app = cur.appender(table)
+                for part in chunks(rows, 50_000):
+                    app.append_rows(part)
+                app.flush()
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from coordinator_plugins.error_handling.storage import analytics, queries
+from coordinator_plugins.error_handling.storage.batch import bulk_load
+from coordinator_plugins.error_handling.storage.order import GroupOrder
 from coordinator_plugins.error_handling.storage.records import (
     GroupPage,
     GroupQuery,
@@ -25,6 +27,7 @@ R = TypeVar("R")
 
 class DuckDBReads:
     skipped_rows: int
+    order: GroupOrder
 
     async def read(self, fn: Callable[[Any], R]) -> R:
         raise NotImplementedError
@@ -38,7 +41,18 @@ class DuckDBReads:
         return await self.read(lambda cur: queries.get_group(cur, error_id))
 
     async def list_groups(self, query: GroupQuery) -> GroupPage:
-        return await self.read(lambda cur: queries.list_groups(cur, query))
+        return await self.read(lambda cur: queries.list_groups(cur, query, self.order))
+
+    async def find_groups(self, fingerprints: list[str]) -> dict[str, tuple[GroupRecord, LevelRecord | None]]:
+        """fingerprint -> (its stored group, open first; its level) for those the store holds, by
+        the index on the fingerprint (see base.GroupLookup)."""
+        return await self.read(lambda cur: queries.find_groups(cur, fingerprints))
+
+    async def bulk_load(self, groups: list[GroupRecord], occurrences: list[OccurrenceRecord]) -> None:
+        """Append whole groups and their occurrences in one transaction through DuckDB's appender:
+        imports and benchmarks (the groups must be new to the store)."""
+        await self.read(lambda cur: bulk_load(cur, groups, occurrences))
+        self.order.note([(g, None) for g in groups])
 
     async def unresolved_groups(self, component: str | None = None, min_rank: int | None = None) -> list[GroupRecord]:
         return await self.read(lambda cur: queries.unresolved(cur, component, min_rank))

@@ -25,6 +25,7 @@ from coordinator_plugins.error_handling.storage.batch import Batch
 from coordinator_plugins.error_handling.storage.duckdb_reads import DuckDBReads
 from coordinator_plugins.error_handling.storage.durability import Durability
 from coordinator_plugins.error_handling.storage.migrations import migrate
+from coordinator_plugins.error_handling.storage.order import GroupOrder
 from coordinator_plugins.error_handling.storage.records import (
     GroupRecord,
     LearnerRecord,
@@ -123,6 +124,7 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
         # seq -> why the database refused that write (the most recent REFUSED_KEPT of them)
         self._refused: dict[int, str] = {}
         self.skipped_rows = 0  # stored rows load_state could not read
+        self.order = GroupOrder()  # every group's (last_seen, error_id), for paging (see order.py)
         self.watch = FileWatch(self)
 
     # -- lifecycle -------------------------------------------------------------------------

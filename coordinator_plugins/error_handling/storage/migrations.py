@@ -13,6 +13,9 @@ Versions:
   EXISTS`` on every connect).
 - 1: the layout of ``schema.SCHEMA``, and ``schema_version``. A file the seed framework wrote
   is converted to it by ``seed_migration`` before the steps run.
+- 2: an index on ``error_reports.fingerprint``: a group evicted from memory (or not loaded at
+  startup) is found by its fingerprint when it recurs, so grouping stays exact past
+  ``max_groups_in_memory``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of version 1 (the releases before versioned migrations had the same)", (SCHEMA,)),
+    Migration(2, "an index on the fingerprint of error groups (exact grouping past the memory cap)",
+              ("CREATE INDEX IF NOT EXISTS error_reports_fingerprint ON error_reports (fingerprint)",)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -3,6 +3,7 @@ and the state restored at startup. Rows become records here; no caller sees a ro
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from coordinator_plugins.error_handling.model import (
     ResolutionStatus,
     iso,
 )
+from coordinator_plugins.error_handling.storage.order import GroupOrder, from_micros, parse_cursor_time
 from coordinator_plugins.error_handling.storage.records import (
     LIST_FIELDS,
     GroupPage,
@@ -31,6 +33,14 @@ from coordinator_plugins.error_handling.storage.schema import GROUP_COLUMNS
 logger = logging.getLogger(__name__)
 Cursor = Any  # a DuckDB cursor
 _SELECT_GROUP = "SELECT " + ", ".join(GROUP_COLUMNS) + " FROM error_reports"
+_TIMES = ("first_seen", "last_seen", "resolution_time")
+# The same columns with the timestamps as epoch microseconds, for reading many groups at once.
+_SELECT_GROUPS_FAST = "SELECT " + ", ".join(f"epoch_us({c})" if c in _TIMES else c for c in GROUP_COLUMNS) + (
+    " FROM error_reports")
+# Groups restored into memory at startup (the most recent); the others come from the store when
+# they recur (exact either way), so startup does not grow with max_groups_in_memory.
+STARTUP_GROUPS = 10_000
+_RECENT = "(resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?))"
 # Errors a damaged stored value raises when it becomes a record (an unknown enum value, broken JSON).
 BAD_ROW = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
@@ -51,6 +61,8 @@ def _row_dict(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _ts(v: Any) -> datetime:
+    if isinstance(v, int):  # epoch_us(...): ten times cheaper to fetch than a TIMESTAMPTZ
+        return from_micros(v)
     if isinstance(v, datetime):
         return v if v.tzinfo else v.replace(tzinfo=UTC)
     return datetime.fromisoformat(v) if v else datetime.now(UTC)
@@ -99,33 +111,32 @@ def group_from_row(row: tuple[Any, ...]) -> GroupRecord:
     )
 
 
+# Occurrences newer than their group's last_seen are the ones the group's row does not count yet.
+_RECONCILE = """
+UPDATE error_reports SET
+    aggregated_count = aggregated_count + m.n,
+    last_seen = m.newest,
+    resolution_status = CASE WHEN m.reopen THEN 'open' ELSE resolution_status END,
+    resolution_time = CASE WHEN m.reopen THEN NULL ELSE resolution_time END,
+    regression_count = regression_count + CASE WHEN m.reopen THEN 1 ELSE 0 END
+FROM (
+    SELECT o.error_id, count(*) AS n, max(o.occurred_at) AS newest,
+           coalesce(max(o.occurred_at) > any_value(r.resolution_time), false) AS reopen
+    FROM error_occurrences o JOIN error_reports r USING (error_id)
+    WHERE o.occurred_at > r.last_seen GROUP BY o.error_id
+) AS m
+WHERE error_reports.error_id = m.error_id
+"""
+
+
 def reconcile_counts(cur: Cursor) -> int:
-    """Count into each group the occurrences its row does not include yet.
+    """Count into each group the occurrences its row does not include yet, in one statement.
 
     Group rows are written lazily, occurrences always before their acknowledgement; after a
     crash, occurrences newer than a group's ``last_seen`` are the ones its count is missing.
     A resolved group with such occurrences after its resolution is open again (a regression)."""
-    rows = cur.execute(
-        "SELECT o.error_id, count(*), max(o.occurred_at), any_value(r.resolution_time) FROM error_occurrences o "
-        "JOIN error_reports r USING (error_id) WHERE o.occurred_at > r.last_seen GROUP BY o.error_id"
-    ).fetchall()
-    if not rows:
-        return 0
-    cur.execute("BEGIN TRANSACTION")
-    for error_id, n, newest, resolved_at in rows:
-        reopen = resolved_at is not None and newest > resolved_at
-        cur.execute(
-            "UPDATE error_reports SET aggregated_count = aggregated_count + ?, last_seen = ?"
-            + (
-                ", resolution_status = 'open', resolution_time = NULL, regression_count = regression_count + 1"
-                if reopen
-                else ""
-            )
-            + " WHERE error_id = ?",
-            [n, newest, error_id],
-        )
-    cur.execute("COMMIT")
-    return len(rows)
+    row = cur.execute(_RECONCILE).fetchone()
+    return int(row[0]) if row else 0
 
 
 class _Skipper:
@@ -144,18 +155,41 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> Stored
     """Everything the plugin restores at startup; a damaged row is skipped and counted."""
     reconciled = reconcile_counts(cur)
     skip = _Skipper()
+    window = float(regression_window)
+    max_groups = min(max_groups, STARTUP_GROUPS)
     rows = cur.execute(
-        _SELECT_GROUP + " WHERE resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?) "
-        "ORDER BY last_seen DESC LIMIT ?",
-        [float(regression_window), max_groups],
+        _SELECT_GROUPS_FAST + " WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?", [window, max_groups]
     ).fetchall()
     groups: list[GroupRecord] = []
-    for r in rows:
-        try:
-            groups.append(group_from_row(r))
-        except BAD_ROW as exc:
-            skip("error_reports", r[0], exc)
-    ids = [g.error_id for g in groups]
+    collecting = gc.isenabled()
+    gc.disable()  # thousands of new objects at once: the collector would walk them again and again
+    try:
+        for r in rows:
+            try:
+                groups.append(group_from_row(r))
+            except BAD_ROW as exc:
+                skip("error_reports", r[0], exc)
+    finally:
+        if collecting:
+            gc.enable()
+    # The fingerprints of the recent groups left in the store (looked up when they recur).
+    stored = [
+        r[0]
+        for r in cur.execute(
+            "SELECT fingerprint FROM error_reports WHERE " + _RECENT + " AND error_id NOT IN "
+            "(SELECT error_id FROM error_reports WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?)",
+            [window, window, max_groups],
+        ).fetchall()
+    ] if len(rows) >= max_groups else []
+    open_total, critical_open = cur.execute(
+        "SELECT count(*) FILTER (WHERE resolution_status <> 'resolved'), "
+        "count(*) FILTER (WHERE resolution_status <> 'resolved' AND error_severity = 'critical') FROM error_reports"
+    ).fetchone() or (0, 0)
+    stopped = [(e, str(r)) for e, r in cur.execute(  # stopped recoveries stay stopped, in memory or not
+        "SELECT error_id, json_extract_string(recovery_details, '$.stopped') FROM error_reports "
+        "WHERE resolution_status <> 'resolved' AND json_extract_string(recovery_details, '$.stopped') IS NOT NULL"
+    ).fetchall()]
+    ids = [g.error_id for g in groups] + [e for e, _ in stopped]
     levels: list[LevelRecord] = []
     if ids:
         for error_id, level, updated, history in cur.execute(
@@ -196,7 +230,8 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> Stored
             learner.append(LearnerRecord(key, _json(state, {}), _ts(updated)))
         except BAD_ROW as exc:
             skip("learner_state", key, exc)
-    return StoredState(groups, levels, scores, timeouts, learner, reconciled, skip.count)
+    return StoredState(groups, levels, scores, timeouts, learner, reconciled, skip.count, stored,
+                       int(open_total), int(critical_open), stopped)
 
 
 def get_group(cur: Cursor, error_id: str) -> GroupRecord | None:
@@ -211,21 +246,76 @@ def get_group(cur: Cursor, error_id: str) -> GroupRecord | None:
         return None
 
 
-def list_groups(cur: Cursor, q: GroupQuery) -> GroupPage:
-    """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id)."""
-    where, params = _filters(q.status, q.component, q.min_rank, q.error_type)
-    if q.after is not None:
-        where.append("(last_seen, error_id) < (?::TIMESTAMPTZ, ?)")
-        params.extend(q.after)
-    sql = "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY last_seen DESC, error_id DESC LIMIT ?"
-    params.append(q.limit + 1)
-    rows = cur.execute(sql, params).fetchall()
-    items = [_row_dict(LIST_FIELDS, r) for r in rows[: q.limit]]
-    nxt = (items[-1]["last_seen"], items[-1]["error_id"]) if len(rows) > q.limit and items else None
+_ORDER_ROWS = (
+    "SELECT error_id, epoch_us(last_seen), resolution_status <> 'resolved', component, severity_rank, error_type, "
+    "rowid FROM error_reports ORDER BY last_seen, error_id"
+)
+_PAGE_ROWS = "SELECT rowid, " + ", ".join(f"epoch_us({c})" if c in _TIMES else c for c in LIST_FIELDS) + (
+    " FROM error_reports WHERE ")
+_BY_ROWID = _PAGE_ROWS + "rowid = ANY(?::BIGINT[])"
+_BY_ID = _PAGE_ROWS + "error_id IN (SELECT unnest(?::VARCHAR[]))"
+_PAGE_TIMES = tuple(i for i, c in enumerate(LIST_FIELDS) if c in _TIMES)
+
+
+def _page_item(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A list item from a page row (its timestamps as epoch microseconds: cheaper to read)."""
+    values = list(row)
+    for i in _PAGE_TIMES:
+        if values[i] is not None:
+            values[i] = iso(from_micros(values[i]))
+    return dict(zip(LIST_FIELDS, values, strict=True))
+
+
+def list_groups(cur: Cursor, q: GroupQuery, order: GroupOrder) -> GroupPage:
+    """Newest ``last_seen`` first, keyset-paginated on (last_seen, error_id), through the store's
+    sorted view (:mod:`.order`): the page's keys come from memory, its rows by rowid, so any page
+    costs what the first does however many groups there are."""
+    order.build(lambda: cur.execute(_ORDER_ROWS).fetchall())
+    key = (parse_cursor_time(q.after[0]), q.after[1]) if q.after is not None else None
+    picked = order.page(q.status, q.component, q.min_rank, q.error_type, q.limit + 1, key)
+    page = picked[: q.limit]
+    rows: dict[str, tuple[Any, ...]] = {}
+    known = [rowid for _, rowid, _ in page if rowid is not None]
+    if known:
+        for row in cur.execute(_BY_ROWID, [known]).fetchall():
+            rows[row[1]] = row
+    missing = [error_id for error_id, _, _ in page if error_id not in rows]
+    if missing:  # new groups (their rowid is learned here), or a rowid that moved
+        found = cur.execute(_BY_ID, [missing]).fetchall()
+        order.set_rowids((row[1], row[0]) for row in found)
+        rows.update((row[1], row) for row in found)
+    items = [_page_item(rows[error_id][1:]) for error_id, _, _ in page if error_id in rows]
+    nxt = None
+    if len(picked) > q.limit and page:
+        error_id, _, ls = page[-1]
+        nxt = (iso(from_micros(ls)) or "", error_id)
     return GroupPage(items, nxt)
+
+
+def find_groups(cur: Cursor, fingerprints: list[str]) -> dict[str, tuple[GroupRecord, LevelRecord | None]]:
+    """fingerprint -> (its group, open first else the one seen last; its level) for those of
+    ``fingerprints`` the store holds. One fingerprint goes by the index (no ORDER BY: with one,
+    DuckDB reads the full row through a join over the whole table); several in one statement."""
+    if len(fingerprints) == 1:
+        rows = cur.execute(_SELECT_GROUPS_FAST + " WHERE fingerprint = ?", fingerprints).fetchall()
+    else:
+        rows = cur.execute(_SELECT_GROUPS_FAST + " WHERE fingerprint IN (SELECT unnest(?::VARCHAR[]))",
+                           [fingerprints]).fetchall()
+    fp_at, status, last_seen = (GROUP_COLUMNS.index(c) for c in ("fingerprint", "resolution_status", "last_seen"))
+    best: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        old = best.get(row[fp_at])
+        if old is None or (row[status] != "resolved", row[last_seen]) > (old[status] != "resolved", old[last_seen]):
+            best[row[fp_at]] = row
+    out: dict[str, tuple[GroupRecord, LevelRecord | None]] = {}
+    for fp, row in best.items():
+        try:
+            group = group_from_row(row)
+        except BAD_ROW as exc:
+            logger.error("store: the stored row of group %s is damaged: %s: %s", row[0], type(exc).__name__, exc)
+            continue
+        out[fp] = (group, level_of(cur, group.error_id))
+    return out
 
 
 def unresolved(cur: Cursor, component: str | None, min_rank: int | None) -> list[GroupRecord]:

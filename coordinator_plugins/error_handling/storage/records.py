@@ -261,6 +261,14 @@ class StoredState:
     learner: list[LearnerRecord]
     reconciled: int = 0
     skipped: int = 0
+    # For exact grouping past the memory cap (a store without fingerprint lookups leaves them
+    # empty): the fingerprints of recent groups not among ``groups``, looked up when they recur;
+    # the open and open critical groups of the whole store (None: count ``groups``); the
+    # stopped recoveries (error id, reason) of groups not necessarily among ``groups``.
+    stored_fingerprints: list[str] = field(default_factory=list)
+    open_total: int | None = None
+    critical_open: int | None = None
+    stopped: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,9 +164,13 @@ _GROUP_TYPES = (
 )
 
 
-def _unnest_upsert(table: str, columns: tuple[str, ...], types: tuple[str, ...], key: tuple[str, ...]) -> str:
+def _unnest_upsert(
+    table: str, columns: tuple[str, ...], types: tuple[str, ...], key: tuple[str, ...], fixed: tuple[str, ...] = ()
+) -> str:
+    """INSERT ... ON CONFLICT DO UPDATE of every column but the key and the ``fixed`` ones (an
+    indexed column that never changes: updating it would make DuckDB delete and insert the row)."""
     sel = ", ".join(f"unnest(?::{t}[]) AS {c}" for c, t in zip(columns, types, strict=True))
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key and c not in fixed)
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM (SELECT {sel}) "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
@@ -177,7 +181,7 @@ def _unnest_upsert(table: str, columns: tuple[str, ...], types: tuple[str, ...],
 # occurrences since the group's previous write (its whole count when it is new); a stored count
 # is never overwritten (see base.Store.record_occurrence).
 UPSERT_GROUPS = (
-    _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",))
+    _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",), ("fingerprint",))
     .replace(
         "aggregated_count = excluded.aggregated_count",
         "aggregated_count = error_reports.aggregated_count + excluded.aggregated_count",

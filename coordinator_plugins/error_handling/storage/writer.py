@@ -21,6 +21,7 @@ from coordinator_plugins.error_handling.storage.batch import (
     run_statements,
     statements_for,
 )
+from coordinator_plugins.error_handling.storage.order import GroupOrder
 from coordinator_plugins.error_handling.storage.records import GroupRecord
 from coordinator_plugins.error_handling.storage.recreate import FileWatch
 
@@ -69,6 +70,7 @@ class WriterLoop:
     _groups_committed: int
     _force_groups: int
     _lazy: dict[str, GroupRecord]
+    order: GroupOrder
     _lazy_delta: dict[str, int]
     _lazy_seen: dict[str, datetime]
     _lazy_since: float
@@ -294,6 +296,8 @@ class WriterLoop:
                 raise
             return
         run_statements(cur, *statements_for(batch, written, known, counts))
+        if written or known or counts:  # the sorted view paging reads (order.py)
+            self.order.note([(g, ts) for g, _, ts in written + known], [(gid, ts) for gid, _, ts in counts])
         if known or counts:
             self._lazy.clear()
             self._lazy_delta.clear()
