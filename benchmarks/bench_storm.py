@@ -19,10 +19,9 @@ from typing import Any
 import aiohttp
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_api import serve
+from aiohttp import web
 
 from coordinator_plugins.error_handling import ERROR_HANDLING_KEY
 from coordinator_plugins.reference import build_app
@@ -74,6 +73,14 @@ async def main() -> None:
     print("  (budget: 10 per component per 60 s, 30 overall)")
 
 
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
 async def one_storm() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         app = build_app({"coordinator": {"port": 0, "database": str(Path(tmp) / "coord.duckdb")},
@@ -88,8 +95,7 @@ async def one_storm() -> dict[str, Any]:
         out, _ = await proc.communicate()
         res = json.loads(out.decode().strip().splitlines()[-1])
         await integ.flush()
-        total = await integ.store.read(
-            lambda cur: cur.execute("SELECT sum(aggregated_count) FROM error_reports").fetchone()[0])
+        total = (await integ.store.totals()).aggregated
         rss = (psutil.Process().memory_info().rss - rss0) / 1e6
         budget = integ.budget.status()
         outcomes = dict(integ.recovery_manager.counts)
