@@ -157,9 +157,14 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> Stored
     skip = _Skipper()
     window = float(regression_window)
     max_groups = min(max_groups, STARTUP_GROUPS)
+    # The newest ids first, then their rows: a top-N of whole rows (messages, stack traces,
+    # metadata) ran out of DuckDB's memory_limit at 200,000 groups; of ids it does not.
+    recent = [r[0] for r in cur.execute(
+        "SELECT error_id FROM error_reports WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?", [window, max_groups]
+    ).fetchall()]
     rows = cur.execute(
-        _SELECT_GROUPS_FAST + " WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?", [window, max_groups]
-    ).fetchall()
+        _SELECT_GROUPS_FAST + " WHERE error_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY last_seen DESC", [recent]
+    ).fetchall() if recent else []
     groups: list[GroupRecord] = []
     collecting = gc.isenabled()
     gc.disable()  # thousands of new objects at once: the collector would walk them again and again
