@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from coordinator_plugins.error_handling.model import ErrorCategory, ErrorSeverity, ErrorType, ResolutionStatus, iso
+from coordinator_plugins.error_handling.model import iso
 from coordinator_plugins.error_handling.storage.postgres_schema import GROUP_COLUMNS, from_json
 from coordinator_plugins.error_handling.storage.records import (
     LIST_FIELDS,
@@ -30,33 +30,14 @@ _STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 
 
 def group_of(row: Any) -> GroupRecord:
     """A stored row as a record; ValueError / KeyError for a row that cannot be read."""
-    return GroupRecord(
-        error_id=row["error_id"],
-        fingerprint=row["fingerprint"] or "",
-        error_type=ErrorType(row["error_type"]),
-        error_severity=ErrorSeverity(row["error_severity"]),
-        category=ErrorCategory(row["category"]),
-        message=row["message"] or "",
-        component=row["component"] or "unknown",
-        operation=row["operation"] or "unknown",
-        worker_id=row["worker_id"],
-        task_id=row["task_id"],
-        hardware_id=row["hardware_id"],
-        exception_type=row["exception_type"],
-        stack_trace=row["stack_trace"],
+    return GroupRecord.from_stored(
+        row,
         metadata=from_json(row["metadata"], {}) or {},
+        recovery_details=from_json(row["recovery_details"], {}) or {},
         first_seen=row["first_seen"],
         last_seen=row["last_seen"],
-        aggregated_count=int(row["aggregated_count"] or 0),
-        retry_count=row["retry_count"] or 0,
-        retry_successful=row["retry_successful"],
-        resolution_status=ResolutionStatus(row["resolution_status"] or "open"),
         resolution_time=row["resolution_time"],
-        resolution_strategy=row["resolution_strategy"],
-        regression_count=row["regression_count"] or 0,
-        recovery_level=row["recovery_level"] or 1,
-        recovery_details=from_json(row["recovery_details"], {}) or {},
-        stored=True,
+        empty_count=0,
     )
 
 

@@ -10,10 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from coordinator_plugins.error_handling.model import (
-    ErrorCategory,
-    ErrorSeverity,
-    ErrorType,
-    ResolutionStatus,
     iso,
 )
 from coordinator_plugins.error_handling.storage.order import GroupOrder, from_micros, parse_cursor_time
@@ -81,33 +77,14 @@ def group_from_row(row: tuple[Any, ...]) -> GroupRecord:
     rd = _json(d["recovery_details"], {})
     if not isinstance(md, dict) or not isinstance(rd, dict):
         raise ValueError("metadata and recovery_details must be objects")
-    return GroupRecord(
-        error_id=d["error_id"],
-        fingerprint=d["fingerprint"] or "",
-        error_type=ErrorType(d["error_type"]),
-        error_severity=ErrorSeverity(d["error_severity"]),
-        category=ErrorCategory(d["category"]),
-        message=d["message"] or "",
-        component=d["component"] or "unknown",
-        operation=d["operation"] or "unknown",
-        worker_id=d["worker_id"],
-        task_id=d["task_id"],
-        hardware_id=d["hardware_id"],
-        exception_type=d["exception_type"],
-        stack_trace=d["stack_trace"],
+    return GroupRecord.from_stored(
+        d,
         metadata=md,
+        recovery_details=rd,
         first_seen=_ts(d["first_seen"]),
         last_seen=_ts(d["last_seen"]),
-        aggregated_count=int(d["aggregated_count"] or 1),
-        retry_count=int(d["retry_count"] or 0),
-        retry_successful=d["retry_successful"],
-        resolution_status=ResolutionStatus(d["resolution_status"] or "open"),
         resolution_time=_ts(d["resolution_time"]) if d["resolution_time"] else None,
-        resolution_strategy=d["resolution_strategy"],
-        regression_count=int(d["regression_count"] or 0),
-        recovery_level=int(d["recovery_level"] or 1),
-        recovery_details=rd,
-        stored=True,
+        empty_count=1,
     )
 
 

@@ -130,6 +130,50 @@ class GroupRecord:
             r.regression_count, r.recovery_level, _public_details(r.recovery_details), r.persisted,
         )
 
+    @classmethod
+    def from_stored(
+        cls,
+        row: Mapping[str, Any],
+        *,
+        metadata: Mapping[str, Any],
+        recovery_details: Mapping[str, Any],
+        first_seen: datetime,
+        last_seen: datetime,
+        resolution_time: datetime | None,
+        empty_count: int,
+    ) -> GroupRecord:
+        """A stored group row (of any store, by column name) as a record. The columns every store
+        keeps alike are read here; those a store keeps its own way (JSON, times) come converted,
+        and ``empty_count`` is what a NULL count reads as. ValueError for an unknown enum value."""
+        return cls(
+            error_id=row["error_id"],
+            fingerprint=row["fingerprint"] or "",
+            error_type=ErrorType(row["error_type"]),
+            error_severity=ErrorSeverity(row["error_severity"]),
+            category=ErrorCategory(row["category"]),
+            message=row["message"] or "",
+            component=row["component"] or "unknown",
+            operation=row["operation"] or "unknown",
+            worker_id=row["worker_id"],
+            task_id=row["task_id"],
+            hardware_id=row["hardware_id"],
+            exception_type=row["exception_type"],
+            stack_trace=row["stack_trace"],
+            metadata=metadata,
+            first_seen=first_seen,
+            last_seen=last_seen,
+            aggregated_count=int(row["aggregated_count"] or empty_count),
+            retry_count=int(row["retry_count"] or 0),
+            retry_successful=row["retry_successful"],
+            resolution_status=ResolutionStatus(row["resolution_status"] or "open"),
+            resolution_time=resolution_time,
+            resolution_strategy=row["resolution_strategy"],
+            regression_count=int(row["regression_count"] or 0),
+            recovery_level=int(row["recovery_level"] or 1),
+            recovery_details=recovery_details,
+            stored=True,
+        )
+
     def to_report(self) -> ErrorReport:
         """A live report of this state (restored at startup, or read back for a resolution)."""
         return ErrorReport(
