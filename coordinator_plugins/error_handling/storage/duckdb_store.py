@@ -234,14 +234,15 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
             seq = self._mark()
             if self._occ_pending >= self.queue_limit:
                 self.dropped_occurrences += 1  # the group row still carries the count
+                # no row of its own: the write stands or falls with its group's count
+                b.group_seq.setdefault(occurrence.error_id, []).append(seq)
             else:
                 self._occ_pending += 1
-                b.add_occurrence(occurrence, seq)
+                b.add_occurrence(occurrence, seq)  # its seq rides with its row (occ_seq)
             if group is None:
                 b.add_count(occurrence.error_id, occurrence.occurred_at)
             else:
                 b.add_group(group, 1)
-            b.group_seq.setdefault(occurrence.error_id, []).append(seq)
             return seq
 
     def save_group(self, group: GroupRecord) -> int:
