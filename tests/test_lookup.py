@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration
+from coordinator_plugins.error_handling.model import utcnow
 from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.records import LevelRecord
 from tests.test_scale import CAP, GROUPS, context, message, started, stored_groups
 
 GUARD = 60.0  # s: a hang fails the test instead of stalling the suite (never a timing assertion)
@@ -157,3 +159,22 @@ async def test_counts_are_exact_past_the_cap_with_resolves_of_evicted_groups(tmp
         metrics = await integ.get_error_metrics()
         assert metrics["open_groups"] == sum(1 for v in status.values() if v != "resolved")
         await integ.stop()
+
+
+async def test_levels_come_back_with_a_batch_of_looked_up_groups(tmp_path: Path) -> None:
+    db = tmp_path / "errors.duckdb"
+    integ = await started(db)
+    ids = [(await integ.report_error(message(g), context(g))).error_id for g in range(GROUPS)]
+    for g in range(0, 20, 2):
+        integ.store.save_recovery_level(LevelRecord(ids[g], 3, utcnow(), ({"level": 2, "ok": False},)))
+    await integ.stop()
+    integ = await started(db)  # the oldest groups and their levels stay in the store
+    levels = integ.recovery_manager.levels
+    assert not any(ids[g] in levels for g in range(20))
+    burst = await asyncio.gather(*(integ.report_error(message(g), context(g)) for g in range(20)))
+    assert [r.error_id for r in burst] == ids[:20]
+    stored = integ.error_handler.stored
+    assert stored.lookups == 20 and stored.queries < 20  # batched
+    assert {g: levels[ids[g]].level for g in range(20) if ids[g] in levels} == {g: 3 for g in range(0, 20, 2)}
+    assert all(len(levels[ids[g]].history) == 1 for g in range(0, 20, 2))
+    await integ.stop()
