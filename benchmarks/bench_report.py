@@ -82,7 +82,7 @@ async def run(occurrences: int, groups: int, batch: int, cap: int | None = None,
         stop = asyncio.Event()
         probe = asyncio.create_task(lag_probe(lag, stop))
         await asyncio.sleep(0.05)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if concurrent:
             for start in range(0, occurrences, concurrent):
                 await asyncio.gather(*(
@@ -94,7 +94,7 @@ async def run(occurrences: int, groups: int, batch: int, cap: int | None = None,
                 await integ.report_error(tmpl.format(a=i % 7, b=i % 13, n=i), ctx)
                 if i % batch == 0:
                     await asyncio.sleep(0)  # let other tasks run, as a server's handlers would
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         t1 = time.perf_counter()
         await integ.flush()
         flush = time.perf_counter() - t1
@@ -105,7 +105,8 @@ async def run(occurrences: int, groups: int, batch: int, cap: int | None = None,
         lookups = integ.error_handler.stored.lookups
         await integ.stop()
     lag_ms = sorted(x * 1000 for x in lag)
-    return {"rate": occurrences / elapsed, "elapsed": elapsed, "flush": flush, "groups": stored[0],
+    return {"rate": occurrences / elapsed, "cpu_us": cpu / occurrences * 1e6, "elapsed": elapsed, "flush": flush,
+            "groups": stored[0],
             "counted": stored[1], "fingerprints": stored[2], "lookups": lookups,
             "lag_p50": statistics.median(lag_ms), "lag_p99": lag_ms[int(0.99 * (len(lag_ms) - 1))],
             "lag_max": lag_ms[-1]}
@@ -152,6 +153,7 @@ def main() -> None:
     print(f"report_error: {args.occurrences:,} occurrences over {int(med['groups']):,} groups, "
           f"median of {args.runs} runs")
     print(f"  throughput      {med['rate']:>10,.0f} occurrences/s (no wait for commit)")
+    print(f"  CPU             {med['cpu_us']:>10.1f} us per occurrence (every thread of the process)")
     print(f"  plain-Python floor {floor:>10,.0f} occurrences/s (median of 10 runs in this process)")
     print(f"  ratio to the floor {med['rate'] / floor:>7.3f} (goal >= 0.20)")
     print(f"  flush after     {med['flush'] * 1000:>10.1f} ms")
@@ -167,7 +169,8 @@ def main() -> None:
             r = asyncio.run(run(occ, groups, args.yield_every, cap=args.cap, concurrent=concurrent))
             exact = r["groups"] == groups == r["fingerprints"] and r["counted"] == occ  # fingerprints: open groups
             print(f"  {how:>13}: {r['rate']:,.0f} occurrences/s ({r['rate'] / med['rate']:.3f} of the in-memory "
-                  f"rate), {r['lookups']:,} store lookups, p99 loop lag {r['lag_p99']:.2f} ms; stored "
+                  f"rate), {r['cpu_us']:,.0f} us CPU per occurrence, {r['lookups']:,} store lookups, "
+                  f"p99 loop lag {r['lag_p99']:.2f} ms; stored "
                   f"{r['groups']:,} groups, {r['counted']:,} occurrences counted -> "
                   f"{'EXACT' if exact else 'NOT EXACT'}", flush=True)
     if args.memory_occurrences:

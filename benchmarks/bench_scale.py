@@ -185,20 +185,48 @@ def main() -> None:
             "startup s", "B/occ", "RSS MB")
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---:" for _ in head) + "|")
+    results: list[dict[str, Any]] = []
     for o in occs:
         for g in grps:
             if g > o:
+                print(f"| {o:,} | {g:,} | n/a: fewer occurrences than groups (each group has at least one) |")
                 continue
             out = subprocess.run([sys.executable, __file__, "--cell", str(o), str(g)], capture_output=True,
                                  text=True, cwd=ROOT)
             if out.returncode != 0:
-                print(f"| {o:,} | {g:,} | failed: {out.stderr.strip().splitlines()[-1]} |")
+                err = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
+                print(f"| {o:,} | {g:,} | failed: {err[-1]} |", flush=True)
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(r)
             cold = f"{r['cold_ingest']:,.0f}" if r["cold_ingest"] else "-"
             print(f"| {o:,} | {g:,} | {r['ingest']:,.0f} | {cold} | {r['page_first_ms']:.2f} | "
                   f"{r['page_deep_ms']:.2f} | {r['get_one_ms']:.2f} | {r['diagnostics_ms']:.2f} | "
                   f"{r['startup_s']:.2f} | {r['bytes_per_occurrence']:.0f} | {r['rss_mb']:.0f} |", flush=True)
+    goals(results)
+
+
+def goals(results: list[dict[str, Any]]) -> None:
+    """Issue 18's goals, each a ratio within one cell (one process): pages and diagnostics <= 4x a
+    single group's GET at the most groups; startup < 1.5 s at the most data; lookups of groups only
+    in the store beside in-memory ingest."""
+    if not results:
+        return
+    most = max(r["groups"] for r in results)
+    print("goals (ratios within one cell; 'GET 1' is one group's store read):")
+    for r in (r for r in results if r["groups"] == most):
+        one = r["get_one_ms"]
+        worst = max(r["page_first_ms"], r["page_deep_ms"], r["diagnostics_ms"]) / one
+        print(f"  {r['occurrences']:,} occ / {r['groups']:,} groups: page 1 {r['page_first_ms'] / one:.1f}x, "
+              f"deep page {r['page_deep_ms'] / one:.1f}x, diagnostics {r['diagnostics_ms'] / one:.2f}x "
+              f"a single GET -> {'met' if worst <= 4 else 'NOT met'} (goal <= 4x)")
+    big = max(results, key=lambda r: (r["occurrences"], r["groups"]))
+    print(f"  startup at {big['occurrences']:,} occ / {big['groups']:,} groups: {big['startup_s']:.2f} s -> "
+          f"{'met' if big['startup_s'] < 1.5 else 'NOT met'} (goal < 1.5 s)")
+    for r in (r for r in results if r["cold_ingest"]):
+        print(f"  cold lookups at {r['occurrences']:,} occ / {r['groups']:,} groups ({r['in_memory']:,} in memory): "
+              f"{r['cold_ingest']:,.0f}/s one at a time, {r['cold_ingest'] / r['ingest']:.3f} of in-memory ingest, "
+              f"{r['lookups']:,} store lookups")
 
 
 if __name__ == "__main__":

@@ -172,6 +172,26 @@ async def test_flush_has_a_deadline_and_commits_everything_queued(kind: Any, sto
     assert stored is not None and stored.aggregated_count == 6  # lazily written group rows too
 
 
+async def test_flush_through_a_write_number_waits_for_that_write_and_no_later_one(kind: Any, store: Store) -> None:
+    g = Group()
+    g.occur(store)
+    for _ in range(4):
+        seq = g.occur(store)  # counts of a group the store has: its row may be written lazily
+    await store.flush(10, seq=seq)
+    assert store.committed_seq() >= seq
+    stored = await store.get_group(g.id)
+    assert stored is not None and stored.aggregated_count == 5  # its row has them: a read sees them
+    kind.break_link(store)
+    later = Group().occur(store)
+    await store.flush(10, seq=seq)  # committed already: returns though the later write cannot commit
+    assert store.committed_seq() < later
+    with pytest.raises(TimeoutError):
+        await store.flush(0.3, seq=later)
+    await kind.heal(store)
+    await store.flush(30, seq=later)
+    assert store.committed_seq() >= later
+
+
 # -- exact counts ----------------------------------------------------------------------------------
 async def test_counts_are_exact_under_concurrent_increments(store: Store) -> None:
     groups = [Group() for _ in range(5)]

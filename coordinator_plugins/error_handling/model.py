@@ -227,6 +227,8 @@ class ErrorReport:
     task_failures: dict[str, list[str | None]] = field(default_factory=dict)
     # What the group index counted this group as (bit 0 open, bit 1 open critical; -1 nothing).
     counted: int = -1
+    # The store's number of the latest write queued for this group (0: none yet; not persisted).
+    write_seq: int = 0
 
     def add_targets(self, worker_id: str | None, task_id: str | None, metadata: dict[str, Any] | None) -> None:
         if worker_id and worker_id not in self.target_workers and len(self.target_workers) < MAX_TARGETS:

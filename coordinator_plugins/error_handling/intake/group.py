@@ -10,7 +10,7 @@ import hashlib
 import re
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ResolutionStatus
 
@@ -88,9 +88,14 @@ class GroupIndex:
 
     ``open_total`` and ``critical_open`` count every open (and open critical) group, in memory or
     only in the store: kept up to date by :meth:`mark` as groups change, never by walking them.
+
+    An evicted group whose last queued write (``ErrorReport.write_seq``: its resolution, its
+    count) is not yet in the store's rows keeps that write's number here (``unsettled``), until
+    ``committed()`` (the store's: every write up to it is in the rows) passes it; a lookup of its
+    fingerprint waits for that write only, never for the rest of the queue.
     """
 
-    def __init__(self, max_groups: int = 50_000) -> None:
+    def __init__(self, max_groups: int = 50_000, committed: Callable[[], int] | None = None) -> None:
         self.max_groups = max_groups
         self._by_fp: OrderedDict[str, ErrorReport] = OrderedDict()
         self._by_id: dict[str, ErrorReport] = {}
@@ -99,6 +104,10 @@ class GroupIndex:
         self._ghost_fp: weakref.WeakValueDictionary[str, ErrorReport] = weakref.WeakValueDictionary()
         self._ghost_id: weakref.WeakValueDictionary[str, ErrorReport] = weakref.WeakValueDictionary()
         self._stored: set[int] = set()
+        # fingerprint -> write seq of an evicted group's last write, while the store's rows lack it
+        self._unsettled: dict[str, int] = {}
+        self._settle_at = 1024  # size at which the settled ones are dropped (amortized)
+        self.committed: Callable[[], int] = committed or _none_committed
         self.evicted = 0
         self.open_total = 0
         self.critical_open = 0
@@ -134,6 +143,33 @@ class GroupIndex:
 
     def forget_stored(self, fp: str) -> None:
         self._stored.discard(stored_key(fp))
+
+    def written(self, report: ErrorReport, seq: int) -> None:
+        """Write ``seq`` of ``report``'s group is queued. A group no longer indexed (evicted while
+        a recovery or a resolution held it) keeps the number for the lookup of its fingerprint."""
+        report.write_seq = seq
+        if self._by_id.get(report.error_id) is not report:
+            self._unsettle(report.fingerprint, seq)
+
+    def unsettled(self, fingerprints: Iterable[str]) -> int:
+        """The highest write seq queued for the evicted groups of ``fingerprints`` that the
+        store's rows may not hold yet (0: none; a lookup reads the store as it is)."""
+        pending = self._unsettled
+        if not pending:
+            return 0
+        need = max((pending.get(fp, 0) for fp in fingerprints), default=0)
+        return need if need > self.committed() else 0
+
+    def _unsettle(self, fp: str, seq: int) -> None:
+        pending = self._unsettled
+        if seq <= pending.get(fp, 0) or seq <= self.committed():
+            return
+        pending[fp] = seq
+        if len(pending) >= self._settle_at:
+            done = self.committed()
+            for key in [k for k, v in pending.items() if v <= done]:
+                del pending[key]
+            self._settle_at = max(1024, 2 * len(pending))
 
     def get(self, error_id: str) -> ErrorReport | None:
         report = self._by_id.get(error_id)
@@ -207,7 +243,13 @@ class GroupIndex:
         self._ghost_fp[victim.fingerprint] = victim
         self._ghost_id[victim.error_id] = victim
         self._stored.add(stored_key(victim.fingerprint))
+        if victim.write_seq:
+            self._unsettle(victim.fingerprint, victim.write_seq)
         self.evicted += 1
+
+
+def _none_committed() -> int:
+    return 0  # no store: nothing is in its rows
 
 
 def _state(report: ErrorReport) -> int:

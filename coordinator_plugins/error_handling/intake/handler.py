@@ -88,7 +88,8 @@ class ErrorHandler:
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
-        self.groups = GroupIndex(max_groups)
+        # the store's committed seq: an evicted group's queued write is waited for only until then
+        self.groups = GroupIndex(max_groups, getattr(store, "committed_seq", None))
         self.hooks = HookRegistry(hook_timeout)
         self.regression_window = regression_window
         self.default_retry_policy = RetryPolicy()
@@ -277,6 +278,10 @@ class ErrorHandler:
             OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report) if changed else None
         )
         report.persisted = True  # queued: the store writes it (with this occurrence) from now on
+        if self.adopt is None:
+            report.write_seq = seq  # in the index (nothing was awaited since the fold)
+        else:
+            self.groups.written(report, seq)  # evicted during the claim, maybe
         await self.hooks.run(report)
         return report, seq
 
@@ -285,6 +290,7 @@ class ErrorHandler:
         self.groups.mark(report)
         seq = self.store.save_group(GroupRecord.of(report))
         report.persisted = True
+        self.groups.written(report, seq)  # an evicted group's lookup waits for this write
         return seq
 
     # -- retry ----------------------------------------------------------------------------------

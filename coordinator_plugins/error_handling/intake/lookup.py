@@ -5,6 +5,12 @@ startup) waits for a lookup on the store's reader thread, never on the event loo
 fingerprint missed while a lookup runs joins the next one, a single query for all of them, so a
 burst after a restart costs a few queries, not one per group; and however many occurrences of one
 fingerprint wait, it is looked up once, so they all fold into one group.
+
+A write queued for an evicted group before it left memory (its resolution, its count) must be in
+the row the lookup reads: the index keeps the number of that write (``GroupIndex.unsettled``) until
+the store's rows hold it, and the lookup waits for that write alone (``flush(seq=...)``), never
+for the rest of the queue; when the rows hold every write of the groups looked up, it does not
+wait at all.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class StoredGroups:
         self.lookups = 0  # fingerprints looked up
         self.queries = 0  # store queries that did it
         self.failures = 0
+        self.waits = 0  # queries that first waited for a queued write of an evicted group
         # Called with (report, its stored level row or None) when a group comes from the store.
         self.on_loaded: Callable[[ErrorReport, Any], None] | None = None
         self._waiting: dict[str, asyncio.Future[ErrorReport | None]] = {}
@@ -58,8 +65,12 @@ class StoredGroups:
             while self._queue:
                 fps, self._queue = self._queue, []
                 try:
-                    # what is queued first (a resolution of an evicted group): its row as it is now
-                    await self.store.flush()
+                    # A write still queued for one of these evicted groups (its resolution, its
+                    # count): its row once that write is in it. Never the rest of the queue.
+                    need = self.groups.unsettled(fps)
+                    if need:
+                        self.waits += 1
+                        await self.store.flush(seq=need)
                     found = await self.store.find_groups(fps)
                 except Exception as exc:  # the store cannot read: each occurrence opens a group in memory
                     self.failures += 1

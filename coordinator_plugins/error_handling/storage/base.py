@@ -8,7 +8,7 @@ back. Two kinds of method:
   returns a write sequence number, and ``await wait_durable(seq)`` returns once that write (and
   every one queued before it) is committed. A waiter is released only when its own rows are.
 - reads are coroutines; they see every write that was durable when they started. Call
-  ``flush`` first to see writes still queued.
+  ``flush`` first to see writes still queued (``flush(seq=n)``: those numbered up to ``n``).
 
 Semantics every implementation keeps (``tests/test_store_contract.py`` checks them):
 
@@ -111,8 +111,13 @@ class Store(Protocol):
         """Return once write ``seq`` is committed; TimeoutError after ``timeout`` seconds,
         StoreClosed when the store closes first."""
 
-    async def flush(self, timeout: float | None = None) -> None:
-        """Return once everything queued so far is committed; TimeoutError after ``timeout``."""
+    async def flush(self, timeout: float | None = None, seq: int | None = None) -> None:
+        """Return once everything queued so far (with ``seq``: every write numbered up to it, not
+        the later ones) is committed, group rows included; TimeoutError after ``timeout``."""
+
+    def committed_seq(self) -> int:
+        """The write number through which every write is in the tables, group rows included: a
+        read started now sees each of them (``flush(seq=n)`` returns at once for ``n`` up to it)."""
 
     # -- reads -----------------------------------------------------------------------------------
     async def load_state(self, regression_window: float, max_groups: int) -> StoredState:

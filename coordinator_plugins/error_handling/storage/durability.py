@@ -60,10 +60,15 @@ class Durability:
         if dl and self._loop is not None and not self._loop.is_closed():
             self._sweeper = self._loop.call_later(SWEEP_INTERVAL, self._sweep)
 
-    async def flush(self, timeout: float | None = None) -> None:
-        """Wait until everything queued so far, group rows included, is committed; TimeoutError
-        after ``timeout`` seconds (the writes stay queued)."""
-        seq = self._seq
+    def committed_seq(self) -> int:
+        """Every write numbered up to this is in the tables, the lazily written group rows too."""
+        return self._groups_committed
+
+    async def flush(self, timeout: float | None = None, seq: int | None = None) -> None:
+        """Wait until everything queued so far (with ``seq``: the writes numbered up to it), group
+        rows included, is committed; TimeoutError after ``timeout`` seconds (the writes stay
+        queued). Writing the pending group rows is forced only when they are needed."""
+        seq = self._seq if seq is None else min(seq, self._seq)
         if seq <= self._groups_committed:
             return
         if self._writer is None:

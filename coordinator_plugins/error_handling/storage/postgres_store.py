@@ -248,8 +248,11 @@ class PostgresStore(PostgresWriter, PostgresReads, PostgresFleet):
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody waits for it any more
             raise TimeoutError(f"write not durable within {timeout} s (last error: {self.last_error})") from None
 
-    async def flush(self, timeout: float | None = None) -> None:
-        await self.wait_durable(self._seq, timeout)
+    async def flush(self, timeout: float | None = None, seq: int | None = None) -> None:
+        await self.wait_durable(self._seq if seq is None else min(seq, self._seq), timeout)
+
+    def committed_seq(self) -> int:
+        return self._committed  # group rows are written with their occurrences, never later
 
     def _release(self) -> None:
         while self._waiters and self._waiters[0][0] <= self._committed:

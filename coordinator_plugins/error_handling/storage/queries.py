@@ -289,15 +289,14 @@ def find_groups(cur: Cursor, fingerprints: list[str]) -> dict[str, tuple[GroupRe
         old = best.get(row[fp_at])
         if old is None or (row[status] != "resolved", row[last_seen]) > (old[status] != "resolved", old[last_seen]):
             best[row[fp_at]] = row
-    out: dict[str, tuple[GroupRecord, LevelRecord | None]] = {}
+    groups: dict[str, GroupRecord] = {}
     for fp, row in best.items():
         try:
-            group = group_from_row(row)
+            groups[fp] = group_from_row(row)
         except BAD_ROW as exc:
             logger.error("store: the stored row of group %s is damaged: %s: %s", row[0], type(exc).__name__, exc)
-            continue
-        out[fp] = (group, level_of(cur, group.error_id))
-    return out
+    levels = levels_of(cur, [g.error_id for g in groups.values()]) if groups else {}  # one query for all
+    return {fp: (g, levels.get(g.error_id)) for fp, g in groups.items()}
 
 
 def unresolved(cur: Cursor, component: str | None, min_rank: int | None) -> list[GroupRecord]:
@@ -319,6 +318,22 @@ def level_of(cur: Cursor, error_id: str) -> LevelRecord | None:
     if row is None:
         return None
     return LevelRecord(error_id, int(row[0]), _ts(row[1]), tuple(_json(row[2], [])))
+
+
+def levels_of(cur: Cursor, error_ids: list[str]) -> dict[str, LevelRecord]:
+    """error_id -> its level, for those of ``error_ids`` that have one (a damaged one is skipped,
+    not fatal to the others): one statement."""
+    out: dict[str, LevelRecord] = {}
+    sql = "SELECT error_id, current_level, last_updated, history FROM progressive_recovery WHERE error_id "
+    one = len(error_ids) == 1  # by the key's index
+    for error_id, level, updated, history in cur.execute(
+        sql + ("= ?" if one else "IN (SELECT unnest(?::VARCHAR[]))"), error_ids if one else [error_ids]
+    ).fetchall():
+        try:
+            out[error_id] = LevelRecord(error_id, int(level), _ts(updated), tuple(_json(history, [])))
+        except BAD_ROW as exc:
+            logger.error("store: the stored level of group %s is damaged: %s: %s", error_id, type(exc).__name__, exc)
+    return out
 
 
 def _filters(
