@@ -322,3 +322,31 @@ async def test_a_burst_of_misses_after_a_restart_is_looked_up_in_few_queries(tmp
     groups = await stored_groups(integ)
     assert len(groups) == GROUPS and all(v[1] == 3 for v in groups.values())
     await integ.stop()
+
+
+async def test_diagnostics_ping_the_store_only_when_it_did_not_just_commit(tmp_path: Path) -> None:
+    """GET /diagnostics under load answers without a store round trip (a commit seen within the
+    last second proves the store answers; a ping could wait behind that commit), and pings an
+    idle store as before."""
+    from coordinator_plugins.error_handling.observe.explain import COMMIT_PROOF
+
+    integ = await started(tmp_path / "errors.duckdb")
+    pings = 0
+    ping = integ.store.ping
+
+    async def counted() -> bool:
+        nonlocal pings
+        pings += 1
+        return await ping()
+
+    integ.store.ping = counted  # type: ignore[method-assign]
+    assert (await integ.run_diagnostics())["database"]["ok"] and pings == 1  # nothing seen yet: a ping
+    for rnd in range(3):  # reports keep arriving: each diagnostics sees new commits
+        await integ.report_error(message(rnd), context(rnd))
+        await integ.flush()
+        diag = await integ.run_diagnostics()
+        assert diag["database"]["ok"] and diag["status"] == "healthy" and pings == 1
+    await asyncio.sleep(COMMIT_PROOF + 0.2)  # idle: no commit within the window
+    assert (await integ.run_diagnostics())["database"]["ok"] and pings == 2
+    assert (await integ.run_diagnostics())["database"]["ok"] and pings == 3
+    await integ.stop()
