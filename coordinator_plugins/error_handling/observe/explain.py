@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy
@@ -141,23 +142,29 @@ async def _coordinator_health(actions: Any) -> Any:
 
 
 async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]:
-    """The plugin's health. Answered from what is in memory, with at most one round trip of
-    waiting (the coordinator's health, the fleet's members and, when the store did not just
-    commit, a ping of the store run at once, side by side): during a storm every wait on another
-    thread costs a turn of a busy loop, and a ping may wait behind a commit in the database."""
+    """The plugin's health, answered from what is in memory but for what needs another thread or
+    the database: the coordinator's health, the fleet's members (with a fleet) and a ping of the
+    store unless it just committed. During a storm every such wait costs turns of a loop busy with
+    hundreds of connections (and a ping waits behind a commit in the database): one wait is
+    awaited as it is, several side by side; nothing is wrapped in a task that would cost a turn
+    of its own."""
     issues: list[str] = []
     status = "healthy"
     store = integ.store.status().to_dict()
-    ping = None
+    waits: dict[str, Awaitable[Any]] = {}
     if store["ok"] and not _committed_lately(integ.store, int(store.get("commits") or 0)):
-        ping = asyncio.ensure_future(integ.store.ping())
+        waits["ping"] = integ.store.ping()
     actions = integ.actions
-    health = None
     if actions is not None and callable(getattr(actions, "health", None)):
-        health = asyncio.ensure_future(_coordinator_health(actions))
-    fleet = asyncio.ensure_future(integ.fleet_members())  # the live coordinators sharing the database (SPEC 10)
-    if ping is not None:
-        store["ok"] = await ping
+        waits["health"] = _coordinator_health(actions)
+    if integ.fleet is not None:
+        waits["fleet"] = integ.fleet_members()
+    if len(waits) > 1:
+        got = dict(zip(waits, await asyncio.gather(*waits.values()), strict=True))
+    else:
+        got = {name: await aw for name, aw in waits.items()}
+    if "ping" in got:
+        store["ok"] = bool(got["ping"])
     file_issues = list(store["issues"])
     if not store["ok"]:
         status = "critical" if store["failing_for_seconds"] > 30 else "degraded"
@@ -201,8 +208,8 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
         status = "critical" if critical_open >= 3 else ("degraded" if status == "healthy" else status)
         issues.append(f"{critical_open} open critical error group(s)")
     coordinator: dict[str, Any] | None = None
-    if health is not None:
-        answer = await health
+    if "health" in got:
+        answer = got["health"]
         if isinstance(answer, Exception):
             issues.append(f"coordinator health check failed: {answer!r}")
         else:
@@ -234,6 +241,7 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
         "coordinator": coordinator,
         "resources": integ.sampler.latest(),
         "timeouts": integ.timeouts.snapshot(),
-        "fleet": await fleet,
+        # the live coordinators sharing the database (SPEC 10); this one alone without a fleet
+        "fleet": got["fleet"] if "fleet" in got else await integ.fleet_members(),
         "fleet_status": integ.fleet.status() if integ.fleet is not None else None,
     }
