@@ -68,13 +68,24 @@ def make_app(kind: str, tmp: str) -> web.Application:
                       "plugins": {"enabled": ["error_handling"], "error_handling": eh}})
 
 
+RARE = 20  # the oldest groups are of component "rare"; the oldest RESOLVED groups are resolved
+RESOLVED = 100
+
+
 async def fill(app: web.Application, groups: int) -> None:
+    """``groups`` groups over 40 components, the oldest of a rare component and the oldest
+    resolved: selective filters whose matches all lie at the far end of the order."""
     integ = app[ERROR_HANDLING_KEY]
+    oldest = []
     for i in range(groups):
         tag = "".join(chr(97 + (i // 26**k) % 26) for k in range(4))
-        await integ.report_error(f"failure kind {tag}", {"component": f"c{i % 40}"})
+        report = await integ.report_error(f"failure kind {tag}", {"component": "rare" if i < RARE else f"c{i % 40}"})
+        if i < RESOLVED:
+            oldest.append(report.error_id)
         if i % 1000 == 0:
             await asyncio.sleep(0)
+    for error_id in oldest:
+        await integ.resolve_error(error_id, "manual")
     await integ.flush()
 
 
@@ -183,6 +194,8 @@ async def read_figures(base: str, n: int, groups: int) -> dict[str, Any]:
             "deep_filtered": await latency(s, base + f"/api/errors?status=open&component=c7&limit=100&cursor={deep_f}",
                                            n),
             "severity_filtered": await latency(s, base + "/api/errors?severity=medium&error_type=unknown&limit=100", n),
+            "rare": await latency(s, base + "/api/errors?status=all&component=rare&limit=100", n),
+            "resolved": await latency(s, base + "/api/errors?status=resolved&limit=100", n),
             "diagnostics": await latency(s, base + "/api/diagnostics", n),
         }
         seen: list[str] = []
@@ -255,6 +268,8 @@ def main() -> None:
                            ("first_filtered", "GET /errors?status=open&component=c7 first page"),
                            ("deep_filtered", "GET /errors?status=open&component=c7 deep page"),
                            ("severity_filtered", "GET /errors?severity=medium&error_type=unknown"),
+                           ("rare", f"GET /errors?status=all&component=rare ({RARE}, oldest)"),
+                           ("resolved", f"GET /errors?status=resolved ({RESOLVED}, oldest)"),
                            ("diagnostics", "GET /diagnostics")):
             print(f"  {label:<48} {g[key]:>7.2f} ms  {g[key] / single:>5.2f}x")
         print(f"paging all groups with limit=1000: {g['paged']:,} items, {g['unique']:,} unique, "

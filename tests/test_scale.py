@@ -171,6 +171,77 @@ async def test_keyset_paging_returns_every_group_once_while_groups_are_added(mak
         assert want <= set(seen), f"{len(want - set(seen))} group(s) never returned"
 
 
+def matches(item: dict[str, Any], query: dict[str, str]) -> bool:
+    """Whether a list item is one the query's filters accept (as SPEC section 5 reads them)."""
+    from coordinator_plugins.error_handling.model import ErrorSeverity
+
+    status = query.get("status", "open")
+    if status != "all" and (item["resolution_status"] == "resolved") != (status == "resolved"):
+        return False
+    if "severity" in query and ErrorSeverity(item["error_severity"]).rank < ErrorSeverity(query["severity"]).rank:
+        return False
+    return all(item[field] == query[key] for key, field in (("component", "component"), ("error_type", "error_type"))
+               if key in query)
+
+
+async def test_every_filter_pages_each_matching_group_once_while_groups_are_added_resolved_and_seen(
+    make_farm: Any,
+) -> None:
+    """Through HTTP, with a page of 13: every group a filter accepts when the walk starts and that
+    nothing touches during it is returned, none twice, and every item returned is one the filter
+    accepts; meanwhile new groups arrive, groups are resolved, and others recur (a new last_seen:
+    they jump ahead of the cursor) between pages. Selective filters included: a component whose
+    few groups are the oldest, the resolved groups, a filter nothing matches."""
+    import random
+    from urllib.parse import parse_qsl
+
+    farm = await make_farm(plugin={"auto_recover": False, "max_groups_in_memory": CAP})
+    integ = farm.integ
+    rare = [(await integ.report_error(f"disk quota exceeded on volume {v}", {"component": "rare"})).error_id
+            for v in "abc"]
+    ids = [(await integ.report_error(message(g), context(g, critical=g % 7 == 0))).error_id for g in range(GROUPS)]
+    for g in range(0, GROUPS, 4):
+        assert await integ.resolve_error(ids[g])
+    ids += rare
+    rnd = random.Random(18)
+    added = 0
+    for query in ("status=open&component=comp2", "status=resolved", "status=all&severity=critical",
+                  "status=open&component=comp4&error_type=network", "status=all&component=comp1&severity=critical",
+                  "status=all&component=rare", "component=rare&severity=critical", "status=resolved&severity=high"):
+        filters = dict(parse_qsl(query))
+        await integ.flush()
+        before = {i["error_id"] for i in await walk(integ, status="all") if matches(i, filters)}
+        seen: list[str] = []
+        touched: set[str] = set()
+        cursor: str | None = None
+        while True:
+            status, body = await farm.get(f"/api/errors?{query}&limit=13" + (f"&cursor={cursor}" if cursor else ""))
+            assert status == 200, body
+            assert all(matches(item, filters) for item in body["errors"]), query
+            seen.extend(item["error_id"] for item in body["errors"])
+            for _ in range(2):  # new groups, some of them of the filter's component or critical
+                g = 20_000 + added
+                added += 1
+                touched.add((await integ.report_error(message(g), context(g, critical=g % 3 == 0))).error_id)
+            victim = rnd.choice(ids)
+            touched.add(victim)
+            await integ.resolve_error(victim)
+            again = rnd.randrange(GROUPS)  # recurs: moves ahead of the cursor (a regression if resolved)
+            touched.add(ids[again])
+            await integ.report_error(message(again), context(again, critical=again % 7 == 0))
+            cursor = body["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen)), f"{query}: a group was returned twice"
+        missing = before - touched - set(seen)
+        assert not missing, f"{query}: {len(missing)} group(s) never returned"
+        assert set(seen) <= before | touched, query
+        if query.endswith("rare"):
+            assert set(rare) - touched <= set(seen)
+        if query.startswith("component=rare&"):
+            assert not seen
+
+
 async def test_paging_follows_updates_in_order_after_many_stale_keys(tmp_path: Path) -> None:
     """Groups updated over and over (each update leaves a stale key behind, compacted away):
     a walk still returns every group once, newest last_seen first, as the rows say; and after a
@@ -250,4 +321,32 @@ async def test_a_burst_of_misses_after_a_restart_is_looked_up_in_few_queries(tmp
     assert stored.lookups >= GROUPS - CAP and stored.queries < stored.lookups / 10
     groups = await stored_groups(integ)
     assert len(groups) == GROUPS and all(v[1] == 3 for v in groups.values())
+    await integ.stop()
+
+
+async def test_diagnostics_ping_the_store_only_when_it_did_not_just_commit(tmp_path: Path) -> None:
+    """GET /diagnostics under load answers without a store round trip (a commit seen within the
+    last second proves the store answers; a ping could wait behind that commit), and pings an
+    idle store as before."""
+    from coordinator_plugins.error_handling.observe.explain import COMMIT_PROOF
+
+    integ = await started(tmp_path / "errors.duckdb")
+    pings = 0
+    ping = integ.store.ping
+
+    async def counted() -> bool:
+        nonlocal pings
+        pings += 1
+        return await ping()
+
+    integ.store.ping = counted  # type: ignore[method-assign]
+    assert (await integ.run_diagnostics())["database"]["ok"] and pings == 1  # nothing seen yet: a ping
+    for rnd in range(3):  # reports keep arriving: each diagnostics sees new commits
+        await integ.report_error(message(rnd), context(rnd))
+        await integ.flush()
+        diag = await integ.run_diagnostics()
+        assert diag["database"]["ok"] and diag["status"] == "healthy" and pings == 1
+    await asyncio.sleep(COMMIT_PROOF + 0.2)  # idle: no commit within the window
+    assert (await integ.run_diagnostics())["database"]["ok"] and pings == 2
+    assert (await integ.run_diagnostics())["database"]["ok"] and pings == 3
     await integ.stop()

@@ -272,6 +272,56 @@ async def test_paging_with_the_cursor_returns_every_group_exactly_once(store: St
     assert not (await store.list_groups(GroupQuery(status="all", component="nobody"))).items
 
 
+async def test_every_filter_pages_exactly_its_groups_newest_first(store: Store) -> None:
+    """Each filter GET /errors offers, alone and combined, paged 6 at a time: exactly the groups it
+    accepts, each once, newest first (ties on last_seen broken by id); selective ones too (the
+    oldest few groups of a component, the resolved ones, none)."""
+    base = utcnow() - timedelta(minutes=10)
+    types = (ErrorType.NETWORK, ErrorType.DATABASE, ErrorType.TIMEOUT)
+    severities = (ErrorSeverity.LOW, ErrorSeverity.MEDIUM, ErrorSeverity.CRITICAL)
+    groups = []
+    for i in range(90):
+        g = Group(at=base + timedelta(seconds=i // 2))  # pairs share a last_seen
+        r = g.report
+        r.error_type, r.error_severity = types[i % 3], severities[(i // 3) % 3]
+        r.context = ErrorContext(component="rare" if i < 4 else f"w{i % 4}", operation="send")
+        g.occur(store)
+        if i % 5 == 0:
+            r.resolve("test")
+            g.save(store)
+        groups.append(g)
+    await store.flush(30)
+    filters: list[dict[str, Any]] = [
+        {"status": s, **extra}
+        for s in ("open", "resolved", "all")
+        for extra in ({}, {"component": "w2"}, {"component": "rare"}, {"min_rank": ErrorSeverity.CRITICAL.rank},
+                      {"error_type": "timeout"}, {"component": "w1", "min_rank": ErrorSeverity.MEDIUM.rank,
+                                                  "error_type": "database"}, {"component": "nobody"})
+    ]
+    for f in filters:
+        want = {
+            g.id for g in groups
+            if f["status"] == "all" or (g.report.resolution_status == "resolved") == (f["status"] == "resolved")
+            if f.get("component") in (None, g.report.context.component)
+            if g.report.error_severity.rank >= f.get("min_rank", 0)
+            if f.get("error_type") in (None, g.report.error_type.value)
+        }
+        seen: list[str] = []
+        keys: list[tuple[str, str]] = []
+        after = None
+        while True:
+            page = await store.list_groups(GroupQuery(limit=6, after=after, **f))
+            assert len(page.items) <= 6
+            seen += [item["error_id"] for item in page.items]
+            keys += [(item["last_seen"], item["error_id"]) for item in page.items]
+            if page.next_cursor is None:
+                break
+            after = page.next_cursor
+        assert len(seen) == len(set(seen)) and set(seen) == want, f
+        assert keys == sorted(keys, reverse=True), f
+    assert len([g for g in groups if g.report.context.component == "rare"]) == 4
+
+
 # -- restart state --------------------------------------------------------------------------------
 async def test_everything_acknowledged_is_there_after_a_restart(kind: Any) -> None:
     store = kind.new()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+import weakref
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy
@@ -9,6 +13,12 @@ from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES
 
 if TYPE_CHECKING:
     from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
+
+# A commit the store made within this long (s) proves it answers: no ping is needed.
+COMMIT_PROOF = 1.0
+# store -> (its commit count, when diagnostics saw it, when it last saw that count grow: the time
+# of the check before, a lower bound of the latest commit's time)
+_COMMITS: weakref.WeakKeyDictionary[Any, tuple[int, float, float]] = weakref.WeakKeyDictionary()
 
 
 def _levels_of(strategy_level: Any) -> list[int]:
@@ -109,11 +119,52 @@ def _why(entry: dict[str, Any], policy: str) -> str:
     return f"{sr:.0%} success over its last {n} runs, score {entry['score']:.3f}{opening}{chance}"
 
 
+def _committed_lately(store: Any, commits: int) -> bool:
+    """Whether the store committed within the last COMMIT_PROOF seconds, as far as the commit
+    counts seen by successive diagnostics tell (False the first time, and when idle)."""
+    now = time.monotonic()
+    count, seen, grew = _COMMITS.get(store, (-1, 0.0, float("-inf")))
+    if commits > count >= 0:
+        grew = seen  # the commits that made the difference came after that check
+    try:
+        _COMMITS[store] = (commits, now, grew)
+    except TypeError:  # a store without weak references: always ping
+        return False
+    return now - grew <= COMMIT_PROOF
+
+
+async def _coordinator_health(actions: Any) -> Any:
+    """The coordinator's health, or the exception its check raised."""
+    try:
+        return await actions.health()
+    except Exception as exc:
+        return exc
+
+
 async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]:
+    """The plugin's health, answered from what is in memory but for what needs another thread or
+    the database: the coordinator's health, the fleet's members (with a fleet) and a ping of the
+    store unless it just committed. During a storm every such wait costs turns of a loop busy with
+    hundreds of connections (and a ping waits behind a commit in the database): one wait is
+    awaited as it is, several side by side; nothing is wrapped in a task that would cost a turn
+    of its own."""
     issues: list[str] = []
     status = "healthy"
     store = integ.store.status().to_dict()
-    store["ok"] = store["ok"] and await integ.store.ping()
+    waits: dict[str, Awaitable[Any]] = {}
+    if store["ok"] and not _committed_lately(integ.store, int(store.get("commits") or 0)):
+        waits["ping"] = integ.store.ping()
+    actions = integ.actions
+    if actions is not None and callable(getattr(actions, "health", None)):
+        waits["health"] = _coordinator_health(actions)
+    if integ.fleet is not None:
+        waits["fleet"] = integ.fleet_members()
+    if len(waits) > 1:
+        got = dict(zip(waits, await asyncio.gather(*waits.values()), strict=True))
+    else:
+        got = {name: await aw for name, aw in waits.items()}
+    if "ping" in got:
+        store["ok"] = bool(got["ping"])
     file_issues = list(store["issues"])
     if not store["ok"]:
         status = "critical" if store["failing_for_seconds"] > 30 else "degraded"
@@ -157,16 +208,16 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
         status = "critical" if critical_open >= 3 else ("degraded" if status == "healthy" else status)
         issues.append(f"{critical_open} open critical error group(s)")
     coordinator: dict[str, Any] | None = None
-    actions = integ.actions
-    if actions is not None and callable(getattr(actions, "health", None)):
-        try:
-            coordinator = await actions.health()
+    if "health" in got:
+        answer = got["health"]
+        if isinstance(answer, Exception):
+            issues.append(f"coordinator health check failed: {answer!r}")
+        else:
+            coordinator = answer
             if not coordinator.get("healthy", True):
                 status = "degraded" if status == "healthy" else status
                 bad = [n for n, ok in (coordinator.get("components") or {}).items() if not ok]
                 issues.append("coordinator unhealthy" + (f": {', '.join(bad)} down" if bad else ""))
-        except Exception as exc:
-            issues.append(f"coordinator health check failed: {exc!r}")
     return {
         "status": status,
         "issues": issues,
@@ -190,6 +241,7 @@ async def diagnostics(integ: EnhancedErrorHandlingIntegration) -> dict[str, Any]
         "coordinator": coordinator,
         "resources": integ.sampler.latest(),
         "timeouts": integ.timeouts.snapshot(),
-        "fleet": await integ.fleet_members(),  # the live coordinators sharing the database (SPEC 10)
+        # the live coordinators sharing the database (SPEC 10); this one alone without a fleet
+        "fleet": got["fleet"] if "fleet" in got else await integ.fleet_members(),
         "fleet_status": integ.fleet.status() if integ.fleet is not None else None,
     }

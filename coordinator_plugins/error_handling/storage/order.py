@@ -1,35 +1,45 @@
-"""The store's sorted view of every group, for keyset paging that does not grow with the data.
+"""The store's sorted views of every group, for keyset paging that does not grow with the data.
 
 DuckDB follows no index in an ORDER BY: a page of ``ORDER BY last_seen DESC, error_id DESC`` is
 a top-N over the whole table (and fetching 100 rows by ``error_id IN (...)`` a scan too). So the
-store keeps, for every group, its key ``(last_seen, error_id)`` in a sorted list, with the columns
-the API filters on and the row's ``rowid``; a page walks the list from the cursor (bisect) and
-reads only its own rows, by rowid (DuckDB fetches those directly; rowids of error_reports are
+store keeps, for every group, its key ``(last_seen, error_id)`` in sorted sets (:mod:`.sortedkeys`),
+with the columns the API filters on and the row's ``rowid``; a page walks the sets from the cursor
+and reads only its own rows, by rowid (DuckDB fetches those directly; rowids of error_reports are
 stable, as no group row is ever deleted, and a fetched row whose error_id does not match is read
 again by error_id).
 
-A group's ``last_seen`` only grows, so an update appends its new key at the end (the newest) and
-leaves the old one behind as stale (skipped, and compacted away once stale keys outnumber live
-ones). The writer thread notes every group row and count it commits; the view is built from the table
+A filter must not walk past the keys it does not want (a component with a few groups deep in the
+order would otherwise scan the whole view to fill a page), so every group's key is in three sets:
+the set of all groups, the set of its *kind* (open or not, error type, severity rank) and the set
+of its component's kind. A filtered page merges, newest first, the few sets whose groups all match
+(those of the kinds the filter accepts, of the component when it names one); each set holds only
+live keys (a group's key moves when its last_seen grows or its kind changes), so a page reads
+``limit`` keys plus one step per set, whatever the depth and however selective the filter.
+
+The writer thread notes every group row and count it commits; the views are built from the table
 the first time a page is asked for.
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
+import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coordinator_plugins.error_handling.model import ResolutionStatus
 from coordinator_plugins.error_handling.storage.records import GroupRecord
+from coordinator_plugins.error_handling.storage.sortedkeys import Key, SortedKeys
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+_CHUNK = 512  # groups noted per hold of the lock (a page waits at most that long)
 
 # error_id -> [last_seen in us, open, component, severity rank, error type, rowid or None]
 Entry = list[Any]
+Kind = tuple[bool, str, int]  # (open, error type, severity rank)
 
 
 def micros(ts: datetime) -> int:
@@ -47,14 +57,19 @@ def from_micros(us: int) -> datetime:
     return _EPOCH + us * _US
 
 
+def _kind(e: Entry) -> Kind:
+    return (e[1], e[4], e[3] or 0)
+
+
 class GroupOrder:
-    """Every group's (last_seen, error_id) in order, with its filter columns and rowid."""
+    """Every group's (last_seen, error_id) in order, overall, by kind and by component's kind."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._keys: list[tuple[int, str]] = []  # ascending; may hold stale keys
         self._entries: dict[str, Entry] = {}
-        self._stale = 0
+        self._all = SortedKeys()
+        self._kinds: dict[Kind, SortedKeys] = {}
+        self._comps: dict[str, dict[Kind, SortedKeys]] = {}
         self.built = False
 
     def __len__(self) -> int:
@@ -68,12 +83,20 @@ class GroupOrder:
         with self._lock:
             if self.built:
                 return
-            keys: list[tuple[int, str]] = []
+            keys: list[Key] = []
             entries: dict[str, Entry] = {}
+            kinds: dict[Kind, list[Key]] = {}
+            comps: dict[str, dict[Kind, list[Key]]] = {}
             for error_id, ls, is_open, component, rank, etype, rowid in fetch():
-                keys.append((ls, error_id))
-                entries[error_id] = [ls, bool(is_open), component, rank, etype, rowid]
-            self._keys, self._entries, self._stale = keys, entries, 0
+                key = (ls, error_id)
+                keys.append(key)
+                kind = (bool(is_open), etype, rank or 0)
+                entries[error_id] = [ls, kind[0], component, rank, etype, rowid]
+                kinds.setdefault(kind, []).append(key)
+                comps.setdefault(component, {}).setdefault(kind, []).append(key)
+            self._entries, self._all = entries, SortedKeys(keys)
+            self._kinds = {k: SortedKeys(v) for k, v in kinds.items()}
+            self._comps = {c: {k: SortedKeys(v) for k, v in by.items()} for c, by in comps.items()}
             self.built = True
 
     def note(self, groups: Iterable[tuple[GroupRecord, datetime | None]] = (),
@@ -81,45 +104,72 @@ class GroupOrder:
         """Rows just committed: ``groups`` (a snapshot and the latest occurrence, which moves its
         last_seen) and ``counts`` (error id and latest occurrence of a group that only gained
         occurrences). Their keys and filter columns as the table now has them."""
-        with self._lock:
-            if not self.built:
-                return  # built from the table later, these rows included
-            entries = self._entries
-            for g, seen in groups:
-                ts = g.last_seen if seen is None or seen < g.last_seen else seen
-                ls = micros(ts)
-                e = entries.get(g.error_id)
-                is_open = g.resolution_status is not ResolutionStatus.RESOLVED
-                if e is None:
-                    entries[g.error_id] = [ls, is_open, g.component, g.error_severity.rank, g.error_type.value, None]
-                    self._insert((ls, g.error_id))
-                    continue
-                e[1], e[3] = is_open, g.error_severity.rank
-                self._move(e, ls, g.error_id)
-            for error_id, seen in counts:
-                e = entries.get(error_id)
-                if e is not None:
-                    self._move(e, micros(seen), error_id)
-            if self._stale > max(1024, len(entries)):
-                self._compact()
+        rows = iter(groups)
+        while chunk := list(itertools.islice(rows, _CHUNK)):
+            with self._lock:
+                if not self.built:
+                    return  # built from the table later, these rows included
+                for g, seen in chunk:
+                    ts = g.last_seen if seen is None or seen < g.last_seen else seen
+                    self._set(g.error_id, micros(ts), g.resolution_status is not ResolutionStatus.RESOLVED,
+                              g.component, g.error_severity.rank, g.error_type.value)
+        moved = iter(counts)
+        while part := list(itertools.islice(moved, _CHUNK)):
+            with self._lock:
+                if not self.built:
+                    return
+                for error_id, seen in part:
+                    e = self._entries.get(error_id)
+                    if e is not None:
+                        self._set(error_id, micros(seen), e[1], e[2], e[3], e[4])
 
-    def _move(self, e: Entry, ls: int, error_id: str) -> None:
-        if ls > e[0]:  # last_seen never moves back (the table keeps the greatest)
-            e[0] = ls
-            self._stale += 1
-            self._insert((ls, error_id))
+    def _set(self, error_id: str, ls: int, is_open: bool, component: str, rank: int, etype: str) -> None:
+        """One group's key and filter columns (under the lock; last_seen never moves back: the
+        table keeps the greatest)."""
+        e = self._entries.get(error_id)
+        if e is None:
+            e = self._entries[error_id] = [ls, is_open, component, rank, etype, None]
+            self._place(e, error_id)
+            return
+        if ls < e[0]:
+            ls = e[0]
+        if ls == e[0] and is_open is e[1] and component == e[2] and rank == e[3] and etype == e[4]:
+            return
+        self._unplace(e, error_id)
+        e[0], e[1], e[2], e[3], e[4] = ls, is_open, component, rank, etype
+        self._place(e, error_id)
 
-    def _insert(self, key: tuple[int, str]) -> None:
-        keys = self._keys
-        if not keys or key > keys[-1]:
-            keys.append(key)
-        else:  # an older time than the newest key (a clock step back): in place
-            bisect.insort(keys, key)
+    def _place(self, e: Entry, error_id: str) -> None:
+        key = (e[0], error_id)
+        kind = _kind(e)
+        self._all.add(key)
+        sk = self._kinds.get(kind)
+        if sk is None:
+            sk = self._kinds[kind] = SortedKeys()
+        sk.add(key)
+        by = self._comps.get(e[2])
+        if by is None:
+            by = self._comps[e[2]] = {}
+        sk = by.get(kind)
+        if sk is None:
+            sk = by[kind] = SortedKeys()
+        sk.add(key)
 
-    def _compact(self) -> None:
-        entries = self._entries
-        self._keys = [k for k in self._keys if entries[k[1]][0] == k[0]]
-        self._stale = 0
+    def _unplace(self, e: Entry, error_id: str) -> None:
+        key = (e[0], error_id)
+        kind = _kind(e)
+        self._all.remove(key)
+        sk = self._kinds[kind]
+        sk.remove(key)
+        if not sk:
+            del self._kinds[kind]
+        by = self._comps[e[2]]
+        sk = by[kind]
+        sk.remove(key)
+        if not sk:
+            del by[kind]
+            if not by:
+                del self._comps[e[2]]
 
     def set_rowids(self, pairs: Iterable[tuple[str, int]]) -> None:
         with self._lock:
@@ -129,6 +179,19 @@ class GroupOrder:
                     e[5] = rowid
 
     # -- reading ------------------------------------------------------------------------------
+    def sources(self, want_open: bool | None, component: str | None, min_rank: int | None,
+                error_type: str | None) -> list[SortedKeys]:
+        """The sets whose groups are exactly those the filter accepts (under the lock)."""
+        if component is None and want_open is None and min_rank is None and error_type is None:
+            return [self._all]
+        table = self._kinds if component is None else self._comps.get(component, {})
+        return [
+            sk for (is_open, etype, rank), sk in table.items()
+            if (want_open is None or is_open is want_open)
+            and (error_type is None or etype == error_type)
+            and (min_rank is None or rank >= min_rank)
+        ]
+
     def page(
         self,
         status: str = "open",
@@ -140,24 +203,13 @@ class GroupOrder:
     ) -> list[tuple[str, int | None, int]]:
         """Up to ``limit`` (error_id, rowid, last_seen us) newest first, strictly after the
         ``after`` key (last_seen us, error_id)."""
-        out: list[tuple[str, int | None, int]] = []
+        want_open = True if status == "open" else (False if status == "resolved" else None)
         with self._lock:
-            keys, entries = self._keys, self._entries
-            i = bisect.bisect_left(keys, after) if after is not None else len(keys)
-            want_open = True if status == "open" else (False if status == "resolved" else None)
-            while i > 0 and len(out) < limit:
-                i -= 1
-                ls, error_id = keys[i]
-                e = entries[error_id]
-                if e[0] != ls:
-                    continue  # stale: the group's newer key comes (came) elsewhere
-                if want_open is not None and e[1] is not want_open:
-                    continue
-                if component is not None and e[2] != component:
-                    continue
-                if min_rank is not None and (e[3] or 0) < min_rank:
-                    continue
-                if error_type is not None and e[4] != error_type:
-                    continue
-                out.append((error_id, e[5], ls))
-        return out
+            entries = self._entries
+            sources = self.sources(want_open, component, min_rank, error_type)
+            keys: Iterator[Key]
+            if len(sources) == 1:
+                keys = sources[0].below(after)
+            else:
+                keys = heapq.merge(*(sk.below(after) for sk in sources), reverse=True)
+            return [(key[1], entries[key[1]][5], key[0]) for key in itertools.islice(keys, limit)]

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from coordinator_plugins.error_handling.model import iso
+from coordinator_plugins.error_handling.model import ErrorCategory, ErrorSeverity, ErrorType, ResolutionStatus, iso
 from coordinator_plugins.error_handling.storage.postgres_schema import GROUP_COLUMNS, from_json
 from coordinator_plugins.error_handling.storage.records import (
     LIST_FIELDS,
@@ -25,6 +25,8 @@ from coordinator_plugins.error_handling.storage.records import (
 )
 
 SELECT_GROUP = "SELECT " + ", ".join(GROUP_COLUMNS) + " FROM error_reports"
+SELECT_ITEMS = "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports"
+_COUNTS = (("aggregated_count", 0), ("retry_count", 0), ("regression_count", 0), ("recovery_level", 1))
 _STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
 
@@ -39,6 +41,25 @@ def group_of(row: Any) -> GroupRecord:
         resolution_time=row["resolution_time"],
         empty_count=0,
     )
+
+
+def item_of(row: Any) -> dict[str, Any]:
+    """A stored row's GET /errors item, as ``group_of(row).to_api(LIST_FIELDS)`` has it, without
+    building the whole record (its JSON columns are not even read); ValueError / KeyError for a
+    row that cannot be read."""
+    item = dict(row.items())
+    item["error_type"] = ErrorType(row["error_type"]).value
+    item["error_severity"] = ErrorSeverity(row["error_severity"]).value
+    item["category"] = ErrorCategory(row["category"]).value
+    item["resolution_status"] = ResolutionStatus(row["resolution_status"] or "open").value
+    item["message"] = row["message"] or ""
+    item["component"] = row["component"] or "unknown"
+    item["operation"] = row["operation"] or "unknown"
+    for name, empty in _COUNTS:
+        item[name] = int(row[name] or empty)
+    for name in ("first_seen", "last_seen", "resolution_time"):
+        item[name] = iso(row[name])
+    return item
 
 
 def run_of(r: Any) -> StrategyRun:
@@ -141,12 +162,16 @@ class PostgresReads:
         if query.after is not None:
             params.extend((datetime.fromisoformat(query.after[0]), query.after[1]))
             where.append(f"(last_seen, error_id) < (${len(params) - 1}, ${len(params)})")
-        sql = SELECT_GROUP + (" WHERE " + " AND ".join(where) if where else "")
+        sql = SELECT_ITEMS + (" WHERE " + " AND ".join(where) if where else "")
         params.append(query.limit + 1)
         sql += f" ORDER BY last_seen DESC, error_id DESC LIMIT ${len(params)}"
         rows = await self._pool().fetch(sql, *params)
-        groups = self._groups(rows[: query.limit])
-        items = [g.to_api(LIST_FIELDS) for g in groups]
+        items = []
+        for row in rows[: query.limit]:
+            try:
+                items.append(item_of(row))
+            except (ValueError, KeyError, TypeError):
+                self.skipped_rows += 1
         nxt = (items[-1]["last_seen"], items[-1]["error_id"]) if len(rows) > query.limit and items else None
         return GroupPage(items, nxt)
 

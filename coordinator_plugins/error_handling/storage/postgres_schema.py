@@ -163,6 +163,17 @@ CREATE TABLE IF NOT EXISTS store_commits (
 );
 """,
     ),
+    (
+        4,
+        "indexes that GET /errors' filters page along: by component, open groups, resolved groups",
+        """
+CREATE INDEX IF NOT EXISTS error_reports_component ON error_reports (component, last_seen DESC, error_id DESC);
+CREATE INDEX IF NOT EXISTS error_reports_open ON error_reports (last_seen DESC, error_id DESC)
+    WHERE resolution_status <> 'resolved';
+CREATE INDEX IF NOT EXISTS error_reports_resolved ON error_reports (last_seen DESC, error_id DESC)
+    WHERE resolution_status = 'resolved';
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
