@@ -207,8 +207,7 @@ class WriterLoop:
         backoff = 0.05
         while True:
             if batch is None:
-                woken = self._batch.seq == 0
-                if woken:
+                if self._batch.seq == 0:
                     # Idle: writes on the loop wake the writer only now (see DuckDBStore._mark);
                     # the flag is up before the last look at the batch, so none is missed.
                     self._writer_idle = True
@@ -218,13 +217,9 @@ class WriterLoop:
                 self._wake.clear()  # what it signalled is taken below
                 if self.watch.check():  # the file was deleted or replaced: now rebuilt
                     cur = None
-                if woken and self.gather and len(self._batch.occ_id) < 512 and (
-                    time.monotonic() - self._last_commit < 0.01
-                ):
-                    # A burst starts (the last commit was moments ago): wait a little so that one
-                    # commit carries many reports, as PostgreSQL's commit_delay. Writes that came
-                    # during a commit are taken at once: they have gathered meanwhile, and each
-                    # sleep costs the writer a wait for the GIL while the loop is busy.
+                if self.gather and len(self._batch.occ_id) < 512 and time.monotonic() - self._last_commit < 0.01:
+                    # In a burst (the last commit was moments ago), wait a little so that one
+                    # commit carries many reports: group commit, as PostgreSQL's commit_delay.
                     time.sleep(self.gather)
                 batch = self._take()
             if batch is None:
