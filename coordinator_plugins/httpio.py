@@ -123,12 +123,16 @@ def _finite(value: Any, seen: set[int]) -> Any:
     return value
 
 
+# json.dumps with arguments builds a JSONEncoder per call; one serves every response.
+_ENCODER = json.JSONEncoder(allow_nan=False, default=str)
+
+
 def dumps(obj: Any) -> str:
     """Strict JSON: a non-finite float becomes ``null`` (never ``NaN``), other objects ``str()``."""
     try:
-        return json.dumps(obj, allow_nan=False, default=str)
+        return _ENCODER.encode(obj)
     except ValueError:
-        return json.dumps(_finite(obj, set()), allow_nan=False, default=str)
+        return _ENCODER.encode(_finite(obj, set()))
 
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -23,7 +23,7 @@ import duckdb
 from coordinator_plugins.error_handling.storage.base import StoreClosed, StoreUnavailable
 from coordinator_plugins.error_handling.storage.batch import Batch
 from coordinator_plugins.error_handling.storage.duckdb_reads import DuckDBReads
-from coordinator_plugins.error_handling.storage.durability import Durability
+from coordinator_plugins.error_handling.storage.durability import Durability, Wake
 from coordinator_plugins.error_handling.storage.migrations import migrate
 from coordinator_plugins.error_handling.storage.order import GroupOrder
 from coordinator_plugins.error_handling.storage.records import (
@@ -81,7 +81,7 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
         self._conn_lock = threading.Lock()
         self._lock = threading.Lock()
         self._batch = Batch()
-        self._wake = threading.Event()
+        self._wake = Wake()
         self._stop = False
         self._seq = 0
         self._committed = 0
@@ -106,6 +106,8 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
         self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_soon = False  # a wake of the writer is scheduled on the loop
+        self._writer_idle = False  # the writer waits for writes (set by the writer thread)
         self._writer: threading.Thread | None = None
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eh-store-read")
         self._local = threading.local()
@@ -156,6 +158,7 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
         if fallback_to_memory is None:
             fallback_to_memory = self.fallback_to_memory
         self._loop = asyncio.get_running_loop()
+        self._wake_soon = False
         try:
             self._con = await asyncio.to_thread(self._connect)
         except StoreUnavailable:
@@ -224,9 +227,23 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
     def _mark(self) -> int:
         self._seq += 1
         self._batch.seq = self._seq
-        if not self._wake.is_set():
+        if asyncio._get_running_loop() is not self._loop:  # another thread (or loop)
             self._wake.set()
+        elif self._writer_idle and not self._wake_soon:
+            # On the loop, an idle writer is woken once per turn of the loop, after the callbacks
+            # that are ready now (a burst of requests) have queued their writes: one commit
+            # carries them all, and the writer is not woken (nor the GIL handed to it) per write.
+            # A busy writer is not woken at all: it looks at the batch before it waits again.
+            self._wake_soon = True
+            try:
+                self._loop.call_soon(self._wake_writer)  # type: ignore[union-attr]
+            except RuntimeError:  # the loop is closed
+                self._wake_writer()
         return self._seq
+
+    def _wake_writer(self) -> None:
+        self._wake_soon = False
+        self._wake.set()
 
     def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
         with self._lock:

@@ -13,12 +13,41 @@ from coordinator_plugins.error_handling.storage.base import StoreClosed, WriteRe
 SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
 
 
+class Wake:
+    """The writer's wake-up signal: ``threading.Event`` without its Condition. A lock held means
+    "nothing to do"; ``set`` releases it (never blocks, from any thread) and ``wait`` takes it
+    back. With an Event, the loop's ``set`` could block on the Condition's own lock while the
+    writer held it, and then wait for the GIL the writer had meanwhile: a convoy on the loop."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:  # set already
+            pass
+
+    def is_set(self) -> bool:
+        return not self._lock.locked()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for a ``set``, and consume it (the signal is clear again)."""
+        return self._lock.acquire(True, timeout)
+
+    def clear(self) -> None:
+        self._lock.acquire(False)
+
+
 class Durability:
     _seq: int
     _committed: int
     _groups_committed: int
     _force_groups: int
-    _wake: threading.Event
+    _wake: Wake
     _writer: threading.Thread | None
     _loop: asyncio.AbstractEventLoop | None
     _waiters: list[tuple[int, int, asyncio.Future[None]]]

@@ -21,6 +21,7 @@ from coordinator_plugins.error_handling.storage.batch import (
     run_statements,
     statements_for,
 )
+from coordinator_plugins.error_handling.storage.durability import Wake
 from coordinator_plugins.error_handling.storage.order import GroupOrder
 from coordinator_plugins.error_handling.storage.records import GroupRecord
 from coordinator_plugins.error_handling.storage.recreate import FileWatch
@@ -62,7 +63,8 @@ class WriterLoop:
     _lock: threading.Lock
     _conn_lock: threading.Lock
     _batch: Batch
-    _wake: threading.Event
+    _wake: Wake
+    _writer_idle: bool
     _con: duckdb.DuckDBPyConnection | None
     _generation: int
     _stop: bool
@@ -205,8 +207,14 @@ class WriterLoop:
         backoff = 0.05
         while True:
             if batch is None:
-                self._wake.wait(0.5)
-                self._wake.clear()
+                if self._batch.seq == 0:
+                    # Idle: writes on the loop wake the writer only now (see DuckDBStore._mark);
+                    # the flag is up before the last look at the batch, so none is missed.
+                    self._writer_idle = True
+                    if self._batch.seq == 0:
+                        self._wake.wait(0.5)
+                    self._writer_idle = False
+                self._wake.clear()  # what it signalled is taken below
                 if self.watch.check():  # the file was deleted or replaced: now rebuilt
                     cur = None
                 if self.gather and len(self._batch.occ_id) < 512 and time.monotonic() - self._last_commit < 0.01:

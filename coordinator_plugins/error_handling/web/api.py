@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ from coordinator_plugins.error_handling.observe.explain import explain_strategie
 from coordinator_plugins.error_handling.storage.base import WriteRefused
 from coordinator_plugins.error_handling.storage.records import GroupQuery
 from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
+from coordinator_plugins.error_handling.web.deadline import Deadlines
 from coordinator_plugins.error_handling.web.validate import (
     decode_cursor,
     encode_cursor,
@@ -47,20 +47,11 @@ WRITE_DEADLINE = DURABLE_TIMEOUT + 10.0  # the same for the other routes, past t
 
 
 def with_deadline(handler: Handler, seconds: float) -> Handler:
-    """``handler`` under a deadline: when the store cannot answer in time (a flush waiting for
-    a writer that is behind, a reader thread busy), a JSON 503 with Retry-After, never a hang."""
+    """``handler`` under a deadline of its own (see :class:`Deadlines`, which ``add_routes`` shares
+    between the routes of one deadline)."""
+    return Deadlines(seconds).wrap(handler)
 
-    async def timed(request: web.Request) -> web.StreamResponse:
-        try:
-            async with asyncio.timeout(seconds):
-                return await handler(request)
-        except TimeoutError:
-            raise ApiError(
-                503, f"the error store did not answer within {seconds:g} s; retry later", "store_busy",
-                headers={"Retry-After": "5"},
-            ) from None
 
-    return timed
 _CTX_STRS = ("operation", "exception_type", "worker_id", "task_id", "hardware_id", "stack_trace")
 
 
@@ -108,15 +99,12 @@ class ErrorRoutes:
         component = opt_str(body, "component", required=True, max_len=200)
         ctx: dict[str, Any] = {"component": component}
         for key in _CTX_STRS:
-            value = opt_str(body, key, max_len=200 if key != "stack_trace" else 65_536)
-            if value is not None:
-                ctx[key] = value
-        et = enum_value(ErrorType, "error_type", body)
-        sev = enum_value(ErrorSeverity, "severity", body)
-        if et is not None:
-            ctx["error_type"] = et
-        if sev is not None:
-            ctx["severity"] = sev
+            if key in body:  # (most bodies carry few of them: no call for the others)
+                ctx[key] = opt_str(body, key, max_len=200 if key != "stack_trace" else 65_536)
+        if "error_type" in body:
+            ctx["error_type"] = enum_value(ErrorType, "error_type", body)
+        if "severity" in body:
+            ctx["severity"] = enum_value(ErrorSeverity, "severity", body)
         if "metadata" in body:
             if not isinstance(body["metadata"], dict):
                 raise bad("metadata: expected an object")
@@ -271,6 +259,7 @@ def _taken(app: web.Application, method: str, path: str) -> bool:
 def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) -> ErrorRoutes:
     r = ErrorRoutes(integ)
     p = integ.config.api_prefix
+    deadlines = {True: Deadlines(READ_DEADLINE), False: Deadlines(WRITE_DEADLINE)}  # GET or not
     table: list[tuple[str, str, Handler]] = [
         ("POST", f"{p}/errors", r.post_error),
         ("GET", f"{p}/errors", r.list_errors),
@@ -295,6 +284,6 @@ def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) ->
         open_route = bool(integ.config.dashboard_path) and (
             path == integ.config.dashboard_path or path.startswith(integ.config.dashboard_path + "/assets/")
         )
-        handler = with_deadline(handler, READ_DEADLINE if method == "GET" else WRITE_DEADLINE)
+        handler = deadlines[method == "GET"].wrap(handler)
         app.router.add_route(method, path, handler if open_route else r.guard(method, handler))
     return r
