@@ -1,6 +1,6 @@
 """The fast paths of intake give what the plain ones give: same fingerprints, same classification.
 
-normalize_message masks tokens through a cache of token shapes (digits 1-9 read as 1), and
+normalize_message masks lines and tokens through caches of their shapes (digits 1-9 read as 1), and
 classify caches its answers by the message with each run of digits read as one. Both are checked
 here against the plain computation on a broad corpus (the other tests' messages, hex, uuids,
 addresses, paths, timestamps, unicode digits and spaces, lone surrogates, digits inside words,
@@ -120,14 +120,19 @@ def test_normalize_is_the_plain_masking_on_a_broad_corpus(monkeypatch: pytest.Mo
     texts += [_redigit(t, rng) for t in texts]  # the same shapes with other digits: the cache's hits
     expected = {t: reference_normalize(t) for t in texts}
     group_mod._SHAPES.clear()
+    group_mod._LINES.clear()
     for _ in range(2):  # cold, then warm
         for t in texts:
             assert normalize_message(t) == expected[t], repr(t)
         rng.shuffle(texts)
-    monkeypatch.setattr(group_mod, "_SHAPES_MAX", 7)  # a cache that keeps overflowing
+    assert group_mod._LINES and group_mod._SHAPES  # both caches were used
+    monkeypatch.setattr(group_mod, "_SHAPES_MAX", 7)  # caches that keep overflowing
+    monkeypatch.setattr(group_mod, "_LINES_MAX", 5)
     group_mod._SHAPES.clear()
+    group_mod._LINES.clear()
     for t in texts[:3000]:
         assert normalize_message(t) == expected[t], repr(t)
+    assert len(group_mod._LINES) <= 5 and len(group_mod._SHAPES) <= 7
 
 
 def test_normalize_known_cases() -> None:

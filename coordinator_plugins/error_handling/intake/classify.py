@@ -217,13 +217,17 @@ _CLS_CACHE_MAX = 32768
 _UNCACHED_TYPES = (T.RESOURCE, T.SYSTEM)
 
 
-def _digit_runs(message: str) -> bytes:
-    """``message`` (UTF-8) with each run of ASCII digits made one "0" (up to runs of 10 digits;
-    longer ones stay runs of a few): classify's rules read it as they read ``message``."""
-    return (
-        message.encode("utf-8", "surrogatepass").translate(_ZERO_ALL)
-        .replace(b"0000", b"0").replace(b"00", b"0").replace(b"00", b"0")
-    )
+_SHARED: dict[tuple[str, str], Classification] = {}  # at most one per (type, category) pair
+
+
+def _shared(etype: ErrorType, category: ErrorCategory) -> Classification:
+    """The classification with the category's default severity; one object per pair (frozen),
+    so the cache's entries are not 32,768 more objects for the garbage collector to walk."""
+    key = (etype._value_, category._value_)
+    found = _SHARED.get(key)
+    if found is None:
+        found = _SHARED[key] = Classification(etype, category, _SEVERITY_BY_VALUE.get(category._value_, S.MEDIUM))
+    return found
 
 
 def classify(
@@ -240,7 +244,10 @@ def classify(
 ) -> Classification:
     """Classify one error. ``exc`` wins over ``exception_type`` (a class name from a report)."""
     key = (
-        _digit_runs(message),
+        # the message (UTF-8) with each run of ASCII digits made one "0" (runs of up to 10 digits;
+        # longer ones stay runs of a few): classify's rules read it as they read the message
+        message.encode("utf-8", "surrogatepass").translate(_ZERO_ALL)
+        .replace(b"0000", b"0").replace(b"00", b"0").replace(b"00", b"0"),
         exception_type if exc is None else type(exc),
         component,
         operation,
@@ -253,7 +260,7 @@ def classify(
         etype, category, cacheable = _classify(
             exc, message, component, operation, exception_type, explicit_type, has_task, has_worker
         )
-        found = Classification(etype, category, _SEVERITY_BY_VALUE.get(category._value_, S.MEDIUM))
+        found = _shared(etype, category)
         if cacheable:
             if len(_CLS_CACHE) >= _CLS_CACHE_MAX:
                 _CLS_CACHE.clear()

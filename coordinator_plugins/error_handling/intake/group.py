@@ -35,6 +35,9 @@ _SPACED_TS = re.compile(r"\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|
 _SHAPE = bytes.maketrans(b"23456789", b"11111111")
 _SHAPES: dict[bytes, str] = {}
 _SHAPES_MAX = 4096
+_LINES: dict[bytes, str] = {}  # a first line's shape -> its text, for texts without a digit 1-9
+_LINES_MAX = 32768
+_DIGIT_1_9 = re.compile("[1-9]").search
 
 
 def _mask(m: re.Match[str]) -> str:
@@ -60,13 +63,25 @@ def _mask_token(token: str) -> str:
 def normalize_message(message: str) -> str:
     """The first line of a message with volatile parts masked."""
     line = message.strip().split("\n", 1)[0][:500]
+    # The whole line by its shape first: every step below (the spaced timestamp, split, the
+    # token tests, _MASK) decides alike for a line and its shape, so a shape's text serves
+    # every line of that shape when no digit 1-9 survived in it (the same argument as tokens).
+    shape = line.encode("utf-8", "surrogatepass").translate(_SHAPE)
+    out = _LINES.get(shape)
+    if out is not None:
+        return out
     if ":" in line and "-" in line:  # the only timestamp shape with a space in it
         line = _SPACED_TS.sub("<ts>", line)
     # Token by token (str.split and the regex agree on what whitespace is): a regex scan for
     # tokens backtracked over every word without digits, twice the cost of this loop. Words and
     # tokens without a digit or a slash are kept without a call.
     volatile = _VOLATILE
-    return " ".join([t if t.isalpha() or not volatile(t) else _mask_token(t) for t in line.split()])
+    out = " ".join([t if t.isalpha() or not volatile(t) else _mask_token(t) for t in line.split()])
+    if not _DIGIT_1_9(out):
+        if len(_LINES) >= _LINES_MAX:
+            _LINES.clear()
+        _LINES[shape] = out
+    return out
 
 
 def fingerprint(

@@ -62,6 +62,33 @@ def new_error_id() -> str:
     return f"{_ID_RNG.getrandbits(128):032x}"
 
 _CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware_id", "request_id", "user_id")
+_CONTEXT_STR_KEYSET = frozenset(_CONTEXT_STR_KEYS)
+_NO_STRINGS: dict[str, str | None] = dict.fromkeys(_CONTEXT_STR_KEYS)
+
+
+def _context_strings(ctx: Mapping[str, Any]) -> dict[str, str | None]:
+    """The context's strings by key (None when absent or None), each made storable."""
+    if type(ctx) is dict:
+        # A plain dict whose values of these keys are strings (the common case): only the keys
+        # it has are read, in its own order, which is the same result (str() of a str does
+        # nothing); any other value takes the loop below, in the keys' order.
+        vals = dict(_NO_STRINGS)
+        for k, v in ctx.items():
+            if k in _CONTEXT_STR_KEYSET and v is not None:
+                if type(v) is not str:
+                    break
+                vals[k] = v if v.isascii() else storable(v)
+        else:
+            return vals
+    get = ctx.get
+    vals = {}
+    for k in _CONTEXT_STR_KEYS:
+        if get(k) is None:
+            vals[k] = None
+        else:
+            text = str(ctx[k])
+            vals[k] = text if text.isascii() else storable(text)
+    return vals
 
 
 def parse_enum(enum_cls: Any, key: str, value: Any) -> Any:
@@ -141,16 +168,14 @@ class ErrorHandler:
         explicit_type = None if raw is None else parse_enum(ErrorType, "error_type", raw)
         raw = get("severity")
         explicit_sev = None if raw is None else parse_enum(ErrorSeverity, "severity", raw)
-        flagged_sev = priority_severity(ctx)  # the seed's critical / high_priority / low_priority
+        # the seed's critical / high_priority / low_priority (three lookups, without a call)
+        if "critical" in ctx or "high_priority" in ctx or "low_priority" in ctx:
+            flagged_sev = priority_severity(ctx)
+        else:
+            flagged_sev = None
         # every string is made storable here (see intake/text.py): one value the database cannot
         # store must never cost this report, or another, its place in the store
-        vals: dict[str, str | None] = {}
-        for k in _CONTEXT_STR_KEYS:
-            if get(k) is None:
-                vals[k] = None
-            else:
-                text = str(ctx[k])
-                vals[k] = text if text.isascii() else storable(text)
+        vals = _context_strings(ctx)
         component = vals["component"] or "unknown"
         operation = vals["operation"] or "unknown"
         metadata = get("metadata")
