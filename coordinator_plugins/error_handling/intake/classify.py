@@ -203,6 +203,33 @@ def _keyword_type(text: str) -> ErrorType | None:
     return found
 
 
+# Classifications by what they depend on. Keyword and category rules name no digit and match no
+# digit (no \d, \w, "." or negated class in them), and \b only asks whether a neighbour is a
+# word character: so a message and the same with each run of ASCII digits read as one "0" match
+# every rule alike (a run stays a run, its neighbours keep theirs). Only the errno (of an
+# OSError or "[errno N]" in the text) and an HTTP status read digits or the exception itself:
+# the classifications that may read them (a resource or system type, an OSError class's rule,
+# a response error) are never cached. Everything else classify reads is in the key
+# (tests/test_intake_equivalence.py compares cached answers with computed ones).
+_ZERO_ALL = bytes.maketrans(b"123456789", b"000000000")
+_CLS_CACHE: dict[tuple[object, ...], Classification] = {}
+_CLS_CACHE_MAX = 32768
+_UNCACHED_TYPES = (T.RESOURCE, T.SYSTEM)
+
+
+_SHARED: dict[tuple[str, str], Classification] = {}  # at most one per (type, category) pair
+
+
+def _shared(etype: ErrorType, category: ErrorCategory) -> Classification:
+    """The classification with the category's default severity; one object per pair (frozen),
+    so the cache's entries are not 32,768 more objects for the garbage collector to walk."""
+    key = (etype._value_, category._value_)
+    found = _SHARED.get(key)
+    if found is None:
+        found = _SHARED[key] = Classification(etype, category, _SEVERITY_BY_VALUE.get(category._value_, S.MEDIUM))
+    return found
+
+
 def classify(
     exc: BaseException | None,
     message: str,
@@ -216,6 +243,45 @@ def classify(
     has_worker: bool = False,
 ) -> Classification:
     """Classify one error. ``exc`` wins over ``exception_type`` (a class name from a report)."""
+    key = (
+        # the message (UTF-8) with each run of ASCII digits made one "0" (runs of up to 10 digits;
+        # longer ones stay runs of a few): classify's rules read it as they read the message
+        message.encode("utf-8", "surrogatepass").translate(_ZERO_ALL)
+        .replace(b"0000", b"0").replace(b"00", b"0").replace(b"00", b"0"),
+        exception_type if exc is None else type(exc),
+        component,
+        operation,
+        explicit_type._value_ if explicit_type is not None else None,  # an Enum's hash is a Python call
+        has_task,
+        has_worker,
+    )
+    found = _CLS_CACHE.get(key)
+    if found is None:
+        etype, category, cacheable = _classify(
+            exc, message, component, operation, exception_type, explicit_type, has_task, has_worker
+        )
+        found = _shared(etype, category)
+        if cacheable:
+            if len(_CLS_CACHE) >= _CLS_CACHE_MAX:
+                _CLS_CACHE.clear()
+            _CLS_CACHE[key] = found  # frozen: one object serves every hit
+    if explicit_severity is not None and explicit_severity is not found.severity:
+        return Classification(found.error_type, found.category, explicit_severity)
+    return found
+
+
+def _classify(
+    exc: BaseException | None,
+    message: str,
+    component: str,
+    operation: str,
+    exception_type: str | None,
+    explicit_type: ErrorType | None,
+    has_task: bool,
+    has_worker: bool,
+) -> tuple[ErrorType, ErrorCategory, bool]:
+    """(type, category, whether the answer may be cached: it read no digit of the message and
+    nothing of ``exc`` but its class)."""
     cls: type[BaseException] | None = type(exc) if exc is not None else exception_class_by_name(exception_type)
     low = message.lower()
     rule = _rule_for(cls) if cls is not None else None
@@ -243,11 +309,12 @@ def classify(
         etype = etype_or_none or T.UNKNOWN
     if category is None:
         category = _category(etype, cls, exc, low, component.lower(), operation.lower(), has_task, has_worker)
-    if explicit_severity is not None:
-        severity = explicit_severity
-    else:
-        severity = _SEVERITY_BY_VALUE.get(category._value_, S.MEDIUM)
-    return Classification(etype, category, severity)
+    cacheable = (
+        etype not in _UNCACHED_TYPES
+        and (rule is None or rule[0] is not T.SYSTEM)
+        and not isinstance(exc, aiohttp.ClientResponseError)
+    )
+    return etype, category, cacheable
 
 
 def _errno_of(exc: BaseException | None, low: str) -> int | None:

@@ -27,8 +27,17 @@ _MASK = re.compile(
 # Only whitespace-delimited tokens with a digit or a slash can hold a volatile part.
 _VOLATILE = re.compile(r"[\d/\\]").search
 _SPACED_TS = re.compile(r"\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
-_CACHE: dict[str, str] = {}
-_CACHE_MAX = 4096
+# A token's shape: its ASCII digits 1-9 read as 1 (0 is kept: "0x" is the one digit _MASK names).
+# Every choice _MASK makes is the same for a token and its shape (\d, \w, \b, [0-9a-fA-F] and
+# the counted repeats all treat 1-9 alike; the length does not change), so the shape's masked
+# text is the token's as long as no digit 1-9 survived masking, i.e. it has no "1". Volatile
+# tokens have few shapes ("<n>)", "<addr>", "w-<n>"), so _MASK, 1.5 us a token, seldom runs.
+_SHAPE = bytes.maketrans(b"23456789", b"11111111")
+_SHAPES: dict[bytes, str] = {}
+_SHAPES_MAX = 4096
+_LINES: dict[bytes, str] = {}  # a first line's shape -> its text, for texts without a digit 1-9
+_LINES_MAX = 32768
+_DIGIT_1_9 = re.compile("[1-9]").search
 
 
 def _mask(m: re.Match[str]) -> str:
@@ -36,27 +45,42 @@ def _mask(m: re.Match[str]) -> str:
 
 
 def _mask_token(token: str) -> str:
-    if not _VOLATILE(token):
-        return token
+    """``_MASK.sub(_mask, token)`` for a token with a digit or a slash."""
     if token.isascii() and token.isdigit():  # the commonest volatile token: what _MASK makes of it
         return "<n>"
-    return _MASK.sub(_mask, token)
+    shape = token.encode("utf-8", "surrogatepass").translate(_SHAPE)
+    masked = _SHAPES.get(shape)
+    if masked is None:
+        masked = _MASK.sub(_mask, shape.decode("utf-8", "surrogatepass"))
+        if "1" in masked:  # a digit kept (or a 1): the shape's text is not its tokens'
+            masked = ""
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[shape] = masked
+    return masked or _MASK.sub(_mask, token)  # never empty otherwise: a token is not
 
 
 def normalize_message(message: str) -> str:
     """The first line of a message with volatile parts masked."""
-    cached = _CACHE.get(message)
-    if cached is not None:
-        return cached
     line = message.strip().split("\n", 1)[0][:500]
+    # The whole line by its shape first: every step below (the spaced timestamp, split, the
+    # token tests, _MASK) decides alike for a line and its shape, so a shape's text serves
+    # every line of that shape when no digit 1-9 survived in it (the same argument as tokens).
+    shape = line.encode("utf-8", "surrogatepass").translate(_SHAPE)
+    out = _LINES.get(shape)
+    if out is not None:
+        return out
     if ":" in line and "-" in line:  # the only timestamp shape with a space in it
         line = _SPACED_TS.sub("<ts>", line)
     # Token by token (str.split and the regex agree on what whitespace is): a regex scan for
-    # tokens backtracked over every word without digits, twice the cost of this loop.
-    out = " ".join([t if t.isalpha() else _mask_token(t) for t in line.split()])  # words: no call
-    if len(_CACHE) >= _CACHE_MAX:
-        _CACHE.clear()
-    _CACHE[message] = out
+    # tokens backtracked over every word without digits, twice the cost of this loop. Words and
+    # tokens without a digit or a slash are kept without a call.
+    volatile = _VOLATILE
+    out = " ".join([t if t.isalpha() or not volatile(t) else _mask_token(t) for t in line.split()])
+    if not _DIGIT_1_9(out):
+        if len(_LINES) >= _LINES_MAX:
+            _LINES.clear()
+        _LINES[shape] = out
     return out
 
 

@@ -10,7 +10,7 @@ import random
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coordinator_plugins.error_handling.intake.classify import classify
@@ -25,14 +25,17 @@ from coordinator_plugins.error_handling.model import (
     ErrorReport,
     ErrorSeverity,
     ErrorType,
+    ResolutionStatus,
     enum_member,
-    utcnow,
 )
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
+_now = datetime.now  # model.utcnow() without its call
+_RESOLVED = ResolutionStatus.RESOLVED
+_RANK = {s._value_: s.rank for s in ErrorSeverity}
 _ID_RNG = random.Random(os.urandom(32))  # error ids stay random whatever `seed` says
 
 
@@ -59,6 +62,33 @@ def new_error_id() -> str:
     return f"{_ID_RNG.getrandbits(128):032x}"
 
 _CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware_id", "request_id", "user_id")
+_CONTEXT_STR_KEYSET = frozenset(_CONTEXT_STR_KEYS)
+_NO_STRINGS: dict[str, str | None] = dict.fromkeys(_CONTEXT_STR_KEYS)
+
+
+def _context_strings(ctx: Mapping[str, Any]) -> dict[str, str | None]:
+    """The context's strings by key (None when absent or None), each made storable."""
+    if type(ctx) is dict:
+        # A plain dict whose values of these keys are strings (the common case): only the keys
+        # it has are read, in its own order, which is the same result (str() of a str does
+        # nothing); any other value takes the loop below, in the keys' order.
+        vals = dict(_NO_STRINGS)
+        for k, v in ctx.items():
+            if k in _CONTEXT_STR_KEYSET and v is not None:
+                if type(v) is not str:
+                    break
+                vals[k] = v if v.isascii() else storable(v)
+        else:
+            return vals
+    get = ctx.get
+    vals = {}
+    for k in _CONTEXT_STR_KEYS:
+        if get(k) is None:
+            vals[k] = None
+        else:
+            text = str(ctx[k])
+            vals[k] = text if text.isascii() else storable(text)
+    return vals
 
 
 def parse_enum(enum_cls: Any, key: str, value: Any) -> Any:
@@ -123,30 +153,40 @@ class ErrorHandler:
     def prepare(self, error: BaseException | str, context: Mapping[str, Any] | None) -> Occurrence:
         """Classify one occurrence and compute its fingerprint. No I/O, no state changed."""
         ctx = context or {}
+        get = ctx.get
         if isinstance(error, BaseException):
             exc: BaseException | None = error
             message = storable(str(error) or type(error).__name__)
             exc_type: str | None = type(error).__name__
         else:
             exc = None
-            message = storable(str(error))
-            raw_type = ctx.get("exception_type")
+            message = str(error)
+            if not message.isascii():
+                message = storable(message)
+            raw_type = get("exception_type")
             exc_type = storable(str(raw_type)) if raw_type else None
-        explicit_type = parse_enum(ErrorType, "error_type", ctx.get("error_type"))
-        explicit_sev = parse_enum(ErrorSeverity, "severity", ctx.get("severity"))
-        flagged_sev = priority_severity(ctx)  # the seed's critical / high_priority / low_priority
+        raw = get("error_type")
+        explicit_type = None if raw is None else parse_enum(ErrorType, "error_type", raw)
+        raw = get("severity")
+        explicit_sev = None if raw is None else parse_enum(ErrorSeverity, "severity", raw)
+        # the seed's critical / high_priority / low_priority (three lookups, without a call)
+        if "critical" in ctx or "high_priority" in ctx or "low_priority" in ctx:
+            flagged_sev = priority_severity(ctx)
+        else:
+            flagged_sev = None
         # every string is made storable here (see intake/text.py): one value the database cannot
         # store must never cost this report, or another, its place in the store
-        vals = {k: (storable(str(ctx[k])) if ctx.get(k) is not None else None) for k in _CONTEXT_STR_KEYS}
+        vals = _context_strings(ctx)
         component = vals["component"] or "unknown"
         operation = vals["operation"] or "unknown"
-        metadata = ctx.get("metadata")
+        metadata = get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("context.metadata: expected a dict")
         if metadata:
             metadata = storable_value(metadata)
         # The seed named a worker or tasks in related_entities only: they are targets all the same.
-        related = related_mapping(ctx.get("related_entities"))
+        raw = get("related_entities")
+        related = {} if raw is None else related_mapping(raw)
         if related:
             related = storable_value(related)
         workers, tasks = related_targets(related) if related else ([], [])
@@ -183,7 +223,7 @@ class ErrorHandler:
         ctx, exc, message, exc_type, vals = occ.ctx, occ.exc, occ.message, occ.exc_type, occ.vals
         component, operation, metadata, related = occ.component, occ.operation, occ.metadata, occ.related
         workers, tasks, cls, fp = occ.workers, occ.tasks, occ.cls, occ.fp
-        now = utcnow()
+        now = _now(UTC)
         self.occurrences += 1
         # keyed by the members' plain values: an Enum's __hash__ is a Python call, too slow here
         tv, sv, cv = cls.error_type._value_, cls.severity._value_, cls.category._value_
@@ -193,13 +233,14 @@ class ErrorHandler:
         group = self.groups.by_fingerprint(fp)
         if group is not None and now <= group.last_seen:
             now = group.last_seen + _TICK  # strictly increasing per group: startup recounts by it
-        if group is not None:
+        if group is not None and (workers or tasks or metadata):  # else add_targets changes nothing
             _add_targets(group, workers, tasks, metadata)
         self._changed = True  # for report(): the group changed beyond its count and last_seen
-        if group is not None and group.is_open:
+        if group is not None and group.resolution_status is not _RESOLVED:  # group.is_open
             group.aggregated_count += 1
             group.last_seen = now
-            self._changed = cls.severity > group.error_severity
+            severity = cls.severity  # compared by rank, without ErrorSeverity.__gt__'s calls
+            self._changed = severity is not group.error_severity and _RANK[sv] > _RANK[group.error_severity._value_]
             if self._changed:
                 group.error_severity = cls.severity
                 self.groups.mark(group)  # it may be critical now
@@ -282,7 +323,8 @@ class ErrorHandler:
             report.write_seq = seq  # in the index (nothing was awaited since the fold)
         else:
             self.groups.written(report, seq)  # evicted during the claim, maybe
-        await self.hooks.run(report)
+        if self.hooks.active:
+            await self.hooks.run(report)
         return report, seq
 
     def persist(self, report: ErrorReport) -> int:

@@ -60,6 +60,11 @@ class HookRegistry:
         for name in dict.fromkeys(names):
             self._hooks.setdefault(name, []).append(hook)
 
+    @property
+    def active(self) -> bool:
+        """Whether any hook is registered (else :meth:`run` has nothing to do)."""
+        return bool(self._hooks)
+
     def matching(self, report: ErrorReport) -> list[Hook]:
         if not self._hooks:
             return []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from coordinator_plugins.error_handling.model import ErrorReport
@@ -38,12 +40,34 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("error_handling_store_ok", "1 when the store writes", value=int(s["store"]["ok"]))
 
 
+class _ErrorsCollector(Collector):
+    """``error_handling_errors`` (a counter by error_type and severity) as a prometheus Counter
+    with those labels exposes it (``_total`` and, unless disabled, ``_created`` per label set, in
+    the order the label sets first occurred), from counts kept in a plain dict: one dict update per
+    report instead of a Counter child's inc (its checks and its lock), read at scrape time. Only
+    the event loop counts; a scrape from another thread reads a copy."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+        self.created: dict[tuple[str, str], float] = {}
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("error_handling_errors", "Errors reported", labels=["error_type", "severity"])
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("error_handling_errors", "Errors reported", labels=["error_type", "severity"])
+        with_created = getattr(prometheus_client.metrics, "_use_created", True)
+        created = self.created
+        for key, count in list(self.counts.items()):
+            family.add_metric(key, float(count), created[key] if with_created else None)
+        yield family
+
+
 class PluginMetrics:
     def __init__(self, integ: EnhancedErrorHandlingIntegration) -> None:
         self.registry = CollectorRegistry()
-        self.errors = Counter(
-            "error_handling_errors", "Errors reported", ["error_type", "severity"], registry=self.registry
-        )
+        self.errors = _ErrorsCollector()
+        self.registry.register(self.errors)
         self.attempts = Counter(
             "error_handling_recovery_attempts",
             "Strategy runs",
@@ -58,14 +82,17 @@ class PluginMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
         self.registry.register(_StateCollector(integ))
-        self._children: dict[Any, Any] = {}
+        self._counts = self.errors.counts
 
     def on_error(self, report: ErrorReport) -> None:
         key = (report.error_type._value_, report.error_severity._value_)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self.errors.labels(report.error_type.value, report.error_severity.value)
-        child.inc()
+        counts = self._counts
+        count = counts.get(key)
+        if count is None:
+            self.errors.created[key] = time.time()  # before the count: a scrape finds both
+            counts[key] = 1
+        else:
+            counts[key] = count + 1
 
     def on_recovery(self, info: dict[str, Any]) -> None:
         for a in info["attempts"]:
