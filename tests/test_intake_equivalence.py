@@ -332,3 +332,17 @@ async def test_errors_metric_is_what_a_prometheus_counter_exposes(tmp_path: Path
         assert created and all(abs(c - time.time()) < 600 for c in created)
     finally:
         await integ.stop()
+
+
+def test_classification_cache_keeps_no_long_texts() -> None:
+    """Long messages are classified (the same way) without entering the cache: its keys stay
+    small whatever a client sends (a 1 MB body per report would otherwise pin up to 32 GB)."""
+    from coordinator_plugins.error_handling.intake import classify as mod
+
+    mod._CLS_CACHE.clear()
+    long_text = "connection refused by peer " + "x" * 100_000
+    first = mod.classify(None, long_text, "net", "op")
+    assert not mod._CLS_CACHE
+    assert mod.classify(None, long_text, "net", "op") == first
+    assert first.category == mod.classify(None, "connection refused by peer", "net", "op").category
+    assert len(mod._CLS_CACHE) == 1

@@ -214,6 +214,7 @@ def _keyword_type(text: str) -> ErrorType | None:
 _ZERO_ALL = bytes.maketrans(b"123456789", b"000000000")
 _CLS_CACHE: dict[tuple[object, ...], Classification] = {}
 _CLS_CACHE_MAX = 32768
+_CACHED_LEN = 2048  # longer texts (message, component, operation, type) are classified each time
 _UNCACHED_TYPES = (T.RESOURCE, T.SYSTEM)
 
 
@@ -243,7 +244,8 @@ def classify(
     has_worker: bool = False,
 ) -> Classification:
     """Classify one error. ``exc`` wins over ``exception_type`` (a class name from a report)."""
-    key = (
+    long = len(message) + len(component) + len(operation) + len(exception_type or "") > _CACHED_LEN
+    key = None if long else (  # cached keys stay small: 32,768 keys of 1 MB each would be 32 GB
         # the message (UTF-8) with each run of ASCII digits made one "0" (runs of up to 10 digits;
         # longer ones stay runs of a few): classify's rules read it as they read the message
         message.encode("utf-8", "surrogatepass").translate(_ZERO_ALL)
@@ -255,13 +257,13 @@ def classify(
         has_task,
         has_worker,
     )
-    found = _CLS_CACHE.get(key)
+    found = _CLS_CACHE.get(key) if key is not None else None
     if found is None:
         etype, category, cacheable = _classify(
             exc, message, component, operation, exception_type, explicit_type, has_task, has_worker
         )
         found = _shared(etype, category)
-        if cacheable:
+        if cacheable and key is not None:
             if len(_CLS_CACHE) >= _CLS_CACHE_MAX:
                 _CLS_CACHE.clear()
             _CLS_CACHE[key] = found  # frozen: one object serves every hit
