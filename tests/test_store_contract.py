@@ -243,6 +243,21 @@ async def test_two_writers_of_one_group_never_lose_each_others_counts(kind: Any,
 
 
 # -- cursors ------------------------------------------------------------------------------------------
+
+async def walk_pages(store: Store, limit: int, **query: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every page of a query, ``limit`` at a time: the ids and (last_seen, id) keys in order."""
+    seen: list[str] = []
+    keys: list[tuple[str, str]] = []
+    after = None
+    while True:
+        page = await store.list_groups(GroupQuery(limit=limit, after=after, **query))
+        assert len(page.items) <= limit
+        seen += [item["error_id"] for item in page.items]
+        keys += [(item["last_seen"], item["error_id"]) for item in page.items]
+        if page.next_cursor is None:
+            return seen, keys
+        after = page.next_cursor
+
 async def test_paging_with_the_cursor_returns_every_group_exactly_once(store: Store) -> None:
     tie = utcnow() - timedelta(minutes=5)
     groups = [Group(at=tie if i % 3 == 0 else tie + timedelta(seconds=i)) for i in range(120)]
@@ -253,17 +268,7 @@ async def test_paging_with_the_cursor_returns_every_group_exactly_once(store: St
             g.save(store)
     await store.flush(30)
     for status, expect in (("all", 120), ("open", 90), ("resolved", 30)):
-        seen: list[str] = []
-        keys: list[tuple[str, str]] = []
-        after = None
-        while True:
-            page = await store.list_groups(GroupQuery(status=status, limit=7, after=after))
-            assert len(page.items) <= 7
-            seen += [item["error_id"] for item in page.items]
-            keys += [(item["last_seen"], item["error_id"]) for item in page.items]
-            if page.next_cursor is None:
-                break
-            after = page.next_cursor
+        seen, keys = await walk_pages(store, 7, status=status)
         assert len(seen) == len(set(seen)) == expect, status
         assert keys == sorted(keys, reverse=True)  # newest first, ties broken by id
     first = await store.list_groups(GroupQuery(status="all", limit=1000, component="w", min_rank=2))
@@ -306,17 +311,7 @@ async def test_every_filter_pages_exactly_its_groups_newest_first(store: Store) 
             if g.report.error_severity.rank >= f.get("min_rank", 0)
             if f.get("error_type") in (None, g.report.error_type.value)
         }
-        seen: list[str] = []
-        keys: list[tuple[str, str]] = []
-        after = None
-        while True:
-            page = await store.list_groups(GroupQuery(limit=6, after=after, **f))
-            assert len(page.items) <= 6
-            seen += [item["error_id"] for item in page.items]
-            keys += [(item["last_seen"], item["error_id"]) for item in page.items]
-            if page.next_cursor is None:
-                break
-            after = page.next_cursor
+        seen, keys = await walk_pages(store, 6, **f)
         assert len(seen) == len(set(seen)) and set(seen) == want, f
         assert keys == sorted(keys, reverse=True), f
     assert len([g for g in groups if g.report.context.component == "rare"]) == 4
@@ -432,7 +427,8 @@ async def test_retention_removes_old_occurrences_and_runs_only(store: Store) -> 
     g.occur(store)
     g.report.last_seen = utcnow()
     g.occur(store)
-    old_run = StrategyRun("retry", "Retry", "network", 0.1, True, error_id=g.id, timestamp=utcnow() - timedelta(days=40))
+    old_run = StrategyRun("retry", "Retry", "network", 0.1, True, error_id=g.id,
+                          timestamp=utcnow() - timedelta(days=40))
     store.record_strategy_run(old_run)
     store.record_strategy_run(run(g.id))
     await store.flush(10)
