@@ -3,7 +3,6 @@ the recovery timeline, occurrence series, and totals (run on the reader thread).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from coordinator_plugins.error_handling.model import iso
@@ -16,6 +15,7 @@ from coordinator_plugins.error_handling.storage.records import (
     TimeoutRecord,
 )
 from coordinator_plugins.error_handling.storage.schema import PERF_COLUMNS
+from coordinator_plugins.error_handling.storage.sqlshared import series_answer, series_span
 
 
 def history_summary(cur: Cursor, limit: int) -> dict[str, Any]:
@@ -152,9 +152,6 @@ def totals(cur: Cursor) -> StoreTotals:
     return StoreTotals(int(groups), int(occ), int(aggregated), int(runs), int(levels))
 
 
-_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
-
-
 def occurrence_series(cur: Cursor, error_id: str, buckets: int, window: float | None) -> dict[str, Any] | None:
     """One group's stored occurrences counted per time bucket, from its first occurrence (or the
     last ``window`` seconds) to now; buckets of a round number of seconds, aligned to the clock.
@@ -164,14 +161,7 @@ def occurrence_series(cur: Cursor, error_id: str, buckets: int, window: float | 
     if row is None:
         return None
     first, now = float(row[0]), float(row[1])
-    since = now - window if window is not None else min(first, now - 60.0)
-    day = float(_STEPS[-1])
-    steps = [*_STEPS, *(day * k for k in range(2, 1 + int(-(-(now - since) // (day * max(1, buckets - 1))))))]
-    for step in steps:  # the smallest round step whose clock-aligned buckets cover the range
-        start = (since // step) * step
-        n = max(1, int(-(-(now - start) // step)))
-        if n <= buckets:
-            break
+    start, step, n = series_span(first, now, buckets, window)
     counts = [0] * n
     for b, c in cur.execute(
         "SELECT floor((epoch(occurred_at) - ?) / ?)::BIGINT, count(*) FROM error_occurrences "
@@ -180,11 +170,4 @@ def occurrence_series(cur: Cursor, error_id: str, buckets: int, window: float | 
     ).fetchall():
         if 0 <= b < n:
             counts[b] += int(c)
-    return {
-        "error_id": error_id,
-        "start": iso(datetime.fromtimestamp(start, UTC)),
-        "end": iso(datetime.fromtimestamp(now, UTC)),
-        "step_seconds": step,
-        "counts": counts,
-        "total": sum(counts),
-    }
+    return series_answer(error_id, start, now, step, counts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -23,11 +23,11 @@ from coordinator_plugins.error_handling.storage.records import (
     StrategyScore,
     TimeoutRecord,
 )
+from coordinator_plugins.error_handling.storage.sqlshared import group_filters, series_answer, series_span
 
 SELECT_GROUP = "SELECT " + ", ".join(GROUP_COLUMNS) + " FROM error_reports"
 SELECT_ITEMS = "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports"
 _COUNTS = (("aggregated_count", 0), ("retry_count", 0), ("regression_count", 0), ("recovery_level", 1))
-_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 
 
 def group_of(row: Any) -> GroupRecord:
@@ -74,18 +74,8 @@ def run_of(r: Any) -> StrategyRun:
     )
 
 
-def _filters(status: str, component: str | None, min_rank: int | None, error_type: str | None,
-             params: list[Any]) -> list[str]:
-    where: list[str] = []
-    if status == "open":
-        where.append("resolution_status <> 'resolved'")
-    elif status == "resolved":
-        where.append("resolution_status = 'resolved'")
-    for column, value in (("component", component), ("severity_rank", min_rank), ("error_type", error_type)):
-        if value is not None:
-            params.append(value)
-            where.append(f"{column} {'>=' if column == 'severity_rank' else '='} ${len(params)}")
-    return where
+def _dollar(n: int) -> str:
+    return f"${n}"  # PostgreSQL's placeholder of the n-th parameter
 
 
 class PostgresReads:
@@ -158,7 +148,7 @@ class PostgresReads:
 
     async def list_groups(self, query: GroupQuery) -> GroupPage:
         params: list[Any] = []
-        where = _filters(query.status, query.component, query.min_rank, query.error_type, params)
+        where = group_filters(query.status, query.component, query.min_rank, query.error_type, params, _dollar)
         if query.after is not None:
             params.extend((datetime.fromisoformat(query.after[0]), query.after[1]))
             where.append(f"(last_seen, error_id) < (${len(params) - 1}, ${len(params)})")
@@ -177,7 +167,7 @@ class PostgresReads:
 
     async def unresolved_groups(self, component: str | None = None, min_rank: int | None = None) -> list[GroupRecord]:
         params: list[Any] = []
-        where = _filters("open", component, min_rank, None, params)
+        where = group_filters("open", component, min_rank, None, params, _dollar)
         rows = await self._pool().fetch(SELECT_GROUP + " WHERE " + " AND ".join(where) + " ORDER BY last_seen DESC",
                                         *params)
         return self._groups(rows)
@@ -204,15 +194,7 @@ class PostgresReads:
         if row is None:
             return None
         first, now = float(row["f"]), float(row["n"])
-        since = now - window if window is not None else min(first, now - 60.0)
-        day = float(_STEPS[-1])
-        steps = [*_STEPS, *(day * k for k in range(2, 1 + int(-(-(now - since) // (day * max(1, buckets - 1))))))]
-        start, step, n = since, float(_STEPS[-1]), 1
-        for step in steps:
-            start = (since // step) * step
-            n = max(1, int(-(-(now - start) // step)))
-            if n <= buckets:
-                break
+        start, step, n = series_span(first, now, buckets, window)
         counts = [0] * n
         for r in await pool.fetch(
             "SELECT floor((extract(epoch FROM occurred_at) - $1) / $2)::bigint AS b, count(*) AS c "
@@ -221,14 +203,7 @@ class PostgresReads:
         ):
             if 0 <= r["b"] < n:
                 counts[r["b"]] += int(r["c"])
-        return {
-            "error_id": error_id,
-            "start": iso(datetime.fromtimestamp(start, UTC)),
-            "end": iso(datetime.fromtimestamp(now, UTC)),
-            "step_seconds": step,
-            "counts": counts,
-            "total": sum(counts),
-        }
+        return series_answer(error_id, start, now, step, counts)
 
     async def recovery_level(self, error_id: str) -> LevelRecord | None:
         r = await self._pool().fetchrow(

@@ -25,6 +25,7 @@ from coordinator_plugins.error_handling.storage.records import (
     TimeoutRecord,
 )
 from coordinator_plugins.error_handling.storage.schema import GROUP_COLUMNS
+from coordinator_plugins.error_handling.storage.sqlshared import group_filters
 
 logger = logging.getLogger(__name__)
 Cursor = Any  # a DuckDB cursor
@@ -340,14 +341,9 @@ def _filters(
     status: str, component: str | None, min_rank: int | None, error_type: str | None
 ) -> tuple[list[str], list[Any]]:
     """WHERE clauses and their parameters (never values pasted into SQL)."""
-    where: list[str] = []
     params: list[Any] = []
-    if status == "open":
-        where.append("resolution_status <> 'resolved'")
-    elif status == "resolved":
-        where.append("resolution_status = 'resolved'")
-    for column, value in (("component", component), ("severity_rank", min_rank), ("error_type", error_type)):
-        if value is not None:
-            where.append(f"{column} {'>=' if column == 'severity_rank' else '='} ?")
-            params.append(value)
-    return where, params
+    return group_filters(status, component, min_rank, error_type, params, _question), params
+
+
+def _question(n: int) -> str:
+    return "?"
