@@ -1,5 +1,6 @@
 """Waiting for durability: ``wait_durable(seq)`` and ``flush``, released by the writer thread
-(through the loop) as commits land. Mixed into :class:`DuckDBStore`."""
+(through the loop) as commits land. Mixed into :class:`DuckDBStore`; ``wait_within`` (a wait
+under a timeout) serves the PostgreSQL store too."""
 
 from __future__ import annotations
 
@@ -7,10 +8,24 @@ import asyncio
 import heapq
 import threading
 import time
+from collections.abc import Callable
 
 from coordinator_plugins.error_handling.storage.base import StoreClosed, WriteRefused
 
 SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
+
+
+async def wait_within(fut: asyncio.Future[None], timeout: float | None, why: Callable[[], str]) -> None:
+    """Await a store's wait future; after ``timeout`` seconds (None: no limit) a TimeoutError
+    saying ``why()`` at that moment. The future stays queued and completes later, unheard."""
+    if timeout is None:
+        await fut
+        return
+    try:
+        await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except TimeoutError:
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody waits for it any more
+        raise TimeoutError(why()) from None
 
 
 class Wake:
@@ -106,15 +121,9 @@ class Durability:
         self._wake.set()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._flush_waiters, (seq, id(fut), fut))
-        if timeout is None:
-            await fut
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise TimeoutError(
-                f"store: writes not flushed within {timeout:g} s (last error: {self.last_error})"
-            ) from None
+        await wait_within(
+            fut, timeout, lambda: f"store: writes not flushed within {timeout:g} s (last error: {self.last_error})"
+        )
 
     def _release_waiters(self) -> None:
         """Release the waits whose write is committed; a write the database refused fails its

@@ -24,6 +24,7 @@ from typing import Any
 import asyncpg
 
 from coordinator_plugins.error_handling.storage.base import SchemaTooNew, StoreClosed, StoreUnavailable
+from coordinator_plugins.error_handling.storage.durability import wait_within
 from coordinator_plugins.error_handling.storage.postgres_fleet import PostgresFleet
 from coordinator_plugins.error_handling.storage.postgres_reads import PostgresReads
 from coordinator_plugins.error_handling.storage.postgres_schema import (
@@ -239,14 +240,7 @@ class PostgresStore(PostgresWriter, PostgresReads, PostgresFleet):
             raise StoreClosed("store is not open")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (seq, id(fut), fut))
-        if timeout is None:
-            await fut
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody waits for it any more
-            raise TimeoutError(f"write not durable within {timeout} s (last error: {self.last_error})") from None
+        await wait_within(fut, timeout, lambda: f"write not durable within {timeout} s (last error: {self.last_error})")
 
     async def flush(self, timeout: float | None = None, seq: int | None = None) -> None:
         await self.wait_durable(self._seq if seq is None else min(seq, self._seq), timeout)
