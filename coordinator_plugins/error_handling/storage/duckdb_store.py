@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -363,19 +362,9 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
         return StoreStatus(
             ok=self.failing_since is None and self._con is not None and self.watch.healthy,
             path=self.path,
-            pending_writes=self._seq - self._committed,
-            queued_occurrences=self._occ_pending,
-            dropped_occurrences=self.dropped_occurrences,
-            dropped_writes=self.dropped_writes,
-            commits=self.commits,
-            rows_written=self.rows_written,
-            reconnects=self.reconnects,
-            last_error=self.last_error,
-            failing_for_seconds=(time.monotonic() - self.failing_since) if self.failing_since else 0.0,
+            **self._health_fields(),
             fallback=self.fallback_reason,
             seed_migration=self.seed_migration,
-            schema_version=self.schema_version,
-            skipped_rows=self.skipped_rows,
             issues=tuple(issues),
             recreated=self.watch.recreated,
         )

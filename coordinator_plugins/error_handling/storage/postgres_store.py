@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import heapq
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -259,17 +258,7 @@ class PostgresStore(PostgresWriter, PostgresReads, PostgresFleet):
         return StoreStatus(
             ok=self.failing_since is None and self.pool is not None and not self.closed,
             path=self.path,
-            pending_writes=self._seq - self._committed,
-            queued_occurrences=self._occ_pending,
-            dropped_occurrences=self.dropped_occurrences,
-            dropped_writes=self.dropped_writes,
-            commits=self.commits,
-            rows_written=self.rows_written,
-            reconnects=self.reconnects,
-            last_error=self.last_error,
-            failing_for_seconds=(time.monotonic() - self.failing_since) if self.failing_since else 0.0,
-            schema_version=self.schema_version,
-            skipped_rows=self.skipped_rows,
+            **self._health_fields(),
         )
 
     async def ping(self) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from coordinator_plugins.error_handling.storage.health import WriteHealth
 from coordinator_plugins.error_handling.storage.postgres_schema import (
     INSERT_OCCURRENCES,
     INSERT_RUNS,
@@ -105,7 +106,7 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(c) for c in zip(*rows, strict=True)]
 
 
-class PostgresWriter:
+class PostgresWriter(WriteHealth):
     """Mixed into :class:`PostgresStore`."""
 
     pool: asyncpg.Pool | None
@@ -289,11 +290,7 @@ class PostgresWriter:
                                   "secs => $1)", days * 86400.0)
 
     def _failed(self, exc: BaseException) -> None:
-        first = self.failing_since is None
-        if first:
-            self.failing_since = time.monotonic()
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        if first:
+        if self._note_failure(exc):
             logger.error("store: write to %s failed, writes are buffered: %s", self.path, self.last_error)
             if self.on_error is not None:
                 self.on_error(exc)

@@ -22,6 +22,7 @@ from coordinator_plugins.error_handling.storage.batch import (
     statements_for,
 )
 from coordinator_plugins.error_handling.storage.durability import Wake
+from coordinator_plugins.error_handling.storage.health import WriteHealth
 from coordinator_plugins.error_handling.storage.order import GroupOrder
 from coordinator_plugins.error_handling.storage.records import GroupRecord
 from coordinator_plugins.error_handling.storage.recreate import FileWatch
@@ -57,7 +58,7 @@ def transient(exc: BaseException) -> bool:
     return "closed" in text or "lock" in text
 
 
-class WriterLoop:
+class WriterLoop(WriteHealth):
     """Mixed into :class:`DuckDBStore`; runs on its own thread and owns its own cursor."""
 
     _lock: threading.Lock
@@ -349,11 +350,7 @@ class WriterLoop:
         return self._appender
 
     def _failed(self, exc: BaseException) -> None:
-        first = self.failing_since is None
-        if first:
-            self.failing_since = time.monotonic()
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        if first:
+        if self._note_failure(exc):
             logger.error("store: write failed, writes are buffered: %s", self.last_error)
             if self.on_error is not None:
                 self._on_loop(self.on_error, exc)
