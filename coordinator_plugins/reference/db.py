@@ -36,6 +36,14 @@ _UPSERT = (
 )
 
 
+
+def task_of(task_id: str, spec: str | None, status: str, worker_id: str | None, attempt: int,
+            result: str | None) -> dict[str, Any]:
+    """A stored task row (``spec`` and ``result`` as JSON text) as the coordinator holds it; the
+    PostgreSQL database (``db_pg``) reads its rows through this too."""
+    return {"task_id": task_id, "spec": json.loads(spec) if spec else {}, "status": status, "worker_id": worker_id,
+            "attempt": attempt, "result": json.loads(result) if result else None}
+
 class CoordinatorDB:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -175,17 +183,7 @@ class CoordinatorDB:
             if self._con is None:
                 raise duckdb.ConnectionException("coordinator database is not connected")
             cur = self._con.execute("SELECT task_id, spec, status, worker_id, attempt, result FROM tasks")
-            return [
-                {
-                    "task_id": r[0],
-                    "spec": json.loads(r[1]) if r[1] else {},
-                    "status": r[2],
-                    "worker_id": r[3],
-                    "attempt": r[4],
-                    "result": json.loads(r[5]) if r[5] else None,
-                }
-                for r in cur.fetchall()
-            ]
+            return [task_of(*r) for r in cur.fetchall()]
 
         return list(await self._run(_load))
 

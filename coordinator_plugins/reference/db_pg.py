@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from coordinator_plugins.reference.db import task_of
+
 logger = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -202,8 +204,7 @@ class PostgresCoordinatorDB:
             "SELECT task_id, spec, status, worker_id, attempt, result FROM coordinator_tasks WHERE owner = $1",
             self.coordinator_id,
         )
-        return [{"task_id": r[0], "spec": json.loads(r[1]) if r[1] else {}, "status": r[2], "worker_id": r[3],
-                 "attempt": r[4], "result": json.loads(r[5]) if r[5] else None} for r in rows]
+        return [task_of(*r) for r in rows]
 
     async def task(self, task_id: str) -> dict[str, Any] | None:
         """A task as the fleet stored it (whichever member owns or owned it); None when unknown."""
@@ -215,9 +216,8 @@ class PostgresCoordinatorDB:
         )
         if r is None:
             return None
-        return {"task_id": r["task_id"], "owner": r["owner"], "spec": json.loads(r["spec"]) if r["spec"] else {},
-                "status": r["status"], "worker_id": r["worker_id"], "attempt": r["attempt"],
-                "result": json.loads(r["result"]) if r["result"] else None, "final": r["final"], "stored": True}
+        row = task_of(r["task_id"], r["spec"], r["status"], r["worker_id"], r["attempt"], r["result"])
+        return {**row, "owner": r["owner"], "final": r["final"], "stored": True}
 
     def break_connection(self) -> None:
         """Fault injection: every pooled connection is dropped, as a crashed database link would."""
