@@ -1,9 +1,10 @@
 """The registered strategies, and which of them can act on an error at all.
 
 Declared categories (``RecoveryStrategy.categories``) decide first, for free and cached per
-category; then a strategy's synchronous ``is_applicable``. A report no strategy can act on gets
-no recovery: no task, no level walk, no write (issue 12: nearly every new group used to start a
-full pass in which nothing applied)."""
+category; then a strategy's synchronous ``is_applicable``, given only the keys of error_info
+that the candidates declare they read (``applicable_reads``), or all of it when one does not. A
+report no strategy can act on gets no recovery: no task, no level walk, no write (issue 12:
+nearly every new group used to start a full pass in which nothing applied)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ from typing import Any
 
 from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.recovery.state import Targets, strategy_info
-from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
+from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy, declared_reads
 
 
 class Candidates:
     def __init__(self) -> None:
         self.strategies: dict[str, RecoveryStrategy] = {}
         self._by_category: dict[str, list[RecoveryStrategy]] = {}
-        self._allowed: dict[int, set[Any]] = {}  # max level -> the strategy levels it allows
+        # per (category, max level): the strategies to ask, whether each check is a coroutine
+        # function, and the keys they read (None: any); decided when strategies are registered
+        self._checks: dict[tuple[str, int], tuple[list[tuple[RecoveryStrategy, bool]], frozenset[str] | None]] = {}
 
     def add(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
         if not isinstance(strategy, RecoveryStrategy):
@@ -31,6 +34,7 @@ class Candidates:
         strategy.strategy_id = strategy_id
         self.strategies[strategy_id] = strategy
         self._by_category.clear()
+        self._checks.clear()
 
     def for_category(self, category: str) -> list[RecoveryStrategy]:
         """The strategies whose declared categories include ``category``."""
@@ -47,20 +51,19 @@ class Candidates:
     def may_act(self, report: ErrorReport, max_level: int) -> bool:
         """Could a strategy act on this report now? An async ``is_applicable``, or one that
         raises, is left to the recovery itself to ask."""
-        allowed = self._allowed.get(max_level)
-        if allowed is None:
-            allowed = self._allowed[max_level] = {lvl for lv in range(1, max_level + 1) for lvl in LEVEL_STRATEGIES[lv]}
+        key = (report.category._value_, max_level)
+        found = self._checks.get(key)
+        if found is None:
+            found = self._checks[key] = self._plan(key[0], max_level)
+        checks, reads = found
         probe: dict[str, Any] | None = None
-        for s in self.for_category(report.category.value):
-            if s.level not in allowed:
-                continue
-            check = s.is_applicable
-            if inspect.iscoroutinefunction(check):
+        for s, is_async in checks:
+            if is_async:
                 return True
             if probe is None:
-                probe = strategy_info(report, 1, 0.0, Targets.peek(report))
+                probe = strategy_info(report, 1, 0.0, Targets.peek(report), reads)
             try:
-                answer = check(probe)
+                answer = s.is_applicable(probe)
             except Exception:
                 return True
             if inspect.isawaitable(answer):
@@ -71,3 +74,14 @@ class Candidates:
             if answer:
                 return True
         return False
+
+    def _plan(
+        self, category: str, max_level: int
+    ) -> tuple[list[tuple[RecoveryStrategy, bool]], frozenset[str] | None]:
+        allowed = {lvl for lv in range(1, max_level + 1) for lvl in LEVEL_STRATEGIES[lv]}
+        pool = [s for s in self.for_category(category) if s.level in allowed]
+        reads: frozenset[str] | None = frozenset()
+        for s in pool:
+            declared = declared_reads(s)
+            reads = None if declared is None or reads is None else reads | declared
+        return [(s, inspect.iscoroutinefunction(s.is_applicable)) for s in pool], reads

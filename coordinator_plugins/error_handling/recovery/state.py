@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,33 +137,50 @@ class LevelMap(dict[str, LevelState]):
             self.stopped.pop(e, None)
 
 
-def strategy_info(report: ErrorReport, level: int, timeout: float, targets: Targets) -> dict[str, Any]:
-    """The ``error_info`` a strategy runs on."""
-    c = report.context
-    workers, tasks, metadata = targets.workers, targets.tasks, targets.metadata
-    info: dict[str, Any] = {
-        "error_id": report.error_id,
-        "error_type": report.error_type.value,
-        "category": report.category.value,
-        "severity": report.error_severity.value,
-        "message": report.message,
-        "component": c.component,
-        "operation": c.operation,
-        "hardware_id": c.hardware_id,
-        # every worker and task that the group's occurrences named since its last recovery
-        "worker_ids": list(workers),
-        "task_ids": list(tasks),
-        "worker_id": workers[-1] if workers else None,
-        "task_id": tasks[-1] if tasks else None,
-        # per task, the worker of each occurrence that named it: does the error follow the task?
-        "task_failures": {t: list(report.task_failures.get(t) or []) for t in tasks},
-        "metadata": dict(metadata if metadata is not None else c.metadata),
-        "level": level,
-        "timeout": timeout,
-        "exception": report.exception,
-        "aggregated_count": report.aggregated_count,
-    }
+def strategy_info(
+    report: ErrorReport, level: int, timeout: float, targets: Targets, keys: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The ``error_info`` a strategy runs on; with ``keys``, only those of its keys (the same
+    values): what a check that reads no others is given."""
+    if keys is not None:
+        part = {k: _FIELDS[k](report, targets) for k in keys if k in _FIELDS}
+        if "level" in keys:
+            part["level"] = level
+        if "timeout" in keys:
+            part["timeout"] = timeout
+        op = report.recovery_details.get("_operation") if keys & _OPERATION else None
+        if op:
+            part.update((k, v) for k, v in zip(_OPERATION_KEYS, op, strict=True) if k in keys)
+        return part
+    info = {k: f(report, targets) for k, f in _FIELDS.items()}
+    info["level"] = level
+    info["timeout"] = timeout
     op = report.recovery_details.get("_operation")
     if op:
-        info.update(callable=op[0], args=op[1], kwargs=op[2])
+        info.update(zip(_OPERATION_KEYS, op, strict=True))
     return info
+
+
+# One getter per key of error_info (level, timeout and the operation's keys aside).
+_FIELDS: dict[str, Callable[[ErrorReport, Targets], Any]] = {
+    "error_id": lambda r, t: r.error_id,
+    "error_type": lambda r, t: r.error_type.value,
+    "category": lambda r, t: r.category.value,
+    "severity": lambda r, t: r.error_severity.value,
+    "message": lambda r, t: r.message,
+    "component": lambda r, t: r.context.component,
+    "operation": lambda r, t: r.context.operation,
+    "hardware_id": lambda r, t: r.context.hardware_id,
+    # every worker and task that the group's occurrences named since its last recovery
+    "worker_ids": lambda r, t: list(t.workers),
+    "task_ids": lambda r, t: list(t.tasks),
+    "worker_id": lambda r, t: t.workers[-1] if t.workers else None,
+    "task_id": lambda r, t: t.tasks[-1] if t.tasks else None,
+    # per task, the worker of each occurrence that named it: does the error follow the task?
+    "task_failures": lambda r, t: {k: list(r.task_failures.get(k) or []) for k in t.tasks},
+    "metadata": lambda r, t: dict(t.metadata if t.metadata is not None else r.context.metadata),
+    "exception": lambda r, t: r.exception,
+    "aggregated_count": lambda r, t: r.aggregated_count,
+}
+_OPERATION_KEYS = ("callable", "args", "kwargs")  # present when the report carries an operation
+_OPERATION = frozenset(_OPERATION_KEYS)

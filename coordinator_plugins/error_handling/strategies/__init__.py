@@ -8,6 +8,7 @@ from coordinator_plugins.error_handling.strategies.base import (
     RecoveryLevel,
     RecoveryStrategy,
     StrategyResult,
+    declared_reads,
 )
 from coordinator_plugins.error_handling.strategies.builtin import (
     BUILTIN_CLASSES,
@@ -32,4 +33,5 @@ __all__ = [
     "StrategyResult",
     "SystemRecoveryStrategy",
     "WorkerRecoveryStrategy",
+    "declared_reads",
 ]

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,10 @@ class RecoveryStrategy:
 
     strategy_id: str = ""
     categories: frozenset[str] | None = None
+    # The keys of ``error_info`` that ``is_applicable`` reads, when it reads no others. The check
+    # asked on every report then gets a dict of just these keys instead of the whole error_info.
+    # None: any key. A subclass that overrides the check must declare again (see declared_reads).
+    applicable_reads: ClassVar[frozenset[str] | None] = frozenset()
 
     def __init__(
         self, coordinator: Any, name: str, level: RecoveryLevel, categories: Iterable[Any] | None = None
@@ -177,3 +181,19 @@ class RecoveryStrategy:
             dict(info["details"]),
             err,
         )
+
+
+def declared_reads(strategy: RecoveryStrategy) -> frozenset[str] | None:
+    """The keys ``strategy.is_applicable`` reads, or None when it may read any. The class nearest
+    in the MRO that defines the check or a declaration decides: a subclass that overrides the
+    check without declaring its keys (or an instance given its own check) may read any key."""
+    if "is_applicable" in getattr(strategy, "__dict__", {}):
+        return None
+    for klass in type(strategy).__mro__:
+        own = vars(klass)
+        if "applicable_reads" in own:
+            reads = own["applicable_reads"]
+            return reads if isinstance(reads, frozenset) else None
+        if "is_applicable" in own:
+            return None
+    return None

@@ -44,7 +44,10 @@ def _has(coordinator: Any, *names: str) -> bool:
 
 def _targets(error_info: dict[str, Any], many: str, one: str) -> list[str]:
     """Every worker or task the error's occurrences named (``worker_ids``), else the single one."""
-    ids = [str(x) for x in error_info.get(many) or [] if x]
+    given = error_info.get(many)
+    if not given:  # (the common case, asked on every report: no list built)
+        return [str(error_info[one])] if error_info.get(one) else []
+    ids = [str(x) for x in given if x]
     if not ids and error_info.get(one):
         ids = [str(error_info[one])]
     return list(dict.fromkeys(ids))
@@ -96,6 +99,7 @@ class RetryStrategy(BuiltinStrategy):
     strategy_id = "retry"
     # Anything a re-run may fix; never what fails the same way every time it runs.
     categories = frozenset(c.value for c in ErrorCategory) - DETERMINISTIC_CATEGORIES
+    applicable_reads = frozenset({"callable", "task_ids", "task_id"})
 
     def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Retry", RecoveryLevel.LOW)
@@ -131,6 +135,7 @@ class WorkerRecoveryStrategy(BuiltinStrategy):
 
     strategy_id = "worker"
     categories = WORKER_CATEGORIES | TASK_CATEGORIES | {"connection"}
+    applicable_reads = frozenset({"worker_ids", "worker_id"})
 
     def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Worker recovery", RecoveryLevel.MEDIUM)
@@ -219,6 +224,7 @@ class DatabaseRecoveryStrategy(BuiltinStrategy):
 
     strategy_id = "database"
     categories = frozenset({"db_connection", "db_query", "db_locked"})
+    applicable_reads = frozenset({"error_type", "category"})
 
     def __init__(self, coordinator: CoordinatorProtocol | None, store: Store | None = None) -> None:
         super().__init__(coordinator, "Database reconnect", RecoveryLevel.HIGH)
@@ -264,6 +270,7 @@ class CoordinatorRecoveryStrategy(BuiltinStrategy):
 
     strategy_id = "coordinator"
     categories = frozenset({"coordinator_error", "coordinator_crash", "scheduler_stalled", "state_error"})
+    applicable_reads = frozenset({"error_type", "category"})
 
     def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Coordinator component restart", RecoveryLevel.CRITICAL)
@@ -323,6 +330,7 @@ class SystemRecoveryStrategy(BuiltinStrategy):
 
     strategy_id = "system"
     categories = frozenset({"system_overload", "system_resource", "task_resource", "worker_resource"})
+    applicable_reads = frozenset({"category"})
     CPU_LIMIT = 90.0
     MEMORY_LIMIT = 90.0
 
