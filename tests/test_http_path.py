@@ -154,3 +154,31 @@ async def test_the_writes_of_one_turn_of_the_loop_are_one_commit(tmp_path: Path)
         assert totals.occurrences == 1001
     finally:
         await store.close()
+
+
+async def test_a_write_someone_waits_for_wakes_the_writer_at_once(tmp_path: Path) -> None:
+    """A write nobody waits for wakes an idle writer at the end of the loop's turn; a write that
+    is awaited (a POST answered only once its report is durable) wakes it at once, so that its
+    commit runs while the loop is still busy with the rest of the turn."""
+    store = DuckDBStore(str(tmp_path / "eh.duckdb"))
+    await store.open()
+    try:
+        handler = ErrorHandler(store)
+        await asyncio.sleep(0.05)
+        assert store._writer_idle
+        report, message, md = handler.build("a report nobody waits for", {"component": "c"})
+        store.record_occurrence(OccurrenceRecord.of(report, message, md), GroupRecord.of(report))
+        assert not store._wake.is_set()  # its wake is queued for the end of this turn
+        report, message, md = handler.build("a report a client waits for", {"component": "c"})
+        seq = store.record_occurrence(OccurrenceRecord.of(report, message, md), GroupRecord.of(report))
+        waiting = store.wait_durable(seq, 30)
+        try:
+            waiting.send(None)  # its first step, by hand, inside this turn: it queues its wait
+        except StopIteration:
+            raise AssertionError("committed before anyone waited") from None
+        assert store._wake.is_set() or not store._writer_idle, "the wait did not wake the writer"
+        waiting.close()  # (stepped by hand, it cannot be awaited)
+        await store.wait_durable(seq, 30)
+        assert store._committed >= seq
+    finally:
+        await store.close()

@@ -176,7 +176,7 @@ class ErrorHandlingConfig:
     max_groups_in_memory: int = field(default=50_000, metadata=number(100, 10_000_000, integer=True))
     retention_days: int = field(default=30, metadata=number(1, 36_500, integer=True))
     write_queue_limit: int = field(default=200_000, metadata=number(1_000, 100_000_000, integer=True))
-    commit_window: float = field(default=0.001, metadata=number(0, 0.1))
+    commit_window: float = field(default=0.0, metadata=number(0, 0.1))
     fallback_to_memory: bool = field(default=False, metadata=boolean())
     database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))

@@ -65,7 +65,7 @@ class DuckDBStore(Durability, WriterLoop, DuckDBReads):
         on_error: Callable[[BaseException], None] | None = None,
         auto_reconnect_after: float = 10.0,
         group_interval: float = 0.2,
-        gather: float = 0.001,
+        gather: float = 0.0,
         memory_mb: int = 64,
         fallback_to_memory: bool = False,
     ) -> None:

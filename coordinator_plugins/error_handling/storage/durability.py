@@ -63,6 +63,7 @@ class Durability:
     _groups_committed: int
     _force_groups: int
     _wake: Wake
+    _writer_idle: bool
     _writer: threading.Thread | None
     _loop: asyncio.AbstractEventLoop | None
     _waiters: list[tuple[int, int, asyncio.Future[None]]]
@@ -86,6 +87,12 @@ class Durability:
             raise StoreClosed("store is not open")
         fut: asyncio.Future[None] = self._loop.create_future()
         heapq.heappush(self._waiters, (seq, id(fut), fut))
+        if self._writer_idle:
+            # Someone waits for this write: an idle writer starts now, not at the end of this
+            # turn of the loop (as for writes nobody waits for, see DuckDBStore._mark). Under a
+            # closed-loop load (clients that each wait for their 202) this is the latency that
+            # bounds throughput; measured with wrk -c64, about 5 ms of it per commit.
+            self._wake.set()
         if timeout is not None:
             heapq.heappush(self._deadlines, (time.monotonic() + timeout, id(fut), fut))
             if self._sweeper is None:
