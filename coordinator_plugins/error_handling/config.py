@@ -177,6 +177,7 @@ class ErrorHandlingConfig:
     retention_days: int = field(default=30, metadata=number(1, 36_500, integer=True))
     write_queue_limit: int = field(default=200_000, metadata=number(1_000, 100_000_000, integer=True))
     commit_window: float = field(default=0.0, metadata=number(0, 0.1))
+    thread_switch_interval: float = field(default=0.001, metadata=number(0, 0.1))
     fallback_to_memory: bool = field(default=False, metadata=boolean())
     database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))

@@ -30,6 +30,7 @@ from coordinator_plugins.error_handling.observe.metrics import PluginMetrics
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import FleetBudget, RecoveryBudget
 from coordinator_plugins.error_handling.recovery.manager import LevelState, RecoveryManager
+from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.factory import open_store
 from coordinator_plugins.error_handling.storage.records import LevelRecord, StoredState
@@ -132,6 +133,7 @@ class EnhancedErrorHandlingIntegration:
                 await self.fleet.start()
                 stack.push_async_callback(self.fleet.stop)
             stack.pop_all()  # started: stop() closes them from now on
+        SWITCH_INTERVAL.hold(self, self.config.thread_switch_interval)  # see runtime.py
         self.started = True
         logger.info(
             "error handling started: %d open group(s) restored from %s%s",
@@ -192,6 +194,7 @@ class EnhancedErrorHandlingIntegration:
         await self.error_handler.hooks.drain()
         await self.sampler.stop()
         await self.store.close()
+        SWITCH_INTERVAL.release(self)
 
     @property
     def blocking(self) -> BlockingIntegration:

@@ -146,4 +146,9 @@ class Durability:
                     fut.set_exception(WriteRefused(reason))
                 else:
                     fut.set_result(None)
+        # Waits end in about the order of their deadlines: the released ones are forgotten now,
+        # not at the next sweep (up to SWEEP_INTERVAL later), which kept thousands of futures alive.
+        dl = self._deadlines
+        while dl and dl[0][2].done():
+            heapq.heappop(dl)
 

@@ -35,7 +35,8 @@ class _Entry:
 
     def __init__(self, at: float, task: asyncio.Task[object]) -> None:
         self.at = at
-        self.task = task
+        self.task: asyncio.Task[object] | None = task  # None once done: the queue must not keep
+        # a finished request's task (and its request and response) alive until the next check
         self.done = False
         self.cancelled = False  # by its deadline, and not uncancelled yet
 
@@ -48,13 +49,15 @@ class Deadlines:
         self.tick = min(tick, seconds / 4)
         self._queue: deque[_Entry] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.expired = 0  # requests answered 503 by their deadline
 
     def enter(self, task: asyncio.Task[object]) -> _Entry:
         entry = _Entry(time.monotonic() + self.seconds, task)
         self._queue.append(entry)
         if self._timer is None:
-            self._timer = task.get_loop().call_later(self.tick, self._check)
+            self._loop = task.get_loop()
+            self._timer = self._loop.call_later(self.tick, self._check)
         return entry
 
     def _check(self) -> None:
@@ -64,14 +67,13 @@ class Deadlines:
         now = time.monotonic()
         while q and (q[0].done or q[0].at <= now):
             entry = q.popleft()
-            if not entry.done:
+            if not entry.done and entry.task is not None:
                 entry.cancelled = True
                 self.expired += 1
                 entry.task.cancel()
-        if q:
-            loop = q[0].task.get_loop()
-            if not loop.is_closed():
-                self._timer = loop.call_later(self.tick, self._check)
+        loop = self._loop
+        if q and loop is not None and not loop.is_closed():
+            self._timer = loop.call_later(self.tick, self._check)
 
     def wrap(self, handler: Handler) -> Handler:
         """``handler`` under this deadline: when the store cannot answer in time (a flush waiting
@@ -97,6 +99,7 @@ class Deadlines:
                 raise busy(seconds) from None
             finally:
                 entry.done = True
+                entry.task = None
                 if entry.cancelled:  # cancelled, but the handler ended otherwise
                     task.uncancel()
 
