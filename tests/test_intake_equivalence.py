@@ -133,6 +133,15 @@ def test_normalize_is_the_plain_masking_on_a_broad_corpus(monkeypatch: pytest.Mo
     for t in texts[:3000]:
         assert normalize_message(t) == expected[t], repr(t)
     assert len(group_mod._LINES) <= 5 and len(group_mod._SHAPES) <= 7
+    # the byte budget: a cache of long lines starts over long before its entry cap
+    monkeypatch.setattr(group_mod, "_LINES_MAX", 1_000_000)
+    monkeypatch.setattr(group_mod, "_LINES_BUDGET", 20_000)
+    group_mod._LINES.clear()
+    long_lines = [f"failure {chr(97 + i % 26)}{'x' * 400} in step <n>" for i in range(200)]
+    for t in long_lines + texts[:500]:
+        assert normalize_message(t) == (expected.get(t) or reference_normalize(t)), repr(t)
+        kept = sum(len(k) + len(v) for k, v in group_mod._LINES.items())
+        assert kept <= 20_000 + 1000, kept
 
 
 def test_normalize_known_cases() -> None:
