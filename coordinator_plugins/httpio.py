@@ -209,6 +209,7 @@ def _finite_float(text: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_BOM = b"\xef\xbb\xbf"
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -261,7 +262,11 @@ def parse_json(raw: bytes | str) -> Any:
     """Strict JSON, or JsonRefused: malformed text, a non-finite number (``NaN``, ``Infinity``,
     ``1e999``) or nesting deeper than :data:`MAX_DEPTH`."""
     try:
-        value = _DECODER.decode(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)  # a BOM is ignored
+        if isinstance(raw, bytes):  # a BOM is ignored (the utf-8-sig codec is ten times slower)
+            text = (raw[3:] if raw.startswith(_BOM) else raw).decode("utf-8")
+        else:
+            text = raw
+        value = _DECODER.decode(text)
     except _NonFinite as exc:
         raise JsonRefused(f"{exc} is not a finite number: NaN and Infinity are refused", "invalid_number") from None
     except RecursionError:
@@ -301,7 +306,9 @@ async def read_json(
         if required:
             raise bad("a JSON object body is required", "missing_body")
         return {}
-    if hdrs.CONTENT_TYPE in request.headers and not _is_json_type(request.content_type):
+    given_type = request.headers.get(hdrs.CONTENT_TYPE)
+    # (the exact common value needs no parse: aiohttp's content_type costs ~5 us on a new request)
+    if given_type is not None and given_type != "application/json" and not _is_json_type(request.content_type):
         given = request.content_type[:100]
         raise ApiError(415, f"expected Content-Type: application/json, got {given!r}", "unsupported_media_type")
     try:

@@ -66,6 +66,31 @@ async def test_post_error_rejects_bad_input(make_farm, raw: bytes, code: str) ->
     assert status == 400 and body["code"] == code and body["error"]
 
 
+async def test_post_error_accepts_every_json_media_type_and_a_bom(make_farm) -> None:
+    """The exact ``application/json`` is taken without parsing the header; any other spelling of
+    a JSON type is parsed and accepted; a UTF-8 byte order mark before the body is ignored."""
+    farm = await make_farm(plugin={"auto_recover": False})
+    body = b'{"message": "m \xc3\xa9", "component": "w"}'
+    for i, (ctype, raw) in enumerate([
+        ("application/json", body),
+        ("application/json; charset=utf-8", body),
+        ("APPLICATION/JSON", body),
+        ("application/problem+json", body),
+        ("application/json", b"\xef\xbb\xbf" + body),
+    ]):
+        status, out = await farm.post("/api/errors", data=raw.replace(b"m ", f"m{i} ".encode()),
+                                      headers={"Content-Type": ctype})
+        assert status == 202, (ctype, out)
+    for ctype in ("application/jsonx", "text/json", "application/json-seq"):
+        status, out = await farm.post("/api/errors", data=body, headers={"Content-Type": ctype})
+        assert status == 415 and out["code"] == "unsupported_media_type", ctype
+    status, out = await farm.post("/api/errors", data=b"\xef\xbb\xbf\xef\xbb\xbf" + body, headers=JSON_CT)
+    assert status == 400 and out["code"] == "malformed_json"  # one mark is ignored, not two
+
+
+JSON_CT = {"Content-Type": "application/json"}
+
+
 async def test_oversized_body_is_413(make_farm) -> None:
     farm = await make_farm(plugin={"auto_recover": False})
     big = b'{"message": "' + b"x" * (1024 * 1024 + 10) + b'", "component": "w"}'
