@@ -4,7 +4,7 @@ Python client caps what the bare handler can do.
 
 1. POST /errors throughput (a durable 202: group commit included) of the plugin with its default
    config and with ``auto_recover = false``, against a bare aiohttp JSON POST handler measured in
-   the same run; three alternating rounds (bare, default, off), each server a fresh process.
+   the same run; five alternating rounds (bare, default, off), each server a fresh process.
    Goal: default >= 50% of bare. The CPU time the server process spent per request is printed too.
 2. With 100,000 groups stored: the latency of one group's GET /errors/{id}, of the first page
    and of a deep page of GET /errors (also with the API's filters), and of GET /diagnostics,
@@ -223,7 +223,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--skip-get", action="store_true")
     ap.add_argument("--skip-post", action="store_true")
     args = ap.parse_args()
