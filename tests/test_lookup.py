@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,12 @@ def writer_held(store: Any) -> Iterator[threading.Event]:
     take = store._take
 
     def gated(real_only: bool = False) -> Any:
-        return None if not release.is_set() else take(real_only)
+        if release.is_set():
+            return take(real_only)
+        # Held: the writer finds nothing to take, and (writes being queued) looks again at once;
+        # a short wait here keeps it from spinning on the GIL against the test's event loop.
+        time.sleep(0.002)
+        return None
 
     store._take = gated  # type: ignore[method-assign]
     try:
