@@ -148,7 +148,7 @@ def strategy_info(
             part["level"] = level
         if "timeout" in keys:
             part["timeout"] = timeout
-        op = report.recovery_details.get("_operation") if keys & _OPERATION else None
+        op = None if keys.isdisjoint(_OPERATION) else report.recovery_details.get("_operation")
         if op:
             part.update((k, v) for k, v in zip(_OPERATION_KEYS, op, strict=True) if k in keys)
         return part

@@ -31,13 +31,13 @@ def busy(seconds: float) -> ApiError:
 
 
 class _Entry:
-    __slots__ = ("at", "cancelled", "done", "task")
+    __slots__ = ("at", "cancelled", "task")
 
     def __init__(self, at: float, task: asyncio.Task[object]) -> None:
         self.at = at
-        self.task: asyncio.Task[object] | None = task  # None once done: the queue must not keep
-        # a finished request's task (and its request and response) alive until the next check
-        self.done = False
+        # None once the request is done: the queue must not keep a finished request's task (and
+        # its request and response) alive until the next check
+        self.task: asyncio.Task[object] | None = task
         self.cancelled = False  # by its deadline, and not uncancelled yet
 
 
@@ -65,9 +65,9 @@ class Deadlines:
         self._timer = None
         q = self._queue
         now = time.monotonic()
-        while q and (q[0].done or q[0].at <= now):
+        while q and (q[0].task is None or q[0].at <= now):
             entry = q.popleft()
-            if not entry.done and entry.task is not None:
+            if entry.task is not None:
                 entry.cancelled = True
                 self.expired += 1
                 entry.task.cancel()
@@ -98,8 +98,7 @@ class Deadlines:
             except TimeoutError:  # a wait inside the handler gave up: the same answer
                 raise busy(seconds) from None
             finally:
-                entry.done = True
-                entry.task = None
+                entry.task = None  # done
                 if entry.cancelled:  # cancelled, but the handler ended otherwise
                     task.uncancel()
 
