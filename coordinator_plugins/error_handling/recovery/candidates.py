@@ -66,6 +66,10 @@ class Candidates:
                 answer = s.is_applicable(probe)
             except Exception:
                 return True
+            if answer.__class__ is bool:  # the common answer: no awaitable check (an ABC's isinstance)
+                if answer:
+                    return True
+                continue
             if inspect.isawaitable(answer):
                 close = getattr(answer, "close", None)
                 if callable(close):

@@ -122,9 +122,9 @@ class ErrorRoutes:
         return json_response(
             {
                 "error_id": report.error_id,
-                "error_type": report.error_type.value,
-                "error_severity": report.error_severity.value,
-                "category": report.category.value,
+                "error_type": report.error_type._value_,
+                "error_severity": report.error_severity._value_,
+                "category": report.category._value_,
                 "aggregated_count": report.aggregated_count,
                 "new_group": report.new_group,
                 "regression": report.is_regression,
