@@ -18,8 +18,9 @@ import pytest
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
 from coordinator_plugins.error_handling.storage.base import WriteRefused
+from coordinator_plugins.error_handling.storage.batch import APPEND_PART, CHUNK
+from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
 from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 
 JSON = {"Content-Type": "application/json"}
@@ -161,6 +162,49 @@ async def test_the_writer_isolates_a_refused_row_and_fails_only_its_waiter(tmp_p
         # the writer goes on: a later write commits as usual
         report, message, md = handler.build("after the refusal", {"component": "c"})
         await store.wait_durable(store.record_occurrence(OccurrenceRecord.of(report, message, md), GroupRecord.of(report)), 30)
+    finally:
+        await store.close()
+
+
+async def test_batches_larger_than_one_call_are_written_whole_and_a_refused_row_costs_only_itself(
+    tmp_path: Path,
+) -> None:
+    """The writer converts at most APPEND_PART occurrence rows (CHUNK group rows) per DuckDB call,
+    so that the event loop never waits long for the GIL. A batch several times that size, of new
+    groups and then of occurrences of known groups only (the appender's path), with one row the
+    database refuses in the middle: every other row is committed exactly once."""
+    store = DuckDBStore(str(tmp_path / "eh.duckdb"))
+    await store.open()
+    try:
+        handler = ErrorHandler(store)
+        n = 3 * APPEND_PART + 17
+        assert n > 3 * CHUNK
+        reports = []
+        seqs = []
+        for i in range(n):
+            tag = "".join(chr(97 + (i // 26**k) % 26) for k in range(3))  # letters: not masked as a number
+            report, message, md = handler.build(f"failure kind {tag}", {"component": f"c{i % 9}"})
+            reports.append(report)
+            seqs.append(store.record_occurrence(OccurrenceRecord.of(report, message, md), GroupRecord.of(report)))
+        await asyncio.gather(*(store.wait_durable(s, 30) for s in seqs))
+        for r in reports:
+            r.persisted = True
+        # one batch of occurrences of known groups only, the refused one in its second part
+        seqs = []
+        bad_seq = 0
+        for i, r in enumerate(reports):
+            if i == APPEND_PART + 5:
+                bad_seq = store.record_occurrence(OccurrenceRecord.of(r, "bad \ud800 row", None))
+            else:
+                seqs.append(store.record_occurrence(OccurrenceRecord.of(r, f"again {i}", None)))
+        results = await asyncio.gather(*(store.wait_durable(s, 30) for s in seqs), store.wait_durable(bad_seq, 30),
+                                       return_exceptions=True)
+        assert all(x is None for x in results[:-1]), [x for x in results if x is not None][:3]
+        assert isinstance(results[-1], WriteRefused), results[-1]
+        await store.flush()
+        totals = await store.totals()
+        assert totals.groups == n
+        assert totals.occurrences == 2 * n - 1  # every row once: none lost, none written twice
     finally:
         await store.close()
 

@@ -15,8 +15,10 @@ import duckdb
 
 from coordinator_plugins.error_handling.storage.base import WriteRefused
 from coordinator_plugins.error_handling.storage.batch import (
+    APPEND_PART,
     Batch,
     GroupWrite,
+    chunks,
     occurrence_rows,
     run_statements,
     statements_for,
@@ -298,7 +300,8 @@ class WriterLoop(WriteHealth):
             # autocommit is one atomic, durable commit and the cheapest call DuckDB offers.
             app = self._appender_for(cur)
             try:
-                app.append_rows(occurrence_rows(batch))
+                for part in chunks(occurrence_rows(batch), APPEND_PART):  # (see batch.CHUNK)
+                    app.append_rows(part)
                 app.flush()
             except BaseException:
                 self._appender = None
