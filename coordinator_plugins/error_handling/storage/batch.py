@@ -33,12 +33,13 @@ from coordinator_plugins.error_handling.storage.schema import (
 )
 
 # Rows per DuckDB call. Converting a call's Python parameters holds the GIL, so the event loop's
-# thread waits for the whole conversion: measured on the project's 2-core VM, 2,000 occurrence
-# rows held it 7-8 ms (as an INSERT's column lists or through the appender), 1,000 rows 3-4 ms,
-# 250 rows about 1-1.7 ms. The loop's p99 lag goal is 5 ms, so no call converts more than this.
+# thread waits for the whole conversion. Measured on the project's 2-core VM: occurrence rows
+# held it 7-8 ms per 2,000 (an INSERT's column lists or the appender), 2.3-3 ms per 500; group
+# rows (13-20 columns) 6-13 ms per 1,000, about 3 ms per 250. The loop's p99 lag goal is 5 ms.
+# Smaller parts cost more calls, each a hand-over of the GIL: these are the largest that fit.
 CHUNK = 250  # group rows per statement
-SMALL_BATCH = 250  # occurrences in one INSERT; more go through the appender, APPEND_PART at a time
-APPEND_PART = 250
+SMALL_BATCH = 500  # occurrences in one INSERT; more go through the appender, APPEND_PART at a time
+APPEND_PART = 500
 # The occurrence columns a batch keeps, in the order of INSERT_OCCURRENCES and of the table.
 OCC_COLUMNS = ("occ_id", "occ_ts", "occ_msg", "occ_worker", "occ_task", "occ_hw", "occ_md")
 
