@@ -172,7 +172,7 @@ class RecoveryManager(RecoveryOutcomes):
             return "off"  # a dead letter until it is resolved or reset
         if not self.candidates.may_act(report, self.config.max_recovery_level):
             # no strategy can act on it: no task, no walk, no write; remembered for the operator
-            self.unactionable.append((time.time(), report.error_type.value))
+            self.unactionable.append((time.time(), report.error_type._value_))
             return "off"
         wait = st.cooldown_until - time.monotonic() if st is not None else 0.0
         if wait > 0:

@@ -161,12 +161,13 @@ def strategy_info(
     return info
 
 
-# One getter per key of error_info (level, timeout and the operation's keys aside).
+# One getter per key of error_info (level, timeout and the operation's keys aside). Enum members
+# are read by ``_value_``: ``.value`` is a property, two Python calls, and this runs per report.
 _FIELDS: dict[str, Callable[[ErrorReport, Targets], Any]] = {
     "error_id": lambda r, t: r.error_id,
-    "error_type": lambda r, t: r.error_type.value,
-    "category": lambda r, t: r.category.value,
-    "severity": lambda r, t: r.error_severity.value,
+    "error_type": lambda r, t: r.error_type._value_,
+    "category": lambda r, t: r.category._value_,
+    "severity": lambda r, t: r.error_severity._value_,
     "message": lambda r, t: r.message,
     "component": lambda r, t: r.context.component,
     "operation": lambda r, t: r.context.operation,
