@@ -284,11 +284,13 @@ def bulk_load(cur: duckdb.DuckDBPyConnection, groups: list[GroupRecord], occurre
             dumps(o.metadata) if o.metadata else None) for o in occurrences]
     cur.execute("BEGIN TRANSACTION")
     try:
-        for table, rows in (("error_reports", [group_row(g, g.aggregated_count) for g in groups]),
-                            ("error_occurrences", occ)):
+        # parts no larger than the writer's (see CHUNK): a bulk load beside a serving loop must
+        # not hold the GIL for a whole 50,000-row conversion either
+        for table, rows, size in (("error_reports", [group_row(g, g.aggregated_count) for g in groups], CHUNK),
+                                  ("error_occurrences", occ, APPEND_PART)):
             if rows:
                 app = cur.appender(table)
-                for part in chunks(rows, 50_000):
+                for part in chunks(rows, size):
                     app.append_rows(part)
                 app.flush()
         cur.execute("COMMIT")
