@@ -31,11 +31,13 @@ def writer_held(store: Any) -> Iterator[threading.Event]:
     it yields, or leave the block, to let it go."""
     assert isinstance(store, DuckDBStore)
     release = threading.Event()
+    parked = threading.Event()  # the writer asked the gate: no batch of its is in flight
     take = store._take
 
     def gated(real_only: bool = False) -> Any:
         if release.is_set():
             return take(real_only)
+        parked.set()
         # Held: the writer finds nothing to take, and (writes being queued) looks again at once;
         # a short wait here keeps it from spinning on the GIL against the test's event loop.
         time.sleep(0.002)
@@ -43,6 +45,10 @@ def writer_held(store: Any) -> Iterator[threading.Event]:
 
     store._take = gated  # type: ignore[method-assign]
     try:
+        # A write queued by background work just before the gate may have been taken already;
+        # its commit would move the counts the test compares. Wait until the writer is parked.
+        store._wake.set()
+        assert parked.wait(GUARD), "the writer never came back to take a batch"
         yield release
     finally:
         release.set()
