@@ -341,3 +341,46 @@ async def test_no_route_runs_duckdb_on_the_event_loop(make_farm) -> None:
     for path in ("/api/errors", "/api/recovery/metrics", "/api/recovery/history", "/api/diagnostics"):
         assert (await farm.get(path))[0] == 200
     assert seen and loop_thread not in seen
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_one_middleware_answers_errors_as_json_with_or_without_the_plugin(tmp_path: Path, enabled: bool) -> None:
+    """With the plugin, its middleware is the app's only one (it answers JSON errors and reports
+    unhandled exceptions; the coordinator adds no second layer, and the plugin's routes get their
+    deadline from it, not from a wrapper of their own); without the plugin, the coordinator's own
+    middleware gives the same JSON answers. Either way the token still guards the coordinator's
+    routes, and a handler's exception is a JSON 500."""
+    token = "t0ken-for-layers"
+    app = build_app(farm_config(tmp_path, {"auto_recover": False}, {"api_token": token}, enabled))
+
+    async def boom(request: web.Request) -> web.Response:
+        raise KeyError("missing worker slot")
+
+    app.router.add_get("/api/boom", boom)
+    assert len(app.middlewares) == 1
+    assert getattr(app.middlewares[0], "json_errors_prefix", None) == ("/api" if enabled else None)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            for method, path, status, code in [
+                ("GET", "/api/no-such-route", 404, "not_found"),
+                ("DELETE", "/api/tasks", 405, "method_not_allowed"),
+                ("POST", "/api/tasks", 401, "unauthorized"),
+                ("POST", "/api/workers/register", 401, "unauthorized"),
+                ("GET", "/api/boom", 500, "internal_error"),
+            ]:
+                async with s.request(method, server.make_url(path), json={}) as r:
+                    assert r.status == status, (method, path, r.status)
+                    assert r.content_type == "application/json"
+                    body = await r.json()
+                    assert body["code"] == code, (method, path, body)
+                    if status == 500:
+                        assert ("error_id" in body and body["error_id"]) if enabled else "error_id" not in body
+            async with s.get(server.make_url("/api/status")) as r:  # reads stay open
+                assert r.status == 200
+            async with s.post(server.make_url("/api/workers/register"), json={"worker_id": "w"},
+                              headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 200
+    finally:
+        await server.close()

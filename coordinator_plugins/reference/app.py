@@ -28,9 +28,11 @@ from coordinator_plugins.reference.security import (
     SECURITY_KEYS,
     CommandPolicy,
     SecuritySettings,
+    TokenGuard,
+    answers_errors_under,
     check_listen,
+    error_middleware,
     security_from_config,
-    security_middleware,
 )
 from coordinator_plugins.reference.validate import (
     check_task_spec,
@@ -274,26 +276,28 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
     app[COORDINATOR_KEY] = coord
     app[POLICY_KEY] = policy
     coord.app = app  # type: ignore[attr-defined]  # seed-compatible: plugins find the app here
-    app.router.add_post("/api/workers/register", register)
-    app.router.add_post("/api/workers/{worker_id}/heartbeat", heartbeat)
-    app.router.add_post("/api/workers/{worker_id}/poll", poll)
-    app.router.add_post("/api/tasks", submit_task)
-    app.router.add_get("/api/tasks/{task_id}", get_task)
-    app.router.add_post("/api/tasks/{task_id}/result", task_result)
-    app.router.add_get("/api/status", status)
+    # The token guards the coordinator's own routes; a plugin's routes are guarded by the plugin.
+    guard = TokenGuard(security)
+    app.router.add_post("/api/workers/register", guard.wrap("POST", register))
+    app.router.add_post("/api/workers/{worker_id}/heartbeat", guard.wrap("POST", heartbeat))
+    app.router.add_post("/api/workers/{worker_id}/poll", guard.wrap("POST", poll))
+    app.router.add_post("/api/tasks", guard.wrap("POST", submit_task))
+    app.router.add_get("/api/tasks/{task_id}", guard.wrap("GET", get_task))
+    app.router.add_post("/api/tasks/{task_id}/result", guard.wrap("POST", task_result))
+    app.router.add_get("/api/status", guard.wrap("GET", status))
 
-    before = set(app.router.resources())
     app[PLUGINS_KEY] = load_plugins(app, coord, _plugin_defaults(config, security))
-    plugin_routes = frozenset(set(app.router.resources()) - before)
     # A plugin that protects its reads protects the coordinator's too (task specs and outputs).
     if any(getattr(getattr(h, "config", None), "protect_reads", False) for h in app[PLUGINS_KEY].values()):
         security = replace(security, protect_reads=True)
-    app[SECURITY_KEY] = security
-    # Outermost, so that a plugin's middleware still sees (and reports) the handlers' errors.
-    app.middlewares.insert(0, security_middleware(security, "/api", plugin_routes))
+    guard.security = app[SECURITY_KEY] = security
+    if not any(answers_errors_under(m, "/api") for m in app.middlewares):
+        # JSON errors and a JSON 500 of our own, unless a plugin's middleware answers them (the
+        # error handling plugin does, and reports the exception too): one layer per request.
+        app.middlewares.insert(0, error_middleware("/api"))
     own_document = not _serves(app, "/api/openapi.json")
     if own_document:
-        app.router.add_get("/api/openapi.json", openapi)
+        app.router.add_get("/api/openapi.json", guard.wrap("GET", openapi))
     app[OPENAPI_PATHS_KEY] = coordinator_paths(security, policy, openapi=own_document)
 
     # Registered after the plugins, so that on shutdown the coordinator stops (and stops

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -165,20 +165,44 @@ class CommandPolicy:
         return f"argv[0]: {program[:200]!r} is not in [coordinator] allowed_commands ({listed[:500]})"
 
 
-def security_middleware(security: SecuritySettings, prefix: str, not_ours: Collection[web.AbstractResource]) -> Any:
-    """The coordinator's guard: the token on its own routes (not the routes in ``not_ours``,
-    which a plugin guards itself), JSON errors under ``prefix``, and a JSON 500 without a trace
-    for an unhandled exception (when no plugin answers it first)."""
+class TokenGuard:
+    """The coordinator's token on its own routes: ``wrap`` puts a route behind it (every POST
+    once a token is set, every GET too with ``protect_reads``). ``security`` may be replaced until
+    the app starts (a plugin that protects its reads protects the coordinator's too); a guard with
+    no token at build time wraps nothing, so an open coordinator pays nothing per request."""
+
+    def __init__(self, security: SecuritySettings) -> None:
+        self.security = security
+
+    def wrap(self, method: str, handler: Any) -> Any:
+        if not self.security.api_token:
+            return handler
+        guard = self
+        safe = method in SAFE_METHODS
+
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            security = guard.security
+            if not safe or security.protect_reads:
+                require_bearer(request, security.api_token)
+            return await handler(request)
+
+        return guarded
+
+
+def answers_errors_under(middleware: Any, prefix: str) -> bool:
+    """Whether ``middleware`` declares (``json_errors_prefix``) that it answers every error
+    under ``prefix`` as JSON and every unhandled exception with a JSON 500, as the error handling
+    plugin's does: the coordinator then adds no middleware of its own (one layer fewer per request)."""
+    declared = getattr(middleware, "json_errors_prefix", None)
+    return isinstance(declared, str) and prefix.startswith(declared)
+
+
+def error_middleware(prefix: str) -> Any:
+    """JSON errors under ``prefix``, and a JSON 500 without a trace for an unhandled exception:
+    for a coordinator whose plugins do not answer them (see :func:`answers_errors_under`)."""
 
     @web.middleware
-    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-        resource = request.match_info.route.resource
-        if (
-            resource is not None
-            and resource not in not_ours
-            and (request.method not in SAFE_METHODS or security.protect_reads)
-        ):
-            require_bearer(request, security.api_token)
+    async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -189,4 +213,4 @@ def security_middleware(security: SecuritySettings, prefix: str, not_ours: Colle
             logger.exception("unhandled error in %s %s", request.method, request.path)
             return json_response({"error": "internal error", "code": "internal_error"}, 500)
 
-    return guard
+    return json_errors

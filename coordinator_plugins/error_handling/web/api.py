@@ -58,6 +58,7 @@ _CTX_STRS = ("operation", "exception_type", "worker_id", "task_id", "hardware_id
 class ErrorRoutes:
     def __init__(self, integ: EnhancedErrorHandlingIntegration) -> None:
         self.integ = integ
+        self.deadline_of: dict[web.AbstractRoute, Deadlines] = {}  # every route add_routes added
         self.token = integ.config.api_token
         self.protect_reads = integ.config.protect_reads
 
@@ -284,6 +285,6 @@ def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) ->
         open_route = bool(integ.config.dashboard_path) and (
             path == integ.config.dashboard_path or path.startswith(integ.config.dashboard_path + "/assets/")
         )
-        handler = deadlines[method == "GET"].wrap(handler)
-        app.router.add_route(method, path, handler if open_route else r.guard(method, handler))
+        route = app.router.add_route(method, path, handler if open_route else r.guard(method, handler))
+        r.deadline_of[route] = deadlines[method == "GET"]  # applied by the plugin's middleware
     return r

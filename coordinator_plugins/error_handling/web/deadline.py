@@ -75,10 +75,28 @@ class Deadlines:
         if q and loop is not None and not loop.is_closed():
             self._timer = loop.call_later(self.tick, self._check)
 
+    def owns(self, entry: _Entry, task: asyncio.Task[object], cancelling: int) -> bool:
+        """In an ``except CancelledError``: whether this deadline, and nobody else, cancelled the
+        request (``cancelling`` is ``task.cancelling()`` before :meth:`enter`). The cancellation
+        is then taken back: the caller answers :func:`busy` instead of raising it."""
+        if not entry.cancelled:
+            return False
+        entry.cancelled = False
+        # ours only when no one else cancelled the task as well (as asyncio.timeout)
+        return task.uncancel() <= cancelling
+
+    @staticmethod
+    def leave(entry: _Entry, task: asyncio.Task[object]) -> None:
+        """In a ``finally``: the request is done, however it ended."""
+        entry.task = None
+        if entry.cancelled:  # cancelled, but the handler ended otherwise
+            task.uncancel()
+
     def wrap(self, handler: Handler) -> Handler:
         """``handler`` under this deadline: when the store cannot answer in time (a flush waiting
         for a writer that is behind, a reader thread busy), a JSON 503 with Retry-After, never a
-        hang."""
+        hang. (The plugin's own routes do not use it: its middleware applies their deadline
+        itself, one coroutine fewer per request; see ``plugin._middleware``.)"""
         seconds = self.seconds
 
         async def timed(request: web.Request) -> web.StreamResponse:
@@ -89,17 +107,12 @@ class Deadlines:
             try:
                 return await handler(request)
             except asyncio.CancelledError:
-                if entry.cancelled:
-                    entry.cancelled = False
-                    # ours only when no one else cancelled the task as well (as asyncio.timeout)
-                    if task.uncancel() <= cancelling:
-                        raise busy(seconds) from None
+                if self.owns(entry, task, cancelling):
+                    raise busy(seconds) from None
                 raise
             except TimeoutError:  # a wait inside the handler gave up: the same answer
                 raise busy(seconds) from None
             finally:
-                entry.task = None  # done
-                if entry.cancelled:  # cancelled, but the handler ended otherwise
-                    task.uncancel()
+                self.leave(entry, task)
 
         return timed
