@@ -18,7 +18,7 @@ from coordinator_plugins.error_handling import (
     validate_config,
 )
 from coordinator_plugins.error_handling.recovery.state import Targets, strategy_info
-from coordinator_plugins.error_handling.strategies import declared_reads
+from coordinator_plugins.error_handling.strategies import declared_pure, declared_reads
 
 # Contexts that reach every branch of the built-ins' checks: each category they act on, with and
 # without workers, tasks and an operation to re-run.
@@ -149,5 +149,83 @@ async def test_an_undeclared_check_sees_the_whole_error_info(tmp_path: Path) -> 
         # registering another strategy re-plans what each category asks
         integ.recovery_manager.add_strategy("worker2", WorkerRecoveryStrategy(None))
         assert candidates.may_act(disk, 5)
+    finally:
+        await integ.stop()
+
+
+async def test_the_kept_answer_for_untargeted_reports_is_the_answer_asking_gives(make_farm) -> None:
+    """For every case, with the built-ins (all pure, declared), ``may_act`` answers as asking each
+    check does (``_ask``), whether the answer was kept or not; a kept answer is kept only for
+    reports that name no worker, task or operation, and a report that names one is asked."""
+    farm = await make_farm(plugin={"auto_recover": False})
+    integ = farm.integ
+    assert integ is not None
+    candidates = integ.recovery_manager.candidates
+    assert all(declared_pure(s) for sid, s in candidates.strategies.items() if sid != "coordinator")
+    assert not declared_pure(candidates.strategies["coordinator"])  # asks the coordinator's live components
+    answers = set()
+    for _ in range(2):  # the second pass answers from what the first kept
+        for message, ctx in CASES:
+            report, _, _ = await integ.ingest(message, dict(ctx), recover=False)
+            for level in (1, 3, 5):
+                asked = candidates._ask(report, candidates._plan(report.category.value, level))
+                assert candidates.may_act(report, level) is asked, (message, level)
+                answers.add(asked)
+    assert answers == {True, False}
+    kept = candidates._untargeted
+    assert kept, "no untargeted report's answer was kept"
+    # every kept answer is for an untargeted report's (category, level, type): the targeted cases
+    # (a worker, a task, an operation) are never answered from memory
+    for message, ctx in CASES:
+        report, _, _ = await integ.ingest(message, dict(ctx), recover=False)
+        if report.target_workers or report.target_tasks or "_operation" in report.recovery_details:
+            before = dict(kept)
+            candidates.may_act(report, 5)
+            assert kept == before
+
+
+async def test_an_impure_check_is_asked_on_every_report(tmp_path: Path) -> None:
+    """A check that reads live state (not declared pure) is asked every time: its answer changes
+    between two reports of the same group, and so does ``may_act``'s; registering a strategy
+    forgets every kept answer."""
+    live = {"ready": False}
+
+    class WhenReady(RecoveryStrategy):
+        applicable_reads = frozenset({"category"})  # declared reads, but not pure: reads ``live``
+
+        def __init__(self) -> None:
+            super().__init__(None, "when ready", RecoveryLevel.LOW, categories=["connection"])
+
+        def is_applicable(self, error_info: dict[str, Any]) -> bool:
+            return live["ready"]
+
+        async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+            return False
+
+    class PureNo(WhenReady):
+        applicable_pure = True
+
+        def is_applicable(self, error_info: dict[str, Any]) -> bool:
+            return False
+
+    assert not declared_pure(WhenReady()) and declared_pure(PureNo())
+    integ = EnhancedErrorHandlingIntegration(None, validate_config({
+        "database": str(tmp_path / "eh.duckdb"), "builtin_strategies": ["retry", "worker"]}))
+    await integ.start()
+    try:
+        candidates = integ.recovery_manager.candidates
+        report, _, _ = await integ.ingest("connection reset by peer", {"component": "c"}, recover=False)
+        assert not candidates.may_act(report, 5)
+        assert candidates._untargeted  # retry and worker only: pure, the answer is kept
+        integ.add_custom_strategy("pure-no", PureNo())
+        assert not candidates._untargeted  # a new strategy: every kept answer forgotten
+        assert not candidates.may_act(report, 5)
+        integ.add_custom_strategy("when-ready", WhenReady())
+        assert not candidates.may_act(report, 5)
+        live["ready"] = True
+        assert candidates.may_act(report, 5)  # asked again: the live answer
+        live["ready"] = False
+        assert not candidates.may_act(report, 5)
+        assert not candidates._untargeted  # an impure candidate: nothing kept for the category
     finally:
         await integ.stop()

@@ -4,7 +4,13 @@ Declared categories (``RecoveryStrategy.categories``) decide first, for free and
 category; then a strategy's synchronous ``is_applicable``, given only the keys of error_info
 that the candidates declare they read (``applicable_reads``), or all of it when one does not. A
 report no strategy can act on gets no recovery: no task, no level walk, no write (issue 12:
-nearly every new group used to start a full pass in which nothing applied)."""
+nearly every new group used to start a full pass in which nothing applied).
+
+Most reports name no worker, task or operation. When every candidate's check is synchronous,
+declares the keys it reads and declares itself pure (``applicable_pure``: it answers from those
+keys alone), and the keys are among the error's type, its category and its targets, the answer
+for such a report is a function of (category, error type) only: it is asked once and kept
+(until a strategy is registered), not asked again on every report."""
 
 from __future__ import annotations
 
@@ -13,7 +19,18 @@ from typing import Any
 
 from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.recovery.state import Targets, strategy_info
-from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy, declared_reads
+from coordinator_plugins.error_handling.strategies.base import (
+    LEVEL_STRATEGIES,
+    RecoveryStrategy,
+    declared_pure,
+    declared_reads,
+)
+
+# The keys whose values, for a report that names no worker, task or operation, follow from its
+# category and error type: a pure check that reads no others answers every such report alike.
+UNTARGETED_READS = frozenset(
+    {"error_type", "category", "worker_ids", "worker_id", "task_ids", "task_id", "callable", "args", "kwargs"}
+)
 
 
 class Candidates:
@@ -23,6 +40,10 @@ class Candidates:
         # per (category, max level): the strategies to ask, whether each check is a coroutine
         # function, and the keys they read (None: any); decided when strategies are registered
         self._checks: dict[tuple[str, int], tuple[list[tuple[RecoveryStrategy, bool]], frozenset[str] | None]] = {}
+        # per (category, max level): whether the answer for an untargeted report may be kept
+        self._memo_ok: dict[tuple[str, int], bool] = {}
+        # per (category, max level, error type): the kept answer for an untargeted report
+        self._untargeted: dict[tuple[str, int, str], bool] = {}
 
     def add(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
         if not isinstance(strategy, RecoveryStrategy):
@@ -35,6 +56,8 @@ class Candidates:
         self.strategies[strategy_id] = strategy
         self._by_category.clear()
         self._checks.clear()
+        self._memo_ok.clear()
+        self._untargeted.clear()
 
     def for_category(self, category: str) -> list[RecoveryStrategy]:
         """The strategies whose declared categories include ``category``."""
@@ -55,6 +78,25 @@ class Candidates:
         found = self._checks.get(key)
         if found is None:
             found = self._checks[key] = self._plan(key[0], max_level)
+            checks, reads = found
+            self._memo_ok[key] = (
+                reads is not None
+                and reads <= UNTARGETED_READS
+                and all(not is_async and declared_pure(s) for s, is_async in checks)
+            )
+        if self._memo_ok[key] and not report.target_workers and not report.target_tasks and (
+            "_operation" not in report.recovery_details
+        ):
+            memo_key = (key[0], max_level, report.error_type._value_)
+            kept = self._untargeted.get(memo_key)
+            if kept is None:
+                kept = self._untargeted[memo_key] = self._ask(report, found)
+            return kept
+        return self._ask(report, found)
+
+    def _ask(
+        self, report: ErrorReport, found: tuple[list[tuple[RecoveryStrategy, bool]], frozenset[str] | None]
+    ) -> bool:
         checks, reads = found
         probe: dict[str, Any] | None = None
         for s, is_async in checks:

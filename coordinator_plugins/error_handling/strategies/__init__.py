@@ -8,6 +8,7 @@ from coordinator_plugins.error_handling.strategies.base import (
     RecoveryLevel,
     RecoveryStrategy,
     StrategyResult,
+    declared_pure,
     declared_reads,
 )
 from coordinator_plugins.error_handling.strategies.builtin import (
@@ -33,5 +34,6 @@ __all__ = [
     "StrategyResult",
     "SystemRecoveryStrategy",
     "WorkerRecoveryStrategy",
+    "declared_pure",
     "declared_reads",
 ]

@@ -93,6 +93,11 @@ class RecoveryStrategy:
     # asked on every report then gets a dict of just these keys instead of the whole error_info.
     # None: any key. A subclass that overrides the check must declare again (see declared_reads).
     applicable_reads: ClassVar[frozenset[str] | None] = frozenset()
+    # True when ``is_applicable`` answers from those keys alone (and from what the strategy was
+    # built with, never from live state): the same values, the same answer. The check asked on
+    # every report may then be answered from memory for a report that names no worker, task or
+    # operation (see recovery.candidates). Inherited only together with the check (see declared_pure).
+    applicable_pure: ClassVar[bool] = False
 
     def __init__(
         self, coordinator: Any, name: str, level: RecoveryLevel, categories: Iterable[Any] | None = None
@@ -181,6 +186,19 @@ class RecoveryStrategy:
             dict(info["details"]),
             err,
         )
+
+
+def declared_pure(strategy: RecoveryStrategy) -> bool:
+    """Whether ``strategy.is_applicable`` is declared to depend on its declared keys alone; as for
+    :func:`declared_reads`, the class that defines the check decides, and an instance given its
+    own check is never pure."""
+    if "is_applicable" in getattr(strategy, "__dict__", {}):
+        return False
+    for klass in type(strategy).__mro__:
+        own = vars(klass)
+        if "is_applicable" in own:
+            return own.get("applicable_pure") is True
+    return False
 
 
 def declared_reads(strategy: RecoveryStrategy) -> frozenset[str] | None:

@@ -100,6 +100,7 @@ class RetryStrategy(BuiltinStrategy):
     # Anything a re-run may fix; never what fails the same way every time it runs.
     categories = frozenset(c.value for c in ErrorCategory) - DETERMINISTIC_CATEGORIES
     applicable_reads = frozenset({"callable", "task_ids", "task_id"})
+    applicable_pure = True  # the coordinator's methods are looked up, never called
 
     def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Retry", RecoveryLevel.LOW)
@@ -136,6 +137,7 @@ class WorkerRecoveryStrategy(BuiltinStrategy):
     strategy_id = "worker"
     categories = WORKER_CATEGORIES | TASK_CATEGORIES | {"connection"}
     applicable_reads = frozenset({"worker_ids", "worker_id"})
+    applicable_pure = True  # the coordinator's methods are looked up, never called
 
     def __init__(self, coordinator: CoordinatorProtocol | None) -> None:
         super().__init__(coordinator, "Worker recovery", RecoveryLevel.MEDIUM)
@@ -225,6 +227,7 @@ class DatabaseRecoveryStrategy(BuiltinStrategy):
     strategy_id = "database"
     categories = frozenset({"db_connection", "db_query", "db_locked"})
     applicable_reads = frozenset({"error_type", "category"})
+    applicable_pure = True  # the coordinator's method is looked up, never called
 
     def __init__(self, coordinator: CoordinatorProtocol | None, store: Store | None = None) -> None:
         super().__init__(coordinator, "Database reconnect", RecoveryLevel.HIGH)
@@ -331,6 +334,7 @@ class SystemRecoveryStrategy(BuiltinStrategy):
     strategy_id = "system"
     categories = frozenset({"system_overload", "system_resource", "task_resource", "worker_resource"})
     applicable_reads = frozenset({"category"})
+    applicable_pure = True  # the coordinator's methods are looked up, never called
     CPU_LIMIT = 90.0
     MEMORY_LIMIT = 90.0
 
