@@ -286,12 +286,13 @@ async def read_json(
     has not arrived within ``timeout`` seconds (the connection is then closed), 415 for a body
     sent as another media type, 400 for a missing (when ``required``), malformed, non-object,
     non-finite or too deeply nested one. An absent or empty optional body is ``{}``."""
-    if request.content_length is not None and request.content_length > max_body:
-        raise ApiError(413, f"request body over {max_body} bytes", "body_too_large")
     try:
         if request.content.is_eof():  # the whole body is here already (the common case): no wait
-            raw = await request.read()
+            raw = await request.read()  # (its size is checked below: no header parsed for it)
         else:
+            length = request.content_length
+            if length is not None and length > max_body:  # refused before a byte is read
+                raise ApiError(413, f"request body over {max_body} bytes", "body_too_large")
             async with asyncio.timeout(timeout):
                 raw = await request.read()
     except TimeoutError:

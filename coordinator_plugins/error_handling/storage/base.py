@@ -26,6 +26,7 @@ Semantics every implementation keeps (``tests/test_store_contract.py`` checks th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
 from coordinator_plugins.error_handling.storage.records import (
@@ -107,9 +108,9 @@ class Store(Protocol):
     def apply_retention(self, days: float) -> int:
         """Delete occurrences and strategy runs older than ``days`` (groups stay)."""
 
-    async def wait_durable(self, seq: int, timeout: float | None = None) -> None:
-        """Return once write ``seq`` is committed; TimeoutError after ``timeout`` seconds,
-        StoreClosed when the store closes first."""
+    def wait_durable(self, seq: int, timeout: float | None = None) -> Awaitable[None]:
+        """An awaitable (a coroutine, or a future) that returns once write ``seq`` is committed;
+        TimeoutError after ``timeout`` seconds, StoreClosed when the store closes first."""
 
     async def flush(self, timeout: float | None = None, seq: int | None = None) -> None:
         """Return once everything queued so far (with ``seq``: every write numbered up to it, not
