@@ -384,3 +384,27 @@ async def test_one_middleware_answers_errors_as_json_with_or_without_the_plugin(
                 assert r.status == 200
     finally:
         await server.close()
+
+
+async def test_an_exception_in_a_plugin_route_is_a_reported_json_500(tmp_path: Path, monkeypatch) -> None:
+    """A plugin route runs under its deadline inside the plugin's middleware; an exception there
+    is still reported (after the deadline is left) and answered with a JSON 500 naming its group."""
+    from coordinator_plugins.error_handling.web import api
+
+    async def broken(self: Any, request: web.Request) -> web.Response:
+        raise RuntimeError("metrics table vanished")
+
+    monkeypatch.setattr(api.ErrorRoutes, "recovery_metrics", broken)
+    app = build_app(farm_config(tmp_path, {"auto_recover": False}))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s, s.get(server.make_url("/api/recovery/metrics")) as r:
+            assert r.status == 500
+            body = await r.json()
+        assert body["code"] == "internal_error" and body["error_id"]
+        report = app[ERROR_HANDLING_KEY].error_handler.groups.get(body["error_id"])
+        assert report.context.operation == "GET /api/recovery/metrics"
+        assert "metrics table vanished" in report.message
+    finally:
+        await server.close()

@@ -61,9 +61,12 @@ def _middleware(integ: EnhancedErrorHandlingIntegration, deadline_of: Mapping[we
         except TimeoutError:  # a wait inside the handler gave up: the same answer
             raise busy(deadline.seconds) from None
         except Exception as exc:
-            return await _unhandled(integ, request, exc)
+            failed = exc
         finally:
             deadline.leave(entry, task)
+        # reported once the request is out of its deadline (as before the deadline moved here):
+        # a report that takes long must not be cut short into a dropped connection
+        return await _unhandled(integ, request, failed)
 
     capture_errors.json_errors_prefix = prefix  # type: ignore[attr-defined]  # read by hosts (reference.app)
     return capture_errors
