@@ -285,17 +285,22 @@ async def test_unhandled_coordinator_errors_become_json_500_and_are_reported(tmp
         raise KeyError("missing worker slot")
 
     app.router.add_get("/api/boom", boom)
+    await assert_reported_500(app, "/api/boom", "missing worker slot")
+
+
+async def assert_reported_500(app: web.Application, path: str, text: str) -> None:
+    """GET ``path`` answers a JSON 500 naming the group its exception was reported to (component
+    coordinator, operation the route, the exception's text in the message)."""
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
-        async with aiohttp.ClientSession() as s, s.get(server.make_url("/api/boom")) as r:
+        async with aiohttp.ClientSession() as s, s.get(server.make_url(path)) as r:
             assert r.status == 500
             body = await r.json()
         assert body["code"] == "internal_error" and body["error_id"]
-        integ = app[ERROR_HANDLING_KEY]
-        report = integ.error_handler.groups.get(body["error_id"])
-        assert report.context.component == "coordinator" and report.context.operation == "GET /api/boom"
-        assert "missing worker slot" in report.message
+        report = app[ERROR_HANDLING_KEY].error_handler.groups.get(body["error_id"])
+        assert report.context.component == "coordinator" and report.context.operation == f"GET {path}"
+        assert text in report.message
     finally:
         await server.close()
 
@@ -396,15 +401,4 @@ async def test_an_exception_in_a_plugin_route_is_a_reported_json_500(tmp_path: P
 
     monkeypatch.setattr(api.ErrorRoutes, "recovery_metrics", broken)
     app = build_app(farm_config(tmp_path, {"auto_recover": False}))
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as s, s.get(server.make_url("/api/recovery/metrics")) as r:
-            assert r.status == 500
-            body = await r.json()
-        assert body["code"] == "internal_error" and body["error_id"]
-        report = app[ERROR_HANDLING_KEY].error_handler.groups.get(body["error_id"])
-        assert report.context.operation == "GET /api/recovery/metrics"
-        assert "metrics table vanished" in report.message
-    finally:
-        await server.close()
+    await assert_reported_500(app, "/api/recovery/metrics", "metrics table vanished")
