@@ -32,40 +32,31 @@ def _middleware(integ: EnhancedErrorHandlingIntegration, deadline_of: Mapping[we
 
     @web.middleware
     async def capture_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-        deadline = deadline_of.get(request.match_info.route)
-        if deadline is None:  # a route of the host's (or none)
-            try:
-                return await handler(request)
-            except web.HTTPException as exc:
-                if exc.status >= 400 and request.path.startswith(prefix) and not is_json_error(exc):
-                    return json_error_from(exc)  # keeps its headers: Allow on a 405
-                raise
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                return await _unhandled(integ, request, exc)
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
-        entry = deadline.enter(task)
+        deadline = deadline_of.get(request.match_info.route)  # None: a route of the host's (or none)
+        entry, seconds = None, 0.0
+        if deadline is not None:
+            task = asyncio.current_task()
+            assert task is not None
+            entry, seconds = deadline.enter(task), deadline.seconds
         try:
             return await handler(request)
         except web.HTTPException as exc:
             if exc.status >= 400 and request.path.startswith(prefix) and not is_json_error(exc):
-                return json_error_from(exc)
+                return json_error_from(exc)  # keeps its headers: Allow on a 405
             raise
         except asyncio.CancelledError:
-            if deadline.owns(entry, task, cancelling):
-                raise busy(deadline.seconds) from None
+            if entry is not None and Deadlines.owns(entry):
+                raise busy(seconds) from None
             raise
-        except TimeoutError:  # a wait inside the handler gave up: the same answer
-            raise busy(deadline.seconds) from None
         except Exception as exc:
+            if entry is not None and isinstance(exc, TimeoutError):  # a wait inside the handler gave up
+                raise busy(seconds) from None
             failed = exc
         finally:
-            deadline.leave(entry, task)
-        # reported once the request is out of its deadline (as before the deadline moved here):
-        # a report that takes long must not be cut short into a dropped connection
+            if entry is not None:
+                Deadlines.leave(entry)
+        # reported once the request is out of its deadline: a report that takes long must not be
+        # cut short into a dropped connection
         return await _unhandled(integ, request, failed)
 
     capture_errors.json_errors_prefix = prefix  # type: ignore[attr-defined]  # read by hosts (reference.app)

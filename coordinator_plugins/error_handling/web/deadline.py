@@ -31,13 +31,14 @@ def busy(seconds: float) -> ApiError:
 
 
 class _Entry:
-    __slots__ = ("at", "cancelled", "task")
+    __slots__ = ("at", "cancelled", "cancelling", "task")
 
     def __init__(self, at: float, task: asyncio.Task[object]) -> None:
         self.at = at
         # None once the request is done: the queue must not keep a finished request's task (and
         # its request and response) alive until the next check
         self.task: asyncio.Task[object] | None = task
+        self.cancelling = task.cancelling()  # the cancellations from elsewhere before it entered
         self.cancelled = False  # by its deadline, and not uncancelled yet
 
 
@@ -75,21 +76,22 @@ class Deadlines:
         if q and loop is not None and not loop.is_closed():
             self._timer = loop.call_later(self.tick, self._check)
 
-    def owns(self, entry: _Entry, task: asyncio.Task[object], cancelling: int) -> bool:
-        """In an ``except CancelledError``: whether this deadline, and nobody else, cancelled the
-        request (``cancelling`` is ``task.cancelling()`` before :meth:`enter`). The cancellation
-        is then taken back: the caller answers :func:`busy` instead of raising it."""
-        if not entry.cancelled:
+    @staticmethod
+    def owns(entry: _Entry) -> bool:
+        """In an ``except CancelledError`` (before :meth:`leave`): whether this deadline, and
+        nobody else, cancelled the request. The cancellation is then taken back: the caller
+        answers :func:`busy` instead of raising it."""
+        if not entry.cancelled or entry.task is None:
             return False
         entry.cancelled = False
         # ours only when no one else cancelled the task as well (as asyncio.timeout)
-        return task.uncancel() <= cancelling
+        return entry.task.uncancel() <= entry.cancelling
 
     @staticmethod
-    def leave(entry: _Entry, task: asyncio.Task[object]) -> None:
+    def leave(entry: _Entry) -> None:
         """In a ``finally``: the request is done, however it ended."""
-        entry.task = None
-        if entry.cancelled:  # cancelled, but the handler ended otherwise
+        task, entry.task = entry.task, None
+        if entry.cancelled and task is not None:  # cancelled, but the handler ended otherwise
             task.uncancel()
 
     def wrap(self, handler: Handler) -> Handler:
@@ -102,17 +104,16 @@ class Deadlines:
         async def timed(request: web.Request) -> web.StreamResponse:
             task = asyncio.current_task()
             assert task is not None
-            cancelling = task.cancelling()
             entry = self.enter(task)
             try:
                 return await handler(request)
             except asyncio.CancelledError:
-                if self.owns(entry, task, cancelling):
+                if self.owns(entry):
                     raise busy(seconds) from None
                 raise
             except TimeoutError:  # a wait inside the handler gave up: the same answer
                 raise busy(seconds) from None
             finally:
-                self.leave(entry, task)
+                self.leave(entry)
 
         return timed
