@@ -177,11 +177,10 @@ class TokenGuard:
     def wrap(self, method: str, handler: Any) -> Any:
         if not self.security.api_token:
             return handler
-        guard = self
         safe = method in SAFE_METHODS
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            security = guard.security
+            security = self.security
             if not safe or security.protect_reads:
                 require_bearer(request, security.api_token)
             return await handler(request)

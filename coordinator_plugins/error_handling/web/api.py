@@ -46,12 +46,6 @@ READ_DEADLINE = 10.0  # s a read route may take (its flush included) before it a
 WRITE_DEADLINE = DURABLE_TIMEOUT + 10.0  # the same for the other routes, past the durable wait
 
 
-def with_deadline(handler: Handler, seconds: float) -> Handler:
-    """``handler`` under a deadline of its own (see :class:`Deadlines`, which ``add_routes`` shares
-    between the routes of one deadline)."""
-    return Deadlines(seconds).wrap(handler)
-
-
 _CTX_STRS = ("operation", "exception_type", "worker_id", "task_id", "hardware_id", "stack_trace")
 
 

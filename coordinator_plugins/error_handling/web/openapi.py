@@ -328,7 +328,7 @@ def document(
             }
         }
     declare_bearer(paths, token, protect_reads)
-    for ops in paths.values():  # every route of the plugin answers under a deadline (api.with_deadline)
+    for ops in paths.values():  # every route of the plugin answers under a deadline (plugin._middleware)
         for op in ops.values():
             op["responses"].setdefault("503", _resp("the store did not answer in time; retry after Retry-After", _ERR))
     for path, ops in (extra or {}).get("paths", {}).items():
