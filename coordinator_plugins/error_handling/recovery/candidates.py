@@ -15,7 +15,7 @@ for such a report is a function of (category, error type) only: it is asked once
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, NamedTuple
 
 from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.recovery.state import Targets, strategy_info
@@ -33,15 +33,19 @@ UNTARGETED_READS = frozenset(
 )
 
 
+class _Plan(NamedTuple):
+    """What a category's check asks, decided when strategies are registered."""
+
+    checks: list[tuple[RecoveryStrategy, bool]]  # the strategies, and whether each check is async
+    reads: frozenset[str] | None  # the keys they read (None: any)
+    keepable: bool  # an untargeted report's answer may be kept (see the module's docstring)
+
+
 class Candidates:
     def __init__(self) -> None:
         self.strategies: dict[str, RecoveryStrategy] = {}
         self._by_category: dict[str, list[RecoveryStrategy]] = {}
-        # per (category, max level): the strategies to ask, whether each check is a coroutine
-        # function, and the keys they read (None: any); decided when strategies are registered
-        self._checks: dict[tuple[str, int], tuple[list[tuple[RecoveryStrategy, bool]], frozenset[str] | None]] = {}
-        # per (category, max level): whether the answer for an untargeted report may be kept
-        self._memo_ok: dict[tuple[str, int], bool] = {}
+        self._checks: dict[tuple[str, int], _Plan] = {}  # per (category, max level)
         # per (category, max level, error type): the kept answer for an untargeted report
         self._untargeted: dict[tuple[str, int, str], bool] = {}
 
@@ -56,7 +60,6 @@ class Candidates:
         self.strategies[strategy_id] = strategy
         self._by_category.clear()
         self._checks.clear()
-        self._memo_ok.clear()
         self._untargeted.clear()
 
     def for_category(self, category: str) -> list[RecoveryStrategy]:
@@ -75,29 +78,21 @@ class Candidates:
         """Could a strategy act on this report now? An async ``is_applicable``, or one that
         raises, is left to the recovery itself to ask."""
         key = (report.category._value_, max_level)
-        found = self._checks.get(key)
-        if found is None:
-            found = self._checks[key] = self._plan(key[0], max_level)
-            checks, reads = found
-            self._memo_ok[key] = (
-                reads is not None
-                and reads <= UNTARGETED_READS
-                and all(not is_async and declared_pure(s) for s, is_async in checks)
-            )
-        if self._memo_ok[key] and not report.target_workers and not report.target_tasks and (
+        plan = self._checks.get(key)
+        if plan is None:
+            plan = self._checks[key] = self._plan(key[0], max_level)
+        if plan.keepable and not report.target_workers and not report.target_tasks and (
             "_operation" not in report.recovery_details
         ):
             memo_key = (key[0], max_level, report.error_type._value_)
             kept = self._untargeted.get(memo_key)
             if kept is None:
-                kept = self._untargeted[memo_key] = self._ask(report, found)
+                kept = self._untargeted[memo_key] = self._ask(report, plan)
             return kept
-        return self._ask(report, found)
+        return self._ask(report, plan)
 
-    def _ask(
-        self, report: ErrorReport, found: tuple[list[tuple[RecoveryStrategy, bool]], frozenset[str] | None]
-    ) -> bool:
-        checks, reads = found
+    def _ask(self, report: ErrorReport, plan: _Plan) -> bool:
+        checks, reads, _ = plan
         probe: dict[str, Any] | None = None
         for s, is_async in checks:
             if is_async:
@@ -121,13 +116,17 @@ class Candidates:
                 return True
         return False
 
-    def _plan(
-        self, category: str, max_level: int
-    ) -> tuple[list[tuple[RecoveryStrategy, bool]], frozenset[str] | None]:
+    def _plan(self, category: str, max_level: int) -> _Plan:
         allowed = {lvl for lv in range(1, max_level + 1) for lvl in LEVEL_STRATEGIES[lv]}
         pool = [s for s in self.for_category(category) if s.level in allowed]
         reads: frozenset[str] | None = frozenset()
         for s in pool:
             declared = declared_reads(s)
             reads = None if declared is None or reads is None else reads | declared
-        return [(s, inspect.iscoroutinefunction(s.is_applicable)) for s in pool], reads
+        checks = [(s, inspect.iscoroutinefunction(s.is_applicable)) for s in pool]
+        keepable = (
+            reads is not None
+            and reads <= UNTARGETED_READS
+            and all(not is_async and declared_pure(s) for s, is_async in checks)
+        )
+        return _Plan(checks, reads, keepable)
