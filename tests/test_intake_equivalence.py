@@ -26,10 +26,18 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, validate_config
 from coordinator_plugins.error_handling.intake import classify as classify_mod
 from coordinator_plugins.error_handling.intake import group as group_mod
+from coordinator_plugins.error_handling.intake import identify as identify_mod
 from coordinator_plugins.error_handling.intake.classify import classify
 from coordinator_plugins.error_handling.intake.group import fingerprint, normalize_message
-from coordinator_plugins.error_handling.model import ErrorContext, ErrorReport, ErrorSeverity, ErrorType
-from coordinator_plugins.error_handling.storage.records import OccurrenceRecord
+from coordinator_plugins.error_handling.model import (
+    ErrorCategory,
+    ErrorContext,
+    ErrorReport,
+    ErrorSeverity,
+    ErrorType,
+    ResolutionStatus,
+)
+from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 
 # -- the plain normalize_message, as it was before the shape cache (verbatim) ------------------
 _REF_MASK = re.compile(
@@ -297,6 +305,70 @@ def test_classification_cache_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(classify_mod._CLS_CACHE) <= 5
 
 
+# -- identify: classification and fingerprint remembered together -------------------------------
+def _identify_call(call: tuple[Any, ...]) -> tuple[Any, str]:
+    exc, text, comp, op, name, etype, sev, has_task, has_worker = call
+    exc_type = name if exc is None else type(exc).__name__  # as ErrorHandler.prepare passes it
+    return identify_mod.identify(exc, text, comp, op, exc_type, etype, sev, has_task, has_worker)
+
+
+def _identify_plain(call: tuple[Any, ...]) -> tuple[Any, str]:
+    """What identify must answer, from the uncached classification and the reference masking."""
+    exc, text, comp, op, name, etype, sev, has_task, has_worker = call
+    exc_type = name if exc is None else type(exc).__name__
+    classify_mod._CLS_CACHE.clear()
+    cls = classify(exc, text, comp, op, exception_type=exc_type, explicit_type=etype, explicit_severity=sev,
+                   has_task=has_task, has_worker=has_worker)
+    key = "\x1f".join((cls.error_type.value, cls.category.value, comp, op, exc_type or "", reference_normalize(text)))
+    return cls, hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=16).hexdigest()
+
+
+def _identify_calls() -> list[tuple[Any, ...]]:
+    """The classification calls, and corpus messages (hex, addresses, paths, digits of every
+    length) each with its digits changed: what a cache keyed too coarsely would confuse."""
+    rng = random.Random(5)
+    calls = _calls()[:6000]
+    for text in corpus(400, seed=9):
+        for variant in {text, *(_redigit(text, rng) for _ in range(3))}:
+            for comp, op, has_task, has_worker in ALWAYS[:3]:
+                calls.append((None, variant, comp, op, None, None, None, has_task, has_worker))
+    rng.shuffle(calls)
+    return calls
+
+
+def test_identify_is_classify_and_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call identified with a warm cache (other digits of the same messages, other
+    exceptions, contexts and explicit values) answers what the plain computations answer; the
+    same with a cache that overflows all the time."""
+    calls = _identify_calls()
+    assert len(calls) > 8_000
+    expected = [_identify_plain(call) for call in calls]
+    for cap in (identify_mod._KNOWN_MAX, 7):
+        monkeypatch.setattr(identify_mod, "_KNOWN_MAX", cap)
+        identify_mod._KNOWN.clear()
+        for _ in range(2):
+            got = [_identify_call(call) for call in calls]
+            assert got == expected
+        assert 0 < len(identify_mod._KNOWN) <= cap  # it was used, within its bound
+
+
+def test_identify_keeps_no_long_texts_and_no_line_twice() -> None:
+    identify_mod._KNOWN.clear()
+    group_mod._LINES.clear()
+    long_text = "connection refused by peer " + "x" * 10_000
+    first = identify_mod.identify(None, long_text, "net", "op", None, None, None, False, False)
+    assert not identify_mod._KNOWN
+    assert identify_mod.identify(None, long_text, "net", "op", None, None, None, False, False) == first
+    # a message it keeps is not kept by normalize_message's cache of lines as well
+    identify_mod.identify(None, "task 12 timed out after 3s", "comp", "op", None, None, None, False, False)
+    assert len(identify_mod._KNOWN) == 1
+    assert len(group_mod._LINES) == 1  # the long text's line only: nothing kept it otherwise
+    # one whose classification reads a digit is not kept here, so its line is kept there
+    identify_mod.identify(None, "resource exhausted [errno 28]", "comp", "op", None, None, None, False, False)
+    assert len(identify_mod._KNOWN) == 1
+    assert len(group_mod._LINES) == 2
+
+
 # -- records and metrics -------------------------------------------------------------------------
 def test_occurrence_record_of_is_the_constructed_record() -> None:
     report = ErrorReport("e1", ErrorType.NETWORK, ErrorSeverity.LOW, "m",
@@ -307,6 +379,21 @@ def test_occurrence_record_of_is_the_constructed_record() -> None:
     assert rec.metadata is not md  # a copy, as before
     assert OccurrenceRecord.of(report, "msg", None).metadata is None
     assert OccurrenceRecord.of(report, "msg", {}).metadata is None
+    with pytest.raises(AttributeError):
+        rec.message = "other"  # type: ignore[misc]
+
+
+def test_group_record_of_is_the_constructed_record() -> None:
+    report = ErrorReport("e1", ErrorType.NETWORK, ErrorSeverity.LOW, "m",
+                         ErrorContext(component="c", worker_id="w", metadata={"k": [1]}), exception_type="E",
+                         recovery_details={"tried": ["retry"], "_operation": object()}, aggregated_count=3)
+    rec = GroupRecord.of(report)
+    c = report.context
+    assert rec == GroupRecord(
+        "e1", "", ErrorType.NETWORK, ErrorSeverity.LOW, ErrorCategory.UNKNOWN, "m", "c", "unknown", "w", None, None,
+        "E", None, {"k": [1]}, report.first_seen, report.last_seen, 3, 0, None, ResolutionStatus.OPEN, None, None,
+        0, 1, {"tried": ["retry"]}, False)
+    assert rec.metadata is not c.metadata  # a snapshot, as before
     with pytest.raises(AttributeError):
         rec.message = "other"  # type: ignore[misc]
 

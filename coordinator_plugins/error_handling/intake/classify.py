@@ -244,6 +244,26 @@ def classify(
     has_worker: bool = False,
 ) -> Classification:
     """Classify one error. ``exc`` wins over ``exception_type`` (a class name from a report)."""
+    found, _ = classify_base(exc, message, component, operation, exception_type, explicit_type, has_task,
+                                  has_worker)
+    if explicit_severity is not None and explicit_severity is not found.severity:
+        return Classification(found.error_type, found.category, explicit_severity)
+    return found
+
+
+def classify_base(
+    exc: BaseException | None,
+    message: str,
+    component: str,
+    operation: str,
+    exception_type: str | None,
+    explicit_type: ErrorType | None,
+    has_task: bool,
+    has_worker: bool,
+) -> tuple[Classification, bool]:
+    """:func:`classify` without an explicit severity, and whether the answer read no digit of the
+    message (nor anything of ``exc`` but its class): then every message that differs from this
+    one only in its ASCII digits is classified alike (see the note above ``_CLS_CACHE``)."""
     long = len(message) + len(component) + len(operation) + len(exception_type or "") > _CACHED_LEN
     key = None if long else (  # cached keys stay small: 32,768 keys of 1 MB each would be 32 GB
         # the message (UTF-8) with each run of ASCII digits made one "0" (runs of up to 10 digits;
@@ -258,18 +278,17 @@ def classify(
         has_worker,
     )
     found = _CLS_CACHE.get(key) if key is not None else None
-    if found is None:
-        etype, category, cacheable = _classify(
-            exc, message, component, operation, exception_type, explicit_type, has_task, has_worker
-        )
-        found = _shared(etype, category)
-        if cacheable and key is not None:
-            if len(_CLS_CACHE) >= _CLS_CACHE_MAX:
-                _CLS_CACHE.clear()
-            _CLS_CACHE[key] = found  # frozen: one object serves every hit
-    if explicit_severity is not None and explicit_severity is not found.severity:
-        return Classification(found.error_type, found.category, explicit_severity)
-    return found
+    if found is not None:
+        return found, True
+    etype, category, cacheable = _classify(
+        exc, message, component, operation, exception_type, explicit_type, has_task, has_worker
+    )
+    found = _shared(etype, category)
+    if cacheable and key is not None:
+        if len(_CLS_CACHE) >= _CLS_CACHE_MAX:
+            _CLS_CACHE.clear()
+        _CLS_CACHE[key] = found  # frozen: one object serves every hit
+    return found, cacheable
 
 
 def _classify(

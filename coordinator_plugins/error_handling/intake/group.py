@@ -67,8 +67,9 @@ def _mask_token(token: str) -> str:
     return masked or _MASK.sub(_mask, token)  # never empty otherwise: a token is not
 
 
-def normalize_message(message: str) -> str:
-    """The first line of a message with volatile parts masked."""
+def normalize_message(message: str, remember: bool = True) -> str:
+    """The first line of a message with volatile parts masked. ``remember``: keep the answer by
+    its shape (a caller that keeps it itself, as ``identify`` does, passes False)."""
     line = message.strip().split("\n", 1)[0][:500]
     # The whole line by its shape first: every step below (the spaced timestamp, split, the
     # token tests, _MASK) decides alike for a line and its shape, so a shape's text serves
@@ -84,7 +85,7 @@ def normalize_message(message: str) -> str:
     # tokens without a digit or a slash are kept without a call.
     volatile = _VOLATILE
     out = " ".join([t if t.isalpha() or not volatile(t) else _mask_token(t) for t in line.split()])
-    if not _DIGIT_1_9(out):
+    if remember and not _DIGIT_1_9(out):
         global _lines_size
         _lines_size += len(shape) + len(out)
         if len(_LINES) >= _LINES_MAX or _lines_size > _LINES_BUDGET:
@@ -98,8 +99,27 @@ def fingerprint(
     error_type: str, category: str, component: str, operation: str, exception_type: str | None, message: str
 ) -> str:
     """A stable 16-byte hex fingerprint of what makes two occurrences the same error."""
-    key = "\x1f".join((error_type, category, component, operation, exception_type or "", normalize_message(message)))
+    return fingerprint_normalized(error_type, category, component, operation, exception_type,
+                                  normalize_message(message))
+
+
+def fingerprint_normalized(
+    error_type: str, category: str, component: str, operation: str, exception_type: str | None, normalized: str
+) -> str:
+    """:func:`fingerprint` of a message already normalized (``normalize_message``)."""
+    key = "\x1f".join((error_type, category, component, operation, exception_type or "", normalized))
     return hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=16).hexdigest()
+
+
+def shape_of(message: str) -> bytes:
+    """``message`` in UTF-8 with its ASCII digits 2-9 read as 1: the key of the shape caches."""
+    return message.encode("utf-8", "surrogatepass").translate(_SHAPE)
+
+
+def shape_decides(normalized: str) -> bool:
+    """True when every message of the same :func:`shape_of` normalizes to ``normalized``: no
+    digit 1-9 survived the masking (see the note above ``_SHAPE``)."""
+    return _DIGIT_1_9(normalized) is None
 
 
 def stored_key(fp: str) -> int:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator_plugins.error_handling.intake.classify import classify
 from coordinator_plugins.error_handling.intake.context import priority_severity, related_mapping, related_targets
-from coordinator_plugins.error_handling.intake.group import GroupIndex, fingerprint
+from coordinator_plugins.error_handling.intake.group import GroupIndex
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
+from coordinator_plugins.error_handling.intake.identify import identify
 from coordinator_plugins.error_handling.intake.lookup import StoredGroups
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
@@ -196,18 +196,10 @@ class ErrorHandler:
             tasks.insert(0, vals["task_id"])
         vals["worker_id"] = vals["worker_id"] or (workers[0] if workers else None)
         vals["task_id"] = vals["task_id"] or (tasks[0] if tasks else None)
-        cls = classify(
-            exc,
-            message,
-            component,
-            operation,
-            exception_type=exc_type,
-            explicit_type=explicit_type,
-            explicit_severity=explicit_sev or flagged_sev,
-            has_task=bool(vals["task_id"]),
-            has_worker=bool(vals["worker_id"]),
+        cls, fp = identify(
+            exc, message, component, operation, exc_type, explicit_type, explicit_sev or flagged_sev,
+            bool(vals["task_id"]), bool(vals["worker_id"]),
         )
-        fp = fingerprint(cls.error_type._value_, cls.category._value_, component, operation, exc_type, message)
         return Occurrence(ctx, exc, message, exc_type, vals, component, operation, metadata, related, workers,
                           tasks, cls, fp)
 
