@@ -271,6 +271,31 @@ async def test_openapi_declares_the_token_where_it_is_required(make_farm) -> Non
     assert all("security" in op for ops in doc["paths"].values() for op in ops.values())
 
 
+async def test_head_answers_every_plugin_read_as_get_does(make_farm) -> None:
+    """HEAD on each of the plugin's GET routes: GET's status and headers, no body; behind the
+    token exactly when GET is (protect_reads)."""
+    farm = await make_farm(plugin={"auto_recover": False, "database": ":memory:"},
+                           coordinator={"api_token": "tok", "protect_reads": True, "database": ":memory:"})
+    auth = {"Authorization": "Bearer tok"}
+    status, posted = await farm.post("/api/errors", {"message": "disk 3 full", "component": "c"}, headers=auth)
+    assert status == 202, posted
+    error_id = posted["error_id"]
+    reads = ["/api/errors", f"/api/errors/{error_id}", "/api/recovery/metrics", "/api/recovery/history",
+             "/api/recovery/strategies", "/api/diagnostics", "/api/openapi.json"]
+    for path in reads:
+        async with farm.session.get(farm.url + path, headers=auth) as got:
+            assert got.status == 200, path
+            body = await got.read()
+        async with farm.session.head(farm.url + path, headers=auth) as head:
+            assert head.status == 200, path
+            assert head.headers["Content-Type"] == got.headers["Content-Type"], path
+            assert await head.read() == b"" and body, path
+        async with farm.session.head(farm.url + path) as head:
+            assert head.status == 401, path
+    async with farm.session.head(farm.url + "/api/errors/nope", headers=auth) as head:
+        assert head.status == 404
+
+
 async def test_coordinator_serves_its_own_document_without_the_plugin(make_farm) -> None:
     farm = await make_farm(enabled=False)
     status, doc = await farm.get("/api/openapi.json")

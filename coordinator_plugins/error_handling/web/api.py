@@ -279,6 +279,10 @@ def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) ->
         open_route = bool(integ.config.dashboard_path) and (
             path == integ.config.dashboard_path or path.startswith(integ.config.dashboard_path + "/assets/")
         )
-        route = app.router.add_route(method, path, handler if open_route else r.guard(method, handler))
+        served = handler if open_route else r.guard(method, handler)
+        route = app.router.add_route(method, path, served)
         r.deadline_of[route] = deadlines[method == "GET"]  # applied by the plugin's middleware
+        if method == "GET" and not _taken(app, "HEAD", path):
+            # HEAD answers as GET does, without the body (aiohttp leaves it out), as add_get would
+            r.deadline_of[app.router.add_route("HEAD", path, served)] = deadlines[True]
     return r
