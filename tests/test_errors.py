@@ -164,6 +164,28 @@ async def test_grouping_counts_and_regression(tmp_path: Path) -> None:
         await integ.stop()
 
 
+async def test_each_occurrence_row_keeps_its_own_worker_task_and_hardware(tmp_path: Path) -> None:
+    """The group keeps its first occurrence's context; each stored occurrence keeps its own (a
+    worker named only in related_entities counts as the occurrence's worker)."""
+    integ = await make_integ(tmp_path)
+    try:
+        r1 = await integ.report_error("task 1 failed", {"component": "c", "worker_id": "w1", "task_id": "t1",
+                                                        "hardware_id": "h1", "metadata": {"try": 1}})
+        r2 = await integ.report_error("task 2 failed", {"component": "c", "worker_id": "w2", "task_id": "t2"})
+        r3 = await integ.report_error("task 3 failed", {"component": "c", "related_entities": {"worker_id": "w3"}})
+        assert r1.error_id == r2.error_id == r3.error_id and r3.aggregated_count == 3
+        assert (r3.context.worker_id, r3.context.task_id, r3.context.hardware_id) == ("w1", "t1", "h1")
+        await integ.flush()
+        rows = sorted(await integ.store.occurrences(r1.error_id), key=lambda o: o.occurred_at)
+        assert [(o.message, o.worker_id, o.task_id, o.hardware_id, o.metadata) for o in rows] == [
+            ("task 1 failed", "w1", "t1", "h1", {"try": 1}),
+            ("task 2 failed", "w2", "t2", None, None),
+            ("task 3 failed", "w3", None, None, None),
+        ]
+    finally:
+        await integ.stop()
+
+
 async def test_invalid_context_values_raise_value_error(tmp_path: Path) -> None:
     integ = await make_integ(tmp_path)
     try:

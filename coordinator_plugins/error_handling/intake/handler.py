@@ -308,7 +308,7 @@ class ErrorHandler:
         # A group snapshot only when the group is new or changed beyond its count and last_seen.
         changed = changed or not report.persisted
         seq = self.store.record_occurrence(
-            OccurrenceRecord.of(report, message, metadata), GroupRecord.of(report) if changed else None
+            OccurrenceRecord.of(report, message, metadata, occ.vals), GroupRecord.of(report) if changed else None
         )
         report.persisted = True  # queued: the store writes it (with this occurrence) from now on
         if self.adopt is None:

@@ -62,17 +62,31 @@ class OccurrenceRecord:
     metadata: Mapping[str, Any] | None = None
 
     @classmethod
-    def of(cls, report: ErrorReport, message: str, metadata: Mapping[str, Any] | None) -> OccurrenceRecord:
+    def of(
+        cls,
+        report: ErrorReport,
+        message: str,
+        metadata: Mapping[str, Any] | None,
+        where: Mapping[str, str | None] | None = None,
+    ) -> OccurrenceRecord:
         """One per report, on the loop: built through the slots (a frozen dataclass's __init__ sets
-        each field through object.__setattr__, twice the cost); the same record as ``cls(...)``."""
-        c = report.context
+        each field through object.__setattr__, twice the cost); the same record as ``cls(...)``.
+        ``where``: this occurrence's ``worker_id``, ``task_id`` and ``hardware_id`` (a later
+        occurrence of a group comes from anywhere); without it, those of the group's context."""
+        c = report.context if where is None else None
         o = _new(cls)
         _set_id(o, report.error_id)
         _set_at(o, report.last_seen)
         _set_msg(o, message)
-        _set_worker(o, c.worker_id)
-        _set_task(o, c.task_id)
-        _set_hw(o, c.hardware_id)
+        if c is not None:
+            _set_worker(o, c.worker_id)
+            _set_task(o, c.task_id)
+            _set_hw(o, c.hardware_id)
+        else:
+            assert where is not None
+            _set_worker(o, where.get("worker_id"))
+            _set_task(o, where.get("task_id"))
+            _set_hw(o, where.get("hardware_id"))
         _set_md(o, dict(metadata) if metadata else None)
         return o
 
