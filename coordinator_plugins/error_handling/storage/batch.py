@@ -19,6 +19,7 @@ from coordinator_plugins.error_handling.storage.records import GroupRecord, Occu
 from coordinator_plugins.error_handling.storage.schema import (
     COUNT_GROUPS,
     GROUP_COLUMNS,
+    INSERT_GROUPS,
     INSERT_OCCURRENCES,
     INSERT_PERF,
     PERF_COLUMNS,
@@ -217,14 +218,16 @@ def statements_for(
     written: list[GroupWrite],
     known: list[GroupWrite],
     counts: list[tuple[str, int, datetime]] | None = None,
+    upsert: bool = False,
 ) -> tuple[list[tuple[str, Any]], list[tuple[Any, ...]]]:
-    """(statements, rows for the appender) that commit ``batch``: new groups ``written`` in full,
-    the rows of ``known`` groups updated, and the ``counts`` (id, increment, last_seen) of groups
-    that only gained occurrences."""
+    """(statements, rows for the appender) that commit ``batch``: new groups ``written`` in full
+    (inserted; with ``upsert``, added to rows another writer inserted: see
+    ``schema.INSERT_GROUPS``), the rows of ``known`` groups updated, and the ``counts`` (id,
+    increment, last_seen) of groups that only gained occurrences."""
     statements: list[tuple[str, Any]] = []
     for part in chunks(written):
         rows = [group_row(r, d, ts) for r, d, ts in part]
-        statements.append((UPSERT_GROUPS, columns_of(rows, len(GROUP_COLUMNS))))
+        statements.append((UPSERT_GROUPS if upsert else INSERT_GROUPS, columns_of(rows, len(GROUP_COLUMNS))))
     for part in chunks(known):
         rows = [update_row(r, d, ts) for r, d, ts in part]
         statements.append((UPDATE_GROUPS, columns_of(rows, len(UPDATE_COLUMNS))))

@@ -180,6 +180,17 @@ def _unnest_upsert(
 # A group's count is an increment: the value written in ``aggregated_count`` is the number of
 # occurrences since the group's previous write (its whole count when it is new); a stored count
 # is never overwritten (see base.Store.record_occurrence).
+# New groups (never handed to the store by this writer: their ids are new) are inserted: in a
+# transaction an INSERT of 32 group rows took 2.6 ms, an INSERT ... ON CONFLICT DO UPDATE 6.4 ms
+# (about 6 ms for any number of rows, at 1,000 or 200,000 stored groups alike), which was the
+# writer's main cost under a flood of new errors. Only when another writer of the same database
+# inserted one of them first (a duplicate key) is the batch written again with the upsert, which
+# adds the counts of both (see WriterLoop._write).
+INSERT_GROUPS = (
+    f"INSERT INTO error_reports ({', '.join(GROUP_COLUMNS)}) SELECT * FROM (SELECT "
+    + ", ".join(f"unnest(?::{t}[]) AS {c}" for c, t in zip(GROUP_COLUMNS, _GROUP_TYPES, strict=True))
+    + ")"
+)
 UPSERT_GROUPS = (
     _unnest_upsert("error_reports", GROUP_COLUMNS, _GROUP_TYPES, ("error_id",), ("fingerprint",))
     .replace(

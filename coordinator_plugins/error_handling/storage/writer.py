@@ -60,6 +60,13 @@ def transient(exc: BaseException) -> bool:
     return "closed" in text or "lock" in text
 
 
+def duplicate_key(exc: BaseException) -> bool:
+    """A primary key or unique constraint was violated (at the statement, or at the commit when a
+    concurrent transaction inserted the same key)."""
+    text = str(exc)
+    return "Duplicate key" in text or "duplicate key" in text
+
+
 class WriterLoop(WriteHealth):
     """Mixed into :class:`DuckDBStore`; runs on its own thread and owns its own cursor."""
 
@@ -307,7 +314,13 @@ class WriterLoop(WriteHealth):
                 self._appender = None
                 raise
             return
-        run_statements(cur, *statements_for(batch, written, known, counts))
+        try:
+            run_statements(cur, *statements_for(batch, written, known, counts))
+        except (duckdb.ConstraintException, duckdb.TransactionException) as exc:
+            if not written or not duplicate_key(exc):
+                raise
+            # another writer of this database inserted one of these groups first: add to it
+            run_statements(cur, *statements_for(batch, written, known, counts, upsert=True))
         if written or known or counts:  # the sorted view paging reads (order.py)
             self.order.note([(g, ts) for g, _, ts in written + known], [(gid, ts) for gid, _, ts in counts])
         if known or counts:
