@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import json
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -271,7 +272,10 @@ def parse_json(raw: bytes | str) -> Any:
         raise JsonRefused(f"{exc} is not a finite number: NaN and Infinity are refused", "invalid_number") from None
     except RecursionError:
         raise JsonRefused(f"JSON nested deeper than {MAX_DEPTH} levels", "too_deep") from None
-    except ValueError:  # UnicodeDecodeError included
+    except ValueError as exc:  # UnicodeDecodeError included
+        if "integer string conversion" in str(exc):  # a valid integer, longer than Python converts
+            limit = sys.get_int_max_str_digits()
+            raise JsonRefused(f"an integer of more than {limit} digits is refused", "invalid_number") from None
         raise JsonRefused("malformed JSON body", "malformed_json") from None
     brackets = raw.count(b"[") + raw.count(b"{") if isinstance(raw, bytes) else raw.count("[") + raw.count("{")
     if brackets > MAX_DEPTH and _too_deep(value, MAX_DEPTH):  # fewer brackets cannot nest deeper

@@ -170,6 +170,20 @@ def test_fingerprints_are_those_of_the_plain_masking() -> None:
         assert fingerprint("network", "connection", "comp", "op", None, t) == want
 
 
+def test_fingerprint_parts_cannot_run_into_each_other() -> None:
+    """A separator inside a part (from a client's component, operation or exception type) must
+    not make two different reports one group; keys without one are the plain join."""
+    def fp(comp: str, op: str, exc: str | None = None) -> str:
+        return fingerprint("network", "connection", comp, op, exc, "m")
+
+    assert fp("c\x1fd", "e") != fp("c", "d\x1fe")
+    assert fp("c\x1e", "\x1fe") != fp("c\x1e\x1f", "e") != fp("c", "\x1e\x1fe")
+    assert fp("c", "op", "E\x1fm") != fp("c", "op", "E") != fp("c\x1fop", "", "E")
+    assert len({fp(a, b) for a in ("x", "x\x1f", "x\x1e", "\x1f") for b in ("y", "\x1fy", "\x1ey", "")}) == 16
+    plain = hashlib.blake2b("network\x1fconnection\x1fc\x1eq\x1fop\x1f\x1fm".encode(), digest_size=16).hexdigest()
+    assert fp("c\x1eq", "op") == plain  # no separator inside: the key it always had
+
+
 # -- classify -----------------------------------------------------------------------------------
 TEMPLATES = [
     "Connection reset by peer at 10.0.3.17:5432 (attempt 12)", "task 7 timed out after 3.25s",
@@ -367,6 +381,23 @@ def test_identify_keeps_no_long_texts_and_no_line_twice() -> None:
     identify_mod.identify(None, "resource exhausted [errno 28]", "comp", "op", None, None, None, False, False)
     assert len(identify_mod._KNOWN) == 1
     assert len(group_mod._LINES) == 2
+
+
+def test_the_caches_keep_within_their_memory_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long messages (up to the length the caches take) fill them by bytes before entries: each
+    starts over when its estimate passes its budget, and answers stay those computed."""
+    monkeypatch.setattr(classify_mod, "_CLS_CACHE_BUDGET", 100_000)
+    monkeypatch.setattr(identify_mod, "_KNOWN_BUDGET", 100_000)
+    classify_mod._CLS_CACHE.clear()
+    identify_mod._KNOWN.clear()
+    texts = [f"task {i} timed out " + "".join(chr(97 + (i >> k) % 26) for k in range(12)) * 75 for i in range(300)]
+    assert all(900 < len(t) < 1000 for t in texts)
+    for t in texts:
+        cls, fp = identify_mod.identify(None, t, "comp", "op", None, None, None, False, False)
+        assert (cls, fp) == _identify_plain((None, t, "comp", "op", None, None, None, False, False))
+        assert len(classify_mod._CLS_CACHE) <= 100_000 // 900 + 1
+        assert len(identify_mod._KNOWN) <= 100_000 // 900 + 1
+    assert classify_mod._CLS_CACHE and identify_mod._KNOWN
 
 
 # -- records and metrics -------------------------------------------------------------------------

@@ -214,6 +214,11 @@ def _keyword_type(text: str) -> ErrorType | None:
 _ZERO_ALL = bytes.maketrans(b"123456789", b"000000000")
 _CLS_CACHE: dict[tuple[object, ...], Classification] = {}
 _CLS_CACHE_MAX = 32768
+# and by an estimate of the memory its entries hold (their keys' texts and about 300 bytes of
+# tuple and dict slot each): 32,768 keys of 2 KB each would otherwise be 70 MB
+_CLS_CACHE_BUDGET = 12_000_000
+_CLS_ENTRY_BYTES = 300
+_cls_size = 0
 _CACHED_LEN = 2048  # longer texts (message, component, operation, type) are classified each time
 _UNCACHED_TYPES = (T.RESOURCE, T.SYSTEM)
 
@@ -285,8 +290,12 @@ def classify_base(
     )
     found = _shared(etype, category)
     if cacheable and key is not None:
-        if len(_CLS_CACHE) >= _CLS_CACHE_MAX:
+        global _cls_size
+        size = _CLS_ENTRY_BYTES + len(message) + len(component) + len(operation)  # (the text's key is shorter)
+        _cls_size += size
+        if len(_CLS_CACHE) >= _CLS_CACHE_MAX or _cls_size > _CLS_CACHE_BUDGET:
             _CLS_CACHE.clear()
+            _cls_size = size
         _CLS_CACHE[key] = found  # frozen: one object serves every hit
     return found, cacheable
 

@@ -106,8 +106,18 @@ def fingerprint(
 def fingerprint_normalized(
     error_type: str, category: str, component: str, operation: str, exception_type: str | None, normalized: str
 ) -> str:
-    """:func:`fingerprint` of a message already normalized (``normalize_message``)."""
-    key = "\x1f".join((error_type, category, component, operation, exception_type or "", normalized))
+    """:func:`fingerprint` of a message already normalized (``normalize_message``).
+
+    The parts are joined with the unit separator; a part that holds one itself (a component
+    ``"c\x1fd"`` with operation ``"e"`` would read as component ``"c"``, operation ``"d\x1fe"``) is
+    escaped first (``\x1e`` before each ``\x1e`` and ``\x1f``), so that no two different sets of
+    parts share a key. A key without such a part is the plain join, as it always was: fingerprints
+    of stored groups do not change (an escaped key holds more than five separators, a plain one
+    exactly five)."""
+    parts = (error_type, category, component, operation, exception_type or "", normalized)
+    key = "\x1f".join(parts)
+    if key.count("\x1f") != 5:
+        key = "\x1f".join(p.replace("\x1e", "\x1e\x1e").replace("\x1f", "\x1e\x1f") for p in parts)
     return hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=16).hexdigest()
 
 

@@ -22,7 +22,7 @@ from coordinator_plugins.error_handling.intake.group import (
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
 
 # Bounded by entries and by an estimate of the memory they hold (an entry is its key's shape and
-# about 450 bytes of tuples, a dict slot and a fingerprint); when either is reached it starts over.
+# strings and about 450 bytes of tuples, a dict slot and a fingerprint); when either is reached it starts over.
 # Sized for many shapes: messages whose numbers vary in length have several shapes per group
 # (10,000 groups with a counter in their text made 41,000 shapes in 100,000 occurrences), and a
 # cache that cannot hold them misses most of the time. Measured: ErrorHandler.prepare took
@@ -78,7 +78,7 @@ def identify(
             cls.error_type._value_, cls.category._value_, component, operation, exception_type, normalized
         )
         if keep and key is not None and shape_decides(normalized):
-            size = _ENTRY_BYTES + len(shape)
+            size = _ENTRY_BYTES + len(shape) + len(component) + len(operation) + len(exception_type or "")
             _known_size += size
             if len(_KNOWN) >= _KNOWN_MAX or _known_size > _KNOWN_BUDGET:
                 _KNOWN.clear()
