@@ -73,20 +73,18 @@ class OccurrenceRecord:
         each field through object.__setattr__, twice the cost); the same record as ``cls(...)``.
         ``where``: this occurrence's ``worker_id``, ``task_id`` and ``hardware_id`` (a later
         occurrence of a group comes from anywhere); without it, those of the group's context."""
-        c = report.context if where is None else None
+        if where is None:
+            c = report.context
+            worker, task, hardware = c.worker_id, c.task_id, c.hardware_id
+        else:
+            worker, task, hardware = where.get("worker_id"), where.get("task_id"), where.get("hardware_id")
         o = _new(cls)
         _set_id(o, report.error_id)
         _set_at(o, report.last_seen)
         _set_msg(o, message)
-        if c is not None:
-            _set_worker(o, c.worker_id)
-            _set_task(o, c.task_id)
-            _set_hw(o, c.hardware_id)
-        else:
-            assert where is not None
-            _set_worker(o, where.get("worker_id"))
-            _set_task(o, where.get("task_id"))
-            _set_hw(o, where.get("hardware_id"))
+        _set_worker(o, worker)
+        _set_task(o, task)
+        _set_hw(o, hardware)
         _set_md(o, dict(metadata) if metadata else None)
         return o
 
@@ -165,8 +163,9 @@ class GroupRecord:
             r.regression_count, r.recovery_level, _public_details(r.recovery_details), r.persisted,
         )
         # Through the slots' own setters, as OccurrenceRecord.of: a frozen dataclass's __init__
-        # sets each of the 26 fields through object.__setattr__ by name, 11 us a snapshot here
-        # (one per new or changed group, on the loop); the same record as ``cls(*values)``.
+        # sets each of the 26 fields through object.__setattr__ by name, about 5 us a snapshot
+        # against 2.3 (one per new or changed group, on the loop); the same record as
+        # ``cls(*values)``.
         o = _new(cls)
         for setter, value in zip(_GROUP_SETTERS, values, strict=True):
             setter(o, value)
@@ -420,5 +419,3 @@ class StoreStatus:
         out["issues"] = list(self.issues)
         out["seed_migration"] = dict(self.seed_migration) if self.seed_migration else None
         return out
-
-

@@ -63,8 +63,7 @@ def transient(exc: BaseException) -> bool:
 def duplicate_key(exc: BaseException) -> bool:
     """A primary key or unique constraint was violated (at the statement, or at the commit when a
     concurrent transaction inserted the same key)."""
-    text = str(exc)
-    return "Duplicate key" in text or "duplicate key" in text
+    return "duplicate key" in str(exc).lower()
 
 
 class WriterLoop(WriteHealth):
