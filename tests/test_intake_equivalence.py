@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, validate_config
 from coordinator_plugins.error_handling.intake import classify as classify_mod
+from coordinator_plugins.error_handling.intake.bounded import BoundedCache
 from coordinator_plugins.error_handling.intake import group as group_mod
 from coordinator_plugins.error_handling.intake import identify as identify_mod
 from coordinator_plugins.error_handling.intake.classify import classify
@@ -135,15 +136,15 @@ def test_normalize_is_the_plain_masking_on_a_broad_corpus(monkeypatch: pytest.Mo
         rng.shuffle(texts)
     assert group_mod._LINES and group_mod._SHAPES  # both caches were used
     monkeypatch.setattr(group_mod, "_SHAPES_MAX", 7)  # caches that keep overflowing
-    monkeypatch.setattr(group_mod, "_LINES_MAX", 5)
+    monkeypatch.setattr(group_mod._LINES, "max_entries", 5)
     group_mod._SHAPES.clear()
     group_mod._LINES.clear()
     for t in texts[:3000]:
         assert normalize_message(t) == expected[t], repr(t)
     assert len(group_mod._LINES) <= 5 and len(group_mod._SHAPES) <= 7
     # the byte budget: a cache of long lines starts over long before its entry cap
-    monkeypatch.setattr(group_mod, "_LINES_MAX", 1_000_000)
-    monkeypatch.setattr(group_mod, "_LINES_BUDGET", 20_000)
+    monkeypatch.setattr(group_mod._LINES, "max_entries", 1_000_000)
+    monkeypatch.setattr(group_mod._LINES, "budget", 20_000)
     group_mod._LINES.clear()
     long_lines = [f"failure {chr(97 + i % 26)}{'x' * 400} in step <n>" for i in range(200)]
     for t in long_lines + texts[:500]:
@@ -309,7 +310,7 @@ def test_cached_classification_is_the_computed_one() -> None:
 
 
 def test_classification_cache_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(classify_mod, "_CLS_CACHE_MAX", 5)
+    monkeypatch.setattr(classify_mod._CLS_CACHE, "max_entries", 5)
     classify_mod._CLS_CACHE.clear()
     calls = _calls()[:3000]
     got = [_classify(call) for call in calls]
@@ -357,8 +358,8 @@ def test_identify_is_classify_and_fingerprint(monkeypatch: pytest.MonkeyPatch) -
     calls = _identify_calls()
     assert len(calls) > 8_000
     expected = [_identify_plain(call) for call in calls]
-    for cap in (identify_mod._KNOWN_MAX, 7):
-        monkeypatch.setattr(identify_mod, "_KNOWN_MAX", cap)
+    for cap in (identify_mod._KNOWN.max_entries, 7):
+        monkeypatch.setattr(identify_mod._KNOWN, "max_entries", cap)
         identify_mod._KNOWN.clear()
         for _ in range(2):
             got = [_identify_call(call) for call in calls]
@@ -383,11 +384,24 @@ def test_identify_keeps_no_long_texts_and_no_line_twice() -> None:
     assert len(group_mod._LINES) == 2
 
 
+def test_a_bounded_cache_starts_over_at_either_bound() -> None:
+    cache: BoundedCache[int, str] = BoundedCache(3, 100)
+    for k in range(3):
+        cache.put(k, "v", 10)
+    assert len(cache) == 3 and cache.size == 30
+    cache.put(3, "v", 10)  # a fourth entry: over the entries
+    assert dict(cache) == {3: "v"} and cache.size == 10
+    cache.put(4, "v", 95)  # 105 bytes: over the budget
+    assert dict(cache) == {4: "v"} and cache.size == 95
+    cache.clear()
+    assert not cache and cache.size == 0
+
+
 def test_the_caches_keep_within_their_memory_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long messages (up to the length the caches take) fill them by bytes before entries: each
     starts over when its estimate passes its budget, and answers stay those computed."""
-    monkeypatch.setattr(classify_mod, "_CLS_CACHE_BUDGET", 100_000)
-    monkeypatch.setattr(identify_mod, "_KNOWN_BUDGET", 100_000)
+    monkeypatch.setattr(classify_mod._CLS_CACHE, "budget", 100_000)
+    monkeypatch.setattr(identify_mod._KNOWN, "budget", 100_000)
     classify_mod._CLS_CACHE.clear()
     identify_mod._KNOWN.clear()
     texts = [f"task {i} timed out " + "".join(chr(97 + (i >> k) % 26) for k in range(12)) * 75 for i in range(300)]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from coordinator_plugins.error_handling.intake.bounded import BoundedCache
 from coordinator_plugins.error_handling.model import ErrorCategory, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.storage.duckdb_errors import NAMED_CLASSES, database_error_kind
 
@@ -212,13 +213,10 @@ def _keyword_type(text: str) -> ErrorType | None:
 # a response error) are never cached. Everything else classify reads is in the key
 # (tests/test_intake_equivalence.py compares cached answers with computed ones).
 _ZERO_ALL = bytes.maketrans(b"123456789", b"000000000")
-_CLS_CACHE: dict[tuple[object, ...], Classification] = {}
-_CLS_CACHE_MAX = 32768
-# and by an estimate of the memory its entries hold (their keys' texts and about 300 bytes of
-# tuple and dict slot each): 32,768 keys of 2 KB each would otherwise be 70 MB
-_CLS_CACHE_BUDGET = 12_000_000
+# Bounded by entries (32,768) and by an estimate of the memory its entries hold (their keys' texts
+# and about 300 bytes of tuple and dict slot each): 32,768 keys of 2 KB each would be 70 MB.
+_CLS_CACHE: BoundedCache[tuple[object, ...], Classification] = BoundedCache(32_768, 12_000_000)
 _CLS_ENTRY_BYTES = 300
-_cls_size = 0
 _CACHED_LEN = 2048  # longer texts (message, component, operation, type) are classified each time
 _UNCACHED_TYPES = (T.RESOURCE, T.SYSTEM)
 
@@ -250,10 +248,8 @@ def classify(
 ) -> Classification:
     """Classify one error. ``exc`` wins over ``exception_type`` (a class name from a report)."""
     found, _ = classify_base(exc, message, component, operation, exception_type, explicit_type, has_task,
-                                  has_worker)
-    if explicit_severity is not None and explicit_severity is not found.severity:
-        return Classification(found.error_type, found.category, explicit_severity)
-    return found
+                             has_worker)
+    return with_severity(found, explicit_severity)
 
 
 def classify_base(
@@ -289,15 +285,17 @@ def classify_base(
         exc, message, component, operation, exception_type, explicit_type, has_task, has_worker
     )
     found = _shared(etype, category)
-    if cacheable and key is not None:
-        global _cls_size
-        size = _CLS_ENTRY_BYTES + len(message) + len(component) + len(operation)  # (the text's key is shorter)
-        _cls_size += size
-        if len(_CLS_CACHE) >= _CLS_CACHE_MAX or _cls_size > _CLS_CACHE_BUDGET:
-            _CLS_CACHE.clear()
-            _cls_size = size
-        _CLS_CACHE[key] = found  # frozen: one object serves every hit
+    if cacheable and key is not None:  # frozen: one object serves every hit
+        # (the message's length: its key is no longer)
+        _CLS_CACHE.put(key, found, _CLS_ENTRY_BYTES + len(message) + len(component) + len(operation))
     return found, cacheable
+
+
+def with_severity(found: Classification, explicit_severity: ErrorSeverity | None) -> Classification:
+    """``found`` with the report's explicit severity, when it gives one other than the default."""
+    if explicit_severity is not None and explicit_severity is not found.severity:
+        return Classification(found.error_type, found.category, explicit_severity)
+    return found
 
 
 def _classify(

@@ -12,6 +12,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
+from coordinator_plugins.error_handling.intake.bounded import BoundedCache
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ResolutionStatus
 
 # One pass; at each position the alternatives are tried in this order, the widest shapes first,
@@ -35,15 +36,13 @@ _SPACED_TS = re.compile(r"\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|
 _SHAPE = bytes.maketrans(b"23456789", b"11111111")
 _SHAPES: dict[bytes, str] = {}
 _SHAPES_MAX = 4096
-_LINES: dict[bytes, str] = {}  # a first line's shape -> its text, for texts without a digit 1-9
-# Bounded by entries and by the bytes its keys and texts hold (a line may be 500 characters):
-# room for about 65,000 lines of a typical error's length, ~15 MB. Groups whose messages carry
-# numbers of varying length have several shapes each: 10,000 such groups reported round-robin
-# kept ~60,000 shapes in use, and half the lookups missed in a cache of 32,768 (1.4 us a line
-# against 0.8). When either bound is reached the cache starts over.
-_LINES_MAX = 131_072
-_LINES_BUDGET = 9_000_000  # bytes of keys and characters of texts
-_lines_size = 0
+# A first line's shape -> its text, for texts without a digit 1-9. Bounded by entries and by the
+# bytes its keys and texts hold (a line may be 500 characters): room for about 65,000 lines of a
+# typical error's length, ~15 MB. Groups whose messages carry numbers of varying length have
+# several shapes each: 10,000 such groups reported round-robin kept ~60,000 shapes in use, and
+# half the lookups missed in a cache of 32,768 (1.4 us a line against 0.8). When either bound is
+# reached the cache starts over.
+_LINES: BoundedCache[bytes, str] = BoundedCache(131_072, 9_000_000)  # bytes of keys and texts
 _DIGIT_1_9 = re.compile("[1-9]").search
 
 
@@ -86,12 +85,7 @@ def normalize_message(message: str, remember: bool = True) -> str:
     volatile = _VOLATILE
     out = " ".join([t if t.isalpha() or not volatile(t) else _mask_token(t) for t in line.split()])
     if remember and not _DIGIT_1_9(out):
-        global _lines_size
-        _lines_size += len(shape) + len(out)
-        if len(_LINES) >= _LINES_MAX or _lines_size > _LINES_BUDGET:
-            _LINES.clear()
-            _lines_size = len(shape) + len(out)
-        _LINES[shape] = out
+        _LINES.put(shape, out, len(shape) + len(out))
     return out
 
 

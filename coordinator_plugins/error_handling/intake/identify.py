@@ -12,7 +12,8 @@ An explicit severity is applied after, as :func:`classify` applies it.
 
 from __future__ import annotations
 
-from coordinator_plugins.error_handling.intake.classify import Classification, classify_base
+from coordinator_plugins.error_handling.intake.bounded import BoundedCache
+from coordinator_plugins.error_handling.intake.classify import Classification, classify_base, with_severity
 from coordinator_plugins.error_handling.intake.group import (
     fingerprint_normalized,
     normalize_message,
@@ -22,20 +23,17 @@ from coordinator_plugins.error_handling.intake.group import (
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
 
 # Bounded by entries and by an estimate of the memory they hold (an entry is its key's shape and
-# strings and about 450 bytes of tuples, a dict slot and a fingerprint); when either is reached it starts over.
-# Sized for many shapes: messages whose numbers vary in length have several shapes per group
+# strings and about 450 bytes of tuples, a dict slot and a fingerprint); when either bound is
+# reached it starts over. Sized for many shapes: messages whose numbers vary in length have several shapes per group
 # (10,000 groups with a counter in their text made 41,000 shapes in 100,000 occurrences), and a
 # cache that cannot hold them misses most of the time. Measured: ErrorHandler.prepare took
 # 2.3-2.4 us per occurrence with every shape kept here, 3.7-4.0 us without this cache. A message
 # this cache keeps is not also kept by normalize_message's cache of lines (twice the memory: RSS
 # grew 92 MB over 1,000,000 occurrences with both and 131,072 entries here, 27.7 MB without this
 # cache, 29.1 MB with it as it is).
-_KNOWN: dict[tuple[object, ...], tuple[Classification, str]] = {}
-_KNOWN_MAX = 65_536
-_KNOWN_BUDGET = 24_000_000  # bytes, estimated
+_KNOWN: BoundedCache[tuple[object, ...], tuple[Classification, str]] = BoundedCache(65_536, 24_000_000)
 _ENTRY_BYTES = 450
 _KNOWN_LEN = 1024  # longer messages (and contexts) are identified each time
-_known_size = 0
 
 
 def identify(
@@ -51,7 +49,6 @@ def identify(
 ) -> tuple[Classification, str]:
     """(classification, fingerprint) of one occurrence: ``classify(...)`` and
     ``fingerprint(type, category, component, operation, exception_type, message)``."""
-    global _known_size
     short = len(message) + len(component) + len(operation) <= _KNOWN_LEN
     key: tuple[object, ...] | None = None
     found = None
@@ -72,20 +69,14 @@ def identify(
         cls, digit_free = classify_base(
             exc, message, component, operation, exception_type, explicit_type, has_task, has_worker
         )
-        keep = digit_free and key is not None  # then this cache keeps it (when its shape decides)
-        normalized = normalize_message(message, remember=not keep)
+        keep = key if digit_free else None  # then this cache keeps it (when its shape decides)
+        normalized = normalize_message(message, remember=keep is None)
         fp = fingerprint_normalized(
             cls.error_type._value_, cls.category._value_, component, operation, exception_type, normalized
         )
-        if keep and key is not None and shape_decides(normalized):
+        if keep is not None and shape_decides(normalized):
             size = _ENTRY_BYTES + len(shape) + len(component) + len(operation) + len(exception_type or "")
-            _known_size += size
-            if len(_KNOWN) >= _KNOWN_MAX or _known_size > _KNOWN_BUDGET:
-                _KNOWN.clear()
-                _known_size = size
-            _KNOWN[key] = (cls, fp)
+            _KNOWN.put(keep, (cls, fp), size)
     else:
         cls, fp = found
-    if explicit_severity is not None and explicit_severity is not cls.severity:
-        cls = Classification(cls.error_type, cls.category, explicit_severity)
-    return cls, fp
+    return with_severity(cls, explicit_severity), fp
