@@ -27,7 +27,7 @@ from coordinator_plugins.error_handling import (
     RecoveryLevel,
     validate_config,
 )
-from coordinator_plugins.error_handling.learning.simulate import OraclePolicy, SyntheticStrategy
+from tests.simulate import OraclePolicy, SyntheticStrategy
 
 L, M, H, C = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH, RecoveryLevel.CRITICAL
 # strategy id -> (level, nominal seconds)

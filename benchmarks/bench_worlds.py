@@ -51,7 +51,7 @@ from coordinator_plugins.error_handling import (
     RecoveryLevel,
     validate_config,
 )
-from coordinator_plugins.error_handling.learning.simulate import OraclePolicy, SyntheticStrategy
+from tests.simulate import OraclePolicy, SyntheticStrategy
 
 L, M, H, C = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH, RecoveryLevel.CRITICAL
 TYPES = ["network", "resource", "hardware", "system", "database", "dependency", "timeout", "worker",

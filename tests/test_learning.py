@@ -16,7 +16,7 @@ import pytest
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, RecoveryLevel, validate_config
 from coordinator_plugins.error_handling.learning.evidence import DISCOUNT, Evidence
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
-from coordinator_plugins.error_handling.learning.simulate import SyntheticStrategy
+from tests.simulate import SyntheticStrategy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget

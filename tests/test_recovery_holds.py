@@ -25,7 +25,7 @@ from coordinator_plugins.error_handling import (
     WorkerRecoveryStrategy,
     validate_config,
 )
-from coordinator_plugins.error_handling.learning.simulate import SyntheticStrategy
+from tests.simulate import SyntheticStrategy
 from coordinator_plugins.error_handling.recovery.poison import poison_reason
 from coordinator_plugins.reference import Coordinator
 from tests.strategies_for_tests import SeedShapedCoordinator

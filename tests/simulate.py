@@ -1,5 +1,6 @@
 """Tools to evaluate selection policies: strategies with known success probabilities, and an
-oracle policy that knows them. Used by the selection benchmark and the learning tests."""
+oracle policy that knows them. Used by the learning tests and the selection benchmarks (and
+meant for checking an off-policy estimator against known truths); not part of the plugin."""
 
 from __future__ import annotations
 
