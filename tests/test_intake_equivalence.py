@@ -128,28 +128,28 @@ def test_normalize_is_the_plain_masking_on_a_broad_corpus(monkeypatch: pytest.Mo
     texts = corpus(6000)
     texts += [_redigit(t, rng) for t in texts]  # the same shapes with other digits: the cache's hits
     expected = {t: reference_normalize(t) for t in texts}
-    group_mod._SHAPES.clear()
-    group_mod._LINES.clear()
+    group_mod.SHAPES.clear()
+    group_mod.LINES.clear()
     for _ in range(2):  # cold, then warm
         for t in texts:
             assert normalize_message(t) == expected[t], repr(t)
         rng.shuffle(texts)
-    assert group_mod._LINES and group_mod._SHAPES  # both caches were used
+    assert group_mod.LINES and group_mod.SHAPES  # both caches were used
     monkeypatch.setattr(group_mod, "_SHAPES_MAX", 7)  # caches that keep overflowing
-    monkeypatch.setattr(group_mod._LINES, "max_entries", 5)
-    group_mod._SHAPES.clear()
-    group_mod._LINES.clear()
+    monkeypatch.setattr(group_mod.LINES, "max_entries", 5)
+    group_mod.SHAPES.clear()
+    group_mod.LINES.clear()
     for t in texts[:3000]:
         assert normalize_message(t) == expected[t], repr(t)
-    assert len(group_mod._LINES) <= 5 and len(group_mod._SHAPES) <= 7
+    assert len(group_mod.LINES) <= 5 and len(group_mod.SHAPES) <= 7
     # the byte budget: a cache of long lines starts over long before its entry cap
-    monkeypatch.setattr(group_mod._LINES, "max_entries", 1_000_000)
-    monkeypatch.setattr(group_mod._LINES, "budget", 20_000)
-    group_mod._LINES.clear()
+    monkeypatch.setattr(group_mod.LINES, "max_entries", 1_000_000)
+    monkeypatch.setattr(group_mod.LINES, "budget", 20_000)
+    group_mod.LINES.clear()
     long_lines = [f"failure {chr(97 + i % 26)}{'x' * 400} in step <n>" for i in range(200)]
     for t in long_lines + texts[:500]:
         assert normalize_message(t) == (expected.get(t) or reference_normalize(t)), repr(t)
-        kept = sum(len(k) + len(v) for k, v in group_mod._LINES.items())
+        kept = sum(len(k) + len(v) for k, v in group_mod.LINES.items())
         assert kept <= 20_000 + 1000, kept
 
 
@@ -296,13 +296,13 @@ def test_cached_classification_is_the_computed_one() -> None:
     assert len(calls) > 10_000
     expected = []
     for call in calls:
-        classify_mod._CLS_CACHE.clear()
+        classify_mod.CACHE.clear()
         expected.append(_classify(call))
-    classify_mod._CLS_CACHE.clear()
+    classify_mod.CACHE.clear()
     for _ in range(2):
         got = [_classify(call) for call in calls]
         assert got == expected
-    assert classify_mod._CLS_CACHE  # the cache was used
+    assert classify_mod.CACHE  # the cache was used
     # the answers the digits decide differ, so a cache keyed too coarsely would have been caught
     assert classify(None, "resource exhausted [errno 28]").category != \
         classify(None, "resource exhausted [errno 12]").category
@@ -310,14 +310,14 @@ def test_cached_classification_is_the_computed_one() -> None:
 
 
 def test_classification_cache_overflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(classify_mod._CLS_CACHE, "max_entries", 5)
-    classify_mod._CLS_CACHE.clear()
+    monkeypatch.setattr(classify_mod.CACHE, "max_entries", 5)
+    classify_mod.CACHE.clear()
     calls = _calls()[:3000]
     got = [_classify(call) for call in calls]
     for call, answer in zip(calls, got, strict=True):
-        classify_mod._CLS_CACHE.clear()
+        classify_mod.CACHE.clear()
         assert _classify(call) == answer
-    assert len(classify_mod._CLS_CACHE) <= 5
+    assert len(classify_mod.CACHE) <= 5
 
 
 # -- identify: classification and fingerprint remembered together -------------------------------
@@ -331,7 +331,7 @@ def _identify_plain(call: tuple[Any, ...]) -> tuple[Any, str]:
     """What identify must answer, from the uncached classification and the reference masking."""
     exc, text, comp, op, name, etype, sev, has_task, has_worker = call
     exc_type = name if exc is None else type(exc).__name__
-    classify_mod._CLS_CACHE.clear()
+    classify_mod.CACHE.clear()
     cls = classify(exc, text, comp, op, exception_type=exc_type, explicit_type=etype, explicit_severity=sev,
                    has_task=has_task, has_worker=has_worker)
     key = "\x1f".join((cls.error_type.value, cls.category.value, comp, op, exc_type or "", reference_normalize(text)))
@@ -358,30 +358,30 @@ def test_identify_is_classify_and_fingerprint(monkeypatch: pytest.MonkeyPatch) -
     calls = _identify_calls()
     assert len(calls) > 8_000
     expected = [_identify_plain(call) for call in calls]
-    for cap in (identify_mod._KNOWN.max_entries, 7):
-        monkeypatch.setattr(identify_mod._KNOWN, "max_entries", cap)
-        identify_mod._KNOWN.clear()
+    for cap in (identify_mod.KNOWN.max_entries, 7):
+        monkeypatch.setattr(identify_mod.KNOWN, "max_entries", cap)
+        identify_mod.KNOWN.clear()
         for _ in range(2):
             got = [_identify_call(call) for call in calls]
             assert got == expected
-        assert 0 < len(identify_mod._KNOWN) <= cap  # it was used, within its bound
+        assert 0 < len(identify_mod.KNOWN) <= cap  # it was used, within its bound
 
 
 def test_identify_keeps_no_long_texts_and_no_line_twice() -> None:
-    identify_mod._KNOWN.clear()
-    group_mod._LINES.clear()
+    identify_mod.KNOWN.clear()
+    group_mod.LINES.clear()
     long_text = "connection refused by peer " + "x" * 10_000
     first = identify_mod.identify(None, long_text, "net", "op", None, None, None, False, False)
-    assert not identify_mod._KNOWN
+    assert not identify_mod.KNOWN
     assert identify_mod.identify(None, long_text, "net", "op", None, None, None, False, False) == first
     # a message it keeps is not kept by normalize_message's cache of lines as well
     identify_mod.identify(None, "task 12 timed out after 3s", "comp", "op", None, None, None, False, False)
-    assert len(identify_mod._KNOWN) == 1
-    assert len(group_mod._LINES) == 1  # the long text's line only: nothing kept it otherwise
+    assert len(identify_mod.KNOWN) == 1
+    assert len(group_mod.LINES) == 1  # the long text's line only: nothing kept it otherwise
     # one whose classification reads a digit is not kept here, so its line is kept there
     identify_mod.identify(None, "resource exhausted [errno 28]", "comp", "op", None, None, None, False, False)
-    assert len(identify_mod._KNOWN) == 1
-    assert len(group_mod._LINES) == 2
+    assert len(identify_mod.KNOWN) == 1
+    assert len(group_mod.LINES) == 2
 
 
 def test_a_bounded_cache_starts_over_at_either_bound() -> None:
@@ -400,18 +400,18 @@ def test_a_bounded_cache_starts_over_at_either_bound() -> None:
 def test_the_caches_keep_within_their_memory_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long messages (up to the length the caches take) fill them by bytes before entries: each
     starts over when its estimate passes its budget, and answers stay those computed."""
-    monkeypatch.setattr(classify_mod._CLS_CACHE, "budget", 100_000)
-    monkeypatch.setattr(identify_mod._KNOWN, "budget", 100_000)
-    classify_mod._CLS_CACHE.clear()
-    identify_mod._KNOWN.clear()
+    monkeypatch.setattr(classify_mod.CACHE, "budget", 100_000)
+    monkeypatch.setattr(identify_mod.KNOWN, "budget", 100_000)
+    classify_mod.CACHE.clear()
+    identify_mod.KNOWN.clear()
     texts = [f"task {i} timed out " + "".join(chr(97 + (i >> k) % 26) for k in range(12)) * 75 for i in range(300)]
     assert all(900 < len(t) < 1000 for t in texts)
     for t in texts:
         cls, fp = identify_mod.identify(None, t, "comp", "op", None, None, None, False, False)
         assert (cls, fp) == _identify_plain((None, t, "comp", "op", None, None, None, False, False))
-        assert len(classify_mod._CLS_CACHE) <= 100_000 // 900 + 1
-        assert len(identify_mod._KNOWN) <= 100_000 // 900 + 1
-    assert classify_mod._CLS_CACHE and identify_mod._KNOWN
+        assert len(classify_mod.CACHE) <= 100_000 // 900 + 1
+        assert len(identify_mod.KNOWN) <= 100_000 // 900 + 1
+    assert classify_mod.CACHE and identify_mod.KNOWN
 
 
 # -- records and metrics -------------------------------------------------------------------------
@@ -480,10 +480,10 @@ def test_classification_cache_keeps_no_long_texts() -> None:
     small whatever a client sends (a 1 MB body per report would otherwise pin up to 32 GB)."""
     from coordinator_plugins.error_handling.intake import classify as mod
 
-    mod._CLS_CACHE.clear()
+    mod.CACHE.clear()
     long_text = "connection refused by peer " + "x" * 100_000
     first = mod.classify(None, long_text, "net", "op")
-    assert not mod._CLS_CACHE
+    assert not mod.CACHE
     assert mod.classify(None, long_text, "net", "op") == first
     assert first.category == mod.classify(None, "connection refused by peer", "net", "op").category
-    assert len(mod._CLS_CACHE) == 1
+    assert len(mod.CACHE) == 1

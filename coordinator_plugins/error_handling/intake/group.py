@@ -34,7 +34,7 @@ _SPACED_TS = re.compile(r"\b\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|
 # text is the token's as long as no digit 1-9 survived masking, i.e. it has no "1". Volatile
 # tokens have few shapes ("<n>)", "<addr>", "w-<n>"), so _MASK, 1.5 us a token, seldom runs.
 _SHAPE = bytes.maketrans(b"23456789", b"11111111")
-_SHAPES: dict[bytes, str] = {}
+SHAPES: dict[bytes, str] = {}  # (the caches of intake are public: tests and tools bound and clear them)
 _SHAPES_MAX = 4096
 # A first line's shape -> its text, for texts without a digit 1-9. Bounded by entries and by the
 # bytes its keys and texts hold (a line may be 500 characters): room for about 65,000 lines of a
@@ -42,7 +42,7 @@ _SHAPES_MAX = 4096
 # several shapes each: 10,000 such groups reported round-robin kept ~60,000 shapes in use, and
 # half the lookups missed in a cache of 32,768 (1.4 us a line against 0.8). When either bound is
 # reached the cache starts over.
-_LINES: BoundedCache[bytes, str] = BoundedCache(131_072, 9_000_000)  # bytes of keys and texts
+LINES: BoundedCache[bytes, str] = BoundedCache(131_072, 9_000_000)  # bytes of keys and texts
 _DIGIT_1_9 = re.compile("[1-9]").search
 
 
@@ -55,14 +55,14 @@ def _mask_token(token: str) -> str:
     if token.isascii() and token.isdigit():  # the commonest volatile token: what _MASK makes of it
         return "<n>"
     shape = token.encode("utf-8", "surrogatepass").translate(_SHAPE)
-    masked = _SHAPES.get(shape)
+    masked = SHAPES.get(shape)
     if masked is None:
         masked = _MASK.sub(_mask, shape.decode("utf-8", "surrogatepass"))
         if "1" in masked:  # a digit kept (or a 1): the shape's text is not its tokens'
             masked = ""
-        if len(_SHAPES) >= _SHAPES_MAX:
-            _SHAPES.clear()
-        _SHAPES[shape] = masked
+        if len(SHAPES) >= _SHAPES_MAX:
+            SHAPES.clear()
+        SHAPES[shape] = masked
     return masked or _MASK.sub(_mask, token)  # never empty otherwise: a token is not
 
 
@@ -74,7 +74,7 @@ def normalize_message(message: str, remember: bool = True) -> str:
     # token tests, _MASK) decides alike for a line and its shape, so a shape's text serves
     # every line of that shape when no digit 1-9 survived in it (the same argument as tokens).
     shape = line.encode("utf-8", "surrogatepass").translate(_SHAPE)
-    out = _LINES.get(shape)
+    out = LINES.get(shape)
     if out is not None:
         return out
     if ":" in line and "-" in line:  # the only timestamp shape with a space in it
@@ -85,7 +85,7 @@ def normalize_message(message: str, remember: bool = True) -> str:
     volatile = _VOLATILE
     out = " ".join([t if t.isalpha() or not volatile(t) else _mask_token(t) for t in line.split()])
     if remember and not _DIGIT_1_9(out):
-        _LINES.put(shape, out, len(shape) + len(out))
+        LINES.put(shape, out, len(shape) + len(out))
     return out
 
 

@@ -31,7 +31,7 @@ from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
 # this cache keeps is not also kept by normalize_message's cache of lines (twice the memory: RSS
 # grew 92 MB over 1,000,000 occurrences with both and 131,072 entries here, 27.7 MB without this
 # cache, 29.1 MB with it as it is).
-_KNOWN: BoundedCache[tuple[object, ...], tuple[Classification, str]] = BoundedCache(65_536, 24_000_000)
+KNOWN: BoundedCache[tuple[object, ...], tuple[Classification, str]] = BoundedCache(65_536, 24_000_000)
 _ENTRY_BYTES = 450
 _KNOWN_LEN = 1024  # longer messages (and contexts) are identified each time
 
@@ -64,7 +64,7 @@ def identify(
             has_task,
             has_worker,
         )
-        found = _KNOWN.get(key)
+        found = KNOWN.get(key)
     if found is None:
         cls, digit_free = classify_base(
             exc, message, component, operation, exception_type, explicit_type, has_task, has_worker
@@ -76,7 +76,7 @@ def identify(
         )
         if keep is not None and shape_decides(normalized):
             size = _ENTRY_BYTES + len(shape) + len(component) + len(operation) + len(exception_type or "")
-            _KNOWN.put(keep, (cls, fp), size)
+            KNOWN.put(keep, (cls, fp), size)
     else:
         cls, fp = found
     return with_severity(cls, explicit_severity), fp
