@@ -34,8 +34,12 @@ from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.factory import open_store
 from coordinator_plugins.error_handling.storage.records import LevelRecord, StoredState
-from coordinator_plugins.error_handling.strategies import BUILTIN_CLASSES, RecoveryStrategy
-from coordinator_plugins.error_handling.strategies.builtin import DatabaseRecoveryStrategy, SystemRecoveryStrategy
+from coordinator_plugins.error_handling.strategies import (
+    BUILTIN_CLASSES,
+    DatabaseRecoveryStrategy,
+    RecoveryStrategy,
+    SystemRecoveryStrategy,
+)
 
 logger = logging.getLogger(__name__)
 
