@@ -155,7 +155,7 @@ async def test_an_undeclared_check_sees_the_whole_error_info(tmp_path: Path) -> 
 
 async def test_the_kept_answer_for_untargeted_reports_is_the_answer_asking_gives(make_farm) -> None:
     """For every case, with the built-ins (all pure, declared), ``may_act`` answers as asking each
-    check does (``_ask``), whether the answer was kept or not; a kept answer is kept only for
+    check does (``ask``), whether the answer was kept or not; a kept answer is kept only for
     reports that name no worker, task or operation, and a report that names one is asked."""
     farm = await make_farm(plugin={"auto_recover": False})
     integ = farm.integ
@@ -168,20 +168,20 @@ async def test_the_kept_answer_for_untargeted_reports_is_the_answer_asking_gives
         for message, ctx in CASES:
             report, _, _ = await integ.ingest(message, dict(ctx), recover=False)
             for level in (1, 3, 5):
-                asked = candidates._ask(report, candidates._plan(report.category.value, level))
+                asked = candidates.ask(report, level)
                 assert candidates.may_act(report, level) is asked, (message, level)
                 answers.add(asked)
     assert answers == {True, False}
-    kept = candidates._untargeted
+    kept = candidates.kept_answers()
     assert kept, "no untargeted report's answer was kept"
     # every kept answer is for an untargeted report's (category, level, type): the targeted cases
     # (a worker, a task, an operation) are never answered from memory
     for message, ctx in CASES:
         report, _, _ = await integ.ingest(message, dict(ctx), recover=False)
         if report.target_workers or report.target_tasks or "_operation" in report.recovery_details:
-            before = dict(kept)
+            before = candidates.kept_answers()
             candidates.may_act(report, 5)
-            assert kept == before
+            assert candidates.kept_answers() == before
 
 
 async def test_an_impure_check_is_asked_on_every_report(tmp_path: Path) -> None:
@@ -216,9 +216,9 @@ async def test_an_impure_check_is_asked_on_every_report(tmp_path: Path) -> None:
         candidates = integ.recovery_manager.candidates
         report, _, _ = await integ.ingest("connection reset by peer", {"component": "c"}, recover=False)
         assert not candidates.may_act(report, 5)
-        assert candidates._untargeted  # retry and worker only: pure, the answer is kept
+        assert candidates.kept_answers()  # retry and worker only: pure, the answer is kept
         integ.add_custom_strategy("pure-no", PureNo())
-        assert not candidates._untargeted  # a new strategy: every kept answer forgotten
+        assert not candidates.kept_answers()  # a new strategy: every kept answer forgotten
         assert not candidates.may_act(report, 5)
         integ.add_custom_strategy("when-ready", WhenReady())
         assert not candidates.may_act(report, 5)
@@ -226,6 +226,6 @@ async def test_an_impure_check_is_asked_on_every_report(tmp_path: Path) -> None:
         assert candidates.may_act(report, 5)  # asked again: the live answer
         live["ready"] = False
         assert not candidates.may_act(report, 5)
-        assert not candidates._untargeted  # an impure candidate: nothing kept for the category
+        assert not candidates.kept_answers()  # an impure candidate: nothing kept for the category
     finally:
         await integ.stop()

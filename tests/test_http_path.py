@@ -71,10 +71,10 @@ async def test_a_request_past_its_deadline_answers_503_and_the_others_do_not() -
             assert status == 503 and headers["Retry-After"] == "5"
         assert deadlines.expired == 1
         for _ in range(100):  # every request is done: the queue empties and the timer stops
-            if deadlines._timer is None:
+            if deadlines.idle:
                 break
             await asyncio.sleep(0.05)
-        assert deadlines._timer is None and not deadlines._queue
+        assert deadlines.idle
     finally:
         await server.close()
 

@@ -91,6 +91,14 @@ class Candidates:
             return kept
         return self._ask(report, plan)
 
+    def ask(self, report: ErrorReport, max_level: int) -> bool:
+        """:meth:`may_act`'s answer asked of each check now, never a kept one."""
+        return self._ask(report, self._plan(report.category._value_, max_level))
+
+    def kept_answers(self) -> dict[tuple[str, int, str], bool]:
+        """The answers kept for untargeted reports: (category, max level, error type) -> answer."""
+        return dict(self._untargeted)
+
     def _ask(self, report: ErrorReport, plan: _Plan) -> bool:
         checks, reads, _ = plan
         probe: dict[str, Any] | None = None

@@ -53,6 +53,11 @@ class Deadlines:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.expired = 0  # requests answered 503 by their deadline
 
+    @property
+    def idle(self) -> bool:
+        """No request is timed and no check is scheduled (every request left)."""
+        return self._timer is None and not self._queue
+
     def enter(self, task: asyncio.Task[object]) -> _Entry:
         entry = _Entry(time.monotonic() + self.seconds, task)
         self._queue.append(entry)
