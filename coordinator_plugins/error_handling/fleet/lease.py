@@ -33,6 +33,11 @@ class LeaseKeeper:
         self.failures = 0
         self._renewer: asyncio.Task[None] | None = None
 
+    @property
+    def running(self) -> bool:
+        """Between :meth:`start` and :meth:`stop`: recoveries take their lease through it."""
+        return self._renewer is not None
+
     def start(self) -> None:
         if self._renewer is None:
             self._renewer = asyncio.create_task(self._renew_loop(), name="eh-fleet-leases")

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from coordinator_plugins.error_handling.learning.performance import (
     PerformanceTracker,
@@ -24,8 +24,14 @@ from coordinator_plugins.error_handling.learning.performance import (
 )
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import ErrorReport, utcnow
-from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.strategies.base import RecoveryStrategy, StrategyResult
+
+
+class Readings(Protocol):
+    """The machine's latest resource readings (``observe.sampler.ResourceSampler`` takes them):
+    ``cpu_percent``, ``memory_percent`` and the like, read before and after each run."""
+
+    def latest(self) -> dict[str, Any]: ...
 
 
 @dataclass(slots=True)
@@ -46,7 +52,7 @@ class Learner:
         coordinator: Any,
         perf: PerformanceTracker,
         timeouts: AdaptiveTimeouts,
-        sampler: ResourceSampler,
+        sampler: Readings,
         verify_window: float = 0.0,
     ) -> None:
         self.coordinator = coordinator

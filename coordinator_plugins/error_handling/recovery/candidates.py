@@ -69,11 +69,6 @@ class Candidates:
             found = self._by_category[category] = [s for s in self.strategies.values() if s.applies_to(category)]
         return found
 
-    def levels(self, category: str | None = None) -> list[int]:
-        """The progressive levels at which at least one strategy (for ``category``) may run."""
-        pool = self.strategies.values() if category is None else self.for_category(category)
-        return [lv for lv, allowed in LEVEL_STRATEGIES.items() if any(s.level in allowed for s in pool)]
-
     def may_act(self, report: ErrorReport, max_level: int) -> bool:
         """Could a strategy act on this report now? An async ``is_applicable``, or one that
         raises, is left to the recovery itself to ask."""

@@ -6,7 +6,10 @@ Recovery that holds (SPEC section 9): a success is learned only once it held for
 for good (:mod:`.poison`); a group whose recoveries keep not holding is stopped after
 ``max_recoveries_per_group`` of them per ``budget_window``, as an Erlang supervisor stops past
 its restart intensity, until it is resolved or reset. A recovery in which no strategy can act
-costs next to nothing: no task, no level walk, no write."""
+costs next to nothing: no task, no level walk, no write.
+
+This module decides when recoveries run (scheduling, deferral, the fleet's lease) and keeps the
+groups' level states; :mod:`.ladder` runs one recovery and :mod:`.outcome` ends it."""
 
 from __future__ import annotations
 
@@ -14,37 +17,40 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from coordinator_plugins.error_handling.config import BUILTIN_STRATEGY_IDS, ErrorHandlingConfig
-from coordinator_plugins.error_handling.fleet.lease import LeaseKeeper
-from coordinator_plugins.error_handling.learning.learn import HeldRun, Learner
+from coordinator_plugins.error_handling.learning.learn import Learner, Readings
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
-from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
+from coordinator_plugins.error_handling.learning.policy import SelectionPolicy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStatus, utcnow
-from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.candidates import Candidates
-from coordinator_plugins.error_handling.recovery.leased import recover_leased
-from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
-from coordinator_plugins.error_handling.recovery.poison import screen
-from coordinator_plugins.error_handling.recovery.state import LevelMap, LevelState, Targets, strategy_info
+from coordinator_plugins.error_handling.recovery.ladder import Ladder
+from coordinator_plugins.error_handling.recovery.outcome import Listener, RecoveryOutcomes
+from coordinator_plugins.error_handling.recovery.state import LevelMap, LevelState
 from coordinator_plugins.error_handling.recovery.verify import Probation
 from coordinator_plugins.error_handling.storage.records import LevelRecord
-from coordinator_plugins.error_handling.strategies.base import (
-    LEVEL_STRATEGIES,
-    TASK_CATEGORIES,
-    RecoveryStrategy,
-    StrategyResult,
-)
+from coordinator_plugins.error_handling.strategies.base import RecoveryStrategy
 
 logger = logging.getLogger(__name__)
 MAX_DEFERRED = 1000  # groups whose recovery waits for the budget or a cooldown at once
+RETRY_UNREACHABLE = 1.0  # seconds before asking for a fleet lease again when the database cannot answer
 
 
-class RecoveryManager(RecoveryOutcomes):
+class Lease(Protocol):
+    """A fleet's recovery leases (``fleet.lease.LeaseKeeper``, SPEC 10): one recovery per group
+    in the whole fleet. Used while it runs (between the fleet's start and stop)."""
+
+    @property
+    def running(self) -> bool: ...
+    async def acquire(self, error_id: str) -> tuple[bool, str, float]: ...
+    async def release(self, error_id: str) -> None: ...
+
+
+class RecoveryManager:
     def __init__(
         self,
         config: ErrorHandlingConfig,
@@ -53,9 +59,11 @@ class RecoveryManager(RecoveryOutcomes):
         policy: SelectionPolicy,
         timeouts: AdaptiveTimeouts,
         budget: RecoveryBudget,
-        sampler: ResourceSampler,
+        sampler: Readings,
         persist_group: Callable[[ErrorReport], Any],
         save_level: Callable[[LevelRecord], Any],
+        lease: Lease | None = None,
+        listeners: Iterable[Listener] = (),
     ) -> None:
         self.config = config
         self.coordinator = coordinator
@@ -66,6 +74,7 @@ class RecoveryManager(RecoveryOutcomes):
         self.sampler = sampler
         self.persist_group = persist_group
         self.save_level = save_level
+        self.lease = lease
         self.candidates = Candidates()
         self.strategies: dict[str, RecoveryStrategy] = self.candidates.strategies
         self.levels: LevelMap = LevelMap()
@@ -74,19 +83,32 @@ class RecoveryManager(RecoveryOutcomes):
         self.learner = Learner(coordinator, perf, timeouts, sampler, config.verify_window)
         self.decisions = self.learner.decisions
         self.counts = self.learner.counts
-        self.probation = Probation(config.verify_window, self._verified)
-        self.recoveries = 0
-        self.successes = 0  # successes that held (at once when verify_window is 0)
-        self.poisoned = 0  # tasks failed for good
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
-        # told when a provisional success ends: {error_id, recovery_id, strategy_id, level, held}
-        self.verify_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.outcomes = RecoveryOutcomes(config, self.learner, policy, self.levels, persist_group, self._save_level,
+                                         self._cancel_deferred, listeners)
+        self.ladder = Ladder(config, coordinator, self.candidates, perf, policy, timeouts, budget, sampler,
+                             self.learner, self.outcomes, persist_group, self.state, self._save_level, self._defer)
+        self.probation: Probation = self.outcomes.probation
+        self.listeners: list[Listener] = self.outcomes.listeners  # told of each recovery that ended
         # (time, error type) of recent reports that no registered strategy could act on
         self.unactionable: deque[tuple[float, str]] = deque(maxlen=1000)
         self.shed = 0  # recoveries not deferred because MAX_DEFERRED groups already wait
         self.forgotten_levels = 0  # level states dropped from memory (kept in the database)
         self.closed = False
-        self.lease: LeaseKeeper | None = None  # a fleet's leases (SPEC 10): one recovery per group fleet-wide
+
+    # -- what the parts count -----------------------------------------------------------------
+    @property
+    def recoveries(self) -> int:
+        return self.ladder.recoveries
+
+    @property
+    def successes(self) -> int:
+        """Successes that held (at once when verify_window is 0)."""
+        return self.outcomes.successes
+
+    @property
+    def poisoned(self) -> int:
+        """Tasks failed for good."""
+        return self.ladder.poisoned
 
     # -- registration -------------------------------------------------------------------------
     def add_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
@@ -98,10 +120,13 @@ class RecoveryManager(RecoveryOutcomes):
             raise ValueError(f"strategy_id: {strategy_id!r} is a built-in strategy id")
         self.add_strategy(strategy_id, strategy)
 
-    def levels_with_candidates(self, category: str | None = None) -> list[int]:
-        """The progressive levels at which at least one registered strategy (that can act on
-        ``category``, when given) may run."""
-        return self.candidates.levels(category)
+    def add_listener(self, listener: Listener) -> None:
+        """Tell ``listener`` of each recovery that ends (with its recovery_info)."""
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop telling ``listener``; ValueError when it was not added."""
+        self.listeners.remove(listener)
 
     # -- levels ----------------------------------------------------------------------------------
     def state(self, error_id: str) -> LevelState:
@@ -183,15 +208,14 @@ class RecoveryManager(RecoveryOutcomes):
 
     def observe(self, report: ErrorReport, worker_id: Any, task_id: Any) -> None:
         """Every occurrence passes here before recovery is scheduled: one that concerns a
-        provisional success of its group makes that success a failure (see :meth:`_verified`)."""
+        provisional success of its group makes that success a failure (see :meth:`.RecoveryOutcomes.verified`)."""
         if self.probation.pending:
             self.probation.observe(report.error_id, worker_id, task_id)
 
     def _start(self, report: ErrorReport) -> asyncio.Task[tuple[bool, dict[str, Any]]]:
-        handle = self.deferred.pop(report.error_id, None)
-        if handle is not None:
-            handle.cancel()
-        work = self._recover(report) if self.lease is None else recover_leased(self, self.lease, report)
+        self._cancel_deferred(report.error_id)
+        lease = self.lease
+        work = self.ladder.run(report) if lease is None or not lease.running else self._recover_leased(lease, report)
         task = asyncio.create_task(work, name=f"recover-{report.error_id[:8]}")
         self.inflight[report.error_id] = task
         task.add_done_callback(lambda t: self._finished(report, t))
@@ -222,179 +246,71 @@ class RecoveryManager(RecoveryOutcomes):
         task = self.inflight.get(report.error_id) or self._start(report)
         return await asyncio.shield(task)
 
-    # -- the ladder --------------------------------------------------------------------------------
-    def _keys(self, report: ErrorReport) -> tuple[str, list[str]]:
-        et = report.error_type.value
-        hw = report.context.hardware_id
-        if not hw:
-            return et, [et]
-        hk = f"{et}@{hw}"
-        rich = any(k == hk and a.n >= 3 for (k, _), a in self.perf.arms.items())
-        return (hk if rich else et), [et, hk]
+    # -- restored from the store ------------------------------------------------------------------
+    def restore(self, levels: Iterable[LevelRecord], stopped: Iterable[tuple[str, str]],
+                groups: Iterable[ErrorReport]) -> None:
+        """At startup: the stored level states, and the groups whose recovery was stopped (a
+        stopped recovery stays stopped), whether their group is in memory or only in the store."""
+        for lv in levels:
+            self._restore_level(lv)
+        for report in groups:
+            self._keep_stopped(report)
+        for error_id, reason in stopped:
+            self.state(error_id).stopped = reason
 
-    async def _screen(self, report: ErrorReport, targets: Targets, info: dict[str, Any]) -> bool:
-        """Drop target tasks that must never run again, failing poison tasks for good. True when
-        nothing is left to act on: every task of a task's failure is final."""
-        targets.tasks, verdicts = await screen(self.coordinator, report, targets.tasks)
-        if verdicts:
-            self.poisoned += len(verdicts)
-            info.setdefault("poison_tasks", []).extend(verdicts)
-        return targets.had_tasks and not targets.tasks and report.category.value in TASK_CATEGORIES
+    def loaded(self, report: ErrorReport, level: LevelRecord | None) -> None:
+        """A group came back from the store (evicted, or not loaded at startup): its level too."""
+        if level is not None and report.error_id not in self.levels:
+            self._restore_level(level)
+        self._keep_stopped(report)
 
-    async def _recover(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
-        cfg = self.config
-        st = self.state(report.error_id)
-        key, record_keys = self._keys(report)
-        started = time.perf_counter()
-        info: dict[str, Any] = {
-            "error_id": report.error_id,
-            "error_type": report.error_type.value,
-            "category": report.category.value,
-            "success": False,
-            "strategy_id": None,
-            "strategy_name": None,
-            "recovery_level": st.level,
-            "execution_time": 0.0,
-            "attempts": [],
-            "start_reason": None,
-            "recovery_id": None,
-        }
-        if st.stopped:  # a dead letter: nothing runs until the group is resolved or reset
-            info["reason"] = st.stopped
-            return False, info
-        targets = Targets.take(report)
-        info["targets"] = {"workers": list(targets.workers), "tasks": list(targets.tasks)}
-        if await self._screen(report, targets, info):
-            return self._nothing_left(report, st, info)
-        level = st.level
-        first: Decision | None = None  # a first decision the policy made with the start level
-        if st.recoveries == 0 and level == 1:
-            # the first strategy is chosen among every one that can act on the category below L5;
-            # the start level follows from it (levels below are skipped, not run)
-            start = self.policy.start(key, self.candidates.for_category(report.category.value),
-                                      cfg.max_recovery_level)
-            level, first = max(1, min(start.level, cfg.max_recovery_level)), start.decision
-            info["start_reason"] = start.reason
-            if level > 1:
-                info["skipped_levels"] = list(range(1, level))
-        backoff = cfg.escalation_backoff
-        tried: set[str] = set()
-        success = False
-        poisoned = False
-        held: tuple[HeldRun, int, StrategyResult] | None = None
-        later: list[tuple[HeldRun, int]] = []  # runs learned once it is known the task is not poison
+    def _restore_level(self, lv: LevelRecord) -> None:
+        st = LevelState(level=int(lv.level), last_updated=lv.updated_at.timestamp())
+        st.recoveries = 1
+        for h in lv.history:
+            st.history.append(dict(h))
+        old = self.levels.get(lv.error_id)
+        if old is not None:
+            st.stopped = old.stopped
+        self.levels[lv.error_id] = st
+
+    def _keep_stopped(self, report: ErrorReport) -> None:
+        stopped = report.recovery_details.get("stopped")
+        if stopped and report.is_open:
+            self.state(report.error_id).stopped = str(stopped)
+
+    async def _recover_leased(self, lease: Lease, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
+        """A group's recovery under its fleet lease (SPEC section 10): taken before the first
+        strategy runs, renewed while it lasts, released at the end. A group whose lease another
+        member holds is recovered there; here it waits until that lease would expire, so a member
+        that dies mid-recovery is taken over without anyone having to notice."""
+        info: dict[str, Any] = {"error_id": report.error_id, "success": False, "strategy_id": None,
+                                "strategy_name": None, "recovery_level": 0, "execution_time": 0.0, "attempts": []}
         try:
-            while level <= cfg.max_recovery_level:
-                result = await self._run_level(report, level, key, record_keys, tried, info, targets, st, first)
-                first = None
-                if result is None:  # no applicable strategy: passed over
-                    level += 1
-                    continue
-                info["recovery_level"] = level
-                if result.outcome == "budget_exhausted":
-                    break
-                run = info.pop("_held", None)
-                if result.success:
-                    success = True
-                    info.update(
-                        success=True,
-                        strategy_id=result.strategy_id,
-                        strategy_name=self.strategies[result.strategy_id].name,
-                    )
-                    if run is not None and cfg.verify_window > 0:
-                        held = (run, level, result)  # learned when its verify window ends
-                    else:
-                        if run is not None:
-                            self.learner.apply(run)
-                        self.policy.record_level(key, level, True)
-                    break
-                if run is None:
-                    self.policy.record_level(key, level, False)
-                else:
-                    later.append((run, level))
-                st.level = level  # the highest level reached; the next recovery starts here
-                self._save_level(report.error_id, st)
-                if await self._screen(report, targets, info):
-                    poisoned = True  # the task's own problem: no further level is spent on it
-                    break
-                if level >= cfg.max_recovery_level:
-                    break
-                if backoff > 0:
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, cfg.escalation_backoff_max)
-                level += 1
+            ok, owner, left = await lease.acquire(report.error_id)
+        except Exception as exc:
+            if report.category.value.startswith("db_") or report.context.component == "store":
+                # This member's own database link: its recovery acts on nothing another member
+                # owns, and it cannot wait for a lease in the database it has lost.
+                logger.warning("fleet: no lease for %s (%s); recovering this member's own database link",
+                               report.error_id, exc)
+                return await self.ladder.run(report)
+            info["reason"] = f"fleet lease unavailable: {type(exc).__name__}: {exc}"
+            self._defer(report, RETRY_UNREACHABLE)
+            return False, info
+        if not ok:
+            info.update(reason=f"recovery runs on fleet member {owner}", leased_by=owner)
+            self._defer(report, left + 0.25)
+            return False, info
+        try:
+            return await self.ladder.run(report)
         finally:
-            info.pop("_held", None)
-            info.pop("_found_nothing", None)
-            for run, lv in later:
-                if not poisoned:
-                    self.learner.apply(run)
-                    self.policy.record_level(key, lv, False)
-            if info["attempts"]:
-                self._ended(report, st, info, success, poisoned, started, key, held, targets)
-        return success, info
+            await lease.release(report.error_id)
 
-    async def _run_level(
-        self,
-        report: ErrorReport,
-        level: int,
-        key: str,
-        record_keys: list[str],
-        tried: set[str],
-        info: dict[str, Any],
-        targets: Targets,
-        st: LevelState,
-        first: Decision | None = None,
-    ) -> StrategyResult | None:
-        allowed = LEVEL_STRATEGIES[level]
-        candidates = [s for s in self.candidates.for_category(report.category.value) if s.level in allowed]
-        if not candidates:
-            return None
-        probe = strategy_info(report, level, 0.0, targets)
-        nothing = info.setdefault("_found_nothing", set())  # looked in this recovery, found nothing
-        candidates = [s for s in candidates if s.strategy_id not in nothing and await s.applicable(probe)]
-        while candidates:
-            if first is not None and any(s.strategy_id == first.strategy_id for s in candidates):
-                decision = first
-            else:
-                decision = self.policy.choose(candidates, key, level, tried)
-            first = None
-            strategy = self.strategies[decision.strategy_id]
-            if level >= 3 and not await self.budget.acquire(report.context.component):
-                wait = self.budget.retry_after(report.context.component)
-                self.learner.attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
-                self._defer(report, wait)
-                return StrategyResult(strategy.strategy_id, "budget_exhausted")
-            if not info["attempts"]:  # the first strategy to run: this is a recovery now
-                st.recoveries += 1
-                self.recoveries += 1
-                info["recovery_id"] = self.recoveries
-                report.retrying()
-                self.persist_group(report)
-            timeout = self.timeouts.get(report.error_type.value, strategy.strategy_id)
-            before = self.sampler.latest()
-            t0 = time.perf_counter()
-            try:
-                async with asyncio.timeout(timeout):
-                    result = await strategy.run(strategy_info(report, level, timeout, targets), checked=True)
-            except TimeoutError:
-                result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
-            tried.add(strategy.strategy_id)
-            if result.outcome == "not_applicable":  # it looked and found nothing to act on
-                if level >= 3:
-                    self.budget.refund(report.context.component)  # nothing was done
-                self.learner.attempt(info, decision, "not_applicable", result.execution_time,
-                                     {"error": result.error} if result.error else {})
-                nothing.add(strategy.strategy_id)
-                candidates = [s for s in candidates if s is not strategy]
-                continue
-            hold = bool(targets.tasks) and report.category.value in TASK_CATEGORIES
-            run = await self.learner.learn(report, level, record_keys, strategy, result, before, decision, info,
-                                           hold)
-            if run is not None:
-                info["_held"] = run
-            return result
-        return None
+    def _cancel_deferred(self, error_id: str) -> None:
+        handle = self.deferred.pop(error_id, None)
+        if handle is not None:
+            handle.cancel()
 
     def _defer(self, report: ErrorReport, wait: float) -> None:
         """Run this group's recovery again once the budget allows. At most MAX_DEFERRED groups

@@ -3,43 +3,55 @@
 the next level), and the count of recoveries that did not hold: past
 ``max_recoveries_per_group`` of them within ``budget_window`` the group is stopped, as an Erlang
 supervisor stops past its restart intensity or a queue dead-letters a message, until it is
-resolved or reset. Mixed into :class:`~.manager.RecoveryManager`."""
+resolved or reset. The recovery manager holds one :class:`RecoveryOutcomes`; its listeners are
+told of every recovery that ended."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig
 from coordinator_plugins.error_handling.learning.learn import HeldRun, Learner
 from coordinator_plugins.error_handling.learning.policy import SelectionPolicy
 from coordinator_plugins.error_handling.model import ErrorReport, utcnow
-from coordinator_plugins.error_handling.recovery.state import LevelState, Targets
+from coordinator_plugins.error_handling.recovery.state import LevelMap, LevelState, Targets
 from coordinator_plugins.error_handling.recovery.verify import Probation, Provisional
 from coordinator_plugins.error_handling.strategies.base import StrategyResult
 
 logger = logging.getLogger(__name__)
+Listener = Callable[[dict[str, Any]], None]  # told of each recovery that ended, with its recovery_info
 
 
 class RecoveryOutcomes:
-    config: ErrorHandlingConfig
-    learner: Learner
-    policy: SelectionPolicy
-    probation: Probation
-    levels: dict[str, LevelState]
-    deferred: dict[str, asyncio.TimerHandle]
-    persist_group: Callable[[ErrorReport], Any]
-    listeners: list[Callable[[dict[str, Any]], None]]
-    verify_listeners: list[Callable[[dict[str, Any]], None]]
-    successes: int
+    """Ends the recoveries of the manager that holds it: ``levels`` are the manager's level
+    states, ``save_level`` writes one, ``cancel_deferred`` drops a group's deferred recovery."""
 
-    def _save_level(self, error_id: str, st: LevelState) -> None:
-        raise NotImplementedError
+    def __init__(
+        self,
+        config: ErrorHandlingConfig,
+        learner: Learner,
+        policy: SelectionPolicy,
+        levels: LevelMap,
+        persist_group: Callable[[ErrorReport], Any],
+        save_level: Callable[[str, LevelState], None],
+        cancel_deferred: Callable[[str], None],
+        listeners: Iterable[Listener] = (),
+    ) -> None:
+        self.config = config
+        self.learner = learner
+        self.policy = policy
+        self.levels = levels
+        self.persist_group = persist_group
+        self.save_level = save_level
+        self.cancel_deferred = cancel_deferred
+        self.listeners: list[Listener] = list(listeners)
+        self.probation = Probation(config.verify_window, self.verified)
+        self.successes = 0  # successes that held (at once when verify_window is 0)
 
-    def _unheld(self, report: ErrorReport, st: LevelState) -> None:
+    def unheld(self, report: ErrorReport, st: LevelState) -> None:
         """Count a recovery of the group that did not hold; past ``max_recoveries_per_group`` of
         them within ``budget_window``, stop recovering it (a dead letter) and say so."""
         cfg = self.config
@@ -49,15 +61,13 @@ class RecoveryOutcomes:
             st.stopped = (f"recovery does not hold: {count} recoveries within {cfg.budget_window:g} s "
                           "did not fix it; resolve or reset the group to recover it again")
             st.cooldown_until = 0.0
-            handle = self.deferred.pop(report.error_id, None)
-            if handle is not None:
-                handle.cancel()
+            self.cancel_deferred(report.error_id)
             report.fail()
             report.recovery_details["stopped"] = st.stopped
             report.recovery_details["failure_reason"] = st.stopped
             logger.error("error group %s (%s): %s", report.error_id, report.message[:80], st.stopped)
 
-    def _nothing_left(self, report: ErrorReport, st: LevelState, info: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    def nothing_left(self, report: ErrorReport, st: LevelState, info: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         """Every target task is final: no strategy runs; a poison task leaves its group failed."""
         verdicts = info.get("poison_tasks")
         if verdicts:
@@ -68,7 +78,7 @@ class RecoveryOutcomes:
         info["reason"] = report.recovery_details.get("failure_reason") or "every task it named has ended"
         return False, info
 
-    def _ended(
+    def ended(
         self,
         report: ErrorReport,
         st: LevelState,
@@ -128,7 +138,7 @@ class RecoveryOutcomes:
                 pause = min(cfg.escalation_backoff * 2**st.failures, cfg.escalation_backoff_max)
                 st.cooldown_until = time.monotonic() + pause
             report.fail()
-            self._unheld(report, st)
+            self.unheld(report, st)
         else:
             report.reopen(regression=False)
         if not success:
@@ -141,11 +151,11 @@ class RecoveryOutcomes:
             "last_recovery": {k: info[k] for k in ("success", "strategy_id", "recovery_level", "execution_time")}
         }
         self.persist_group(report)
-        self._save_level(report.error_id, st)
+        self.save_level(report.error_id, st)
         for listener in self.listeners:
             listener(info)
 
-    def _verified(self, p: Provisional, held: bool) -> None:
+    def verified(self, p: Provisional, held: bool) -> None:
         """A provisional success ended: learn it now, as a success when it held; when the error
         recurred, as a failure, and the group's recovery continues at the next level."""
         self.learner.settle(p.run, held)
@@ -160,12 +170,8 @@ class RecoveryOutcomes:
             st.failures += 1
             report = p.report
             if report is not None:
-                self._unheld(report, st)
+                self.unheld(report, st)
                 report.recovery_level = st.level
                 self.persist_group(report)
         if st is not None:
-            self._save_level(p.error_id, st)
-        event = {"error_id": p.error_id, "recovery_id": p.entry.get("recovery_id"), "strategy_id": p.run.strategy_id,
-                 "level": p.level, "held": held}
-        for listener in self.verify_listeners:
-            listener(event)
+            self.save_level(p.error_id, st)
