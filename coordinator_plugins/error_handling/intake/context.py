@@ -1,4 +1,5 @@
-"""What the seed framework's context keys mean here: ``related_entities`` and the priority flags.
+"""What the context keys mean here: the strings every report may carry (``context_strings``),
+and the seed framework's ``related_entities`` and priority flags.
 
 The seed's ``ErrorContext.related_entities`` is a dict (or an object with attributes) naming the
 entities an error concerns. Its recovery read ``worker_id`` (a string) and ``task_id`` /
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from coordinator_plugins.error_handling.intake.text import storable
 from coordinator_plugins.error_handling.model import MAX_TARGETS, ErrorSeverity
 
 PRIORITY_FLAGS = (
@@ -85,3 +87,33 @@ def priority_severity(ctx: Mapping[str, Any]) -> ErrorSeverity | None:
         return None  # the common case, on every report: three dict lookups
     on = [severity for key, severity in PRIORITY_FLAGS if _flag(ctx, key)]  # every flag is checked
     return on[0] if on else None
+
+
+_CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware_id", "request_id", "user_id")
+_CONTEXT_STR_KEYSET = frozenset(_CONTEXT_STR_KEYS)
+_NO_STRINGS: dict[str, str | None] = dict.fromkeys(_CONTEXT_STR_KEYS)
+
+
+def context_strings(ctx: Mapping[str, Any]) -> dict[str, str | None]:
+    """The context's strings by key (None when absent or None), each made storable."""
+    if type(ctx) is dict:
+        # A plain dict whose values of these keys are strings (the common case): only the keys
+        # it has are read, in its own order, which is the same result (str() of a str does
+        # nothing); any other value takes the loop below, in the keys' order.
+        vals = dict(_NO_STRINGS)
+        for k, v in ctx.items():
+            if k in _CONTEXT_STR_KEYSET and v is not None:
+                if type(v) is not str:
+                    break
+                vals[k] = v if v.isascii() else storable(v)
+        else:
+            return vals
+    get = ctx.get
+    vals = {}
+    for k in _CONTEXT_STR_KEYS:
+        if get(k) is None:
+            vals[k] = None
+        else:
+            text = str(ctx[k])
+            vals[k] = text if text.isascii() else storable(text)
+    return vals

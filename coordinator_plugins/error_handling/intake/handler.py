@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator_plugins.error_handling.intake.context import priority_severity, related_mapping, related_targets
+from coordinator_plugins.error_handling.intake.context import (
+    context_strings,
+    priority_severity,
+    related_mapping,
+    related_targets,
+)
 from coordinator_plugins.error_handling.intake.group import GroupIndex
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
 from coordinator_plugins.error_handling.intake.identify import identify
 from coordinator_plugins.error_handling.intake.lookup import StoredGroups
+from coordinator_plugins.error_handling.intake.persist import GroupWriter
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.model import (
@@ -29,7 +35,7 @@ from coordinator_plugins.error_handling.model import (
     enum_member,
 )
 from coordinator_plugins.error_handling.storage.base import Store
-from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
+from coordinator_plugins.error_handling.storage.records import GroupRecord, LevelRecord, OccurrenceRecord, StoredState
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
@@ -61,36 +67,6 @@ class Occurrence:
 def new_error_id() -> str:
     return f"{_ID_RNG.getrandbits(128):032x}"
 
-_CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware_id", "request_id", "user_id")
-_CONTEXT_STR_KEYSET = frozenset(_CONTEXT_STR_KEYS)
-_NO_STRINGS: dict[str, str | None] = dict.fromkeys(_CONTEXT_STR_KEYS)
-
-
-def _context_strings(ctx: Mapping[str, Any]) -> dict[str, str | None]:
-    """The context's strings by key (None when absent or None), each made storable."""
-    if type(ctx) is dict:
-        # A plain dict whose values of these keys are strings (the common case): only the keys
-        # it has are read, in its own order, which is the same result (str() of a str does
-        # nothing); any other value takes the loop below, in the keys' order.
-        vals = dict(_NO_STRINGS)
-        for k, v in ctx.items():
-            if k in _CONTEXT_STR_KEYSET and v is not None:
-                if type(v) is not str:
-                    break
-                vals[k] = v if v.isascii() else storable(v)
-        else:
-            return vals
-    get = ctx.get
-    vals = {}
-    for k in _CONTEXT_STR_KEYS:
-        if get(k) is None:
-            vals[k] = None
-        else:
-            text = str(ctx[k])
-            vals[k] = text if text.isascii() else storable(text)
-    return vals
-
-
 def parse_enum(enum_cls: Any, key: str, value: Any) -> Any:
     """An enum member from its value (or itself); ValueError naming the context key otherwise."""
     return enum_member(enum_cls, f"context.{key}", value)
@@ -116,10 +92,20 @@ class ErrorHandler:
         regression_window: float = 600.0,
         max_groups: int = 50_000,
         rng: random.Random | None = None,
+        *,
+        groups: GroupIndex | None = None,
+        writer: GroupWriter | None = None,
+        adopt: Callable[[ErrorReport], Awaitable[ErrorReport]] | None = None,
+        on_loaded: Callable[[ErrorReport, LevelRecord | None], None] | None = None,
     ) -> None:
+        """``groups`` and ``writer``: the index and its writer when others share them (made here
+        otherwise); ``adopt``: a fleet's claim of new groups (``fleet.claim.GroupClaims.adopt``),
+        which names the group to count into; ``on_loaded``: told of each group that comes back
+        from the store, with its stored level row."""
         self.store = store
         # the store's committed seq: an evicted group's queued write is waited for only until then
-        self.groups = GroupIndex(max_groups, getattr(store, "committed_seq", None))
+        self.groups = groups if groups is not None else GroupIndex(max_groups, getattr(store, "committed_seq", None))
+        self.writer = writer if writer is not None else GroupWriter(store, self.groups)
         self.hooks = HookRegistry(hook_timeout)
         self.regression_window = regression_window
         self.default_retry_policy = RetryPolicy()
@@ -130,12 +116,9 @@ class ErrorHandler:
         self.by_severity: dict[str, int] = {}
         self.by_category: dict[str, int] = {}
         self.regressions = 0
-        # A fleet's claim of new groups (fleet.member.Fleet.adopt): the group to count into.
-        self.adopt: Callable[[ErrorReport], Awaitable[ErrorReport]] | None = None
+        self.adopt = adopt
         self._changed = True
-        self.stored = StoredGroups(store, self.groups)  # groups found in the store after a miss
-        # Called with (report, previous resolution strategy) when a resolved group regresses.
-        self.on_regression: Callable[[ErrorReport, str | None], None] | None = None
+        self.stored = StoredGroups(store, self.groups, on_loaded)  # groups found in the store after a miss
 
     # -- configuration --------------------------------------------------------------------
     def set_retry_policy(self, component: str, policy: RetryPolicy) -> None:
@@ -176,7 +159,7 @@ class ErrorHandler:
             flagged_sev = None
         # every string is made storable here (see intake/text.py): one value the database cannot
         # store must never cost this report, or another, its place in the store
-        vals = _context_strings(ctx)
+        vals = context_strings(ctx)
         component = vals["component"] or "unknown"
         operation = vals["operation"] or "unknown"
         metadata = get("metadata")
@@ -240,7 +223,6 @@ class ErrorHandler:
             group.is_regression = False
             return group, message, metadata
         if group is not None and now - (group.resolution_time or now) <= timedelta(seconds=self.regression_window):
-            previous = group.resolution_strategy
             group.aggregated_count += 1
             group.last_seen = now
             group.reopen(regression=True)
@@ -248,8 +230,6 @@ class ErrorHandler:
             group.is_regression = True
             self.groups.mark(group)
             self.regressions += 1
-            if self.on_regression is not None:
-                self.on_regression(group, previous)
             return group, message, metadata
         stack = ctx.get("stack_trace")
         if stack is None and exc is not None and exc.__traceback__ is not None:
@@ -321,11 +301,40 @@ class ErrorHandler:
 
     def persist(self, report: ErrorReport) -> int:
         """Queue the group's current state for writing."""
-        self.groups.mark(report)
-        seq = self.store.save_group(GroupRecord.of(report))
-        report.persisted = True
-        self.groups.written(report, seq)  # an evicted group's lookup waits for this write
-        return seq
+        return self.writer.persist(report)
+
+    # -- state ------------------------------------------------------------------------------------
+    def restore(self, state: StoredState) -> None:
+        """At startup: the stored groups the store loaded (the most recent), the fingerprints of
+        the others (looked up on a miss), and the counts of every open group."""
+        groups = self.groups
+        for record in reversed(state.groups):
+            groups.add(record.to_report(), counted=state.open_total is not None)
+        groups.remember_stored(state.stored_fingerprints)
+        if state.open_total is not None:  # the whole store's, in memory or not, counted once
+            groups.open_total += state.open_total
+            groups.critical_open += state.critical_open or 0
+
+    def metrics(self) -> dict[str, Any]:
+        """The counts of ``get_error_metrics`` (SPEC section 3)."""
+        groups, hooks = self.groups, self.hooks
+        return {
+            "total_errors": self.occurrences,
+            "groups_in_memory": len(groups),
+            "open_groups": groups.count_open(),
+            "unresolved_errors": groups.count_open(),  # the seed's name for it
+            "by_type": dict(self.by_type),
+            "error_counts": dict(self.by_type),  # the seed's name for it
+            "by_severity": dict(self.by_severity),
+            "by_category": dict(self.by_category),
+            "regressions": self.regressions,
+            "hook_calls": hooks.calls,
+            "hook_failures": hooks.failures,
+            "hook_timeouts": hooks.timeouts,
+            "evicted_groups": groups.evicted,
+            "store_lookups": self.stored.lookups,  # fingerprints looked up in the store after a miss in memory
+            "dropped_occurrences": self.store.status().dropped_occurrences,
+        }
 
     # -- retry ----------------------------------------------------------------------------------
     async def retry_operation(

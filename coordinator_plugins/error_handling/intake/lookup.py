@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 
 
 class StoredGroups:
-    def __init__(self, store: Any, groups: GroupIndex) -> None:  # a Store, maybe a GroupLookup too
+    def __init__(
+        self, store: Any, groups: GroupIndex, on_loaded: Callable[[ErrorReport, LevelRecord | None], None] | None = None
+    ) -> None:  # a Store, maybe a GroupLookup too
         self.store = store
         self.groups = groups
         self.lookups = 0  # fingerprints looked up
@@ -37,7 +39,7 @@ class StoredGroups:
         self.failures = 0
         self.waits = 0  # queries that first waited for a queued write of an evicted group
         # Called with (report, its stored level row or None) when a group comes from the store.
-        self.on_loaded: Callable[[ErrorReport, Any], None] | None = None
+        self.on_loaded = on_loaded
         self._waiting: dict[str, asyncio.Future[ErrorReport | None]] = {}
         self._queue: list[str] = []
         self._drainer: asyncio.Task[None] | None = None
