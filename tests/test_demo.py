@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from coordinator_plugins.error_handling import setup
-from coordinator_plugins.error_handling.web.timeline import recovery_outcome
+from coordinator_plugins.error_handling.recovery.outcome import recovery_outcome
 from tests.browser import chromium, needs_chromium
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,6 @@ from coordinator_plugins.error_handling.learning.evidence import DISCOUNT, Evide
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
 from tests.simulate import SyntheticStrategy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
-from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.storage.records import StrategyScore
 
@@ -96,7 +95,7 @@ async def test_adaptive_finds_a_working_high_strategy_and_starts_there(tmp_path:
             assert "first of a new group" in first["decision"]["reason"]
             assert 0.5 < first["decision"]["probability"] <= 1.0
         # GET /recovery/strategies explains it: each strategy's chance to be first, and at which level
-        explained = explain_strategies(integ, "database")["error_types"]["database"]
+        explained = integ.explain_strategies("database")["error_types"]["database"]
         assert explained["start_level"] == 4 and "h1" in explained["start_reason"]
         opening = {r["strategy_id"]: r for r in explained["first_choice"]}
         assert set(opening) == set(WORLD) - {"c1"}  # CRITICAL runs only at level 5, never first

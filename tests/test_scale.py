@@ -328,7 +328,7 @@ async def test_diagnostics_ping_the_store_only_when_it_did_not_just_commit(tmp_p
     """GET /diagnostics under load answers without a store round trip (a commit seen within the
     last second proves the store answers; a ping could wait behind that commit), and pings an
     idle store as before."""
-    from coordinator_plugins.error_handling.observe.explain import COMMIT_PROOF
+    from coordinator_plugins.error_handling.observe.diagnose import COMMIT_PROOF
 
     integ = await started(tmp_path / "errors.duckdb")
     pings = 0

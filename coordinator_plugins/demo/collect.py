@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from coordinator_plugins.error_handling.web.timeline import recovery_outcome
+from coordinator_plugins.error_handling.recovery.outcome import recovery_outcome
 
 RAN = ("success", "failure", "timeout", "error")  # attempt outcomes of a strategy that ran
 

@@ -23,7 +23,8 @@ Injected = tuple[str, dict[str, str]]
 
 class FaultInjector:
     def __init__(self, coord: Coordinator, integ: Any, url: str, kinds: list[str], rng: random.Random,
-                 on_fault: Callable[[str, str, dict[str, str]], None]) -> None:
+                 on_fault: Callable[[str, str, dict[str, str]], None],
+                 session: aiohttp.ClientSession | None = None) -> None:
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(
@@ -34,7 +35,7 @@ class FaultInjector:
         self.kinds = kinds
         self.rng = rng
         self.on_fault = on_fault
-        self.session: aiohttp.ClientSession | None = None
+        self.session = session  # the farm's HTTP client (with the coordinator's token), for HTTP faults
         self.counts: dict[str, int] = {}
 
     async def inject(self) -> None:

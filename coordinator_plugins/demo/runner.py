@@ -31,7 +31,7 @@ from coordinator_plugins.demo.faults import FaultInjector
 from coordinator_plugins.demo.live import LiveView, routed_logs
 from coordinator_plugins.demo.report import progress_lines, render_html, render_table, summary_rows
 from coordinator_plugins.error_handling import ERROR_HANDLING_KEY, ErrorReport
-from coordinator_plugins.error_handling.web.timeline import OUTCOMES, recovery_outcome
+from coordinator_plugins.error_handling.recovery.outcome import RECOVERY_OUTCOMES, recovery_outcome
 from coordinator_plugins.httpio import auth_headers
 from coordinator_plugins.reference import COORDINATOR_KEY, SECURITY_KEY, build_app
 
@@ -63,7 +63,7 @@ class Demo:
         self.view = LiveView(out)
         self.task_ids: list[str] = []
         self.t0 = time.time()
-        self.live = {o: 0 for o in OUTCOMES}
+        self.live = {o: 0 for o in RECOVERY_OUTCOMES}
         self.seen: dict[str, ErrorReport] = {}
         self.stats: dict[str, Any] = {
             "error_times": [], "fault_log": [], "task_samples": [], "workers": args.workers,
@@ -142,15 +142,14 @@ class Demo:
             reused = f"it holds {len(prior.counts)} error groups from earlier runs" if existed else None
             self._banner(url, database, reused)
             self.stats["database"] = str(database) if a.database else "a temporary file (removed)"
-            integ.recovery_manager.listeners.append(self._on_recovery)
+            integ.add_recovery_listener(self._on_recovery)
 
             async def count(report: ErrorReport) -> None:
                 self.stats["error_times"].append((time.time(), report.error_type.value))
                 self.seen[report.error_id] = report  # the groups this run touched, as the summary counts them
 
             integ.register_error_hook("*", count)
-            faults = FaultInjector(coord, integ, url, list(a.faults), self.rng, self._on_fault)
-            faults.session = session
+            faults = FaultInjector(coord, integ, url, list(a.faults), self.rng, self._on_fault, session)
             with routed_logs(self.view):
                 await coord.launch_workers(a.workers)
                 await self._wait_workers(coord)
@@ -170,7 +169,7 @@ class Demo:
             try:
                 if integ is not None:  # recoveries cancelled while shutting down are not news
                     with contextlib.suppress(ValueError):
-                        integ.recovery_manager.listeners.remove(self._on_recovery)
+                        integ.remove_recovery_listener(self._on_recovery)
                 if session is not None:
                     await session.close()
                 if runner is not None:

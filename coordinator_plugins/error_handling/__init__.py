@@ -2,6 +2,7 @@
 
 from coordinator_plugins.error_handling.blocking import BlockingIntegration
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
+from coordinator_plugins.error_handling.install import install_enhanced_error_handling, setup
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy
 from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
 from coordinator_plugins.error_handling.model import (
@@ -11,11 +12,7 @@ from coordinator_plugins.error_handling.model import (
     ErrorSeverity,
     ErrorType,
 )
-from coordinator_plugins.error_handling.plugin import (
-    ERROR_HANDLING_KEY,
-    install_enhanced_error_handling,
-    setup,
-)
+from coordinator_plugins.error_handling.plugin import ERROR_HANDLING_KEY
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
 from coordinator_plugins.error_handling.strategies import (

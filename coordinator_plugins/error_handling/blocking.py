@@ -11,18 +11,27 @@ RuntimeError that says to ``await`` the getter instead.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
 
-if TYPE_CHECKING:
-    from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
+
+class Running(Protocol):
+    """The integration as the blocking calls see it: whether it runs, on which loop; its getters
+    are called by name."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+    @property
+    def started(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
 
 
 class BlockingIntegration:
     """``integration.blocking``: the getters, resolve and reset, each waiting up to ``timeout`` s."""
 
-    def __init__(self, integration: EnhancedErrorHandlingIntegration, timeout: float = 30.0) -> None:
+    def __init__(self, integration: Running, timeout: float = 30.0) -> None:
         self._integ = integration
         self.timeout = timeout
 

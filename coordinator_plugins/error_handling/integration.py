@@ -1,56 +1,38 @@
 """EnhancedErrorHandlingIntegration: the plugin's public object (SPEC section 3).
 
 A report flows classify -> group -> persist -> hooks -> recovery manager -> strategy -> verify
--> record -> learn; each step lives in its own module and this one wires them.
+-> record -> learn; each step lives in its own module, :mod:`.assemble` builds and wires them,
+and this facade offers them under the seed's names: the parts (``error_handler``,
+``recovery_manager``, ``performance_recovery`` ...), the lifecycle, and the operations users,
+the HTTP routes and ``integration.blocking`` call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
 
+from coordinator_plugins.error_handling.assemble import assemble
 from coordinator_plugins.error_handling.blocking import BlockingIntegration
-from coordinator_plugins.error_handling.config import ErrorHandlingConfig, resolve_dotted, validate_config
-from coordinator_plugins.error_handling.fleet import FleetLedger
-from coordinator_plugins.error_handling.fleet.member import Fleet
-from coordinator_plugins.error_handling.intake.handler import ErrorHandler, parse_enum
+from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
+from coordinator_plugins.error_handling.intake.handler import parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
-from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
-from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, make_policy
-from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
+from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
-from coordinator_plugins.error_handling.observe.metrics import PluginMetrics
-from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
-from coordinator_plugins.error_handling.recovery.budget import FleetBudget, RecoveryBudget
-from coordinator_plugins.error_handling.recovery.manager import LevelState, RecoveryManager
+from coordinator_plugins.error_handling.observe.metrics import plugin_state
+from coordinator_plugins.error_handling.plugin import attach
+from coordinator_plugins.error_handling.recovery.outcome import Listener
 from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
-from coordinator_plugins.error_handling.storage.base import Store
-from coordinator_plugins.error_handling.storage.factory import open_store
-from coordinator_plugins.error_handling.storage.records import LevelRecord, StoredState
-from coordinator_plugins.error_handling.strategies import (
-    BUILTIN_CLASSES,
-    DatabaseRecoveryStrategy,
-    RecoveryStrategy,
-    SystemRecoveryStrategy,
-)
+from coordinator_plugins.error_handling.storage.records import StoredState
+from coordinator_plugins.error_handling.strategies import RecoveryStrategy
 
 logger = logging.getLogger(__name__)
-
-
-def adapt_coordinator(coordinator: Any) -> Any:
-    """The object strategies act through: the coordinator itself, or a seed adapter around it."""
-    from coordinator_plugins.contract.seed_adapter import SeedCoordinatorAdapter
-
-    if coordinator is not None and SeedCoordinatorAdapter.is_seed_shaped(coordinator):
-        return SeedCoordinatorAdapter(coordinator)
-    return coordinator
 
 
 class EnhancedErrorHandlingIntegration:
@@ -59,59 +41,6 @@ class EnhancedErrorHandlingIntegration:
     ) -> None:
         self.config = cfg = validate_config(config)
         self.coordinator = coordinator
-        self.actions = adapt_coordinator(coordinator)
-        self.rng = random.Random(cfg.seed)
-        self.store: Store = open_store(cfg, on_error=self._store_failed)
-        # A group recurring while its success is on probation is the same group, whatever the
-        # regression window: its recurrence makes that success a failure (SPEC section 9).
-        self.error_handler = ErrorHandler(
-            self.store, cfg.hook_timeout, max(cfg.regression_window, cfg.verify_window), cfg.max_groups_in_memory,
-            self.rng,
-        )
-        store = self.store
-        self.performance_recovery = PerformanceTracker(store.save_strategy_score, store.record_strategy_run)
-        self.policy = make_policy(cfg.selection, self.performance_recovery, self.rng, store.save_learner_state)
-        self.timeouts = AdaptiveTimeouts(cfg.default_timeout, store.save_timeout)
-        global_limit = cfg.recovery_budget_global or (3 * cfg.recovery_budget)
-        # Several coordinators on one PostgreSQL database are one fleet (SPEC 10): one budget.
-        self.fleet: Fleet | None = Fleet(self, store) if isinstance(store, FleetLedger) else None
-        self.budget = (
-            FleetBudget(store, cfg.recovery_budget, cfg.budget_window, global_limit)  # type: ignore[arg-type]
-            if self.fleet is not None
-            else RecoveryBudget(cfg.recovery_budget, cfg.budget_window, global_limit)
-        )
-        self.sampler = ResourceSampler()
-        self.recovery_manager = RecoveryManager(
-            cfg,
-            self.actions,
-            self.performance_recovery,
-            self.policy,
-            self.timeouts,
-            self.budget,
-            self.sampler,
-            self.error_handler.persist,
-            store.save_recovery_level,
-        )
-        if self.fleet is not None:
-            self.error_handler.adopt = self.fleet.adopt
-        self.metrics = PluginMetrics(self) if cfg.metrics else None
-        if self.metrics is not None:
-            self.recovery_manager.listeners.append(self.metrics.on_recovery)
-        for sid in cfg.builtin_strategies:
-            strategy: RecoveryStrategy
-            if sid == "database":
-                strategy = DatabaseRecoveryStrategy(self.actions, store=self.store)
-            elif sid == "system":
-                strategy = SystemRecoveryStrategy(self.actions, sampler=self.sampler)
-            else:
-                strategy = BUILTIN_CLASSES[sid](self.actions)  # type: ignore[call-arg]
-            self.recovery_manager.add_strategy(sid, strategy)
-        for sid, path in cfg.strategies.items():
-            custom_cls = resolve_dotted(f"strategies.{sid}", path)
-            self.add_custom_strategy(sid, custom_cls(self.actions))
-        for key, paths in cfg.hooks.items():
-            for path in paths:
-                self.register_error_hook(key, resolve_dotted(f"hooks.{key}", path))
         self.started = False
         self.closed = False
         self.app: web.Application | None = None  # set by attach()
@@ -119,6 +48,21 @@ class EnhancedErrorHandlingIntegration:
         self._blocking: BlockingIntegration | None = None
         self._bg: set[asyncio.Task[Any]] = set()
         self.restore_skipped = 0  # stored rows that could not be restored at the last start
+        parts = assemble(coordinator, cfg, on_store_error=self._store_failed)
+        self.actions = parts.actions
+        self.rng = parts.rng
+        self.store = parts.store
+        self.error_handler = parts.error_handler
+        self.performance_recovery = parts.performance_recovery
+        self.policy = parts.policy
+        self.timeouts = parts.timeouts
+        self.budget = parts.budget
+        self.sampler = parts.sampler
+        self.recovery_manager = parts.recovery_manager
+        self.fleet = parts.fleet
+        self.metrics = parts.metrics
+        self._explainer = parts.explainer
+        self._diagnostics = parts.diagnostics
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -147,45 +91,13 @@ class EnhancedErrorHandlingIntegration:
         )
 
     def _restore(self, state: StoredState) -> None:
-        groups = self.error_handler.groups
-        for record in reversed(state.groups):
-            groups.add(record.to_report(), counted=state.open_total is not None)
-        groups.remember_stored(state.stored_fingerprints)
-        if state.open_total is not None:  # the whole store's, in memory or not, counted once
-            groups.open_total += state.open_total
-            groups.critical_open += state.critical_open or 0
-        for lv in state.levels:
-            self._restore_level(lv)
-        for report in groups:  # a stopped recovery stays stopped
-            stopped = report.recovery_details.get("stopped")
-            if stopped and report.is_open:
-                self.recovery_manager.state(report.error_id).stopped = str(stopped)
-        for error_id, reason in state.stopped:  # also of groups left in the store
-            self.recovery_manager.state(error_id).stopped = reason
-        self.error_handler.stored.on_loaded = self._loaded
+        self.error_handler.restore(state)
+        self.recovery_manager.restore(state.levels, state.stopped, self.error_handler.groups)
         self.performance_recovery.load(state.scores)
         self.timeouts.load(state.timeouts)
         if isinstance(self.policy, AdaptivePolicy):
             self.policy.load(state.learner)
         self.restore_skipped = state.skipped + self.performance_recovery.skipped
-
-    def _restore_level(self, lv: LevelRecord) -> None:
-        st = LevelState(level=int(lv.level), last_updated=lv.updated_at.timestamp())
-        st.recoveries = 1
-        for h in lv.history:
-            st.history.append(dict(h))
-        old = self.recovery_manager.levels.get(lv.error_id)
-        if old is not None:
-            st.stopped = old.stopped
-        self.recovery_manager.levels[lv.error_id] = st
-
-    def _loaded(self, report: ErrorReport, level: LevelRecord | None) -> None:
-        """A group came back from the store (evicted, or not loaded at startup): its level too."""
-        if level is not None and report.error_id not in self.recovery_manager.levels:
-            self._restore_level(level)
-        stopped = report.recovery_details.get("stopped")
-        if stopped and report.is_open:
-            self.recovery_manager.state(report.error_id).stopped = str(stopped)
 
     async def stop(self) -> None:
         self.closed = True
@@ -211,8 +123,6 @@ class EnhancedErrorHandlingIntegration:
         """Mount the routes, middleware and lifetime on ``app`` (before it starts). ``setup`` does
         it; call it yourself after ``install_enhanced_error_handling`` on a coordinator that had no
         app yet and never assigns one to ``coordinator.app``."""
-        from coordinator_plugins.error_handling.plugin import attach
-
         return attach(self, app)
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
@@ -242,6 +152,14 @@ class EnhancedErrorHandlingIntegration:
 
     def add_custom_strategy(self, strategy_id: str, strategy: RecoveryStrategy) -> None:
         self.recovery_manager.add_custom_strategy(strategy_id, strategy)
+
+    def add_recovery_listener(self, listener: Listener) -> None:
+        """Call ``listener(recovery_info)`` each time a recovery ends (in the event loop)."""
+        self.recovery_manager.add_listener(listener)
+
+    def remove_recovery_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``; ValueError when it was not added."""
+        self.recovery_manager.remove_listener(listener)
 
     # -- reporting ------------------------------------------------------------------------------------
     async def ingest(
@@ -323,24 +241,7 @@ class EnhancedErrorHandlingIntegration:
         return False
 
     async def get_error_metrics(self) -> dict[str, Any]:
-        h = self.error_handler
-        return {
-            "total_errors": h.occurrences,
-            "groups_in_memory": len(h.groups),
-            "open_groups": h.groups.count_open(),
-            "unresolved_errors": h.groups.count_open(),  # the seed's name for it
-            "by_type": dict(h.by_type),
-            "error_counts": dict(h.by_type),  # the seed's name for it
-            "by_severity": dict(h.by_severity),
-            "by_category": dict(h.by_category),
-            "regressions": h.regressions,
-            "hook_calls": h.hooks.calls,
-            "hook_failures": h.hooks.failures,
-            "hook_timeouts": h.hooks.timeouts,
-            "evicted_groups": h.groups.evicted,
-            "store_lookups": h.stored.lookups,  # fingerprints looked up in the store after a miss in memory
-            "dropped_occurrences": self.store.status().dropped_occurrences,
-        }
+        return self.error_handler.metrics()
 
     async def get_performance_metrics(
         self, error_type: str | None = None, strategy_id: str | None = None, days: int = 30
@@ -384,9 +285,12 @@ class EnhancedErrorHandlingIntegration:
 
     async def get_strategy_recommendations(self, error_type: str | ErrorType) -> list[dict[str, Any]]:
         et = parse_enum(ErrorType, "error_type", error_type).value
-        from coordinator_plugins.error_handling.observe.explain import recommendations
+        return self._explainer.recommendations(et)
 
-        return recommendations(self, et)
+    def explain_strategies(self, error_type: str | None = None) -> dict[str, Any]:
+        """For each error type (or ``error_type`` alone): each strategy, its evidence, and why it
+        would or would not be chosen now (``GET /recovery/strategies``)."""
+        return self._explainer.explain(error_type)
 
     async def reset_recovery_level(self, error_id: str) -> bool:
         self._unstop(error_id)
@@ -407,9 +311,7 @@ class EnhancedErrorHandlingIntegration:
 
     async def fleet_members(self) -> list[dict[str, Any]]:
         """The live coordinators sharing this database, this one first (just this one on DuckDB)."""
-        from coordinator_plugins.error_handling.fleet.member import live_members
-
-        return await live_members(self.fleet, self.config.coordinator_id)
+        return await self._diagnostics.members()
 
     def _unstop(self, error_id: str) -> None:
         """A reset or a resolution ends a stopped recovery: the group may recover again."""
@@ -419,14 +321,7 @@ class EnhancedErrorHandlingIntegration:
             self.error_handler.persist(report)
 
     async def run_diagnostics(self) -> dict[str, Any]:
-        from coordinator_plugins.error_handling.observe.explain import diagnostics
-
-        return await diagnostics(self)
+        return await self._diagnostics.run(self.restore_skipped)
 
     def stats_for_metrics(self) -> dict[str, Any]:
-        return {
-            "open_groups": self.error_handler.groups.count_open(),
-            "budget": self.budget.status(),
-            "store": self.store.status().to_dict(),
-            "in_flight": len(self.recovery_manager.inflight),
-        }
+        return plugin_state(self.error_handler.groups, self.budget, self.store, self.recovery_manager)

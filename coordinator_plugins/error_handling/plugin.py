@@ -1,23 +1,29 @@
-"""``setup(app, coordinator, config)``: the aiohttp-extension entry point of the plugin."""
+"""Mounting an integration on an aiohttp app: its state under ``ERROR_HANDLING_KEY``, the HTTP
+routes (``web/``), the plugin's middleware and its lifetime. ``setup`` and
+``install_enhanced_error_handling`` (``install.py``) create an integration and attach it here;
+``integration.attach(app)`` does it for one created by hand."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
-from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
 from coordinator_plugins.error_handling.web.api import add_routes
 from coordinator_plugins.error_handling.web.deadline import Deadlines, busy
+from coordinator_plugins.error_handling.web.timeline import Timeline
 from coordinator_plugins.httpio import is_json_error, json_error_from, json_response
+
+if TYPE_CHECKING:
+    from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
 
 logger = logging.getLogger(__name__)
 
-ERROR_HANDLING_KEY = web.AppKey("error_handling", EnhancedErrorHandlingIntegration)
+# the integration on the app (its type named for the type checker only: this module is below it)
+ERROR_HANDLING_KEY: web.AppKey[EnhancedErrorHandlingIntegration] = web.AppKey("error_handling")
 
 
 def _middleware(integ: EnhancedErrorHandlingIntegration, deadline_of: Mapping[web.AbstractRoute, Deadlines]) -> Any:
@@ -80,91 +86,29 @@ async def _unhandled(integ: EnhancedErrorHandlingIntegration, request: web.Reque
     return json_response({"error": "internal error", "code": "internal_error", "error_id": error_id}, 500)
 
 
+def check_app(app: web.Application) -> None:
+    """``app`` can take the plugin: an aiohttp app, not started, without error handling yet."""
+    if not isinstance(app, web.Application):
+        raise ValueError(f"app: expected an aiohttp.web.Application, got {type(app).__name__}")
+    if app.frozen:
+        raise RuntimeError("error_handling.setup: the app has already started; call setup before it starts")
+    if ERROR_HANDLING_KEY in app:
+        raise RuntimeError("error_handling.setup: error handling is already set up on this app")
+
+
 def attach(integ: EnhancedErrorHandlingIntegration, app: web.Application) -> EnhancedErrorHandlingIntegration:
     """Mount an integration on ``app``: state under ERROR_HANDLING_KEY, routes, middleware, lifetime.
 
     The part of :func:`setup` that needs the app; ``integration.attach(app)`` calls it."""
-    if not isinstance(app, web.Application):
-        raise ValueError(f"app: expected an aiohttp.web.Application, got {type(app).__name__}")
-    if app.frozen:
-        raise RuntimeError("error_handling.setup: the app has already started; call setup before it starts")
-    if ERROR_HANDLING_KEY in app:
-        raise RuntimeError("error_handling.setup: error handling is already set up on this app")
+    check_app(app)
     if integ.app is not None:
         raise RuntimeError("error_handling.attach: this integration is already attached to an app")
     app[ERROR_HANDLING_KEY] = integ
-    routes = add_routes(app, integ)
+    # the dashboard's timeline listens to recoveries and samples the counters once a second
+    timeline = Timeline(integ.get_error_metrics, integ.budget, integ.recovery_manager, integ.actions is not None,
+                        integ.config.auto_recover)
+    routes = add_routes(app, integ, timeline)
     app.middlewares.append(_middleware(integ, routes.deadline_of))
     app.cleanup_ctx.append(integ.lifetime)
     integ.app = app
-    return integ
-
-
-def setup(
-    app: web.Application, coordinator: Any = None, config: Mapping[str, Any] | ErrorHandlingConfig | None = None
-) -> EnhancedErrorHandlingIntegration:
-    """Install error handling on ``app``: routes, middleware, lifetime. Call before the app starts."""
-    if not isinstance(app, web.Application):
-        raise ValueError(f"app: expected an aiohttp.web.Application, got {type(app).__name__}")
-    if app.frozen:
-        raise RuntimeError("error_handling.setup: the app has already started; call setup before it starts")
-    if ERROR_HANDLING_KEY in app:
-        raise RuntimeError("error_handling.setup: error handling is already set up on this app")
-    cfg = validate_config(config)
-    integ = EnhancedErrorHandlingIntegration(coordinator, cfg)
-    attach(integ, app)
-    if coordinator is not None:
-        coordinator.enhanced_error_handling = integ
-    logger.info("error handling installed (database %s, selection %s)", cfg.database, cfg.selection)
-    return integ
-
-
-setup.validate_config = validate_config  # type: ignore[attr-defined]  # used by load_plugins
-
-
-def _attach_when_app_is_set(coordinator: Any, integ: EnhancedErrorHandlingIntegration) -> bool:
-    """Make ``coordinator.app = web.Application()`` attach ``integ`` to that app, as the seed
-    coordinator's order needs (it installs in ``__init__`` and creates its app later). Done by
-    giving the instance a subclass of its own class whose ``__setattr__`` watches ``app``. False
-    when the class cannot be subclassed that way (slots, extension types): then the caller must
-    call ``integration.attach(app)``."""
-    cls = type(coordinator)
-    base_setattr: Callable[..., None] = cls.__setattr__
-
-    def __setattr__(self: Any, name: str, value: Any) -> None:
-        base_setattr(self, name, value)
-        if name == "app" and isinstance(value, web.Application) and integ.app is None:
-            attach(integ, value)
-            logger.info("error handling attached to the coordinator's new app")
-
-    try:
-        watcher = type(cls.__name__, (cls,), {"__setattr__": __setattr__, "__module__": cls.__module__})
-        coordinator.__class__ = watcher
-    except TypeError:
-        return False
-    return True
-
-
-def install_enhanced_error_handling(
-    coordinator: Any, config: Mapping[str, Any] | ErrorHandlingConfig | None = None
-) -> EnhancedErrorHandlingIntegration:
-    """Seed-compatible entry (SPEC 11): installs on ``coordinator.app``.
-
-    Called before the coordinator has an app (the seed coordinator's order), it installs
-    everything that needs no app now and mounts the routes when ``coordinator.app`` is assigned;
-    call ``integration.attach(app)`` yourself when the app is never assigned to
-    ``coordinator.app`` or is created before this call on another attribute."""
-    app = getattr(coordinator, "app", None)
-    if isinstance(app, web.Application):
-        return setup(app, coordinator, config)
-    if app is not None:
-        raise ValueError(f"coordinator.app: expected an aiohttp.web.Application or None, got {type(app).__name__}")
-    integ = EnhancedErrorHandlingIntegration(coordinator, validate_config(config))
-    coordinator.enhanced_error_handling = integ
-    if not _attach_when_app_is_set(coordinator, integ):
-        logger.warning(
-            "error handling installed without an app: call integration.attach(app) before the app starts"
-        )
-    else:
-        logger.info("error handling installed; its routes are mounted when the coordinator creates its app")
     return integ

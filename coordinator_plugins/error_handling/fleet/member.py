@@ -9,24 +9,27 @@ One background loop keeps the promises that need the other members:
   ``lease_ttl`` + 5 s): it loads the group and recovers it here, under a lease of its own;
 - now and then it prunes old budget actions, events and long-gone members (idempotent).
 
-New groups are claimed fleet-wide (``adopt``): the same fingerprint reported to two members is
-one group with one ``error_id``; counts are increments in the database."""
+It holds the recovery leases (:mod:`.lease`) while it runs. New groups are claimed fleet-wide by
+:mod:`.claim`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import socket
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
+from coordinator_plugins.error_handling.config import ErrorHandlingConfig
+from coordinator_plugins.error_handling.fleet import FleetLedger
 from coordinator_plugins.error_handling.fleet.lease import LeaseKeeper
-from coordinator_plugins.error_handling.fleet.memory import learn_remote
-from coordinator_plugins.error_handling.model import ErrorReport, iso
+from coordinator_plugins.error_handling.intake.group import GroupIndex
+from coordinator_plugins.error_handling.model import ErrorReport, iso, utcnow
+from coordinator_plugins.error_handling.storage.records import StrategyRun
 
 logger = logging.getLogger(__name__)
 POLL = 0.4  # seconds between polls of events (resolutions, resets)
@@ -34,21 +37,46 @@ SLOW = 1.0  # seconds between heartbeats, polls of runs and takeover scans
 LOOKBACK = 200  # ids read again behind the last seen (ids become visible in commit order, not id order)
 
 
+class RecoveryControl(Protocol):
+    """What the fleet does to this member's recoveries (``recovery.manager.RecoveryManager``)."""
+
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def inflight(self) -> Mapping[str, object]: ...
+    @property
+    def levels(self) -> Mapping[str, object]: ...
+    def schedule(self, report: ErrorReport) -> str: ...
+    def reset_level(self, error_id: str) -> bool: ...
+
+
 class Fleet:
-    def __init__(self, integ: Any, store: Any) -> None:
-        cfg = integ.config
-        self.integ = integ
+    """``learn`` folds a run another member recorded into this member's learning
+    (``fleet.memory.learn_remote``)."""
+
+    def __init__(
+        self,
+        config: ErrorHandlingConfig,
+        store: FleetLedger,
+        groups: GroupIndex,
+        recovery: RecoveryControl,
+        leases: LeaseKeeper,
+        learn: Callable[[StrategyRun], None],
+    ) -> None:
+        self.config = config
         self.store = store
-        self.coordinator_id: str = cfg.coordinator_id
-        self.ttl: float = cfg.lease_ttl
-        self.leases = LeaseKeeper(store, self.ttl)
+        self.groups = groups
+        self.recovery = recovery
+        self.learn = learn
+        self.coordinator_id: str = config.coordinator_id
+        self.ttl: float = config.lease_ttl
+        self.leases = leases
         self.info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
         self._last_event = 0
         self._last_run = 0
         self._seen_events: set[int] = set()
         self._seen_runs: set[int] = set()
         self._tried: set[tuple[str, str]] = set()
-        self._pending: dict[str, asyncio.Future[ErrorReport]] = {}
         self.takeovers: deque[dict[str, Any]] = deque(maxlen=200)
         self.events_applied = 0
         self.runs_learned = 0
@@ -61,8 +89,7 @@ class Fleet:
         await self.store.member_heartbeat(self.info)
         self._last_event = await self.store.last_event_id()  # the state loaded at startup has the rest
         self._last_run = await self.store.last_run_id()
-        self.leases.start()
-        self.integ.recovery_manager.lease = self.leases
+        self.leases.start()  # recoveries take their lease from now on
         self._task = asyncio.create_task(self._loop(), name="eh-fleet")
         logger.info("fleet: %s joined (lease_ttl %.0f s)", self.coordinator_id, self.ttl)
 
@@ -75,64 +102,6 @@ class Fleet:
         await self.leases.stop()
         with contextlib.suppress(Exception):
             await self.store.member_leave()
-
-    # -- one group per fingerprint ---------------------------------------------------------------------
-    async def adopt(self, report: ErrorReport) -> ErrorReport:
-        """The group an occurrence just folded into ``report`` belongs to, fleet-wide. A group
-        this member just created is claimed in the database: when another member has the group of
-        that fingerprint, the occurrence is counted into that one (same ``error_id``) instead.
-        Occurrences joining a group while its claim is in flight wait for the claim."""
-        pending = self._pending.get(report.error_id)
-        if pending is not None:
-            fleet_report = await asyncio.shield(pending)
-            if fleet_report is not report:
-                self._join(fleet_report, report)
-            return fleet_report
-        if not report.new_group:
-            return report
-        fut: asyncio.Future[ErrorReport] = asyncio.get_running_loop().create_future()
-        self._pending[report.error_id] = fut
-        result = report
-        try:
-            result = await self._claim(report)
-        except Exception as exc:  # the database cannot answer: a group of this member's own
-            logger.warning("fleet: could not claim the group of %s (%s); keeping it local", report.fingerprint, exc)
-        finally:
-            del self._pending[report.error_id]
-            fut.set_result(result)
-        return result
-
-    def _join(self, fleet_report: ErrorReport, report: ErrorReport) -> None:
-        fleet_report.aggregated_count += 1  # counted in the database when the occurrence commits
-        fleet_report.last_seen = max(fleet_report.last_seen, report.last_seen)
-        c = report.context
-        fleet_report.add_targets(c.worker_id, c.task_id, c.metadata)
-
-    async def _claim(self, report: ErrorReport) -> ErrorReport:
-        canonical = await self.store.claim_group(report.fingerprint, report.error_id,
-                                                 self.integ.config.regression_window)
-        if canonical == report.error_id:
-            return report
-        groups = self.integ.error_handler.groups
-        current = groups.get(canonical)
-        stored = None
-        if current is None:
-            stored = await self.store.get_group(canonical)
-            current = groups.get(canonical)  # another occurrence may have loaded it meanwhile
-        if current is not None:
-            self._join(current, report)
-            groups.add(current)
-            return current
-        if stored is not None:
-            fleet_report = stored.to_report()
-            if fleet_report.resolution_status == "resolved":
-                fleet_report.reopen(regression=True)
-            self._join(fleet_report, report)
-        else:  # claimed by a member whose first occurrence is not committed yet
-            fleet_report = dataclasses.replace(report, error_id=canonical, persisted=False, aggregated_count=1)
-        fleet_report.new_group = False
-        groups.add(fleet_report)  # replaces this member's provisional group of the fingerprint
-        return fleet_report
 
     async def publish(self, kind: str, error_id: str | None, payload: dict[str, Any] | None = None) -> None:
         """Tell every member of a resolution or reset made here (after it is durable)."""
@@ -156,8 +125,7 @@ class Fleet:
                     await self._take_over()
                 if now >= next_prune:
                     next_prune = now + 60
-                    cfg = self.integ.config
-                    await self.store.prune_fleet(cfg.budget_window, self.ttl)
+                    await self.store.prune_fleet(self.config.budget_window, self.ttl)
                 self.last_error = None
             except asyncio.CancelledError:
                 raise
@@ -169,9 +137,8 @@ class Fleet:
             await asyncio.sleep(POLL)
 
     def _member_info(self) -> dict[str, Any]:
-        rm = self.integ.recovery_manager
-        return {**self.info, "open_groups": self.integ.error_handler.groups.count_open(),
-                "in_flight": len(rm.inflight), "leases": len(self.leases.held)}
+        return {**self.info, "open_groups": self.groups.count_open(),
+                "in_flight": len(self.recovery.inflight), "leases": len(self.leases.held)}
 
     async def _apply_events(self) -> None:
         events = await self.store.events_since(max(0, self._last_event - LOOKBACK))
@@ -188,8 +155,8 @@ class Fleet:
     def apply_event(self, kind: str, error_id: str | None, payload: dict[str, Any]) -> None:
         """A resolution or reset made by another member (already durable there)."""
         self.events_applied += 1
-        rm = self.integ.recovery_manager
-        groups = self.integ.error_handler.groups
+        rm = self.recovery
+        groups = self.groups
         if kind == "reset_all":
             for e in list(rm.levels):
                 self._unstop(e)
@@ -207,35 +174,34 @@ class Fleet:
                 rm.reset_level(error_id)
 
     def _unstop(self, error_id: str) -> None:
-        report = self.integ.error_handler.groups.get(error_id)
+        report = self.groups.get(error_id)
         if report is not None:
             report.recovery_details.pop("stopped", None)
             report.recovery_details.pop("failure_reason", None)
 
     async def _learn_runs(self) -> None:
         runs = await self.store.runs_since(max(0, self._last_run - LOOKBACK))
-        rm = self.integ.recovery_manager
         for rid, run in runs:
             if rid in self._seen_runs:
                 continue
             self._seen_runs.add(rid)
             self._last_run = max(self._last_run, rid)
-            learn_remote(rm, run)
+            self.learn(run)
             self.runs_learned += 1
         floor = self._last_run - LOOKBACK
         self._seen_runs = {i for i in self._seen_runs if i > floor}
 
     async def _take_over(self) -> None:
         """Recover here the open groups whose lease expired in another member's hands."""
-        rm = self.integ.recovery_manager
-        if rm.closed or not self.integ.config.auto_recover:
+        rm = self.recovery
+        if rm.closed or not self.config.auto_recover:
             return
         for lease in await self.store.orphaned_leases():
             error_id, owner = lease["error_id"], lease["owner"]
             if error_id in rm.inflight or (error_id, owner) in self._tried:
                 continue
             self._tried.add((error_id, owner))
-            groups = self.integ.error_handler.groups
+            groups = self.groups
             report = groups.get(error_id)
             if report is None:
                 stored = await self.store.get_group(error_id)
@@ -284,6 +250,4 @@ async def live_members(fleet: Fleet | None, coordinator_id: str) -> list[dict[st
 
 
 def iso_now() -> str:
-    from coordinator_plugins.error_handling.model import utcnow
-
     return iso(utcnow()) or ""

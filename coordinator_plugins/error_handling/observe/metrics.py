@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from coordinator_plugins.error_handling.intake.group import GroupIndex
 from coordinator_plugins.error_handling.model import ErrorReport
+from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
+from coordinator_plugins.error_handling.recovery.manager import RecoveryManager
+from coordinator_plugins.error_handling.storage.base import Store
 
-if TYPE_CHECKING:
-    from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
+
+def plugin_state(groups: GroupIndex, budget: RecoveryBudget, store: Store, recovery: RecoveryManager) -> dict[str, Any]:
+    """The gauges' values: open groups, the budget, the store's status, recoveries in flight."""
+    return {
+        "open_groups": groups.count_open(),
+        "budget": budget.status(),
+        "store": store.status().to_dict(),
+        "in_flight": len(recovery.inflight),
+    }
 
 
 class _StateCollector(Collector):
-    def __init__(self, integ: EnhancedErrorHandlingIntegration) -> None:
-        self.integ = integ
+    def __init__(self, groups: GroupIndex, budget: RecoveryBudget, store: Store, recovery: RecoveryManager) -> None:
+        self.parts = (groups, budget, store, recovery)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        s = self.integ.stats_for_metrics()
+        s = plugin_state(*self.parts)
         yield GaugeMetricFamily(
             "error_handling_open_groups", "Open error groups (in memory or only in the store)", value=s["open_groups"]
         )
@@ -64,7 +75,10 @@ class _ErrorsCollector(Collector):
 
 
 class PluginMetrics:
-    def __init__(self, integ: EnhancedErrorHandlingIntegration) -> None:
+    """The plugin's metrics: errors counted as they are reported (``on_error``), recoveries as
+    they end (it listens to ``recovery``), the gauges read from the parts at scrape time."""
+
+    def __init__(self, groups: GroupIndex, budget: RecoveryBudget, store: Store, recovery: RecoveryManager) -> None:
         self.registry = CollectorRegistry()
         self.errors = _ErrorsCollector()
         self.registry.register(self.errors)
@@ -81,8 +95,9 @@ class PluginMetrics:
             registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
-        self.registry.register(_StateCollector(integ))
+        self.registry.register(_StateCollector(groups, budget, store, recovery))
         self._counts = self.errors.counts
+        recovery.add_listener(self.on_recovery)
 
     def on_error(self, report: ErrorReport) -> None:
         key = (report.error_type._value_, report.error_severity._value_)

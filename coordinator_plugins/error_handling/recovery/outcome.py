@@ -4,7 +4,7 @@ the next level), and the count of recoveries that did not hold: past
 ``max_recoveries_per_group`` of them within ``budget_window`` the group is stopped, as an Erlang
 supervisor stops past its restart intensity or a queue dead-letters a message, until it is
 resolved or reset. The recovery manager holds one :class:`RecoveryOutcomes`; its listeners are
-told of every recovery that ended."""
+told of every recovery that ended (``recovery_outcome`` names how, for an operator)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ from coordinator_plugins.error_handling.strategies.base import StrategyResult
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]  # told of each recovery that ended, with its recovery_info
+RECOVERY_OUTCOMES = ("succeeded", "failed", "nothing_applicable", "budget_deferred")
+
+
+def recovery_outcome(info: dict[str, Any]) -> str:
+    """How one finished recovery ended, for an operator (one of RECOVERY_OUTCOMES): it succeeded,
+    it ran and failed, no strategy could act on the error, or the budget deferred it."""
+    if info.get("success"):
+        # a success that recurred within its verify window did not hold (SPEC 9)
+        return "failed" if info.get("verification") == "recurred" else "succeeded"
+    attempts = info.get("attempts") or []
+    if attempts and attempts[-1].get("outcome") == "budget_exhausted":
+        return "budget_deferred"
+    if all(a.get("outcome") == "not_applicable" for a in attempts):
+        return "nothing_applicable"
+    return "failed"
 
 
 class RecoveryOutcomes:

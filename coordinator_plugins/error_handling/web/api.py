@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
-from coordinator_plugins.error_handling.observe.explain import explain_strategies
 from coordinator_plugins.error_handling.storage.base import WriteRefused
 from coordinator_plugins.error_handling.storage.records import GroupQuery
 from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.deadline import Deadlines
+from coordinator_plugins.error_handling.web.port import ErrorsApi
+from coordinator_plugins.error_handling.web.timeline import Timeline
 from coordinator_plugins.error_handling.web.validate import (
     decode_cursor,
     encode_cursor,
@@ -36,9 +37,6 @@ from coordinator_plugins.httpio import (
     require_bearer,
 )
 
-if TYPE_CHECKING:
-    from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
-
 logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DURABLE_TIMEOUT = 30.0
@@ -50,7 +48,7 @@ _CTX_STRS = ("operation", "exception_type", "worker_id", "task_id", "hardware_id
 
 
 class ErrorRoutes:
-    def __init__(self, integ: EnhancedErrorHandlingIntegration) -> None:
+    def __init__(self, integ: ErrorsApi) -> None:
         self.integ = integ
         self.deadline_of: dict[web.AbstractRoute, Deadlines] = {}  # every route add_routes added
         self.token = integ.config.api_token
@@ -215,7 +213,7 @@ class ErrorRoutes:
 
     async def strategies(self, request: web.Request) -> web.Response:
         et = query_error_type(request)
-        return json_response(explain_strategies(self.integ, et.value if et else None))
+        return json_response(self.integ.explain_strategies(et.value if et else None))
 
     async def openapi(self, request: web.Request) -> web.Response:
         from coordinator_plugins.error_handling.web.openapi import document
@@ -251,7 +249,8 @@ def _taken(app: web.Application, method: str, path: str) -> bool:
     return False
 
 
-def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) -> ErrorRoutes:
+def add_routes(app: web.Application, integ: ErrorsApi, timeline: Timeline) -> ErrorRoutes:
+    """Mount the routes of SPEC section 5 and the dashboard's (with its ``timeline``) on ``app``."""
     r = ErrorRoutes(integ)
     p = integ.config.api_prefix
     deadlines = {True: Deadlines(READ_DEADLINE), False: Deadlines(WRITE_DEADLINE)}  # GET or not
@@ -269,7 +268,7 @@ def add_routes(app: web.Application, integ: EnhancedErrorHandlingIntegration) ->
     ]
     if integ.config.metrics:
         table.append(("GET", "/metrics", r.metrics))
-    table += dashboard_routes(app, integ, r)  # the dashboard's page, assets and read-only routes
+    table += dashboard_routes(app, integ, r, timeline)  # the dashboard's page, assets and read-only routes
     for method, path, handler in table:
         if _taken(app, method, path):
             logger.warning("error handling: %s %s is already served by the coordinator; left to it", method, path)

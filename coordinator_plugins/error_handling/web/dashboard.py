@@ -7,10 +7,8 @@ import html
 import json
 from functools import cache
 from importlib.resources import files
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
+from coordinator_plugins.error_handling.config import ErrorHandlingConfig
 
 ASSETS = {
     "dashboard.js": "application/javascript",
@@ -25,9 +23,8 @@ def asset(name: str) -> str:
     return (files("coordinator_plugins.error_handling.web") / "static" / name).read_text("utf-8")
 
 
-def render_page(integ: EnhancedErrorHandlingIntegration) -> str:
+def render_page(cfg: ErrorHandlingConfig) -> str:
     """The dashboard's HTML, with where its API and assets are and whether reads need the token."""
-    cfg = integ.config
     assets = f"{cfg.dashboard_path}/assets"
     page_config = {
         "api": cfg.api_prefix,

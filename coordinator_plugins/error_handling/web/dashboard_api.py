@@ -7,25 +7,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from coordinator_plugins.error_handling.recovery.outcome import RECOVERY_OUTCOMES
 from coordinator_plugins.error_handling.web.dashboard import ASSETS, asset, render_page
-from coordinator_plugins.error_handling.web.timeline import HORIZON, OUTCOMES, Timeline
+from coordinator_plugins.error_handling.web.port import ErrorsApi
+from coordinator_plugins.error_handling.web.timeline import HORIZON, Timeline
 from coordinator_plugins.error_handling.web.validate import query_int
 from coordinator_plugins.httpio import ApiError, not_found
 
-if TYPE_CHECKING:
-    from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
-    from coordinator_plugins.error_handling.web.api import ErrorRoutes
+
+class PageGate(Protocol):
+    """Whether the page may be shown (``api.ErrorRoutes.page_status``: the token, when reads need it)."""
+
+    def page_status(self, request: web.Request) -> int: ...
+
 
 class DashboardRoutes:
-    def __init__(self, integ: EnhancedErrorHandlingIntegration, routes: ErrorRoutes) -> None:
+    def __init__(self, integ: ErrorsApi, routes: PageGate, timeline: Timeline) -> None:
         self.integ = integ
         self.routes = routes
-        self.timeline = Timeline(integ)
-        integ.recovery_manager.listeners.append(self.timeline.on_recovery)
+        self.timeline = timeline
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self.timeline.run(), name="error-handling-dashboard-timeline")
@@ -51,7 +55,7 @@ class DashboardRoutes:
 
     async def page(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=render_page(self.integ),
+            text=render_page(self.integ.config),
             status=self.routes.page_status(request),
             content_type="text/html",
             headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
@@ -72,10 +76,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def dashboard_routes(
-    app: web.Application, integ: EnhancedErrorHandlingIntegration, routes: ErrorRoutes
+    app: web.Application, integ: ErrorsApi, routes: PageGate, timeline: Timeline
 ) -> list[tuple[str, str, Handler]]:
     """The dashboard's routes, for ``add_routes`` to mount; starts the timeline with the app."""
-    d = DashboardRoutes(integ, routes)
+    d = DashboardRoutes(integ, routes, timeline)
     app.cleanup_ctx.append(d.lifetime)
     p = integ.config.api_prefix
     table: list[tuple[str, str, Handler]] = [
@@ -119,7 +123,7 @@ def openapi_paths(prefix: str, errors: Callable[..., dict[str, Any]], query: Cal
                             "step_seconds": {"type": "integer"},
                             "errors_per_second": {"type": "object", "additionalProperties": series},
                             "recoveries": {"type": "object",
-                                           "properties": {o: series for o in OUTCOMES}},
+                                           "properties": {o: series for o in RECOVERY_OUTCOMES}},
                             "open_groups": series,
                             "budget_used": series,
                             "warnings": {"type": "array", "items": {

@@ -1,9 +1,9 @@
 """The dashboard's timeline: this coordinator's errors and recoveries over the last hour.
 
-It costs nothing per report: once a second it reads counters the integration keeps anyway
-(errors by type, open groups, budget use, recoveries in flight) and keeps an hour of those
-samples; each finished recovery is kept as an event (the recovery manager's listener). It is
-this process's view, from when it started.
+It costs nothing per report: once a second it reads counters the plugin keeps anyway (errors
+by type, open groups, budget use, recoveries in flight) and keeps an hour of those samples; each
+finished recovery is kept as an event (it listens to the recovery manager). It is this process's
+view, from when it started.
 """
 
 from __future__ import annotations
@@ -12,45 +12,60 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
+from coordinator_plugins.error_handling.recovery.outcome import RECOVERY_OUTCOMES, Listener, recovery_outcome
 
 logger = logging.getLogger(__name__)
 
 HORIZON = 3600  # seconds of samples kept
 WARN_WINDOW = 600.0  # recoveries that could not act are warned about for this long
-OUTCOMES = ("succeeded", "failed", "nothing_applicable", "budget_deferred")
 STEPS = (1, 2, 5, 10, 15, 30, 60)
 
 
-def recovery_outcome(info: dict[str, Any]) -> str:
-    """How one finished recovery ended, for an operator: it succeeded, it ran and failed, no
-    strategy could act on the error, or the budget deferred it."""
-    if info.get("success"):
-        # a success that recurred within its verify window did not hold (SPEC 9)
-        return "failed" if info.get("verification") == "recurred" else "succeeded"
-    attempts = info.get("attempts") or []
-    if attempts and attempts[-1].get("outcome") == "budget_exhausted":
-        return "budget_deferred"
-    if all(a.get("outcome") == "not_applicable" for a in attempts):
-        return "nothing_applicable"
-    return "failed"
+class Budget(Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+
+class Recoveries(Protocol):
+    """What the timeline reads of the recovery manager, and how it listens to it."""
+
+    @property
+    def strategies(self) -> Mapping[str, object]: ...
+    @property
+    def inflight(self) -> Mapping[str, object]: ...
+    @property
+    def unactionable(self) -> Iterable[tuple[float, str]]: ...
+    def add_listener(self, listener: Listener) -> None: ...
 
 
 class Timeline:
-    """An hour of per-second samples and the recoveries that finished, for the live charts."""
+    """An hour of per-second samples and the recoveries that finished, for the live charts.
+    ``error_metrics``: the integration's ``get_error_metrics``; ``has_coordinator`` and
+    ``auto_recover`` decide two of its warnings."""
 
-    def __init__(self, integ: EnhancedErrorHandlingIntegration, clock: Callable[[], float] = time.time) -> None:
-        self.integ = integ
+    def __init__(
+        self,
+        error_metrics: Callable[[], Awaitable[dict[str, Any]]],
+        budget: Budget,
+        recovery: Recoveries,
+        has_coordinator: bool,
+        auto_recover: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.error_metrics = error_metrics
+        self.budget = budget
+        self.recovery = recovery
+        self.has_coordinator = has_coordinator
+        self.auto_recover = auto_recover
         self.clock = clock
         self.started = clock()
         # (time, errors by type since the previous sample, open groups, budget used, in flight)
         self.samples: deque[tuple[float, dict[str, int], int, int, int]] = deque(maxlen=HORIZON)
         self.recoveries: deque[dict[str, Any]] = deque(maxlen=10_000)
         self._last_by_type: dict[str, int] | None = None
+        recovery.add_listener(self.on_recovery)
 
     def on_recovery(self, info: dict[str, Any]) -> None:
         self.recoveries.append(
@@ -66,19 +81,19 @@ class Timeline:
         )
 
     async def sample(self) -> None:
-        metrics = await self.integ.get_error_metrics()
+        metrics = await self.error_metrics()
         by_type = {str(k): int(v) for k, v in metrics["by_type"].items()}
         prev = self._last_by_type
         delta = {k: v - (prev or {}).get(k, 0) for k, v in by_type.items()} if prev is not None else {}
         self._last_by_type = by_type
-        budget = self.integ.budget.status()
+        budget = self.budget.status()
         self.samples.append(
             (
                 self.clock(),
                 {k: v for k, v in delta.items() if v > 0},
                 int(metrics["open_groups"]),
                 int(budget["used_total"]),
-                len(self.integ.recovery_manager.inflight),
+                len(self.recovery.inflight),
             )
         )
 
@@ -111,14 +126,14 @@ class Timeline:
             open_groups[b] = og
             budget[b] = max(budget[b] or 0, used)
             in_flight[b] = max(in_flight[b] or 0, inflight)
-        recoveries = {o: [0] * n for o in OUTCOMES}
+        recoveries = {o: [0] * n for o in RECOVERY_OUTCOMES}
         points = []
         for r in self.recoveries:
             b = int((r["t"] - start) // step)
             if 0 <= b < n:
                 recoveries[r["outcome"]][b] += 1
                 points.append({**r, "t": round(r["t"], 3)})
-        status = self.integ.budget.status()
+        status = self.budget.status()
         return {
             "now": round(now, 3),
             "start": start,
@@ -141,26 +156,25 @@ class Timeline:
 
     def warnings(self, now: float) -> list[dict[str, str]]:
         """Why recovery cannot act, in words an operator can act on."""
-        integ = self.integ
         out: list[dict[str, str]] = []
-        if integ.actions is None:
+        if not self.has_coordinator:
             out.append({"level": "error", "code": "no_coordinator", "text": (
                 "No coordinator: error handling was set up without one, so no recovery strategy can act "
                 "(every recovery ends with nothing applicable). Pass your coordinator to "
                 "setup(app, coordinator) or enable the plugin from the coordinator's config.")})
-        if not integ.recovery_manager.strategies:
+        if not self.recovery.strategies:
             out.append({"level": "error", "code": "no_strategies", "text": (
                 "No recovery strategy is registered (builtin_strategies is empty and no custom one was "
                 "added): errors are recorded and grouped, nothing recovers them.")})
-        if not integ.config.auto_recover:
+        if not self.auto_recover:
             out.append({"level": "info", "code": "auto_recover_off", "text": (
                 "Automatic recovery is off (auto_recover = false): errors are recorded and grouped; "
                 "recovery runs only when your code calls handle_error.")})
         recent = [r for r in self.recoveries if now - r["t"] <= WARN_WINDOW]
         stuck = [str(r["error_type"]) for r in recent if r["outcome"] == "nothing_applicable"]
         # reports no strategy could act on start no recovery at all (they cost nothing): count them too
-        stuck += [et for t, et in integ.recovery_manager.unactionable if now - t <= WARN_WINDOW]
-        if stuck and integ.actions is not None:
+        stuck += [et for t, et in self.recovery.unactionable if now - t <= WARN_WINDOW]
+        if stuck and self.has_coordinator:
             types = sorted(set(stuck))
             out.append({"level": "warning", "code": "nothing_applicable", "text": (
                 f"Recovery could not act on {len(stuck)} error report(s) or recoveries in the last 10 minutes: "
