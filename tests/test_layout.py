@@ -1,16 +1,26 @@
-"""Issue 14: SQL and database drivers live in error_handling/storage/ and nowhere else.
+"""The package's layout, read from its code (every file parsed, nothing imported).
 
-Every Python file of the package is parsed: an ``import duckdb`` / ``import asyncpg`` (or a
-``from`` import of them) outside the storage package fails, and so does a string literal that is
-SQL. The reference coordinator's own database module (``reference/db.py``) is its own business.
-Tests other than the store's own read data through the API or the store: no SQL in them either.
+Issue 14: SQL and database drivers live in error_handling/storage/ and nowhere else. An
+``import duckdb`` / ``import asyncpg`` (or a ``from`` import of them) outside the storage package
+fails, and so does a string literal that is SQL. The reference coordinator's own database module
+(``reference/db.py``) is its own business. Tests other than the store's own read data through the
+API or the store: no SQL in them either.
+
+Issue 30: the layers (the README's "Layout" section). The import graph comes from
+``scripts/import_graph.py``, which also draws the README's figure; each rule has a probe that
+adds an offending import to the real graph and shows the rule fails.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
 import re
+import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,3 +98,204 @@ def test_the_check_catches_what_it_should(tmp_path: Path, source: str, bad: bool
         assert bool(offences(path)) is bad
     finally:
         path.unlink()
+
+
+# -- issue 30: the layers ---------------------------------------------------------------------------
+def _load_import_graph() -> Any:
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("import_graph", module)  # (its dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+G = _load_import_graph()
+
+
+@functools.cache
+def real_imports() -> tuple[Any, ...]:
+    """The package's imports as the code has them now (read once per test run)."""
+    return tuple(G.all_imports())
+
+
+EH = "error_handling/"
+# the modules above the parts: the facade, the composition root, the mounting, the entry points
+TOP = {EH + m for m in ("integration.py", "assemble.py", "plugin.py", "install.py", "blocking.py")}
+PARTS = {EH + f for f in ("storage", "seed", "intake", "learning", "strategies", "recovery", "fleet", "observe",
+                          "web")}
+# What each part never imports (besides the modules above the parts: no part does), at run time
+# or for the type checker. A report flows intake -> recovery (-> strategies, learning); fleet
+# keeps the members in step; observe reads the parts; web serves them through a port.
+NEVER: dict[str, set[str]] = {
+    "storage": {"seed", "intake", "learning", "strategies", "recovery", "fleet", "observe", "web"},
+    "seed": {"strategies", "recovery", "fleet", "observe", "web"},
+    "intake": {"seed", "learning", "strategies", "recovery", "fleet", "observe", "web"},
+    "learning": {"seed", "intake", "recovery", "fleet", "observe", "web"},
+    "strategies": {"seed", "intake", "learning", "recovery", "fleet", "observe", "web"},
+    "recovery": {"seed", "intake", "fleet", "observe", "web"},
+    "fleet": {"seed", "recovery", "observe", "web"},
+    "observe": {"seed", "web"},
+    "web": {"seed", "intake", "learning", "strategies", "fleet", "observe"},
+}
+MAX_LINES = 400
+
+# Until the storage half of issue 30 (branch layout-store) is merged, the seed conversion still
+# lives in storage/ and imports intake and learning, and storage/records.py is 421 lines. Delete
+# these two sets once it is: test_the_pending_storage_exceptions_are_still_needed says when.
+PENDING_IMPORTS = {"coordinator_plugins.error_handling.storage.seed_errors",
+                   "coordinator_plugins.error_handling.storage.seed_learned"}
+PENDING_LONG = {PACKAGE / "error_handling" / "storage" / "records.py"}
+
+
+def layer_offences(imports: Iterable[Any]) -> list[str]:
+    """The imports that break a rule of the layers."""
+    found = []
+    for imp in imports:
+        if imp.source in PENDING_IMPORTS:
+            continue
+        a, b = G.layer_of(imp.source), G.layer_of(imp.target)
+        where = f"{imp.source}:{imp.line} imports {imp.target}" + (" (TYPE_CHECKING)" if imp.type_checking else "")
+        if a == b:
+            continue
+        if a in PARTS and b in TOP:
+            found.append(f"{where}: a part imports the modules above the parts (give it a port)")
+        if a in PARTS and b.removeprefix(EH) in NEVER[a.removeprefix(EH)]:
+            found.append(f"{where}: {a} never imports {b}")
+        if b == EH + "web" and a not in (EH + "assemble.py", EH + "plugin.py"):
+            found.append(f"{where}: only assemble.py and plugin.py import web/")
+        if b == EH + "assemble.py" and a not in (EH + "integration.py", EH + "plugin.py"):
+            found.append(f"{where}: only the facade (integration.py) and plugin.py import the composition root")
+    return found
+
+
+def circles(imports: Iterable[Any]) -> list[str]:
+    """Import circles among the imports that run (TYPE_CHECKING ones aside): between files, and
+    between layers (a folder with its subfolders)."""
+    running = [i for i in imports if i.source not in PENDING_IMPORTS]
+    return ([" <-> ".join(c) for c in G.cycles(G.graph(running))]
+            + [" <-> ".join(c) for c in G.cycles(G.layer_graph(running))])
+
+
+def long_modules(files: list[Path]) -> list[str]:
+    out = []
+    for path in files:
+        n = len(path.read_text(encoding="utf-8").splitlines())
+        if n > MAX_LINES and path not in PENDING_LONG:
+            out.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {n} lines")
+    return out
+
+
+def test_the_layers_hold() -> None:
+    imports = real_imports()
+    assert len(imports) > 300 and any(i.type_checking for i in imports)
+    problems = layer_offences(imports)
+    assert not problems, "imports that break the layout (README, Layout):\n" + "\n".join(problems)
+
+
+def test_no_import_circle() -> None:
+    found = circles(real_imports())
+    assert not found, "import circles (a TYPE_CHECKING import may close one; nothing else):\n" + "\n".join(found)
+
+
+def test_no_module_of_error_handling_is_over_400_lines() -> None:
+    files = sorted((PACKAGE / "error_handling").rglob("*.py"))
+    assert len(files) > 60
+    found = long_modules(files)
+    assert not found, "split these by concern:\n" + "\n".join(found)
+
+
+def test_the_readme_figure_is_drawn_from_the_code() -> None:
+    drawn = G.figure()
+    assert "-->" in drawn and 'n_error_handling_storage["storage"]' in drawn
+    committed = G.readme_figure((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert committed is not None, "README.md lost the import graph's markers"
+    assert committed == drawn, "the import graph changed: run python scripts/import_graph.py --write"
+
+
+def test_the_pending_storage_exceptions_are_still_needed() -> None:
+    """Fails once the storage half of issue 30 is merged: then delete PENDING_IMPORTS and
+    PENDING_LONG above, so that the rules hold for storage/ too."""
+    modules = G.package_modules()
+    imports = real_imports()
+    for module in PENDING_IMPORTS:
+        assert module in modules, f"{module} is gone: delete it from PENDING_IMPORTS"
+        upward = [i for i in imports if i.source == module and G.layer_of(i.target) != EH + "storage"
+                  and G.layer_of(i.target).removeprefix(EH) in NEVER["storage"]]
+        assert upward, f"{module} no longer imports upward: delete it from PENDING_IMPORTS"
+    for path in PENDING_LONG:
+        assert path.exists() and len(path.read_text().splitlines()) > MAX_LINES, (
+            f"{path} is gone or short now: delete it from PENDING_LONG")
+
+
+P = "coordinator_plugins.error_handling."
+# modules a probe may import that need not exist (yet): the seed conversion's own package
+TO_BE = {P + "seed", P + "seed.values"}
+
+
+def _probe(module: str, source: str) -> list[Any]:
+    """The real imports with those of ``source`` as the module ``module`` (coordinator_plugins.*)."""
+    known = set(G.package_modules()) | TO_BE | {module}
+    return [*real_imports(), *G.imports_of(module, source, known)]
+
+
+@pytest.mark.parametrize("module, source", [
+    # storage knows no domain (issue 30): not at run time, not lazily, not for the type checker
+    (P + "storage.probe", "from coordinator_plugins.error_handling.intake.group import GroupIndex\n"),
+    (P + "storage.duckdb.probe", "def f():\n    from coordinator_plugins.error_handling.learning import policy\n"),
+    (P + "storage.postgres.probe", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                   "    from coordinator_plugins.error_handling.recovery import manager\n"),
+    (P + "storage.probe", "import coordinator_plugins.error_handling.seed.values\n"),
+    (P + "storage.probe", "from coordinator_plugins.error_handling.fleet import FleetLedger\n"),
+    # only assemble.py and plugin.py import web/
+    (P + "integration_probe", "from coordinator_plugins.error_handling.web.api import add_routes\n"),
+    ("coordinator_plugins.demo.probe", "from coordinator_plugins.error_handling.web.timeline import Timeline\n"),
+    # web, observe and fleet get ports, never the integration (not even for the type checker)
+    (P + "web.probe", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                      "    from coordinator_plugins.error_handling.integration import Integration\n"),
+    (P + "observe.probe", "from coordinator_plugins.error_handling import integration\n"),
+    (P + "fleet.probe", "from coordinator_plugins.error_handling.blocking import BlockingIntegration\n"),
+    # nobody but the facade and plugin.py imports the composition root
+    (P + "recovery.probe", "from coordinator_plugins.error_handling.assemble import assemble\n"),
+    ("coordinator_plugins.cli_probe", "from coordinator_plugins.error_handling.assemble import Parts\n"),
+    # the flow: intake never imports recovery, fleet never recovery (it has a port), web never observe
+    (P + "intake.probe", "from coordinator_plugins.error_handling.recovery.state import Targets\n"),
+    (P + "fleet.probe", "from coordinator_plugins.error_handling.recovery.manager import RecoveryManager\n"),
+    (P + "web.probe", "from coordinator_plugins.error_handling.observe.explain import Explainer\n"),
+    (P + "learning.probe", "from coordinator_plugins.error_handling.observe.sampler import ResourceSampler\n"),
+])
+def test_the_layer_check_catches_a_forbidden_import(module: str, source: str) -> None:
+    assert not layer_offences(real_imports())
+    assert layer_offences(_probe(module, source))
+
+
+@pytest.mark.parametrize("module, source, circle", [
+    # a circle of files, and with it one of layers (model.py is below everything)
+    (P + "model", "from coordinator_plugins.error_handling.intake.group import GroupIndex\n", True),
+    # a circle of layers only: recovery is below observe
+    (P + "recovery.probe", "def f():\n    from coordinator_plugins.error_handling.observe import metrics\n", True),
+    # a circle between two files of one folder
+    (P + "recovery.state", "from coordinator_plugins.error_handling.recovery.manager import RecoveryManager\n", True),
+    # the same closed by a TYPE_CHECKING import: allowed
+    (P + "recovery.state", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                           "    from coordinator_plugins.error_handling.recovery.manager import Manager\n", False),
+])
+def test_the_circle_check_catches_a_circle(module: str, source: str, circle: bool) -> None:
+    assert not circles(real_imports())
+    assert bool(circles(_probe(module, source))) is circle
+
+
+@pytest.mark.parametrize("lines, long", [(MAX_LINES, False), (MAX_LINES + 1, True)])
+def test_the_length_check_catches_a_long_module(tmp_path: Path, lines: int, long: bool) -> None:
+    path = tmp_path / "probe.py"
+    path.write_text("x = 1\n" * lines)
+    assert bool(long_modules([path])) is long
+
+
+def test_the_figure_check_catches_a_stale_figure() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    drawn = G.figure()
+    edge = next(line for line in drawn.splitlines() if "-->" in line)
+    stale = G.with_figure(text, drawn.replace(edge + "\n", ""))
+    assert G.readme_figure(stale) != drawn
+    assert G.readme_figure(G.with_figure(text, drawn)) == drawn
