@@ -16,10 +16,10 @@ import pytest
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, RecoveryLevel, validate_config
 from coordinator_plugins.error_handling.learning.evidence import DISCOUNT, Evidence
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
-from tests.simulate import SyntheticStrategy
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.storage.records import StrategyScore
+from tests.simulate import SyntheticStrategy
 
 L, M, H, C = RecoveryLevel.LOW, RecoveryLevel.MEDIUM, RecoveryLevel.HIGH, RecoveryLevel.CRITICAL
 
@@ -411,3 +411,39 @@ def test_a_detected_change_discounts_the_keys_other_evidence_only() -> None:
     assert perf.arms[("network", "fix")].evidence.changes == 1
     assert after[1] < 0.2 * before[1]
     assert perf.arms[("database", "other")].evidence.to_json() == db
+
+
+async def test_a_policy_put_on_the_recovery_manager_is_the_one_that_chooses(tmp_path: Path) -> None:
+    """The selection benchmarks replace the manager's policy with an oracle once its strategies
+    are registered (``recovery_manager.policy = OraclePolicy(...)``): from then on the
+    replacement starts each recovery, chooses at each level and learns each level's outcome."""
+    from coordinator_plugins.error_handling.learning.policy import Decision, LadderPolicy
+
+    class Last(LadderPolicy):
+        """The last candidate not yet run, where the ladder takes the first."""
+
+        name = "last"
+        calls: list[str] = []
+
+        def choose(self, candidates: Any, key: str, level: int, tried: set[str]) -> Decision:
+            self.calls.append("choose")
+            fresh = [s for s in candidates if s.strategy_id not in tried] or list(candidates)
+            return Decision(fresh[-1].strategy_id, level, self.name, "last registered", 1.0)
+
+        def record_level(self, key: str, level: int, success: bool) -> None:
+            self.calls.append(f"record {level} {success}")
+
+    integ = await farm_of(tmp_path, {("network", "a"): 1.0, ("network", "b"): 1.0}, {"a": L, "b": L},
+                          selection="ladder")
+    try:
+        ok, info = await integ.handle_error("incident one", {"component": "c", "error_type": "network"})
+        assert ok and info["strategy_id"] == "a"  # the ladder's choice
+        rm = integ.recovery_manager
+        rm.policy = Last(integ.performance_recovery, random.Random(1))
+        ok, info = await integ.handle_error("incident two", {"component": "c", "error_type": "network"})
+        assert ok and info["strategy_id"] == "b", info
+        assert info["attempts"][0]["decision"]["policy"] == "last"
+        assert Last.calls == ["choose", "record 1 True"]
+        assert rm.policy.name == "last"
+    finally:
+        await integ.stop()

@@ -25,9 +25,9 @@ from coordinator_plugins.error_handling import (
     WorkerRecoveryStrategy,
     validate_config,
 )
-from tests.simulate import SyntheticStrategy
 from coordinator_plugins.error_handling.recovery.poison import poison_reason
 from coordinator_plugins.reference import Coordinator
+from tests.simulate import SyntheticStrategy
 from tests.strategies_for_tests import SeedShapedCoordinator
 from tests.test_reliability import start_serve
 

@@ -20,7 +20,6 @@ this module."""
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from coordinator_plugins.error_handling.recovery.budget import FleetBudget, Reco
 from coordinator_plugins.error_handling.recovery.manager import RecoveryManager
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.factory import open_store
+from coordinator_plugins.error_handling.storage.records import StrategyRun
 from coordinator_plugins.error_handling.strategies import (
     BUILTIN_CLASSES,
     DatabaseRecoveryStrategy,
@@ -117,7 +117,10 @@ def assemble(
     )
     fleet = None
     if ledger is not None and leases is not None:
-        learn = functools.partial(learn_remote, perf, timeouts, policy)
+
+        def learn(run: StrategyRun) -> None:  # with the policy recovery uses then (see RecoveryManager.policy)
+            learn_remote(perf, timeouts, recovery.policy, run)
+
         fleet = Fleet(cfg, ledger, groups, recovery, leases, learn)
     metrics = PluginMetrics(groups, budget, store, recovery) if cfg.metrics else None
     for sid in cfg.builtin_strategies:

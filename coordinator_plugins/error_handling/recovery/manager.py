@@ -68,7 +68,7 @@ class RecoveryManager:
         self.config = config
         self.coordinator = coordinator
         self.perf = perf
-        self.policy = policy
+        self._policy = policy
         self.timeouts = timeouts
         self.budget = budget
         self.sampler = sampler
@@ -94,6 +94,16 @@ class RecoveryManager:
         self.shed = 0  # recoveries not deferred because MAX_DEFERRED groups already wait
         self.forgotten_levels = 0  # level states dropped from memory (kept in the database)
         self.closed = False
+
+    @property
+    def policy(self) -> SelectionPolicy:
+        """How strategies are chosen. Assigning another (the selection benchmarks put an oracle
+        here once the strategies are registered) replaces it wherever recovery uses it."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: SelectionPolicy) -> None:
+        self._policy = self.ladder.policy = self.outcomes.policy = policy
 
     # -- what the parts count -----------------------------------------------------------------
     @property
