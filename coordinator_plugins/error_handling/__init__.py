@@ -17,7 +17,7 @@ from coordinator_plugins.error_handling.plugin import (
     setup,
 )
 from coordinator_plugins.error_handling.storage.base import Store
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
 from coordinator_plugins.error_handling.strategies import (
     CoordinatorRecoveryStrategy,
     DatabaseRecoveryStrategy,

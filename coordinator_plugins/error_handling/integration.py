@@ -31,6 +31,7 @@ from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import FleetBudget, RecoveryBudget
 from coordinator_plugins.error_handling.recovery.manager import LevelState, RecoveryManager
 from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
+from coordinator_plugins.error_handling.seed import convert_seed
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.factory import open_store
 from coordinator_plugins.error_handling.storage.records import LevelRecord, StoredState
@@ -57,7 +58,7 @@ class EnhancedErrorHandlingIntegration:
         self.coordinator = coordinator
         self.actions = adapt_coordinator(coordinator)
         self.rng = random.Random(cfg.seed)
-        self.store: Store = open_store(cfg, on_error=self._store_failed)
+        self.store: Store = open_store(cfg, on_error=self._store_failed, seed=convert_seed)
         # A group recurring while its success is on probation is the same group, whatever the
         # regression window: its recurrence makes that success a failure (SPEC section 9).
         self.error_handler = ErrorHandler(
