@@ -19,11 +19,11 @@ import asyncpg
 import duckdb
 
 from coordinator_plugins.error_handling.storage.base import Store
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
-from coordinator_plugins.error_handling.storage.migrations import CURRENT_VERSION
-from coordinator_plugins.error_handling.storage.postgres_schema import MIGRATIONS as PG_MIGRATIONS
-from coordinator_plugins.error_handling.storage.postgres_schema import SCHEMA_VERSION as PG_VERSION
-from coordinator_plugins.error_handling.storage.postgres_store import PostgresStore
+from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb.migrations import CURRENT_VERSION
+from coordinator_plugins.error_handling.storage.postgres import PostgresStore
+from coordinator_plugins.error_handling.storage.postgres.schema import MIGRATIONS as PG_MIGRATIONS
+from coordinator_plugins.error_handling.storage.postgres.schema import SCHEMA_VERSION as PG_VERSION
 
 # The layout of the last release before versioned migrations (main at b7d3ea4), frozen: a file it
 # wrote has these tables and no schema_version table.

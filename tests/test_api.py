@@ -360,13 +360,13 @@ async def test_no_route_runs_duckdb_on_the_event_loop(make_farm) -> None:
     loop_thread = threading.get_ident()
     seen: list[int] = []
     store = farm.integ.store
-    original = store._cursor
+    original = store.database.cursor  # every query's cursor comes from here
 
     def spy() -> Any:
         seen.append(threading.get_ident())
         return original()
 
-    store._cursor = spy  # type: ignore[method-assign]
+    store.database.cursor = spy  # type: ignore[method-assign]
     await post_error(farm)
     for path in ("/api/errors", "/api/recovery/metrics", "/api/recovery/history", "/api/diagnostics"):
         assert (await farm.get(path))[0] == 200

@@ -19,8 +19,8 @@ from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.storage.base import WriteRefused
-from coordinator_plugins.error_handling.storage.batch import APPEND_PART, CHUNK
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb.batch import APPEND_PART, CHUNK
 from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 
 JSON = {"Content-Type": "application/json"}

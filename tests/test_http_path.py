@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
-from coordinator_plugins.error_handling.storage.durability import Wake
+from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb.queue import Wake
 from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 from coordinator_plugins.error_handling.web.deadline import Deadlines
 
@@ -137,14 +137,14 @@ async def test_the_writes_of_one_turn_of_the_loop_are_one_commit(tmp_path: Path)
     try:
         handler = ErrorHandler(store)
         await asyncio.sleep(0.05)
-        commits = store.commits
+        commits = store.status().commits
         seqs = []
         for i in range(1000):
             report, message, md = handler.build(f"failure number {i} of a burst", {"component": "c"})
             seqs.append(store.record_occurrence(OccurrenceRecord.of(report, message, md), GroupRecord.of(report)))
-        assert not store._wake.is_set()  # not yet: the wake runs after this turn of the loop
+        assert not store.queue.wake.is_set()  # not yet: the wake runs after this turn of the loop
         await asyncio.gather(*(store.wait_durable(s, 30) for s in seqs))
-        assert store.commits - commits <= 2
+        assert store.status().commits - commits <= 2
         report, message, md = handler.build("from another thread", {"component": "c"})
         seq = await asyncio.to_thread(store.record_occurrence, OccurrenceRecord.of(report, message, md),
                                       GroupRecord.of(report))
@@ -165,16 +165,16 @@ async def test_a_write_someone_waits_for_wakes_the_writer_at_once(tmp_path: Path
     try:
         handler = ErrorHandler(store)
         await asyncio.sleep(0.05)
-        assert store._writer_idle
+        assert store.queue.writer_idle
         report, message, md = handler.build("a report nobody waits for", {"component": "c"})
         store.record_occurrence(OccurrenceRecord.of(report, message, md), GroupRecord.of(report))
-        assert not store._wake.is_set()  # its wake is queued for the end of this turn
+        assert not store.queue.wake.is_set()  # its wake is queued for the end of this turn
         report, message, md = handler.build("a report a client waits for", {"component": "c"})
         seq = store.record_occurrence(OccurrenceRecord.of(report, message, md), GroupRecord.of(report))
-        assert store._committed < seq, "committed before anyone waited"
+        assert store.durability.committed < seq, "committed before anyone waited"
         waiting = store.wait_durable(seq, 30)  # queues its wait at once, inside this turn
-        assert store._wake.is_set() or not store._writer_idle, "the wait did not wake the writer"
+        assert store.queue.wake.is_set() or not store.queue.writer_idle, "the wait did not wake the writer"
         await waiting
-        assert store._committed >= seq
+        assert store.durability.committed >= seq
     finally:
         await store.close()

@@ -140,20 +140,10 @@ NEVER: dict[str, set[str]] = {
 }
 MAX_LINES = 400
 
-# Until the storage half of issue 30 (branch layout-store) is merged, the seed conversion still
-# lives in storage/ and imports intake and learning, and storage/records.py is 421 lines. Delete
-# these two sets once it is: test_the_pending_storage_exceptions_are_still_needed says when.
-PENDING_IMPORTS = {"coordinator_plugins.error_handling.storage.seed_errors",
-                   "coordinator_plugins.error_handling.storage.seed_learned"}
-PENDING_LONG = {PACKAGE / "error_handling" / "storage" / "records.py"}
-
-
 def layer_offences(imports: Iterable[Any]) -> list[str]:
     """The imports that break a rule of the layers."""
     found = []
     for imp in imports:
-        if imp.source in PENDING_IMPORTS:
-            continue
         a, b = G.layer_of(imp.source), G.layer_of(imp.target)
         where = f"{imp.source}:{imp.line} imports {imp.target}" + (" (TYPE_CHECKING)" if imp.type_checking else "")
         if a == b:
@@ -172,7 +162,7 @@ def layer_offences(imports: Iterable[Any]) -> list[str]:
 def circles(imports: Iterable[Any]) -> list[str]:
     """Import circles among the imports that run (TYPE_CHECKING ones aside): between files, and
     between layers (a folder with its subfolders)."""
-    running = [i for i in imports if i.source not in PENDING_IMPORTS]
+    running = list(imports)
     return ([" <-> ".join(c) for c in G.cycles(G.graph(running))]
             + [" <-> ".join(c) for c in G.cycles(G.layer_graph(running))])
 
@@ -181,7 +171,7 @@ def long_modules(files: list[Path]) -> list[str]:
     out = []
     for path in files:
         n = len(path.read_text(encoding="utf-8").splitlines())
-        if n > MAX_LINES and path not in PENDING_LONG:
+        if n > MAX_LINES:
             out.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {n} lines")
     return out
 
@@ -211,21 +201,6 @@ def test_the_readme_figure_is_drawn_from_the_code() -> None:
     committed = G.readme_figure((ROOT / "README.md").read_text(encoding="utf-8"))
     assert committed is not None, "README.md lost the import graph's markers"
     assert committed == drawn, "the import graph changed: run python scripts/import_graph.py --write"
-
-
-def test_the_pending_storage_exceptions_are_still_needed() -> None:
-    """Fails once the storage half of issue 30 is merged: then delete PENDING_IMPORTS and
-    PENDING_LONG above, so that the rules hold for storage/ too."""
-    modules = G.package_modules()
-    imports = real_imports()
-    for module in PENDING_IMPORTS:
-        assert module in modules, f"{module} is gone: delete it from PENDING_IMPORTS"
-        upward = [i for i in imports if i.source == module and G.layer_of(i.target) != EH + "storage"
-                  and G.layer_of(i.target).removeprefix(EH) in NEVER["storage"]]
-        assert upward, f"{module} no longer imports upward: delete it from PENDING_IMPORTS"
-    for path in PENDING_LONG:
-        assert path.exists() and len(path.read_text().splitlines()) > MAX_LINES, (
-            f"{path} is gone or short now: delete it from PENDING_LONG")
 
 
 P = "coordinator_plugins.error_handling."

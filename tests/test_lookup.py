@@ -11,49 +11,25 @@ import asyncio
 import contextlib
 import gc
 import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration
 from coordinator_plugins.error_handling.model import utcnow
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
 from coordinator_plugins.error_handling.storage.records import LevelRecord
 from tests.test_scale import CAP, GROUPS, context, message, started, stored_groups
 
 GUARD = 60.0  # s: a hang fails the test instead of stalling the suite (never a timing assertion)
 
 
-@contextlib.contextmanager
-def writer_held(store: Any) -> Iterator[threading.Event]:
+def writer_held(store: Any) -> contextlib.AbstractContextManager[threading.Event]:
     """While inside, the store's writer commits nothing (the writes stay queued); set the event
-    it yields, or leave the block, to let it go."""
+    it yields, or leave the block, to let it go. Entered once no batch of the writer's is in
+    flight: a write queued by background work just before would move the counts the test compares."""
     assert isinstance(store, DuckDBStore)
-    release = threading.Event()
-    parked = threading.Event()  # the writer asked the gate: no batch of its is in flight
-    take = store._take
-
-    def gated(real_only: bool = False) -> Any:
-        if release.is_set():
-            return take(real_only)
-        parked.set()
-        # Held: the writer finds nothing to take, and (writes being queued) looks again at once;
-        # a short wait here keeps it from spinning on the GIL against the test's event loop.
-        time.sleep(0.002)
-        return None
-
-    store._take = gated  # type: ignore[method-assign]
-    try:
-        # A write queued by background work just before the gate may have been taken already;
-        # its commit would move the counts the test compares. Wait until the writer is parked.
-        store._wake.set()
-        assert parked.wait(GUARD), "the writer never came back to take a batch"
-        yield release
-    finally:
-        release.set()
-        del store._take  # the class's method again
-        store._wake.set()
+    return store.writer.held(GUARD)
 
 
 @contextlib.asynccontextmanager
@@ -116,7 +92,7 @@ async def test_a_lookup_does_not_wait_for_unrelated_queued_writes(tmp_path: Path
         with writer_held(store):
             for g in range(GROUPS, GROUPS + 5):  # unrelated writes, queued and held
                 await integ.report_error(message(g), context(g))
-            forced = store._force_groups
+            forced = store.durability.forced
             pending = store.status().pending_writes
             assert pending >= 5
             for g in range(10):  # evicted long ago: their rows are current
@@ -125,7 +101,7 @@ async def test_a_lookup_does_not_wait_for_unrelated_queued_writes(tmp_path: Path
                 assert report.error_id == ids[g] and report.aggregated_count == 2 and not report.new_group
             # every lookup read the store while the unrelated writes were still queued
             assert h.stored.lookups == 10 and h.stored.waits == 0
-            assert store._force_groups == forced  # no flush was asked for
+            assert store.durability.forced == forced  # no flush was asked for
             assert store.status().pending_writes == pending + 10
         groups = await stored_groups(integ)
         assert len(groups) == GROUPS + 5

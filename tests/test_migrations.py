@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from coordinator_plugins.error_handling.storage.base import SchemaTooNew
-from coordinator_plugins.error_handling.storage.migrations import (
+from coordinator_plugins.error_handling.storage.duckdb.migrations import (
     CURRENT_VERSION,
     MIGRATIONS,
     Migration,

@@ -17,9 +17,9 @@ from coordinator_plugins.error_handling.model import (
     ErrorType,
     ResolutionStatus,
 )
-from coordinator_plugins.error_handling.storage.order import GroupOrder, from_micros, micros
+from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder, from_micros, micros
+from coordinator_plugins.error_handling.storage.duckdb.sortedkeys import LOAD, SortedKeys
 from coordinator_plugins.error_handling.storage.records import GroupRecord
-from coordinator_plugins.error_handling.storage.sortedkeys import LOAD, SortedKeys
 
 T0 = 1_790_000_000_000_000  # us
 TYPES = (ErrorType.NETWORK, ErrorType.DATABASE, ErrorType.TIMEOUT)

@@ -15,8 +15,9 @@ from coordinator_plugins.error_handling.config import validate_config
 from coordinator_plugins.error_handling.model import ErrorCategory, ErrorContext, ErrorReport, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.storage.base import SchemaTooNew, Store
 from coordinator_plugins.error_handling.storage.factory import open_store
-from coordinator_plugins.error_handling.storage.postgres_schema import SCHEMA_VERSION, redact
-from coordinator_plugins.error_handling.storage.postgres_store import PostgresStore
+from coordinator_plugins.error_handling.storage.postgres import PostgresStore
+from coordinator_plugins.error_handling.storage.postgres.pool import redact
+from coordinator_plugins.error_handling.storage.postgres.schema import SCHEMA_VERSION
 from coordinator_plugins.error_handling.storage.records import (
     GroupQuery,
     GroupRecord,

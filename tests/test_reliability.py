@@ -174,7 +174,7 @@ async def test_a_durability_wait_times_out_while_the_store_is_down(tmp_path: Pat
         assert await store.reconnect()
         await asyncio.wait_for(asyncio.gather(*waits), 10)  # the buffered writes are committed
         await asyncio.sleep(0.6)
-        assert store.status().ok and not store._deadlines  # released waits are forgotten
+        assert store.status().ok and not store.durability.waiting_with_deadline()  # released waits are forgotten
     finally:
         await store.close()
 

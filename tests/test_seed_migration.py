@@ -30,10 +30,11 @@ from coordinator_plugins.error_handling import (
     install_enhanced_error_handling,
     setup,
 )
-from coordinator_plugins.error_handling.storage.duckdb_store import StoreUnavailable
-from coordinator_plugins.error_handling.storage.migrations import CURRENT_VERSION
-from coordinator_plugins.error_handling.storage.schema import SCHEMA
-from coordinator_plugins.error_handling.storage.seed_migration import is_seed_database, migrate_seed_database
+from coordinator_plugins.error_handling.seed import convert_seed
+from coordinator_plugins.error_handling.storage import StoreUnavailable
+from coordinator_plugins.error_handling.storage.duckdb.migrations import CURRENT_VERSION
+from coordinator_plugins.error_handling.storage.duckdb.schema import SCHEMA
+from coordinator_plugins.error_handling.storage.duckdb.seed import is_seed_database, migrate_seed_database
 from coordinator_plugins.error_handling.web.openapi import document
 from tests.seed_database import PERFORMANCE_TABLES, build_seed_database
 from tests.strategies_for_tests import SeedShapedCoordinator
@@ -494,7 +495,7 @@ async def test_a_failed_conversion_writes_nothing(tmp_path: Path) -> None:
     finally:
         con.close()
     before = tables_of(seed.path)
-    store = DuckDBStore(seed.path)
+    store = DuckDBStore(seed.path, seed=convert_seed)
     with pytest.raises(StoreUnavailable, match="cannot open"):
         await store.open()
     assert tables_of(seed.path) == before
@@ -506,11 +507,22 @@ async def test_a_failed_conversion_writes_nothing(tmp_path: Path) -> None:
         con.close()
 
 
+async def test_a_store_given_no_seed_conversion_refuses_a_seed_file_and_says_how(tmp_path: Path) -> None:
+    """The conversion is the domain's, handed to the store (open_store does it): a store built
+    without one refuses a seed-written file, naming the fix, and leaves the file as it was."""
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"))
+    before = tables_of(seed.path)
+    store = DuckDBStore(seed.path)
+    with pytest.raises(StoreUnavailable, match=r"written by the seed framework.*open_store\(config\)"):
+        await store.open()
+    assert tables_of(seed.path) == before
+
+
 def test_only_seed_written_databases_are_recognised(tmp_path: Path) -> None:
     ours = duckdb.connect(str(tmp_path / "ours.duckdb"))
     try:
         ours.execute(SCHEMA)
-        assert not is_seed_database(ours) and migrate_seed_database(ours) is None
+        assert not is_seed_database(ours) and migrate_seed_database(ours, convert_seed) is None
     finally:
         ours.close()
     seed = build_seed_database(str(tmp_path / "seed.duckdb"), rows=False)

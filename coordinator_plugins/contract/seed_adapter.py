@@ -76,7 +76,7 @@ class SeedCoordinatorAdapter:
         db = getattr(self.c, "db", None)
         if db is None:
             return True
-        from coordinator_plugins.error_handling.storage.foreign_db import connection_works
+        from coordinator_plugins.error_handling.storage.duckdb.foreign import connection_works
 
         return await asyncio.to_thread(connection_works, db)
 
@@ -192,7 +192,7 @@ class SeedCoordinatorAdapter:
         path = getattr(self.c, "db_path", None)
         if path is None:
             return await self._db_ok()
-        from coordinator_plugins.error_handling.storage.foreign_db import reopen
+        from coordinator_plugins.error_handling.storage.duckdb.foreign import reopen
 
         old = getattr(self.c, "db", None)
         try:

@@ -14,7 +14,7 @@ from coordinator_plugins.error_handling.model import (
 )
 from coordinator_plugins.error_handling.plugin import ERROR_HANDLING_KEY
 from coordinator_plugins.error_handling.storage.base import Store
-from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
 from coordinator_plugins.error_handling.strategies import (
     CoordinatorRecoveryStrategy,
     DatabaseRecoveryStrategy,

@@ -43,6 +43,7 @@ from coordinator_plugins.error_handling.observe.metrics import PluginMetrics
 from coordinator_plugins.error_handling.observe.sampler import ResourceSampler
 from coordinator_plugins.error_handling.recovery.budget import FleetBudget, RecoveryBudget
 from coordinator_plugins.error_handling.recovery.manager import RecoveryManager
+from coordinator_plugins.error_handling.seed import convert_seed
 from coordinator_plugins.error_handling.storage.base import Store
 from coordinator_plugins.error_handling.storage.factory import open_store
 from coordinator_plugins.error_handling.storage.records import StrategyRun
@@ -89,7 +90,7 @@ def assemble(
     """Build every part for ``cfg``. ``on_store_error`` is told when the store's writer fails."""
     actions = adapt_coordinator(coordinator)
     rng = random.Random(cfg.seed)
-    store: Store = open_store(cfg, on_error=on_store_error)
+    store: Store = open_store(cfg, on_error=on_store_error, seed=convert_seed)
     groups = GroupIndex(cfg.max_groups_in_memory, getattr(store, "committed_seq", None))
     writer = GroupWriter(store, groups)
     perf = PerformanceTracker(store.save_strategy_score, store.record_strategy_run)

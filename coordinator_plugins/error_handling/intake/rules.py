@@ -13,7 +13,7 @@ import subprocess
 import aiohttp
 
 from coordinator_plugins.error_handling.model import ErrorCategory, ErrorSeverity, ErrorType
-from coordinator_plugins.error_handling.storage.duckdb_errors import NAMED_CLASSES, database_error_kind
+from coordinator_plugins.error_handling.storage.duckdb.errors import NAMED_CLASSES, database_error_kind
 
 T, C, S = ErrorType, ErrorCategory, ErrorSeverity
 

@@ -1,7 +1,9 @@
-"""Persistence: the ``Store`` protocol (``base.py``), the records that cross it (``records.py``),
-``open_store`` (``factory.py``) and the DuckDB store. SQL lives here and nowhere else."""
-
-from typing import Any
+"""Persistence: the ``Store`` protocol (``base.py``), the records that cross it (``records/``),
+``open_store`` (``factory.py``, which picks a backend by the ``database`` URL's scheme), what
+both backends share (``sqlshared``, ``durability``, ``health``, ``seedhook``), and one folder
+per backend: ``duckdb/`` (the embedded store, the default) and ``postgres/`` (a fleet's). SQL and
+database drivers live here and nowhere else; nothing here imports the plugin's other parts
+(``model`` aside)."""
 
 from coordinator_plugins.error_handling.storage.base import (
     SchemaTooNew,
@@ -11,19 +13,9 @@ from coordinator_plugins.error_handling.storage.base import (
     StoreFull,
     StoreUnavailable,
 )
+from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
 from coordinator_plugins.error_handling.storage.factory import open_store, register_store
 from coordinator_plugins.error_handling.storage.records import StoreStatus
-
-
-def __getattr__(name: str) -> Any:
-    # the DuckDB store on first use: importing it loads the seed migration, which classifies
-    # with intake/, which imports this package
-    if name == "DuckDBStore":
-        from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
-
-        return DuckDBStore
-    raise AttributeError(name)
-
 
 __all__ = [
     "DuckDBStore",

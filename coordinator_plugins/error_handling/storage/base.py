@@ -73,8 +73,58 @@ class StoreFull(StoreError):
 
 
 @runtime_checkable
-class Store(Protocol):
-    """Persistence of the error-handling plugin (DuckDB embedded; PostgreSQL for a fleet)."""
+class StoreReads(Protocol):
+    """The reads of a store: coroutines, run off the event loop; each sees every write that was
+    durable when it started."""
+
+    async def load_state(self, regression_window: float, max_groups: int) -> StoredState:
+        """What the plugin restores at startup: groups not resolved (or resolved within
+        ``regression_window`` seconds), newest first, at most ``max_groups``; their levels; every
+        score, timeout and learner state. Counts missed by a crash are reconciled first."""
+
+    async def get_group(self, error_id: str) -> GroupRecord | None: ...
+
+    async def list_groups(self, query: GroupQuery) -> GroupPage:
+        """Groups newest ``last_seen`` first, keyset-paginated on (last_seen, error_id): each
+        group appears on exactly one page."""
+
+    async def unresolved_groups(self, component: str | None = None, min_rank: int | None = None) -> list[GroupRecord]:
+        ...
+
+    async def occurrences(self, error_id: str, limit: int = 100) -> list[OccurrenceRecord]:
+        """A group's stored occurrences, newest first."""
+
+    async def occurrence_series(
+        self, error_id: str, buckets: int = 60, window: float | None = None
+    ) -> dict[str, Any] | None:
+        """Occurrences per clock-aligned bucket (API shape: start, end, step_seconds, counts,
+        total); None for an unknown group."""
+
+    async def recovery_level(self, error_id: str) -> LevelRecord | None: ...
+
+    async def recovery_summary(self, limit: int = 100) -> dict[str, Any]:
+        """The timeline: the latest levels (API shape ``errors``) and groups per level (``summary``)."""
+
+    async def strategy_performance(
+        self, error_type: str | None = None, strategy_id: str | None = None, days: int = 30
+    ) -> dict[str, Any]:
+        """Per-strategy aggregates of the runs of the last ``days`` (API shape)."""
+
+    async def strategy_runs(self, error_id: str | None = None, limit: int = 1000) -> list[StrategyRun]:
+        """Stored runs, newest first (every run, or one group's)."""
+
+    async def strategy_scores(self) -> list[StrategyScore]:
+        """The evidence learned per (key, strategy)."""
+
+    async def timeouts(self) -> list[TimeoutRecord]: ...
+
+    async def totals(self) -> StoreTotals: ...
+
+
+@runtime_checkable
+class Store(StoreReads, Protocol):
+    """Persistence of the error-handling plugin (DuckDB embedded; PostgreSQL for a fleet): the
+    reads of :class:`StoreReads`, and the lifecycle, writes and health below."""
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -120,50 +170,6 @@ class Store(Protocol):
         """The write number through which every write is in the tables, group rows included: a
         read started now sees each of them (``flush(seq=n)`` returns at once for ``n`` up to it)."""
 
-    # -- reads -----------------------------------------------------------------------------------
-    async def load_state(self, regression_window: float, max_groups: int) -> StoredState:
-        """What the plugin restores at startup: groups not resolved (or resolved within
-        ``regression_window`` seconds), newest first, at most ``max_groups``; their levels; every
-        score, timeout and learner state. Counts missed by a crash are reconciled first."""
-
-    async def get_group(self, error_id: str) -> GroupRecord | None: ...
-
-    async def list_groups(self, query: GroupQuery) -> GroupPage:
-        """Groups newest ``last_seen`` first, keyset-paginated on (last_seen, error_id): each
-        group appears on exactly one page."""
-
-    async def unresolved_groups(self, component: str | None = None, min_rank: int | None = None) -> list[GroupRecord]:
-        ...
-
-    async def occurrences(self, error_id: str, limit: int = 100) -> list[OccurrenceRecord]:
-        """A group's stored occurrences, newest first."""
-
-    async def occurrence_series(
-        self, error_id: str, buckets: int = 60, window: float | None = None
-    ) -> dict[str, Any] | None:
-        """Occurrences per clock-aligned bucket (API shape: start, end, step_seconds, counts,
-        total); None for an unknown group."""
-
-    async def recovery_level(self, error_id: str) -> LevelRecord | None: ...
-
-    async def recovery_summary(self, limit: int = 100) -> dict[str, Any]:
-        """The timeline: the latest levels (API shape ``errors``) and groups per level (``summary``)."""
-
-    async def strategy_performance(
-        self, error_type: str | None = None, strategy_id: str | None = None, days: int = 30
-    ) -> dict[str, Any]:
-        """Per-strategy aggregates of the runs of the last ``days`` (API shape)."""
-
-    async def strategy_runs(self, error_id: str | None = None, limit: int = 1000) -> list[StrategyRun]:
-        """Stored runs, newest first (every run, or one group's)."""
-
-    async def strategy_scores(self) -> list[StrategyScore]:
-        """The evidence learned per (key, strategy)."""
-
-    async def timeouts(self) -> list[TimeoutRecord]: ...
-
-    async def totals(self) -> StoreTotals: ...
-
     # -- health ----------------------------------------------------------------------------------
     def status(self) -> StoreStatus: ...
 
@@ -192,6 +198,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreFull",
+    "StoreReads",
     "StoreUnavailable",
     "WriteRefused",
 ]

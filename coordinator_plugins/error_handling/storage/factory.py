@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from coordinator_plugins.error_handling.storage.base import Store
+from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
+from coordinator_plugins.error_handling.storage.seedhook import SeedHook
 
 if TYPE_CHECKING:
     from coordinator_plugins.error_handling.config import ErrorHandlingConfig
@@ -19,9 +21,7 @@ OnError = Callable[[BaseException], None]
 StoreFactory = Callable[["ErrorHandlingConfig", "OnError | None"], Store]
 
 
-def _duckdb(config: ErrorHandlingConfig, on_error: OnError | None) -> Store:
-    from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
-
+def _duckdb(config: ErrorHandlingConfig, on_error: OnError | None, seed: SeedHook | None) -> Store:
     return DuckDBStore(
         config.database,
         queue_limit=config.write_queue_limit,
@@ -29,11 +29,13 @@ def _duckdb(config: ErrorHandlingConfig, on_error: OnError | None) -> Store:
         gather=config.commit_window,
         memory_mb=config.database_memory_mb,
         fallback_to_memory=config.fallback_to_memory,
+        seed=seed,
     )
 
 
 def _postgres(config: ErrorHandlingConfig, on_error: OnError | None) -> Store:
-    from coordinator_plugins.error_handling.storage.postgres_store import PostgresStore
+    # imported on first use: the driver is loaded only when a postgresql:// URL asks for it
+    from coordinator_plugins.error_handling.storage.postgres import PostgresStore
 
     return PostgresStore(
         config.database,
@@ -63,13 +65,16 @@ def scheme_of(database: str) -> str | None:
     return head.lower()
 
 
-def open_store(config: ErrorHandlingConfig, on_error: OnError | None = None) -> Store:
+def open_store(
+    config: ErrorHandlingConfig, on_error: OnError | None = None, seed: SeedHook | None = None
+) -> Store:
     """The store ``config.database`` names, not yet opened (``await store.open()`` connects).
-    ``on_error`` is called on the loop when the store's writes start failing.
-    ValueError naming ``database`` for a URL scheme no store serves."""
+    ``on_error`` is called on the loop when the store's writes start failing; ``seed`` converts
+    a DuckDB file the seed framework wrote (``error_handling.seed.convert_seed``; without it such
+    a file is refused). ValueError naming ``database`` for a URL scheme no store serves."""
     scheme = scheme_of(config.database)
     if scheme is None:
-        return _duckdb(config, on_error)
+        return _duckdb(config, on_error, seed)
     factory = STORE_FACTORIES.get(scheme)
     if factory is None:
         known = ", ".join(sorted(STORE_FACTORIES)) or "none"

@@ -17,8 +17,7 @@ from coordinator_plugins.error_handling.model import (
     iso,
     utcnow,
 )
-from coordinator_plugins.error_handling.storage.schema import dumps
-from coordinator_plugins.error_handling.storage.seed_values import (
+from coordinator_plugins.error_handling.seed.values import (
     SeedMigrationReport,
     count,
     enum_of,
@@ -28,6 +27,7 @@ from coordinator_plugins.error_handling.storage.seed_values import (
     text,
     utc,
 )
+from coordinator_plugins.error_handling.storage.records import LevelRecord
 
 Classified = dict[tuple[Any, ...], tuple[Classification, str]]
 
@@ -211,7 +211,9 @@ def fold_relations(
 def levels_of(
     rows: Iterable[dict[str, Any]], groups: dict[str, ErrorReport], group_of: dict[str, str],
     report: SeedMigrationReport,
-) -> dict[str, tuple[Any, ...]]:
+) -> list[LevelRecord]:
+    """The seed's recovery levels, one per group (the highest of its seed errors'), with their
+    escalations as history; a resolved group's level is 1."""
     by_group: dict[str, tuple[int, datetime, list[Any]]] = {}
     for row in rows:
         seed_id, level = row.get("error_id"), row.get("current_level")
@@ -227,14 +229,14 @@ def levels_of(
             level, updated, entries = max(level, old[0]), max(updated, old[1]), old[2] + entries
         by_group[gid] = (min(5, max(1, level)), updated, entries)
         report.ok("progressive_recovery")
-    out: dict[str, tuple[Any, ...]] = {}
+    out: list[LevelRecord] = []
     for gid, (level, updated, entries) in by_group.items():
         g = groups.get(gid)
         if g is not None:
             level = level if g.is_open else 1  # resolved: back at level 1, as a resolve does here
             g.recovery_level = level
         entries.sort(key=lambda h: str(h.get("at") or ""))
-        out[gid] = (gid, level, updated, dumps(entries))
+        out.append(LevelRecord(gid, level, updated, tuple(entries)))
     return out
 
 

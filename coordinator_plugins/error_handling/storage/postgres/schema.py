@@ -6,10 +6,12 @@ same moment apply each one once. Only core PostgreSQL is used (no extension)."""
 
 from __future__ import annotations
 
-import json
-import re
-from datetime import UTC, datetime
+import logging
 from typing import Any
+
+from coordinator_plugins.error_handling.storage.base import SchemaTooNew
+
+logger = logging.getLogger(__name__)
 
 # A fixed key for pg_advisory_xact_lock: the migrations of this plugin, whoever runs them.
 MIGRATION_LOCK = 0x65685F6D6967  # "eh_mig"
@@ -265,52 +267,25 @@ UPSERTS = {
     "learner": _upsert("learner_state", ("key", "state", "last_updated"), ("text", "jsonb", "timestamptz"), ("key",)),
 }
 
-_LONE_SURROGATE = re.compile(r"\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}",
-                             re.IGNORECASE)
 
-
-def clean_text(value: str | None) -> str | None:
-    """Text PostgreSQL accepts: no NUL character, no lone surrogate (both are refused)."""
-    if value is None:
-        return None
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            value = value.encode("utf-8", "replace").decode("utf-8")
-    return value
-
-
-def to_json(value: Any) -> str:
-    """JSON text jsonb accepts (it refuses \\u0000 and unpaired surrogate escapes)."""
-    text = json.dumps(value, default=str, separators=(",", ":"))
-    if "\\u" in text:
-        text = text.replace("\\u0000", "\\ufffd")
-        if "\\ud" in text.lower():
-            text = _LONE_SURROGATE.sub("\\\\ufffd", text)
-    return text
-
-
-def from_json(value: Any, default: Any = None) -> Any:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return json.loads(value)
-    return value
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and diagnostics."""
-    head, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{head}://{user}{'' if ':' not in creds else ':***'}@{host}"
-
-
-def as_utc(ts: datetime) -> datetime:
-    """An aware time (asyncpg refuses a naive one for timestamptz): a naive one is taken as UTC."""
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+async def migrate(con: Any, path: str) -> int:
+    """Bring the database to SCHEMA_VERSION in one transaction, under the migrations' advisory
+    lock (members starting at once apply each step once); the version it has now. SchemaTooNew
+    for a database newer than the code."""
+    async with con.transaction():
+        await con.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await con.execute(CREATE_VERSION_TABLE)
+        current = await con.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"error_handling.database: {path} has schema version {current}, newer than this "
+                f"plugin's {SCHEMA_VERSION}: upgrade coordinator_plugins"
+            )
+        for version, description, sql in MIGRATIONS:
+            if version > current:
+                await con.execute(sql)
+                await con.execute(
+                    "INSERT INTO schema_version (version, description) VALUES ($1, $2)", version, description
+                )
+                logger.info("store: %s migrated to schema version %d (%s)", path, version, description)
+    return max(current, SCHEMA_VERSION)

@@ -15,8 +15,7 @@ from typing import Any
 
 import duckdb
 
-from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
-from coordinator_plugins.error_handling.storage.schema import (
+from coordinator_plugins.error_handling.storage.duckdb.schema import (
     COUNT_GROUPS,
     GROUP_COLUMNS,
     INSERT_GROUPS,
@@ -32,6 +31,7 @@ from coordinator_plugins.error_handling.storage.schema import (
     group_row,
     update_row,
 )
+from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
 
 # Rows per DuckDB call. Converting a call's Python parameters holds the GIL, so the event loop's
 # thread waits for the whole conversion. Measured on the project's 2-core VM: occurrence rows
@@ -54,9 +54,9 @@ def chunks(rows: list[Any], size: int = CHUNK) -> Any:
         yield rows[i : i + size]
 
 
-class Batch:
+class WriteBatch:
     """Writes gathered between two commits, each with the write number (seq) that queued it, so
-    that a write the database refuses fails its own waiter and no other (see WriterLoop._salvage)."""
+    that a write the database refuses fails its own waiter and no other (see Writer.salvage)."""
 
     __slots__ = (
         "deltas",
@@ -128,7 +128,7 @@ class Batch:
     def size(self) -> int:
         return len(self.occ_id) + len(self.groups) + len(self.ops) + sum(len(v) for v in self.upserts.values())
 
-    def absorb(self, newer: Batch) -> None:
+    def absorb(self, newer: WriteBatch) -> None:
         for name in (*OCC_COLUMNS, "occ_seq", "ops", "ops_seq"):
             getattr(self, name).extend(getattr(newer, name))
         for gid, seqs in newer.group_seq.items():
@@ -152,17 +152,17 @@ class Batch:
             out.extend(seqs)
         return out
 
-    def units(self) -> list[Batch]:
+    def units(self) -> list[WriteBatch]:
         """The batch in its smallest independent parts: each group with its own occurrences, its
         snapshot and its count, each upsert, each operation. A part's rows stand or fall together;
         no part needs another."""
-        out: list[Batch] = []
+        out: list[WriteBatch] = []
         by_group: dict[str, list[int]] = {}
         for i, gid in enumerate(self.occ_id):
             by_group.setdefault(gid, []).append(i)
         gids = {**dict.fromkeys(self.groups), **dict.fromkeys(self.deltas), **dict.fromkeys(by_group)}
         for gid in gids:
-            u = Batch()
+            u = WriteBatch()
             for i in by_group.get(gid, ()):
                 for name in (*OCC_COLUMNS, "occ_seq"):
                     getattr(u, name).append(getattr(self, name)[i])
@@ -180,33 +180,33 @@ class Batch:
             out.append(u)
         for kind, by_key in self.upserts.items():
             for key, row in by_key.items():
-                u = Batch()
+                u = WriteBatch()
                 u.upserts = {kind: {key: row}}
                 u.upsert_seq = {(kind, key): list(self.upsert_seq.get((kind, key), ()))}
                 u.seq = self.seq
                 out.append(u)
         op_seqs = self.ops_seq + [0] * (len(self.ops) - len(self.ops_seq))  # 0: nobody waits on it
         for op, seq in zip(self.ops, op_seqs, strict=True):
-            u = Batch()
+            u = WriteBatch()
             u.ops, u.ops_seq, u.seq = [op], [seq], self.seq
             out.append(u)
         return out
 
     @staticmethod
-    def merged(parts: list[Batch]) -> Batch:
-        b = Batch()
+    def merged(parts: list[WriteBatch]) -> WriteBatch:
+        b = WriteBatch()
         for p in parts:
             b.absorb(p)
         return b
 
 
-def occurrence_columns(batch: Batch) -> list[list[Any]]:
+def occurrence_columns(batch: WriteBatch) -> list[list[Any]]:
     """The batch's occurrences column by column, metadata serialized, ready to be written."""
     md = [dumps(m) if m else None for m in batch.occ_md]
     return [batch.occ_id, batch.occ_ts, batch.occ_msg, batch.occ_worker, batch.occ_task, batch.occ_hw, md]
 
 
-def occurrence_rows(batch: Batch) -> list[tuple[Any, ...]]:
+def occurrence_rows(batch: WriteBatch) -> list[tuple[Any, ...]]:
     return list(zip(*occurrence_columns(batch), strict=True))
 
 
@@ -214,7 +214,7 @@ GroupWrite = tuple[GroupRecord, int, "datetime | None"]  # snapshot, count incre
 
 
 def statements_for(
-    batch: Batch,
+    batch: WriteBatch,
     written: list[GroupWrite],
     known: list[GroupWrite],
     counts: list[tuple[str, int, datetime]] | None = None,

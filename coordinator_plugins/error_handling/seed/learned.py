@@ -6,14 +6,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from coordinator_plugins.error_handling.learning.performance import WINDOW, PerformanceTracker, Sample
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import utcnow
-from coordinator_plugins.error_handling.storage.records import StrategyScore, TimeoutRecord
-from coordinator_plugins.error_handling.storage.schema import dumps, score_row, timeout_row
-from coordinator_plugins.error_handling.storage.seed_values import (
+from coordinator_plugins.error_handling.seed.values import (
     SeedMigrationReport,
     count,
     number,
@@ -22,29 +20,29 @@ from coordinator_plugins.error_handling.storage.seed_values import (
     text,
     utc,
 )
+from coordinator_plugins.error_handling.storage.records import StrategyRun, StrategyScore, TimeoutRecord
 
 
 class Capture:
-    """The save callbacks of the learners: keeps the last row per (kind, key)."""
+    """The save callbacks of the learners: keeps the last record per key."""
 
     def __init__(self) -> None:
-        self.rows: dict[str, dict[Any, tuple[Any, ...]]] = defaultdict(dict)
-
-    def __call__(self, kind: str, key: Any, row: tuple[Any, ...]) -> None:
-        self.rows[kind][key] = row
+        self.scores: dict[tuple[str, str], StrategyScore] = {}
+        self.timeouts: dict[tuple[str, str], TimeoutRecord] = {}
 
     def score(self, rec: StrategyScore) -> None:
-        self("score", (rec.key, rec.strategy_id), score_row(rec))
+        self.scores[(rec.key, rec.strategy_id)] = rec
 
     def timeout(self, rec: TimeoutRecord) -> None:
-        self("timeout", (rec.error_type, rec.strategy_id), timeout_row(rec))
+        self.timeouts[(rec.error_type, rec.strategy_id)] = rec
 
 
-def performance_rows(
+def performance_runs(
     rows: Iterable[dict[str, Any]], group_of: dict[str, str], report: SeedMigrationReport
-) -> list[tuple[Any, ...]]:
-    """The seed's records as rows of this plugin's ``recovery_performance``, oldest first."""
-    out: list[tuple[datetime | None, int, tuple[Any, ...]]] = []
+) -> list[StrategyRun]:
+    """The seed's records as this plugin's strategy runs, oldest first. A record without a time
+    or a level keeps none (stored as NULL: it is evidence, but in no time window)."""
+    out: list[tuple[datetime | None, int, StrategyRun]] = []
     for row in rows:
         sid, et, ok = row.get("strategy_id"), row.get("error_type"), row.get("success")
         elapsed = row.get("execution_time")
@@ -61,17 +59,21 @@ def performance_rows(
         level = ctx.get("recovery_level")
         level = level if isinstance(level, int) and not isinstance(level, bool) and 1 <= level <= 5 else None
         failed = "timeout" if ctx.get("timeout") else "error" if ctx.get("exception") else "failure"
-        outcome = "success" if ok else failed
         affected = count(row.get("affected_tasks"))
         ts = utc(row.get("timestamp"))
         error_id = group_of.get(str(ctx.get("error_id")), text(ctx.get("error_id")))
         ctx["seed_id"] = row.get("id")
-        out.append((ts, count(row.get("id")), (
-            text(sid), text(row.get("strategy_name")) or text(sid), text(et), number(elapsed, 0.0), ok, ts,
-            text(row.get("hardware_id")), affected, min(affected, count(row.get("recovered_tasks"))),
-            dumps(parse_json(row.get("resource_usage"), report) or {}),
-            number(row.get("impact_score"), 0.0, 0.0, 1.0), number(row.get("stability_score"), 1.0, 0.0, 1.0),
-            dumps(ctx), error_id, level, outcome,
+        strategy = text(sid) or ""
+        out.append((ts, count(row.get("id")), StrategyRun(
+            strategy_id=strategy, strategy_name=text(row.get("strategy_name")) or strategy,
+            error_type=text(et) or "", execution_time=number(elapsed, 0.0), success=ok,
+            affected_tasks=affected, recovered_tasks=min(affected, count(row.get("recovered_tasks"))),
+            impact_score=number(row.get("impact_score"), 0.0, 0.0, 1.0),
+            stability_score=number(row.get("stability_score"), 1.0, 0.0, 1.0),
+            outcome="success" if ok else failed, error_id=error_id, level=cast(int, level),
+            hardware_id=text(row.get("hardware_id")),
+            resource_usage=parse_json(row.get("resource_usage"), report) or {}, context=ctx,
+            timestamp=cast(datetime, ts),
         )))
     report.ok("recovery_performance", len(out))
     out.sort(key=lambda e: (e[0] or datetime.min.replace(tzinfo=UTC), e[1]))
@@ -79,10 +81,10 @@ def performance_rows(
 
 
 def learn(
-    perf_rows: list[tuple[Any, ...]], scores: list[dict[str, Any]], timeouts: list[dict[str, Any]],
+    runs: list[StrategyRun], scores: list[dict[str, Any]], timeouts: list[dict[str, Any]],
     report: SeedMigrationReport,
 ) -> Capture:
-    """Replay the seed's records through this plugin's learners; their rows are what is learned."""
+    """Replay the seed's records through this plugin's learners; what they save is what is learned."""
     cap = Capture()
     perf = PerformanceTracker(cap.score)
     learned_timeouts = AdaptiveTimeouts(30.0, cap.timeout)
@@ -96,25 +98,27 @@ def learn(
         seeded[(str(et), str(sid))] = utc(row.get("last_updated"))
     # Only an arm's last WINDOW runs are replayed into its window and evidence (the others count in
     # its totals); every duration goes through the timeouts (a smoothed estimate depends on all).
-    runs: dict[tuple[str, str], list[Sample]] = defaultdict(list)
-    for sid, _, et, elapsed, ok, _, hw, affected, recovered, _, impact, stability, _, _, _, outcome in perf_rows:
-        sample = Sample(ok, elapsed, impact, stability, affected, recovered)
+    arms: dict[tuple[str, str], list[Sample]] = defaultdict(list)
+    for run in runs:
+        et, sid, hw = run.error_type, run.strategy_id, run.hardware_id
+        sample = Sample(run.success, run.execution_time, run.impact_score, run.stability_score, run.affected_tasks,
+                        run.recovered_tasks)
         for key in [et, f"{et}@{hw}"] if hw else [et]:
-            runs[(key, sid)].append(sample)
-        if outcome == "timeout":
+            arms[(key, sid)].append(sample)
+        if run.outcome == "timeout":
             learned_timeouts.observe_timeout(et, sid)
-        elif ok:
-            learned_timeouts.observe_success(et, sid, elapsed)
-    for (key, sid), samples in runs.items():
+        elif run.success:
+            learned_timeouts.observe_success(et, sid, run.execution_time)
+    for (key, sid), samples in arms.items():
         recent, older = samples[-WINDOW:], samples[:-WINDOW]
         arm = perf.arm(key, sid)
         arm.total, arm.total_successes = len(older), sum(1 for s in older if s.success)
         for sample in recent:
             perf.add([key], sid, sample)
     for (et, sid), updated in seeded.items():
-        if (et, sid) not in cap.rows["timeout"]:
+        if (et, sid) not in cap.timeouts:  # never observed here: the seed's timeout as it was
             est = learned_timeouts.estimate(et, sid)
-            cap("timeout", (et, sid), (et, sid, est.timeout, updated or utcnow(), None, None, 0))
+            cap.timeouts[(et, sid)] = TimeoutRecord(et, sid, est.timeout, 0.0, 0.0, 0, updated or utcnow())
         report.ok("adaptive_timeouts")
     for row in scores:
         et, sid = row.get("error_type"), row.get("strategy_id")

@@ -1,4 +1,4 @@
-"""What a fleet of coordinators shares through PostgreSQL (SPEC section 10), as methods of the
+"""What a fleet of coordinators shares through PostgreSQL (SPEC section 10), offered by the
 PostgreSQL store. Each call is one short transaction of its own, answered at once (these are
 decisions, not queued writes): members' heartbeats, recovery leases, the current group of each
 fingerprint, the event log of resolutions and resets, budget grants, and the strategy runs that
@@ -10,21 +10,22 @@ from typing import Any
 
 import asyncpg
 
-from coordinator_plugins.error_handling.storage.postgres_reads import run_of
-from coordinator_plugins.error_handling.storage.postgres_schema import BUDGET_LOCK, from_json, to_json
+from coordinator_plugins.error_handling.storage.postgres.pool import Pool
+from coordinator_plugins.error_handling.storage.postgres.reads import run_of
+from coordinator_plugins.error_handling.storage.postgres.rows import from_json, to_json
+from coordinator_plugins.error_handling.storage.postgres.schema import BUDGET_LOCK
 from coordinator_plugins.error_handling.storage.records import StrategyRun
 
 
 class PostgresFleet:
-    pool: asyncpg.Pool | None
-    coordinator_id: str
+    """The fleet calls of the member ``coordinator_id``, on the store's pool."""
+
+    def __init__(self, pool: Pool, coordinator_id: str) -> None:
+        self.pool = pool
+        self.coordinator_id = coordinator_id
 
     def _fleet_pool(self) -> asyncpg.Pool:
-        if self.pool is None:
-            from coordinator_plugins.error_handling.storage.base import StoreClosed
-
-            raise StoreClosed("store is not open")
-        return self.pool
+        return self.pool.get()  # StoreClosed when the store is not open
 
     # -- members ---------------------------------------------------------------------------------------
     async def member_heartbeat(self, info: dict[str, Any]) -> None:
@@ -185,13 +186,6 @@ class PostgresFleet:
 
     async def budget_refund(self, action_id: int) -> None:
         await self._fleet_pool().execute("DELETE FROM budget_actions WHERE id = $1", action_id)
-
-    async def budget_usage(self, window: float) -> dict[str, int]:
-        rows = await self._fleet_pool().fetch(
-            "SELECT component, count(*) FROM budget_actions WHERE at > now() - make_interval(secs => $1) GROUP BY 1",
-            float(window),
-        )
-        return {r[0]: int(r[1]) for r in rows}
 
     async def prune_fleet(self, window: float, ttl: float) -> None:
         """Forget budget actions past every window and members gone for long (idempotent: any

@@ -15,15 +15,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
-
-import duckdb
+from typing import Any
 
 from coordinator_plugins.error_handling.model import iso, utcnow
-from coordinator_plugins.error_handling.storage.migrations import migrate
-
-if TYPE_CHECKING:
-    from coordinator_plugins.error_handling.storage.duckdb_store import DuckDBStore
+from coordinator_plugins.error_handling.storage.duckdb.database import Database
+from coordinator_plugins.error_handling.storage.duckdb.migrations import migrate
 
 logger = logging.getLogger(__name__)
 CHECK_INTERVAL = 1.0  # seconds between two looks at the file (the writer thread's)
@@ -43,10 +39,10 @@ def _q(name: str) -> str:
 
 
 class FileWatch:
-    """Owned by a :class:`DuckDBStore`; ``check`` runs on its writer thread."""
+    """The watch over a store's :class:`Database` file; ``check`` runs on the store's writer thread."""
 
-    def __init__(self, store: DuckDBStore) -> None:
-        self.store = store
+    def __init__(self, database: Database) -> None:
+        self.database = database
         self.identity: tuple[int, int] | None = None
         self.next_check = 0.0
         self.problem: str | None = None  # the file is gone or foreign and not rebuilt yet
@@ -55,14 +51,14 @@ class FileWatch:
 
     @property
     def enabled(self) -> bool:
-        return self.store.path != ":memory:" and self.identity is not None
+        return not self.database.in_memory and self.identity is not None
 
     @property
     def healthy(self) -> bool:
         return self.problem is None
 
     def opened(self) -> None:
-        self.identity = None if self.store.path == ":memory:" else _identity(self.store.path)
+        self.identity = None if self.database.in_memory else _identity(self.database.path)
 
     def issues(self) -> list[str]:
         return ([self.problem] if self.problem else []) + self.history[-3:]
@@ -74,25 +70,25 @@ class FileWatch:
         if not self.enabled or now < self.next_check:
             return False
         self.next_check = now + CHECK_INTERVAL
-        found = _identity(self.store.path)
+        found = _identity(self.database.path)
         if found == self.identity:
             return False
         what = "deleted" if found is None else "replaced by another file"
         if self.problem is None:
-            self.problem = f"database file {self.store.path} was {what} while open (noticed {iso(utcnow())})"
+            self.problem = f"database file {self.database.path} was {what} while open (noticed {iso(utcnow())})"
             logger.error("store: %s; rebuilding it from the open database", self.problem)
         try:
             self._rebuild(replaced=found is not None)
         except Exception as exc:
             self.problem = (
-                f"database file {self.store.path} was {what} and could not be rebuilt yet "
+                f"database file {self.database.path} was {what} and could not be rebuilt yet "
                 f"({type(exc).__name__}: {exc}); writes go to the deleted file until it is"
             )
             logger.error("store: %s", self.problem)
             return False
         self.recreated += 1
         self.history.append(
-            f"database file {self.store.path} was {what} while open; recreated at {iso(utcnow())} "
+            f"database file {self.database.path} was {what} while open; recreated at {iso(utcnow())} "
             "with everything the store held"
         )
         self.problem = None
@@ -100,38 +96,21 @@ class FileWatch:
         return True
 
     def _rebuild(self, replaced: bool) -> None:
-        store, path = self.store, self.store.path
+        path = self.database.path
         tmp = path + ".recreating"
         for stale in (tmp, tmp + ".wal"):
             if os.path.exists(stale):
                 os.remove(stale)
-        with store._conn_lock:
-            con = store._con
-        if con is None:
-            raise duckdb.ConnectionException("store connection is closed")
-        cur = con.cursor()
-        try:
+        with self.database.own_cursor() as cur:
             cur.execute("CHECKPOINT")  # the old write-ahead log, if any, into the open file
             self._copy(cur, tmp)
-        finally:
-            cur.close()
         stamp = time.strftime("%Y%m%dT%H%M%S")
         for suffix in ("", ".wal"):
             if os.path.exists(path + suffix):  # someone else's file (or a log of ours already merged)
                 os.replace(path + suffix, f"{path}.replaced-{stamp}{suffix}")
         os.replace(tmp, path)
-        # Close the old connection (its cursors with it) before connecting again: while it is open,
-        # DuckDB hands a new connection to the same path the old, deleted database.
-        store._appender = None
-        with store._conn_lock:
-            old, store._con = store._con, None
-            store._generation += 1
-            if old is not None:
-                try:
-                    old.close()
-                except duckdb.Error:
-                    pass
-            store._con = store._connect()
+        # the old connection (the deleted file's database) must not serve the new file
+        self.database.reopen_closed_first()
         self.identity = _identity(path)
         if replaced:
             logger.warning("store: the file that replaced %s was kept as %s.replaced-%s", path, path, stamp)

@@ -1,14 +1,17 @@
-"""The domain reads of the DuckDB store: each runs a query module's function on the reader
-thread (mixed into :class:`DuckDBStore`, which provides ``read``)."""
+"""The reads of the DuckDB store: each runs a query module's function on the store's one reader
+thread, with that thread's cursor of the store's :class:`Database` (never on the loop)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from coordinator_plugins.error_handling.storage import analytics, queries
-from coordinator_plugins.error_handling.storage.batch import bulk_load
-from coordinator_plugins.error_handling.storage.order import GroupOrder
+from coordinator_plugins.error_handling.storage.duckdb import analytics, queries
+from coordinator_plugins.error_handling.storage.duckdb.batch import bulk_load
+from coordinator_plugins.error_handling.storage.duckdb.database import Cursor, Database
+from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder
 from coordinator_plugins.error_handling.storage.records import (
     GroupPage,
     GroupQuery,
@@ -26,11 +29,30 @@ R = TypeVar("R")
 
 
 class DuckDBReads:
-    skipped_rows: int
-    order: GroupOrder
+    """The read half of the store; ``skipped_rows`` counts stored rows that could not be read."""
 
-    async def read(self, fn: Callable[[Any], R]) -> R:
-        raise NotImplementedError
+    def __init__(self, database: Database, order: GroupOrder) -> None:
+        self.database = database
+        self.order = order
+        self.skipped_rows = 0
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eh-store-read")
+
+    async def read(self, fn: Callable[[Cursor], R]) -> R:
+        """``fn(cursor)`` on the reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, lambda: fn(self.database.cursor()))
+
+    async def ping(self) -> bool:
+        """True when a trivial read succeeds now."""
+        try:
+            await self.read(lambda cur: cur.execute("SELECT 1").fetchone())
+            return True
+        except Exception:
+            return False
+
+    def shutdown(self) -> None:
+        """Wait for the read in progress, if any; no read runs after (blocking)."""
+        self._reader.shutdown(wait=True)
 
     async def load_state(self, regression_window: float, max_groups: int) -> StoredState:
         state = await self.read(lambda cur: queries.load_state(cur, regression_window, max_groups))

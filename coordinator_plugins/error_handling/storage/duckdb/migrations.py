@@ -12,7 +12,7 @@ Versions:
   migrations (their tables are exactly those of version 1, created by ``CREATE ... IF NOT
   EXISTS`` on every connect).
 - 1: the layout of ``schema.SCHEMA``, and ``schema_version``. A file the seed framework wrote
-  is converted to it by ``seed_migration`` before the steps run.
+  is converted to it by ``seed.py`` (with the seed hook the store was given) before the steps run.
 - 2: an index on ``error_reports.fingerprint``: a group evicted from memory (or not loaded at
   startup) is found by its fingerprint when it recurs, so grouping stays exact past
   ``max_groups_in_memory``.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import duckdb
 
 from coordinator_plugins.error_handling.storage.base import SchemaTooNew
-from coordinator_plugins.error_handling.storage.schema import SCHEMA
+from coordinator_plugins.error_handling.storage.duckdb.schema import SCHEMA
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The reads of :class:`PostgresStore` (the Store protocol's read methods), on the pool."""
+"""The reads of the PostgreSQL store (the Store protocol's read methods), on its pool."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 import asyncpg
 
 from coordinator_plugins.error_handling.model import ErrorCategory, ErrorSeverity, ErrorType, ResolutionStatus, iso
-from coordinator_plugins.error_handling.storage.postgres_schema import GROUP_COLUMNS, from_json
+from coordinator_plugins.error_handling.storage.postgres.pool import Pool
+from coordinator_plugins.error_handling.storage.postgres.rows import from_json
+from coordinator_plugins.error_handling.storage.postgres.schema import GROUP_COLUMNS
 from coordinator_plugins.error_handling.storage.records import (
     LIST_FIELDS,
     GroupPage,
@@ -79,15 +81,14 @@ def _dollar(n: int) -> str:
 
 
 class PostgresReads:
-    pool: asyncpg.Pool | None
-    skipped_rows: int
+    """The read half of the store; ``skipped_rows`` counts stored rows that could not be read."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.skipped_rows = 0
 
     def _pool(self) -> asyncpg.Pool:
-        if self.pool is None:
-            from coordinator_plugins.error_handling.storage.base import StoreClosed
-
-            raise StoreClosed("store is not open")
-        return self.pool
+        return self.pool.get()  # StoreClosed when the store is not open
 
     def _groups(self, rows: list[Any]) -> list[GroupRecord]:
         out = []

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator_plugins.error_handling.model import iso
-from coordinator_plugins.error_handling.storage.queries import Cursor, _json, _ts
+from coordinator_plugins.error_handling.storage.duckdb.queries import Cursor, _json, _ts
+from coordinator_plugins.error_handling.storage.duckdb.schema import PERF_COLUMNS
 from coordinator_plugins.error_handling.storage.records import (
     OccurrenceRecord,
     StoreTotals,
@@ -14,7 +15,6 @@ from coordinator_plugins.error_handling.storage.records import (
     StrategyScore,
     TimeoutRecord,
 )
-from coordinator_plugins.error_handling.storage.schema import PERF_COLUMNS
 from coordinator_plugins.error_handling.storage.sqlshared import series_answer, series_span
 
 

@@ -1,4 +1,5 @@
-"""The rows that cross the storage seam: frozen snapshots, taken on the event loop.
+"""Error groups and their occurrences as they cross the storage seam: frozen snapshots, taken on
+the event loop.
 
 A store never sees a live :class:`ErrorReport` (the loop keeps changing it while the writer
 works): the caller takes a :class:`GroupRecord` with :meth:`GroupRecord.of` and hands that over.
@@ -10,7 +11,7 @@ changed afterwards.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,6 @@ from coordinator_plugins.error_handling.model import (
     ErrorType,
     ResolutionStatus,
     iso,
-    utcnow,
 )
 
 # The fields of an item of GET /errors: the SPEC's list fields and a few more.
@@ -269,153 +269,3 @@ API_FIELDS = tuple(n for n in GroupRecord.__dataclass_fields__ if n != "stored")
 
 
 _GROUP_SETTERS = tuple(getattr(GroupRecord, name).__set__ for name in GroupRecord.__dataclass_fields__)
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyRun:
-    """One run of a recovery strategy (append-only)."""
-
-    strategy_id: str
-    strategy_name: str
-    error_type: str
-    execution_time: float
-    success: bool
-    affected_tasks: int = 0
-    recovered_tasks: int = 0
-    impact_score: float = 0.0
-    stability_score: float = 1.0
-    outcome: str = "success"
-    error_id: str | None = None
-    level: int = 1
-    hardware_id: str | None = None
-    resource_usage: Mapping[str, Any] = field(default_factory=dict)
-    context: Mapping[str, Any] = field(default_factory=dict)
-    timestamp: datetime = field(default_factory=utcnow)
-
-
-@dataclass(frozen=True, slots=True)
-class LevelRecord:
-    """A group's progressive-recovery level and the history of its recoveries."""
-
-    error_id: str
-    level: int
-    updated_at: datetime
-    history: tuple[Mapping[str, Any], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyScore:
-    """What was learned of one (error key, strategy) pair: its score and its evidence."""
-
-    key: str
-    strategy_id: str
-    score: float
-    samples: int
-    metrics: Mapping[str, Any]
-    updated_at: datetime = field(default_factory=utcnow)
-
-
-@dataclass(frozen=True, slots=True)
-class TimeoutRecord:
-    """An adaptive timeout of one (error type, strategy) pair."""
-
-    error_type: str
-    strategy_id: str
-    timeout: float
-    srtt: float = 0.0
-    rttvar: float = 0.0
-    samples: int = 0
-    updated_at: datetime = field(default_factory=utcnow)
-
-
-@dataclass(frozen=True, slots=True)
-class LearnerRecord:
-    """State a selection policy keeps of its own, under a key."""
-
-    key: str
-    state: Mapping[str, Any]
-    updated_at: datetime = field(default_factory=utcnow)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredState:
-    """Everything restored at startup. ``skipped`` counts stored rows that could not be read
-    (an unknown error type, broken JSON, ...): they are left out, never fatal."""
-
-    groups: list[GroupRecord]
-    levels: list[LevelRecord]
-    scores: list[StrategyScore]
-    timeouts: list[TimeoutRecord]
-    learner: list[LearnerRecord]
-    reconciled: int = 0
-    skipped: int = 0
-    # For exact grouping past the memory cap (a store without fingerprint lookups leaves them
-    # empty): the fingerprints of recent groups not among ``groups``, looked up when they recur;
-    # the open and open critical groups of the whole store (None: count ``groups``); the
-    # stopped recoveries (error id, reason) of groups not necessarily among ``groups``.
-    stored_fingerprints: list[str] = field(default_factory=list)
-    open_total: int | None = None
-    critical_open: int | None = None
-    stopped: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class GroupQuery:
-    """Filters of a group listing. ``status``: open (anything not resolved), resolved or all;
-    ``min_rank``: the least severity rank; ``after``: the cursor of the previous page."""
-
-    status: str = "open"
-    component: str | None = None
-    min_rank: int | None = None
-    error_type: str | None = None
-    limit: int = 100
-    after: tuple[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GroupPage:
-    """One page of groups, newest ``last_seen`` first, as API items (``LIST_FIELDS``).
-    ``next_cursor`` is (last_seen ISO, error_id) of the last item when more follow."""
-
-    items: list[dict[str, Any]]
-    next_cursor: tuple[str, str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoreTotals:
-    """Counts over everything stored (for diagnostics and checks)."""
-
-    groups: int
-    occurrences: int
-    aggregated: int
-    strategy_runs: int
-    levels: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoreStatus:
-    """The store's health, for diagnostics and metrics."""
-
-    ok: bool
-    path: str
-    pending_writes: int = 0
-    queued_occurrences: int = 0
-    dropped_occurrences: int = 0
-    dropped_writes: int = 0
-    commits: int = 0
-    rows_written: int = 0
-    reconnects: int = 0
-    last_error: str | None = None
-    failing_for_seconds: float = 0.0
-    fallback: str | None = None
-    seed_migration: Mapping[str, Any] | None = None
-    schema_version: int = 0
-    skipped_rows: int = 0
-    issues: tuple[str, ...] = ()
-    recreated: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        out["issues"] = list(self.issues)
-        out["seed_migration"] = dict(self.seed_migration) if self.seed_migration else None
-        return out

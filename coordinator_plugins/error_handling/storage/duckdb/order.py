@@ -30,8 +30,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coordinator_plugins.error_handling.model import ResolutionStatus
+from coordinator_plugins.error_handling.storage.duckdb.sortedkeys import Key, SortedKeys
 from coordinator_plugins.error_handling.storage.records import GroupRecord
-from coordinator_plugins.error_handling.storage.sortedkeys import Key, SortedKeys
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)

@@ -9,10 +9,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from coordinator_plugins.error_handling.model import (
-    iso,
-)
-from coordinator_plugins.error_handling.storage.order import GroupOrder, from_micros, parse_cursor_time
+from coordinator_plugins.error_handling.model import iso
+from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder, from_micros, parse_cursor_time
+from coordinator_plugins.error_handling.storage.duckdb.schema import GROUP_COLUMNS
 from coordinator_plugins.error_handling.storage.records import (
     LIST_FIELDS,
     GroupPage,
@@ -24,7 +23,6 @@ from coordinator_plugins.error_handling.storage.records import (
     StrategyScore,
     TimeoutRecord,
 )
-from coordinator_plugins.error_handling.storage.schema import GROUP_COLUMNS
 from coordinator_plugins.error_handling.storage.sqlshared import group_filters
 
 logger = logging.getLogger(__name__)
@@ -40,21 +38,6 @@ STARTUP_GROUPS = 10_000
 _RECENT = "(resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?))"
 # Errors a damaged stored value raises when it becomes a record (an unknown enum value, broken JSON).
 BAD_ROW = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
-
-
-def _row_dict(columns: tuple[str, ...], row: tuple[Any, ...]) -> dict[str, Any]:
-    out = dict(zip(columns, row, strict=True))
-    for k, v in out.items():
-        if isinstance(v, datetime):
-            out[k] = iso(v)
-    for k in ("metadata", "recovery_details"):
-        if isinstance(out.get(k), str):
-            try:
-                out[k] = json.loads(out[k])
-            except ValueError:
-                pass
-    out.pop("severity_rank", None)
-    return out
 
 
 def _ts(v: Any) -> datetime:
