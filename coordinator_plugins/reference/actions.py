@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from coordinator_plugins.reference.model import FINAL_TASK_STATES, Task, Worker
 
 if TYPE_CHECKING:
-    from coordinator_plugins.reference.coordinator import Component, CoordinatorSettings
+    from coordinator_plugins.reference.coordinator import Component
     from coordinator_plugins.reference.db import CoordinatorDB
     from coordinator_plugins.reference.db_pg import PostgresCoordinatorDB
     from coordinator_plugins.reference.launcher import WorkerLauncher
+    from coordinator_plugins.reference.settings import CoordinatorSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,106 @@
+"""The reference coordinator's config: its ``[coordinator]`` table checked, and the error-handling
+plugin's table given the coordinator's defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator_plugins.error_handling.config import Rule, check_table, number, suggest, text
+from coordinator_plugins.reference.security import SECURITY_KEYS, SecuritySettings
+
+
+@dataclass
+class CoordinatorSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database: str = ":memory:"
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0
+    scheduler_interval: float = 0.5
+    max_concurrency: int = 0  # 0 = unlimited
+    watchdog_repeat: float = 10.0  # a loop still down is reported again after this many seconds
+    workers: int = 0  # local worker processes launched at start
+    worker_max_tasks: int = 1
+    coordinator_id: str = ""  # this member's name in a fleet; "" = host name + pid
+    lease_ttl: float = 15.0  # a fleet member silent this long is dead: a survivor takes its tasks
+
+    @property
+    def fleet(self) -> bool:
+        """Whether the state lives in PostgreSQL, shared with the other members of a fleet."""
+        return self.database.startswith(("postgresql://", "postgres://"))
+
+
+# What each [coordinator] key accepts, checked by the same rules as the plugin's own table.
+_SETTING_RULES: dict[str, Rule] = {
+    key: meta["rule"]
+    for key, meta in {
+        "host": text("a host name or IP address", nonempty=True),
+        "port": number(0, 65535, integer=True),
+        "database": text('a DuckDB file path, ":memory:" or a postgresql:// URL (a fleet)', nonempty=True),
+        "heartbeat_interval": number(0.05, 3600),
+        "heartbeat_timeout": number(0.1, 86400),
+        "scheduler_interval": number(0.01, 3600),
+        "max_concurrency": number(0, 1_000_000, integer=True),
+        "watchdog_repeat": number(0.1, 86400),
+        "workers": number(0, 1000, integer=True),
+        "worker_max_tasks": number(1, 1000, integer=True),
+        "coordinator_id": text("a non-empty string", nonempty=True),
+        "lease_ttl": number(1, 3600),
+    }.items()
+}
+# The security keys are checked by security_from_config; here they are only known.
+_SECURITY_RULES: dict[str, Rule] = {key: Rule("see the Security section", lambda v: v) for key in SECURITY_KEYS}
+_TABLES = ("coordinator", "plugins")
+
+
+def settings_from_config(config: Mapping[str, Any]) -> CoordinatorSettings:
+    """The ``[coordinator]`` table, checked: one ValueError listing every problem, a line each,
+    naming the key, what it accepts and what it got (with a suggestion for a misspelt key)."""
+    problems = [
+        f"{key}: unknown config table; accepted: {', '.join(_TABLES)}{suggest(str(key), _TABLES)}"
+        for key in config
+        if key not in _TABLES
+    ]
+    table = config.get("coordinator", {})
+    values: dict[str, Any] = {}
+    if not isinstance(table, Mapping):
+        problems.append(f"coordinator: expected a table, got {table!r}")
+    else:
+        values, bad = check_table("coordinator", table, _SETTING_RULES | _SECURITY_RULES)
+        problems += bad
+        for key in SECURITY_KEYS:  # checked by security_from_config
+            values.pop(key, None)
+    if not problems:
+        settings = CoordinatorSettings(**values)
+        if settings.heartbeat_timeout <= settings.heartbeat_interval:
+            problems.append(
+                f"coordinator.heartbeat_timeout: must be greater than heartbeat_interval "
+                f"({settings.heartbeat_interval:g}), got {settings.heartbeat_timeout:g}"
+            )
+    if problems:
+        raise ValueError("\n".join(problems))
+    return settings
+
+
+def plugin_defaults(config: Mapping[str, Any], security: SecuritySettings) -> Mapping[str, Any]:
+    """``config`` with the error-handling plugin's ``api_token`` and ``protect_reads``
+    defaulting to the coordinator's (SPEC 4); the caller's mapping is not changed."""
+    plugins = config.get("plugins")
+    if not isinstance(plugins, Mapping) or "error_handling" not in (plugins.get("enabled") or []):
+        return config
+    table = plugins.get("error_handling", {})
+    if not isinstance(table, Mapping):
+        return config  # load_plugins says what is wrong with it
+    table = dict(table)
+    if security.api_token and not table.get("api_token"):
+        table["api_token"] = security.api_token
+    if security.protect_reads:
+        table.setdefault("protect_reads", True)
+    coord = config.get("coordinator")
+    if isinstance(coord, Mapping):  # one name and one lease time per fleet member
+        for key in ("coordinator_id", "lease_ttl"):
+            if key in coord:
+                table.setdefault(key, coord[key])
+    return {**config, "plugins": {**plugins, "error_handling": table}}
