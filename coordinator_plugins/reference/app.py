@@ -26,8 +26,8 @@ from coordinator_plugins.reference.coordinator import Coordinator
 from coordinator_plugins.reference.openapi import MAX_OUTPUT, coordinator_document, coordinator_paths
 from coordinator_plugins.reference.security import (
     CommandPolicy,
+    RouteGuard,
     SecuritySettings,
-    TokenGuard,
     answers_errors_under,
     error_middleware,
     security_from_config,
@@ -201,8 +201,9 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
     app[COORDINATOR_KEY] = coord
     app[POLICY_KEY] = policy
     coord.app = app  # type: ignore[attr-defined]  # seed-compatible: plugins find the app here
-    # The token guards the coordinator's own routes; a plugin's routes are guarded by the plugin.
-    guard = TokenGuard(security)
+    # Every route of the coordinator's own is guarded (Host, Origin, Content-Type, token); a
+    # plugin's routes are guarded by the plugin, whose token and hosts default to these.
+    guard = RouteGuard(security, settings.host)
     app.router.add_post("/api/workers/register", guard.wrap("POST", register))
     app.router.add_post("/api/workers/{worker_id}/heartbeat", guard.wrap("POST", heartbeat))
     app.router.add_post("/api/workers/{worker_id}/poll", guard.wrap("POST", poll))
@@ -211,7 +212,7 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
     app.router.add_post("/api/tasks/{task_id}/result", guard.wrap("POST", task_result))
     app.router.add_get("/api/status", guard.wrap("GET", status))
 
-    app[PLUGINS_KEY] = load_plugins(app, coord, plugin_defaults(config, security))
+    app[PLUGINS_KEY] = load_plugins(app, coord, plugin_defaults(config, security, settings.host))
     # A plugin that protects its reads protects the coordinator's too (task specs and outputs).
     if any(getattr(getattr(h, "config", None), "protect_reads", False) for h in app[PLUGINS_KEY].values()):
         security = replace(security, protect_reads=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator_plugins.error_handling.config import Rule, check_table, number, suggest, text
+from coordinator_plugins.guard import allowed_hosts
 from coordinator_plugins.reference.security import SECURITY_KEYS, SecuritySettings
 
 
@@ -84,23 +85,42 @@ def settings_from_config(config: Mapping[str, Any]) -> CoordinatorSettings:
     return settings
 
 
-def plugin_defaults(config: Mapping[str, Any], security: SecuritySettings) -> Mapping[str, Any]:
-    """``config`` with the error-handling plugin's ``api_token`` and ``protect_reads``
-    defaulting to the coordinator's (SPEC 4); the caller's mapping is not changed."""
+def _plugin_table(config: Mapping[str, Any]) -> Mapping[str, Any] | None:
     plugins = config.get("plugins")
     if not isinstance(plugins, Mapping) or "error_handling" not in (plugins.get("enabled") or []):
-        return config
+        return None
     table = plugins.get("error_handling", {})
-    if not isinstance(table, Mapping):
-        return config  # load_plugins says what is wrong with it
+    return table if isinstance(table, Mapping) else None  # (load_plugins says what is wrong with it)
+
+
+def _usable(key: str, value: Any) -> bool:
+    """Whether the plugin's ``key`` may be adopted (a bad one is left to the plugin to refuse, by its name)."""
+    try:
+        allowed_hosts(value, key)
+    except ValueError:
+        return False
+    return True
+
+
+def plugin_defaults(config: Mapping[str, Any], security: SecuritySettings, host: str) -> Mapping[str, Any]:
+    """``config`` with the error-handling plugin's ``api_token``, ``protect_reads`` and
+    ``allowed_hosts`` defaulting to the coordinator's (SPEC 4; the coordinator's host is one of
+    the plugin's allowed hosts); the caller's mapping is not changed."""
+    table = _plugin_table(config)
+    if table is None:
+        return config
     table = dict(table)
     if security.api_token and not table.get("api_token"):
         table["api_token"] = security.api_token
     if security.protect_reads:
         table.setdefault("protect_reads", True)
+    if "allowed_hosts" not in table:
+        named = [host] if host not in ("0.0.0.0", "::") and _usable("allowed_hosts", [host]) else []
+        table["allowed_hosts"] = [*security.allowed_hosts, *named]
     coord = config.get("coordinator")
     if isinstance(coord, Mapping):  # one name and one lease time per fleet member
         for key in ("coordinator_id", "lease_ttl"):
             if key in coord:
                 table.setdefault(key, coord[key])
+    plugins = config["plugins"]
     return {**config, "plugins": {**plugins, "error_handling": table}}

@@ -111,7 +111,7 @@ class Worker:
                     self.heartbeat_interval = float(data.get("heartbeat_interval", 1.0))
                     logger.info("worker %s registered", self.worker_id)
                     return
-                if status == 400:  # this registration can never succeed
+                if status in (400, 421):  # this registration can never succeed (421: a Host it refuses)
                     logger.error("worker %s: the coordinator refused it: %s", self.worker_id, data.get("error"))
                     self.refused = True
                     self.stop.set()
