@@ -294,3 +294,22 @@ async def test_the_document_says_which_programs_may_run(make_farm) -> None:
     assert schema["properties"]["kind"]["enum"] == ["sim"] and "argv" not in schema["properties"]
     # Where no command may run, an argv on a sim task is inert data, as the document implies.
     assert (await none.post("/api/tasks", {"kind": "sim", "duration": 0, "argv": ["/usr/bin/id"]}))[0] == 201
+
+
+async def test_a_token_set_for_the_plugin_alone_guards_the_coordinator_too(make_farm) -> None:
+    """Issue 26, item 4: api_token and protect_reads in [plugins.error_handling] only used to leave the
+    coordinator's routes open (POST /api/tasks ran a command; task outputs were readable)."""
+    farm = await make_farm(plugin={"auto_recover": False, "api_token": TOKEN, "protect_reads": True}, workers=1)
+    c = farm.coord
+    assert c.workers["worker-1"].status == "active"  # the launched worker got the token and registered
+    for path, body in [("/api/tasks", {"kind": "command", "argv": ["/bin/true"]}),
+                       ("/api/workers/register", {"worker_id": "rogue"})]:
+        status, answer = await farm.post(path, body)
+        assert status == 401 and answer["code"] == "unauthorized", (path, answer)
+    status, task = await farm.post("/api/tasks", {"kind": "command", "argv": ["/bin/true"]}, headers=AUTH)
+    assert status == 201  # a token guards the coordinator, so command tasks may run on loopback
+    for path in ("/api/status", f"/api/tasks/{task['task_id']}", "/api/errors"):
+        assert (await farm.get(path))[0] == 401, path
+        assert (await farm.get(path, headers=AUTH))[0] == 200, path
+    assert "rogue" not in c.workers
+    # (the other way round, the plugin taking the coordinator's, is tested above)

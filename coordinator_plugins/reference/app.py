@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -30,9 +29,8 @@ from coordinator_plugins.reference.security import (
     SecuritySettings,
     answers_errors_under,
     error_middleware,
-    security_from_config,
 )
-from coordinator_plugins.reference.settings import plugin_defaults, settings_from_config
+from coordinator_plugins.reference.settings import farm_security, plugin_defaults, settings_from_config
 from coordinator_plugins.reference.validate import (
     check_task_spec,
     choice_field,
@@ -193,13 +191,14 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
     """The reference coordinator's app with the plugins its config enables (validated first)."""
     config = config or {}
     settings = settings_from_config(config)
-    security = security_from_config(config.get("coordinator", {}))
+    security = farm_security(config)  # the plugin's token and protect_reads too, when only it sets them
     policy = CommandPolicy.for_host(settings.host, security)
     coord = coordinator or Coordinator(settings)
     coord.launcher.token = security.api_token  # launched workers get it in their environment
     app = web.Application(client_max_size=MAX_BODY)
     app[COORDINATOR_KEY] = coord
     app[POLICY_KEY] = policy
+    app[SECURITY_KEY] = security
     coord.app = app  # type: ignore[attr-defined]  # seed-compatible: plugins find the app here
     # Every route of the coordinator's own is guarded (Host, Origin, Content-Type, token); a
     # plugin's routes are guarded by the plugin, whose token and hosts default to these.
@@ -213,10 +212,6 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
     app.router.add_get("/api/status", guard.wrap("GET", status))
 
     app[PLUGINS_KEY] = load_plugins(app, coord, plugin_defaults(config, security, settings.host))
-    # A plugin that protects its reads protects the coordinator's too (task specs and outputs).
-    if any(getattr(getattr(h, "config", None), "protect_reads", False) for h in app[PLUGINS_KEY].values()):
-        security = replace(security, protect_reads=True)
-    guard.security = app[SECURITY_KEY] = security
     if not any(answers_errors_under(m, "/api") for m in app.middlewares):
         # JSON errors and a JSON 500 of our own, unless a plugin's middleware answers them (the
         # error handling plugin does, and reports the exception too): one layer per request.

@@ -1,15 +1,19 @@
-"""The reference coordinator's config: its ``[coordinator]`` table checked, and the error-handling
-plugin's table given the coordinator's defaults."""
+"""The reference coordinator's config: its ``[coordinator]`` table checked, and one security for
+the farm shared with the error-handling plugin's table."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coordinator_plugins.error_handling.config import Rule, check_table, number, suggest, text
 from coordinator_plugins.guard import allowed_hosts
-from coordinator_plugins.reference.security import SECURITY_KEYS, SecuritySettings
+from coordinator_plugins.httpio import token_problem
+from coordinator_plugins.reference.security import SECURITY_KEYS, SecuritySettings, security_from_config
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,11 +99,36 @@ def _plugin_table(config: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def _usable(key: str, value: Any) -> bool:
     """Whether the plugin's ``key`` may be adopted (a bad one is left to the plugin to refuse, by its name)."""
+    if key == "api_token":
+        return bool(value) and token_problem(value) is None
     try:
         allowed_hosts(value, key)
     except ValueError:
         return False
     return True
+
+
+def farm_security(config: Mapping[str, Any]) -> SecuritySettings:
+    """The ``[coordinator]`` security keys (see :func:`security_from_config`), one for the farm:
+    where the coordinator's table leaves ``api_token``, ``protect_reads`` or ``allowed_hosts``
+    unset and the error-handling plugin's table sets them, the coordinator adopts the plugin's
+    (a token set for the plugin alone used to leave the coordinator's routes open). A plugin
+    that protects its reads protects the coordinator's too."""
+    coord = config.get("coordinator", {})
+    coord = coord if isinstance(coord, Mapping) else {}
+    table = _plugin_table(config) or {}
+    adopted = {
+        key: table[key]
+        for key in ("api_token", "allowed_hosts")
+        if key in table and key not in coord and _usable(key, table[key])
+    }
+    security = security_from_config({**coord, **adopted})
+    if table.get("protect_reads") is True and security.api_token and not security.protect_reads:
+        security = replace(security, protect_reads=True)
+        adopted["protect_reads"] = True
+    if adopted:
+        logger.info("[coordinator] takes %s from [plugins.error_handling]", ", ".join(sorted(adopted)))
+    return security
 
 
 def plugin_defaults(config: Mapping[str, Any], security: SecuritySettings, host: str) -> Mapping[str, Any]:
