@@ -62,6 +62,8 @@ async def _body(request: web.Request, required: bool = True) -> dict[str, Any]:
 
 
 async def register(request: web.Request) -> web.Response:
+    """A worker (re)registers; it is given at most ``worker_max_tasks`` tasks at once, whatever it
+    asks. A registration never makes the coordinator start a process (see ``restart_worker``)."""
     body = await _body(request)
     worker_id = id_field(body, "worker_id", required=True)
     max_tasks = int_field(body, "max_tasks", 1, 1000, default=1)
@@ -69,12 +71,13 @@ async def register(request: web.Request) -> web.Response:
     capabilities = object_field(body, "capabilities")
     coord = _coord(request)
     assert worker_id is not None
-    w = coord.register_worker(worker_id, pid, max_tasks, capabilities)
+    w = coord.register_worker(worker_id, pid, min(max_tasks, coord.settings.worker_max_tasks), capabilities)
     return json_response(
         {
             "worker_id": w.worker_id,
             "incarnation": w.incarnation,
             "heartbeat_interval": coord.settings.heartbeat_interval,
+            "max_tasks": w.max_tasks,
         }
     )
 

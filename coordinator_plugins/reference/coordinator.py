@@ -104,7 +104,7 @@ class Coordinator(CoordinatorActions):
             else CoordinatorDB(self.settings.database)
         )
         self.takeovers: list[dict[str, Any]] = []  # dead fleet members whose tasks moved here
-        self.launcher = WorkerLauncher()
+        self.launcher = WorkerLauncher(limit=self.settings.local_worker_limit)
         self._sched_wake = asyncio.Event()
         self.components: dict[str, Component] = {
             "scheduler": Component(

@@ -3,6 +3,7 @@ the farm shared with the error-handling plugin's table."""
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -27,14 +28,35 @@ class CoordinatorSettings:
     max_concurrency: int = 0  # 0 = unlimited
     watchdog_repeat: float = 10.0  # a loop still down is reported again after this many seconds
     workers: int = 0  # local worker processes launched at start
-    worker_max_tasks: int = 1
+    worker_max_tasks: int = 1  # tasks at once of a launched worker, and the most any worker is given
+    max_local_workers: int | None = None  # worker processes running here at once; None: max(workers, 8)
+    replaceable_workers: tuple[str, ...] = ()  # patterns of ids of others' workers replaced when lost
     coordinator_id: str = ""  # this member's name in a fleet; "" = host name + pid
     lease_ttl: float = 15.0  # a fleet member silent this long is dead: a survivor takes its tasks
+
+    def may_replace(self, worker_id: str) -> bool:
+        """Whether the operator marked ``worker_id`` replaceable (``replaceable_workers``)."""
+        return any(fnmatch.fnmatchcase(worker_id, p) for p in self.replaceable_workers)
+
+    @property
+    def local_worker_limit(self) -> int:
+        return self.max_local_workers if self.max_local_workers is not None else max(self.workers, 8)
 
     @property
     def fleet(self) -> bool:
         """Whether the state lives in PostgreSQL, shared with the other members of a fleet."""
         return self.database.startswith(("postgresql://", "postgres://"))
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(p, str) and p and "\x00" not in p and len(p) <= 200 for p in value
+    ):
+        raise ValueError(
+            "coordinator.replaceable_workers: expected a list of worker id patterns (shell-style: * ? [...]), "
+            f"e.g. [\"gpu-*\"], got {value!r}"
+        )
+    return tuple(dict.fromkeys(value))
 
 
 # What each [coordinator] key accepts, checked by the same rules as the plugin's own table.
@@ -51,10 +73,12 @@ _SETTING_RULES: dict[str, Rule] = {
         "watchdog_repeat": number(0.1, 86400),
         "workers": number(0, 1000, integer=True),
         "worker_max_tasks": number(1, 1000, integer=True),
+        "max_local_workers": number(0, 1000, integer=True),
         "coordinator_id": text("a non-empty string", nonempty=True),
         "lease_ttl": number(1, 3600),
     }.items()
 }
+_SETTING_RULES["replaceable_workers"] = Rule("a list of worker id patterns", _patterns)
 # The security keys are checked by security_from_config; here they are only known.
 _SECURITY_RULES: dict[str, Rule] = {key: Rule("see the Security section", lambda v: v) for key in SECURITY_KEYS}
 _TABLES = ("coordinator", "plugins")
@@ -83,6 +107,11 @@ def settings_from_config(config: Mapping[str, Any]) -> CoordinatorSettings:
             problems.append(
                 f"coordinator.heartbeat_timeout: must be greater than heartbeat_interval "
                 f"({settings.heartbeat_interval:g}), got {settings.heartbeat_timeout:g}"
+            )
+        if settings.max_local_workers is not None and settings.max_local_workers < settings.workers:
+            problems.append(
+                f"coordinator.max_local_workers: must be at least workers ({settings.workers}), "
+                f"got {settings.max_local_workers}"
             )
     if problems:
         raise ValueError("\n".join(problems))

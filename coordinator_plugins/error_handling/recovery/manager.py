@@ -36,6 +36,7 @@ from coordinator_plugins.error_handling.storage.records import LevelRecord
 from coordinator_plugins.error_handling.strategies.base import (
     LEVEL_STRATEGIES,
     TASK_CATEGORIES,
+    RecoveryLevel,
     RecoveryStrategy,
     StrategyResult,
 )
@@ -360,7 +361,10 @@ class RecoveryManager(RecoveryOutcomes):
                 decision = self.policy.choose(candidates, key, level, tried)
             first = None
             strategy = self.strategies[decision.strategy_id]
-            if level >= 3 and not await self.budget.acquire(report.context.component):
+            # Budgeted: every level-3+ action, and below it every strategy above LOW (a worker's
+            # restart or replacement at level 2 starts a process as much as one at level 3).
+            budgeted = level >= 3 or strategy.level is not RecoveryLevel.LOW
+            if budgeted and not await self.budget.acquire(report.context.component):
                 wait = self.budget.retry_after(report.context.component)
                 self.learner.attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
                 self._defer(report, wait)
@@ -381,7 +385,7 @@ class RecoveryManager(RecoveryOutcomes):
                 result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
             tried.add(strategy.strategy_id)
             if result.outcome == "not_applicable":  # it looked and found nothing to act on
-                if level >= 3:
+                if budgeted:
                     self.budget.refund(report.context.component)  # nothing was done
                 self.learner.attempt(info, decision, "not_applicable", result.execution_time,
                                      {"error": result.error} if result.error else {})
