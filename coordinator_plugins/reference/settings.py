@@ -31,6 +31,8 @@ class CoordinatorSettings:
     worker_max_tasks: int = 1  # tasks at once of a launched worker, and the most any worker is given
     max_local_workers: int | None = None  # worker processes running here at once; None: max(workers, 8)
     replaceable_workers: tuple[str, ...] = ()  # patterns of ids of others' workers replaced when lost
+    keepalive_timeout: float = 15.0  # s a connection may wait for its next request's head (serve)
+    max_connections: int | None = None  # connections at once (serve); None: 1000 or the fd limit's share
     coordinator_id: str = ""  # this member's name in a fleet; "" = host name + pid
     lease_ttl: float = 15.0  # a fleet member silent this long is dead: a survivor takes its tasks
 
@@ -74,6 +76,8 @@ _SETTING_RULES: dict[str, Rule] = {
         "workers": number(0, 1000, integer=True),
         "worker_max_tasks": number(1, 1000, integer=True),
         "max_local_workers": number(0, 1000, integer=True),
+        "keepalive_timeout": number(0.5, 3600),
+        "max_connections": number(1, 1_000_000, integer=True),
         "coordinator_id": text("a non-empty string", nonempty=True),
         "lease_ttl": number(1, 3600),
     }.items()
