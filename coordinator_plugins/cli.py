@@ -115,8 +115,9 @@ def _print_errors(exc: BaseException) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from coordinator_plugins.plugins import load_config
-    from coordinator_plugins.reference.app import COORDINATOR_KEY, SECURITY_KEY, build_app, serve
+    from coordinator_plugins.reference.app import COORDINATOR_KEY, SECURITY_KEY, build_app
     from coordinator_plugins.reference.security import check_listen
+    from coordinator_plugins.reference.serving import serve
 
     try:
         config = load_config(args.config)

@@ -32,15 +32,16 @@ needs_chromium = pytest.mark.skipif(skip_reason() is not None, reason=skip_reaso
 
 
 @asynccontextmanager
-async def chromium(viewport: tuple[int, int] = (1400, 1000)) -> AsyncIterator[Any]:
-    """A fresh headless browser context with a new empty profile; closed (and its processes gone) after."""
+async def chromium(viewport: tuple[int, int] = (1400, 1000), args: tuple[str, ...] = ()) -> AsyncIterator[Any]:
+    """A fresh headless browser context with a new empty profile; closed (and its processes gone)
+    after. ``args``: more command-line flags for Chromium."""
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         async with async_playwright() as pw:
             # --headless and --user-data-dir are passed by Playwright from these arguments
             ctx = await pw.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, headless=True, args=FLAGS,
+                profile, executable_path=CHROMIUM, headless=True, args=[*FLAGS, *args],
                 viewport={"width": viewport[0], "height": viewport[1]})
             try:
                 yield ctx

@@ -144,7 +144,7 @@ async def slow_chunked_post(port: int, path: str, seconds: float) -> tuple[bytes
     """POST a chunked body one byte at a time, 5 a second, for up to ``seconds``; return what
     the server answered and whether it closed the connection."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
                  "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".encode())
     await writer.drain()
     answer = b""
@@ -214,7 +214,7 @@ async def test_hostile_bodies_on_every_post_route(make_farm, path: str, name: st
 async def test_nul_bytes_and_surrogates_on_the_coordinators_routes(make_farm) -> None:
     """A lone surrogate is valid JSON but no text: the coordinator's own database would refuse
     the row and stop writing, so it is refused at the door (the plugin's intake is its store's)."""
-    farm = await make_farm(plugin={"auto_recover": False})
+    farm = await make_farm(plugin={"auto_recover": False}, coordinator={"allowed_commands": ["/bin/echo"]})
     cases = [("/api/tasks", b'{"kind": "sim", "message": "bad \\ud800 x"}'),
              ("/api/tasks", b'{"kind": "sim", "tag\\udfff": 1}'),
              ("/api/tasks", b'{"kind": "command", "argv": ["/bin/echo", "a\\u0000b"]}'),

@@ -215,24 +215,38 @@ async def test_coordinator_protect_reads_extends_to_the_plugin(make_farm) -> Non
 @pytest.mark.parametrize(("coordinator", "argv", "expect"), [
     ({"allowed_commands": ["echo", "/bin/true"]}, ["echo", "hi"], 201),
     ({"allowed_commands": ["echo", "/bin/true"]}, ["/bin/true"], 201),
-    ({"allowed_commands": ["echo", "/bin/true"]}, ["/bin/echo", "hi"], "command_not_allowed"),
-    ({"allowed_commands": ["echo", "/bin/true"]}, ["/usr/bin/id"], "command_not_allowed"),
-    ({"allowed_commands": ["echo", "/bin/true"]}, ["true"], "command_not_allowed"),
-    ({"allowed_commands": ["echo", "/bin/true"]}, ["/bin/../bin/true"], "command_not_allowed"),
-    ({"allowed_commands": []}, ["echo", "hi"], "command_forbidden"),
-    ({}, ["/usr/bin/id"], 201),  # unset, on loopback: any program
+    ({"allowed_commands": ["echo", "/bin/true"]}, ["/bin/echo", "hi"], (400, "command_not_allowed")),
+    ({"allowed_commands": ["echo", "/bin/true"]}, ["/usr/bin/id"], (400, "command_not_allowed")),
+    ({"allowed_commands": ["echo", "/bin/true"]}, ["true"], (400, "command_not_allowed")),
+    ({"allowed_commands": ["echo", "/bin/true"]}, ["/bin/../bin/true"], (400, "command_not_allowed")),
+    ({"allowed_commands": []}, ["echo", "hi"], (400, "command_forbidden")),
+    ({"api_token": TOKEN}, ["/usr/bin/id"], 201),  # unset, a token, on loopback: any program
+    ({}, ["/usr/bin/id"], (403, "commands_disabled")),  # unset and no token: none (issue 26)
 ])
 async def test_allowed_commands(make_farm, coordinator: dict[str, Any], argv: list[str], expect: Any) -> None:
     farm = await make_farm(enabled=False, coordinator=coordinator)
     for body in ({"kind": "command", "argv": argv}, {"spec": {"kind": "command", "argv": argv}}):
-        status, answer = await farm.post("/api/tasks", body)
+        status, answer = await farm.post("/api/tasks", body, headers=AUTH)
         if expect == 201:
             assert status == 201, answer
         else:
-            assert status == 400 and answer["code"] == expect, answer
+            assert (status, answer["code"]) == expect, answer
     if expect != 201:
         assert farm.coord.tasks == {}  # refused before it was queued: no worker ever saw it
-    assert (await farm.post("/api/tasks", {"kind": "sim", "duration": 0}))[0] == 201  # sim tasks always run
+    assert (await farm.post("/api/tasks", {"kind": "sim", "duration": 0}, headers=AUTH))[0] == 201  # sim tasks run
+
+
+async def test_without_a_token_or_a_list_command_tasks_are_refused_saying_how_to_allow_them(make_farm) -> None:
+    """Issue 26, item 1: an open coordinator (the shipped example: no token) ran any command it
+    was sent; now it refuses them with a 403 that names both ways to allow them."""
+    farm = await make_farm(enabled=False)
+    status, answer = await farm.post("/api/tasks", {"kind": "command", "argv": ["/usr/bin/id"]})
+    assert status == 403 and answer["code"] == "commands_disabled"
+    assert "api_token" in answer["error"] and TOKEN_ENV in answer["error"] and "allowed_commands" in answer["error"]
+    assert farm.coord.tasks == {}
+    doc = (await farm.get("/api/openapi.json"))[1]["paths"]["/api/tasks"]["post"]
+    assert doc["requestBody"]["content"]["application/json"]["schema"]["properties"]["kind"]["enum"] == ["sim"]
+    assert "allowed_commands" in doc["description"] and "403" in doc["responses"]
 
 
 def test_commands_are_off_by_default_off_loopback() -> None:
@@ -257,7 +271,7 @@ async def test_a_public_coordinator_refuses_command_tasks_unless_listed(tmp_path
 
 
 async def test_a_command_task_runs_its_argv_without_a_shell(make_farm, tmp_path: Path) -> None:
-    farm = await make_farm(enabled=False, workers=1)
+    farm = await make_farm(enabled=False, workers=1, coordinator={"allowed_commands": ["/bin/echo"]})
     marker = tmp_path / "shell-ran"
     argv = ["/bin/echo", "$(touch " + str(marker) + ")", "a;b", "`id`", "*", "x|y"]
     tid = (await farm.post("/api/tasks", {"kind": "command", "argv": argv}))[1]["task_id"]
@@ -280,3 +294,22 @@ async def test_the_document_says_which_programs_may_run(make_farm) -> None:
     assert schema["properties"]["kind"]["enum"] == ["sim"] and "argv" not in schema["properties"]
     # Where no command may run, an argv on a sim task is inert data, as the document implies.
     assert (await none.post("/api/tasks", {"kind": "sim", "duration": 0, "argv": ["/usr/bin/id"]}))[0] == 201
+
+
+async def test_a_token_set_for_the_plugin_alone_guards_the_coordinator_too(make_farm) -> None:
+    """Issue 26, item 4: api_token and protect_reads in [plugins.error_handling] only used to leave the
+    coordinator's routes open (POST /api/tasks ran a command; task outputs were readable)."""
+    farm = await make_farm(plugin={"auto_recover": False, "api_token": TOKEN, "protect_reads": True}, workers=1)
+    c = farm.coord
+    assert c.workers["worker-1"].status == "active"  # the launched worker got the token and registered
+    for path, body in [("/api/tasks", {"kind": "command", "argv": ["/bin/true"]}),
+                       ("/api/workers/register", {"worker_id": "rogue"})]:
+        status, answer = await farm.post(path, body)
+        assert status == 401 and answer["code"] == "unauthorized", (path, answer)
+    status, task = await farm.post("/api/tasks", {"kind": "command", "argv": ["/bin/true"]}, headers=AUTH)
+    assert status == 201  # a token guards the coordinator, so command tasks may run on loopback
+    for path in ("/api/status", f"/api/tasks/{task['task_id']}", "/api/errors"):
+        assert (await farm.get(path))[0] == 401, path
+        assert (await farm.get(path, headers=AUTH))[0] == 200, path
+    assert "rogue" not in c.workers
+    # (the other way round, the plugin taking the coordinator's, is tested above)

@@ -17,7 +17,12 @@ class CoordinatorProtocol(Protocol):
         """``{"healthy": bool, "components": {name: bool}, "database": bool, "workers": {...}}``."""
         ...
 
-    async def worker_info(self, worker_id: str) -> dict[str, Any] | None: ...
+    async def worker_info(self, worker_id: str) -> dict[str, Any] | None:
+        """The worker's state, None when unknown. ``restartable: False`` (with
+        ``why_not_restartable``) says :meth:`restart_worker` may not act on it (the reference
+        coordinator restarts only workers it launched, and replaces only those the operator
+        marked replaceable): recovery then leaves it alone. Absent, it is taken as restartable."""
+        ...
 
     async def task_info(self, task_id: str) -> dict[str, Any] | None:
         """``{"task_id", "status", "worker_id", "final", ...}``; ``final`` is True once the task
@@ -37,7 +42,7 @@ class CoordinatorProtocol(Protocol):
     async def restart_worker(self, worker_id: str, timeout: float = 30.0) -> str | None:
         """Restart the worker's process (or start a replacement) and wait until it is registered
         and heartbeating. Returns the id of the worker now serving (same id, or the replacement),
-        None when that did not happen within ``timeout``."""
+        None when that did not happen within ``timeout`` or the worker is not restartable."""
         ...
 
     async def worker_alive(self, worker_id: str) -> bool:

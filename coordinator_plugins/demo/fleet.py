@@ -67,7 +67,7 @@ class FleetDemo:
         cfg = {
             "coordinator": {"host": "127.0.0.1", "port": 0, "database": self.args.database, "coordinator_id": name,
                             "lease_ttl": self.ttl, "heartbeat_interval": 0.25, "heartbeat_timeout": 2.0,
-                            "scheduler_interval": 0.1},
+                            "scheduler_interval": 0.1, "worker_max_tasks": 2},  # its workers ask for 2
             "plugins": {"enabled": ["error_handling"], "error_handling": {
                 "database": self.args.database, "escalation_backoff": 0.2, "default_timeout": 10.0,
                 "verify_window": 2.0, "recovery_budget": 20, "budget_window": 30.0, "dashboard_path": ""}},

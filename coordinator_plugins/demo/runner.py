@@ -75,7 +75,7 @@ class Demo:
         return {
             "coordinator": {"host": "127.0.0.1", "port": 0, "heartbeat_interval": 0.25, "heartbeat_timeout": 1.5,
                             "scheduler_interval": 0.1, "database": str(run_dir / "coordinator.duckdb"),
-                            "worker_max_tasks": 2},
+                            "worker_max_tasks": 2, "max_local_workers": max(8, self.args.workers)},
             "plugins": {"enabled": ["error_handling"], "error_handling": {
                 "database": str(database), "escalation_backoff": 0.2, "escalation_backoff_max": 2.0,
                 "default_timeout": 10.0, "recovery_budget": 20, "budget_window": 30.0, "regression_window": 5.0,

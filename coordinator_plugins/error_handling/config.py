@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from coordinator_plugins.guard import allowed_hosts
 from coordinator_plugins.httpio import TOKEN_ENV, token_problem
 
 PREFIX = "plugins.error_handling"
@@ -166,6 +167,10 @@ class ErrorHandlingConfig:
     verify_window: float = field(default=30.0, metadata=number(0, 86_400))
     max_recoveries_per_group: int = field(default=5, metadata=number(0, 1_000_000, integer=True))
     protect_reads: bool = field(default=False, metadata=boolean())
+    allowed_hosts: tuple[str, ...] = field(
+        default=(), metadata=_rule('a list of host names or addresses, or ["*"]',
+                                   lambda v: allowed_hosts(v, f"{PREFIX}.allowed_hosts"))
+    )
     coordinator_id: str = field(
         default_factory=_default_coordinator_id, metadata=text("a non-empty string", nonempty=True)
     )

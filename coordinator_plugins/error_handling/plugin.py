@@ -15,6 +15,7 @@ from aiohttp import web
 from coordinator_plugins.error_handling.web.api import add_routes
 from coordinator_plugins.error_handling.web.deadline import Deadlines, busy
 from coordinator_plugins.error_handling.web.timeline import Timeline
+from coordinator_plugins.guard import BrowserGuard, HostPolicy
 from coordinator_plugins.httpio import is_json_error, json_error_from, json_response
 
 if TYPE_CHECKING:
@@ -33,14 +34,19 @@ def _middleware(integ: EnhancedErrorHandlingIntegration, deadline_of: Mapping[we
     from ``add_routes``): a request past it is cancelled and answers the JSON 503 ``store_busy``.
 
     The deadline is applied here rather than by a wrapper of each route: under load every layer
-    of coroutines around a handler costs the loop about 4% of its requests per second."""
+    of coroutines around a handler costs the loop about 4% of its requests per second.
+
+    Its own routes are refused to a page in a browser first (``coordinator_plugins.guard``: a
+    foreign Host 421, a cross-site Origin 403, a body not sent as JSON 415)."""
     prefix = integ.config.api_prefix
+    guard = BrowserGuard(HostPolicy(integ.config.allowed_hosts))
 
     @web.middleware
     async def capture_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         deadline = deadline_of.get(request.match_info.route)  # None: a route of the host's (or none)
         entry, seconds = None, 0.0
         if deadline is not None:
+            guard.check(request)
             task = asyncio.current_task()
             assert task is not None
             entry, seconds = deadline.enter(task), deadline.seconds

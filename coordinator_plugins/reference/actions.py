@@ -10,13 +10,15 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from coordinator_plugins.reference.launcher import LauncherFull
 from coordinator_plugins.reference.model import FINAL_TASK_STATES, Task, Worker
 
 if TYPE_CHECKING:
-    from coordinator_plugins.reference.coordinator import Component, CoordinatorSettings
+    from coordinator_plugins.reference.coordinator import Component
     from coordinator_plugins.reference.db import CoordinatorDB
     from coordinator_plugins.reference.db_pg import PostgresCoordinatorDB
     from coordinator_plugins.reference.launcher import WorkerLauncher
+    from coordinator_plugins.reference.settings import CoordinatorSettings
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,27 @@ class CoordinatorActions:
 
     async def worker_info(self, worker_id: str) -> dict[str, Any] | None:
         w = self.workers.get(worker_id)
-        return w.to_dict() if w else None
+        if w is None:
+            return None
+        why = self.why_not_restartable(worker_id)
+        return {**w.to_dict(), "restartable": why is None, **({"why_not_restartable": why} if why else {})}
+
+    def why_not_restartable(self, worker_id: str) -> str | None:
+        """Why :meth:`restart_worker` may not act on ``worker_id`` (None when it may): only a
+        worker this coordinator launched is restarted, and only one the operator marked
+        replaceable (``replaceable_workers``) is replaced by a local process, while fewer than
+        ``max_local_workers`` run. A registration alone never makes this coordinator start one."""
+        if self.launcher.owns(worker_id):
+            return None
+        if not self.settings.may_replace(worker_id):
+            return (f"worker {worker_id[:200]} was not launched by this coordinator and [coordinator] "
+                    "replaceable_workers does not name it: it is neither restarted nor replaced")
+        if not self.launcher.url:
+            return f"worker {worker_id[:200]} is replaceable, but the coordinator does not listen yet"
+        if self.launcher.running_count() >= self.launcher.limit:
+            return (f"worker {worker_id[:200]} is replaceable, but {self.launcher.limit} worker processes run "
+                    "here already ([coordinator] max_local_workers)")
+        return None
 
     async def task_info(self, task_id: str) -> dict[str, Any] | None:
         t = self.tasks.get(task_id)
@@ -133,14 +155,20 @@ class CoordinatorActions:
     async def restart_worker(self, worker_id: str, timeout: float = 30.0) -> str | None:
         w = self.workers.get(worker_id)
         incarnation = w.incarnation if w else 0
+        why = self.why_not_restartable(worker_id)
+        if why is not None:
+            logger.warning("recovery: %s", why)
+            return None
         if self.launcher.owns(worker_id):
             await self.launcher.restart(worker_id)
             return worker_id if await self._wait_registered(worker_id, incarnation, timeout) else None
-        if not self.launcher.url:
-            return None
-        # Not ours to restart: start a local replacement and wait for it.
+        # Another's worker the operator marked replaceable: a local replacement, at our own size.
         replacement = f"{worker_id[:190]}-r{uuid.uuid4().hex[:4]}"  # worker ids are at most 200 long
-        await self.launcher.start(replacement, ["--max-tasks", str(w.max_tasks if w else 1)])
+        try:
+            await self.launcher.start(replacement, ["--max-tasks", str(self.settings.worker_max_tasks)])
+        except LauncherFull as exc:  # another start took the last place meanwhile
+            logger.warning("recovery: %s", exc)
+            return None
         if await self._wait_registered(replacement, 0, timeout):
             return replacement
         await self.launcher.stop(replacement)

@@ -1,16 +1,15 @@
-"""HTTP routes of the reference coordinator, app construction from config, and ``serve``."""
+"""HTTP routes of the reference coordinator and the app built from config (``serve`` runs it:
+:mod:`.serving`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling.config import Rule, check_table, number, suggest, text
 from coordinator_plugins.error_handling.model import ErrorType
 from coordinator_plugins.httpio import (
     MAX_BODY,
@@ -22,18 +21,16 @@ from coordinator_plugins.httpio import (
     read_json,
 )
 from coordinator_plugins.plugins import load_plugins
-from coordinator_plugins.reference.coordinator import Coordinator, CoordinatorSettings
+from coordinator_plugins.reference.coordinator import Coordinator
 from coordinator_plugins.reference.openapi import MAX_OUTPUT, coordinator_document, coordinator_paths
 from coordinator_plugins.reference.security import (
-    SECURITY_KEYS,
     CommandPolicy,
+    RouteGuard,
     SecuritySettings,
-    TokenGuard,
     answers_errors_under,
-    check_listen,
     error_middleware,
-    security_from_config,
 )
+from coordinator_plugins.reference.settings import farm_security, plugin_defaults, settings_from_config
 from coordinator_plugins.reference.validate import (
     check_task_spec,
     choice_field,
@@ -51,58 +48,6 @@ PLUGINS_KEY = web.AppKey("plugins", dict)
 SECURITY_KEY = web.AppKey("coordinator_security", SecuritySettings)
 POLICY_KEY = web.AppKey("coordinator_command_policy", CommandPolicy)
 
-# What each [coordinator] key accepts, checked by the same rules as the plugin's own table.
-_SETTING_RULES: dict[str, Rule] = {
-    key: meta["rule"]
-    for key, meta in {
-        "host": text("a host name or IP address", nonempty=True),
-        "port": number(0, 65535, integer=True),
-        "database": text('a DuckDB file path, ":memory:" or a postgresql:// URL (a fleet)', nonempty=True),
-        "heartbeat_interval": number(0.05, 3600),
-        "heartbeat_timeout": number(0.1, 86400),
-        "scheduler_interval": number(0.01, 3600),
-        "max_concurrency": number(0, 1_000_000, integer=True),
-        "watchdog_repeat": number(0.1, 86400),
-        "workers": number(0, 1000, integer=True),
-        "worker_max_tasks": number(1, 1000, integer=True),
-        "coordinator_id": text("a non-empty string", nonempty=True),
-        "lease_ttl": number(1, 3600),
-    }.items()
-}
-# The security keys are checked by security_from_config; here they are only known.
-_SECURITY_RULES: dict[str, Rule] = {key: Rule("see the Security section", lambda v: v) for key in SECURITY_KEYS}
-_TABLES = ("coordinator", "plugins")
-
-
-def settings_from_config(config: Mapping[str, Any]) -> CoordinatorSettings:
-    """The ``[coordinator]`` table, checked: one ValueError listing every problem, a line each,
-    naming the key, what it accepts and what it got (with a suggestion for a misspelt key)."""
-    problems = [
-        f"{key}: unknown config table; accepted: {', '.join(_TABLES)}{suggest(str(key), _TABLES)}"
-        for key in config
-        if key not in _TABLES
-    ]
-    table = config.get("coordinator", {})
-    values: dict[str, Any] = {}
-    if not isinstance(table, Mapping):
-        problems.append(f"coordinator: expected a table, got {table!r}")
-    else:
-        values, bad = check_table("coordinator", table, _SETTING_RULES | _SECURITY_RULES)
-        problems += bad
-        for key in SECURITY_KEYS:  # checked by security_from_config
-            values.pop(key, None)
-    if not problems:
-        settings = CoordinatorSettings(**values)
-        if settings.heartbeat_timeout <= settings.heartbeat_interval:
-            problems.append(
-                f"coordinator.heartbeat_timeout: must be greater than heartbeat_interval "
-                f"({settings.heartbeat_interval:g}), got {settings.heartbeat_timeout:g}"
-            )
-    if problems:
-        raise ValueError("\n".join(problems))
-    return settings
-
-
 def _coord(request: web.Request) -> Coordinator:
     return request.app[COORDINATOR_KEY]
 
@@ -117,6 +62,8 @@ async def _body(request: web.Request, required: bool = True) -> dict[str, Any]:
 
 
 async def register(request: web.Request) -> web.Response:
+    """A worker (re)registers; it is given at most ``worker_max_tasks`` tasks at once, whatever it
+    asks. A registration never makes the coordinator start a process (see ``restart_worker``)."""
     body = await _body(request)
     worker_id = id_field(body, "worker_id", required=True)
     max_tasks = int_field(body, "max_tasks", 1, 1000, default=1)
@@ -124,12 +71,13 @@ async def register(request: web.Request) -> web.Response:
     capabilities = object_field(body, "capabilities")
     coord = _coord(request)
     assert worker_id is not None
-    w = coord.register_worker(worker_id, pid, max_tasks, capabilities)
+    w = coord.register_worker(worker_id, pid, min(max_tasks, coord.settings.worker_max_tasks), capabilities)
     return json_response(
         {
             "worker_id": w.worker_id,
             "incarnation": w.incarnation,
             "heartbeat_interval": coord.settings.heartbeat_interval,
+            "max_tasks": w.max_tasks,
         }
     )
 
@@ -238,28 +186,6 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(coordinator_document(request.app[OPENAPI_PATHS_KEY]))
 
 
-def _plugin_defaults(config: Mapping[str, Any], security: SecuritySettings) -> Mapping[str, Any]:
-    """``config`` with the error-handling plugin's ``api_token`` and ``protect_reads``
-    defaulting to the coordinator's (SPEC 4); the caller's mapping is not changed."""
-    plugins = config.get("plugins")
-    if not isinstance(plugins, Mapping) or "error_handling" not in (plugins.get("enabled") or []):
-        return config
-    table = plugins.get("error_handling", {})
-    if not isinstance(table, Mapping):
-        return config  # load_plugins says what is wrong with it
-    table = dict(table)
-    if security.api_token and not table.get("api_token"):
-        table["api_token"] = security.api_token
-    if security.protect_reads:
-        table.setdefault("protect_reads", True)
-    coord = config.get("coordinator")
-    if isinstance(coord, Mapping):  # one name and one lease time per fleet member
-        for key in ("coordinator_id", "lease_ttl"):
-            if key in coord:
-                table.setdefault(key, coord[key])
-    return {**config, "plugins": {**plugins, "error_handling": table}}
-
-
 def _serves(app: web.Application, path: str) -> bool:
     return any(r.canonical == path for r in app.router.resources())
 
@@ -268,16 +194,18 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
     """The reference coordinator's app with the plugins its config enables (validated first)."""
     config = config or {}
     settings = settings_from_config(config)
-    security = security_from_config(config.get("coordinator", {}))
+    security = farm_security(config)  # the plugin's token and protect_reads too, when only it sets them
     policy = CommandPolicy.for_host(settings.host, security)
     coord = coordinator or Coordinator(settings)
     coord.launcher.token = security.api_token  # launched workers get it in their environment
     app = web.Application(client_max_size=MAX_BODY)
     app[COORDINATOR_KEY] = coord
     app[POLICY_KEY] = policy
+    app[SECURITY_KEY] = security
     coord.app = app  # type: ignore[attr-defined]  # seed-compatible: plugins find the app here
-    # The token guards the coordinator's own routes; a plugin's routes are guarded by the plugin.
-    guard = TokenGuard(security)
+    # Every route of the coordinator's own is guarded (Host, Origin, Content-Type, token); a
+    # plugin's routes are guarded by the plugin, whose token and hosts default to these.
+    guard = RouteGuard(security, settings.host)
     app.router.add_post("/api/workers/register", guard.wrap("POST", register))
     app.router.add_post("/api/workers/{worker_id}/heartbeat", guard.wrap("POST", heartbeat))
     app.router.add_post("/api/workers/{worker_id}/poll", guard.wrap("POST", poll))
@@ -286,11 +214,7 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
     app.router.add_post("/api/tasks/{task_id}/result", guard.wrap("POST", task_result))
     app.router.add_get("/api/status", guard.wrap("GET", status))
 
-    app[PLUGINS_KEY] = load_plugins(app, coord, _plugin_defaults(config, security))
-    # A plugin that protects its reads protects the coordinator's too (task specs and outputs).
-    if any(getattr(getattr(h, "config", None), "protect_reads", False) for h in app[PLUGINS_KEY].values()):
-        security = replace(security, protect_reads=True)
-    guard.security = app[SECURITY_KEY] = security
+    app[PLUGINS_KEY] = load_plugins(app, coord, plugin_defaults(config, security, settings.host))
     if not any(answers_errors_under(m, "/api") for m in app.middlewares):
         # JSON errors and a JSON 500 of our own, unless a plugin's middleware answers them (the
         # error handling plugin does, and reports the exception too): one layer per request.
@@ -313,30 +237,3 @@ def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator 
 
     app.on_startup.append(on_startup)
     return app
-
-
-async def serve(
-    config: Mapping[str, Any], ready: asyncio.Event | None = None, stop: asyncio.Event | None = None
-) -> None:
-    """Run the coordinator until ``stop`` is set (or forever). Port 0 picks a free port."""
-    app = build_app(config)
-    coord = app[COORDINATOR_KEY]
-    settings = coord.settings
-    check_listen(settings.host, app[SECURITY_KEY])  # protected mode, before anything binds
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    # Workers need the bound port (0 picks one), so they launch after the site starts.
-    await site.start()
-    port = runner.addresses[0][1] if runner.addresses else settings.port
-    coord.url = f"http://{settings.host}:{port}"
-    coord.launcher.url = coord.url
-    await coord.launch_workers()
-    logger.info("coordinator listening on %s", coord.url)
-    print(f"coordinator listening on {coord.url}", flush=True)
-    if ready is not None:
-        ready.set()
-    try:
-        await (stop.wait() if stop is not None else asyncio.Event().wait())
-    finally:
-        await runner.cleanup()

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from coordinator_plugins.reference.actions import CoordinatorActions
@@ -24,29 +23,9 @@ from coordinator_plugins.reference.db_pg import PostgresCoordinatorDB
 from coordinator_plugins.reference.fleet import fleet_tick
 from coordinator_plugins.reference.launcher import WorkerLauncher
 from coordinator_plugins.reference.model import Task, Worker
+from coordinator_plugins.reference.settings import CoordinatorSettings
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class CoordinatorSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    database: str = ":memory:"
-    heartbeat_interval: float = 1.0
-    heartbeat_timeout: float = 5.0
-    scheduler_interval: float = 0.5
-    max_concurrency: int = 0  # 0 = unlimited
-    watchdog_repeat: float = 10.0  # a loop still down is reported again after this many seconds
-    workers: int = 0  # local worker processes launched at start
-    worker_max_tasks: int = 1
-    coordinator_id: str = ""  # this member's name in a fleet; "" = host name + pid
-    lease_ttl: float = 15.0  # a fleet member silent this long is dead: a survivor takes its tasks
-
-    @property
-    def fleet(self) -> bool:
-        """Whether the state lives in PostgreSQL, shared with the other members of a fleet."""
-        return self.database.startswith(("postgresql://", "postgres://"))
 
 
 class Component:
@@ -125,7 +104,7 @@ class Coordinator(CoordinatorActions):
             else CoordinatorDB(self.settings.database)
         )
         self.takeovers: list[dict[str, Any]] = []  # dead fleet members whose tasks moved here
-        self.launcher = WorkerLauncher()
+        self.launcher = WorkerLauncher(limit=self.settings.local_worker_limit)
         self._sched_wake = asyncio.Event()
         self.components: dict[str, Component] = {
             "scheduler": Component(

@@ -1,7 +1,8 @@
 """Starts, kills and restarts local worker processes for the coordinator.
 
 A worker gets the coordinator's token in its environment (``COORDINATOR_PLUGINS_API_TOKEN``),
-never on its command line, which every local user can read in ``/proc/<pid>/cmdline``."""
+never on its command line, which every local user can read in ``/proc/<pid>/cmdline``. At most
+``limit`` of them run at once (``[coordinator] max_local_workers``): a start past it is refused."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from coordinator_plugins.httpio import TOKEN_ENV
 logger = logging.getLogger(__name__)
 
 
+class LauncherFull(RuntimeError):
+    """A start refused: ``limit`` worker processes run already."""
+
+
 class WorkerLauncher:
     """Owns local worker OS processes, by worker id."""
 
@@ -28,8 +33,10 @@ class WorkerLauncher:
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
         token: str = "",
+        limit: int = 1000,
     ) -> None:
         self.url = url
+        self.limit = limit
         self.token = token
         self.python = python
         self.extra_args = list(extra_args or [])
@@ -50,6 +57,9 @@ class WorkerLauncher:
         proc = self.procs.get(worker_id)
         return proc is not None and proc.returncode is None
 
+    def running_count(self) -> int:
+        return sum(1 for p in self.procs.values() if p.returncode is None)
+
     async def start(self, worker_id: str, args: list[str] | None = None) -> int:
         """Start a worker process; ``args`` default to the ones it was last started with."""
         if self.closed:
@@ -58,6 +68,11 @@ class WorkerLauncher:
             raise RuntimeError("launcher has no coordinator url yet")
         if self.running(worker_id):
             raise RuntimeError(f"worker {worker_id} is already running")
+        if self.running_count() >= self.limit:
+            raise LauncherFull(
+                f"worker {worker_id} not started: {self.limit} worker processes run here already "
+                "([coordinator] max_local_workers)"
+            )
         args = self.args.get(worker_id, []) if args is None else list(args)
         self.args[worker_id] = args
         env = dict(os.environ if self.env is None else self.env)

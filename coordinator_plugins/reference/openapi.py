@@ -27,8 +27,10 @@ _NAMES = {
     408: "the request body did not arrive in time",
     409: "conflict with the current state",
     410: "the worker is lost or stopped: register again",
+    403: "a cross-site Origin (a page on another origin may change nothing here)",
     413: "body over 1 MiB",
-    415: "body sent as a media type other than JSON",
+    415: "a body not sent as Content-Type: application/json",
+    421: "a Host this server does not answer to (DNS rebinding); see allowed_hosts",
 }
 
 
@@ -127,7 +129,7 @@ def coordinator_paths(security: SecuritySettings, policy: CommandPolicy, openapi
         },
         ("worker_id", "attempt", "status"),
     )
-    body_errors = (400, 408, 413, 415)
+    body_errors = (400, 403, 408, 413, 415)
     paths: dict[str, Any] = {
         "/api/workers/register": {
             "post": {
@@ -152,8 +154,13 @@ def coordinator_paths(security: SecuritySettings, policy: CommandPolicy, openapi
                                 "worker_id": {"type": "string"},
                                 "incarnation": {"type": "integer", "minimum": 1},
                                 "heartbeat_interval": {"type": "number"},
+                                "max_tasks": {
+                                    "type": "integer",
+                                    "minimum": 1,
+                                    "description": "tasks it is given at once: at most [coordinator] worker_max_tasks",
+                                },
                             },
-                            ("worker_id", "incarnation", "heartbeat_interval"),
+                            ("worker_id", "incarnation", "heartbeat_interval", "max_tasks"),
                         ),
                     ),
                     **_errors(*body_errors),
@@ -242,6 +249,11 @@ def coordinator_paths(security: SecuritySettings, policy: CommandPolicy, openapi
     }
     if openapi:
         paths["/api/openapi.json"] = {"get": {"summary": "This document", "responses": {"200": _resp("OpenAPI 3")}}}
+    for ops in paths.values():  # every route refuses a Host it does not answer to
+        for op in ops.values():
+            op["responses"].update(_errors(421))
+    if policy.status == 403:
+        paths["/api/tasks"]["post"]["description"] = f"Command tasks are not enabled: {policy.why_none}."
     return {"paths": declare_bearer(paths, bool(security.api_token), security.protect_reads)}
 
 

@@ -7,8 +7,13 @@
 - Protected mode: :func:`check_listen` refuses an address other than loopback without a token,
   unless ``allow_unauthenticated = true``.
 - ``allowed_commands`` names the programs a ``command`` task may run (``argv[0]`` exactly, a
-  bare name or an absolute path); unset, any program may run while the coordinator listens on
-  loopback only, and none otherwise; an empty list forbids command tasks.
+  bare name or an absolute path); an empty list forbids command tasks. Unset, command tasks run
+  only where a token guards the coordinator: any program while it listens on loopback, none
+  otherwise; without a token they are refused (a JSON 403 saying how to allow them), since
+  then anyone who reaches the coordinator could run programs on the workers.
+- Every route refuses a page in a browser (:mod:`coordinator_plugins.guard`): a ``Host`` the
+  coordinator does not answer to (421), a cross-site ``Origin`` on a state-changing route (403),
+  a body not sent as JSON (415). ``allowed_hosts`` lists more names it answers to.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from typing import Any
 
 from aiohttp import web
 
+from coordinator_plugins.guard import BrowserGuard, HostPolicy, allowed_hosts
 from coordinator_plugins.httpio import (
     BODY_TIMEOUT,
     SAFE_METHODS,
     TOKEN_ENV,
+    ApiError,
     is_json_error,
     json_error_from,
     json_response,
@@ -44,9 +51,10 @@ class SecuritySettings:
 
     api_token: str = ""
     allow_unauthenticated: bool = False
-    allowed_commands: tuple[str, ...] | None = None  # None: any program, on loopback only
+    allowed_commands: tuple[str, ...] | None = None  # None: with a token any program on loopback
     protect_reads: bool = False
     body_timeout: float = BODY_TIMEOUT  # seconds a request body may take to arrive
+    allowed_hosts: tuple[str, ...] = ()  # more Host names than loopback's and its own; "*": any
 
 
 SECURITY_KEYS: tuple[str, ...] = tuple(f.name for f in fields(SecuritySettings))
@@ -93,6 +101,8 @@ def security_from_config(table: Mapping[str, Any]) -> SecuritySettings:
             values[key] = table[key]
     if "allowed_commands" in table:
         values["allowed_commands"] = _allowed_commands(table["allowed_commands"])
+    if "allowed_hosts" in table:
+        values["allowed_hosts"] = allowed_hosts(table["allowed_hosts"], "coordinator.allowed_hosts")
     if "body_timeout" in table:
         t = table["body_timeout"]
         if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0.01 <= t <= 3600:
@@ -138,15 +148,26 @@ def check_listen(host: str, security: SecuritySettings) -> None:
 
 @dataclass(frozen=True, slots=True)
 class CommandPolicy:
-    """Which programs a command task may run here: ``allowed`` None for any, ``()`` for none."""
+    """Which programs a command task may run here: ``allowed`` None for any, ``()`` for none;
+    ``status`` is the refusal's (403 when a token or a list would allow them, 400 otherwise)."""
 
     allowed: tuple[str, ...] | None
     why_none: str = ""
+    status: int = 400
 
     @classmethod
     def for_host(cls, host: str, security: SecuritySettings) -> CommandPolicy:
         if security.allowed_commands is not None:
             return cls(security.allowed_commands, "[coordinator] allowed_commands is empty")
+        if not security.api_token:
+            return cls(
+                (),
+                "no token guards this coordinator, so anyone who reaches it (a web page in your browser "
+                "included) could run programs on the workers. To allow command tasks, set [coordinator] "
+                f"api_token (or the environment variable {TOKEN_ENV}), or list the programs they may run "
+                'in [coordinator] allowed_commands, e.g. allowed_commands = ["pytest"]',
+                403,
+            )
         if is_loopback(host):
             return cls(None)
         return cls(
@@ -155,8 +176,14 @@ class CommandPolicy:
             "allowed_commands does not list the programs a task may run",
         )
 
+    def forbidden(self) -> ApiError:
+        """The refusal of every command task here (``allowed`` is ``()``)."""
+        code = "commands_disabled" if self.status == 403 else "command_forbidden"
+        return ApiError(self.status, f"command tasks are forbidden here: {self.why_none}", code)
+
     def refusal(self, program: str) -> str | None:
-        """Why a command task whose ``argv[0]`` is ``program`` may not run (None when it may)."""
+        """Why a command task whose ``argv[0]`` is ``program`` may not run (None when it may);
+        for a policy that allows none, see :meth:`forbidden`."""
         if self.allowed is None or program in self.allowed:
             return None
         if not self.allowed:
@@ -165,23 +192,24 @@ class CommandPolicy:
         return f"argv[0]: {program[:200]!r} is not in [coordinator] allowed_commands ({listed[:500]})"
 
 
-class TokenGuard:
-    """The coordinator's token on its own routes: ``wrap`` puts a route behind it (every POST
-    once a token is set, every GET too with ``protect_reads``). ``security`` may be replaced until
-    the app starts (a plugin that protects its reads protects the coordinator's too); a guard with
-    no token at build time wraps nothing, so an open coordinator pays nothing per request."""
+class RouteGuard:
+    """What every route of the coordinator's own passes before its handler: a page in a browser
+    is refused (:class:`coordinator_plugins.guard.BrowserGuard`: 421, 403, 415), then the token
+    (401) on every POST once one is set, on every GET too with ``protect_reads``. ``security``
+    may be replaced until the app starts."""
 
-    def __init__(self, security: SecuritySettings) -> None:
+    def __init__(self, security: SecuritySettings, bind_host: str = "") -> None:
         self.security = security
+        self.browser = BrowserGuard(HostPolicy(security.allowed_hosts, bind_host))
 
     def wrap(self, method: str, handler: Any) -> Any:
-        if not self.security.api_token:
-            return handler
         safe = method in SAFE_METHODS
+        check = self.browser.check
 
         async def guarded(request: web.Request) -> web.StreamResponse:
+            check(request)
             security = self.security
-            if not safe or security.protect_reads:
+            if security.api_token and (not safe or security.protect_reads):
                 require_bearer(request, security.api_token)
             return await handler(request)
 

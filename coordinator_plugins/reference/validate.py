@@ -87,7 +87,7 @@ def object_field(body: Mapping[str, Any], key: str) -> dict[str, Any]:
 def check_task_spec(spec: Mapping[str, Any], policy: CommandPolicy) -> None:
     """A task spec as the OpenAPI document describes it (``task_spec_schema``), or a 400."""
     if spec.get("kind") == "command" and policy.allowed == ():
-        raise bad(policy.refusal("") or "command tasks are forbidden", "command_forbidden")
+        raise policy.forbidden()
     kind = choice_field(spec, "kind", ("sim", "command")) or "sim"
     number_field(spec, "duration", 0, 3600)
     choice_field(spec, "outcome", OUTCOMES)

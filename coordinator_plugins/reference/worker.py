@@ -56,7 +56,8 @@ class Worker:
         self.token = token
         self.refused = False  # the coordinator answered 401: wrong or missing token
         self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:8]}"
-        self.max_tasks = max_tasks
+        self.max_tasks = max_tasks  # as many as the coordinator it works for gives it
+        self.wanted_tasks = max_tasks
         self.parent_pid = parent_pid
         self.orphan_timeout = orphan_timeout
         self.heartbeat_interval = 1.0
@@ -104,14 +105,20 @@ class Worker:
                     {
                         "worker_id": self.worker_id,
                         "pid": os.getpid(),
-                        "max_tasks": self.max_tasks,
+                        "max_tasks": self.wanted_tasks,
                     },
                 )
                 if status == 200:
                     self.heartbeat_interval = float(data.get("heartbeat_interval", 1.0))
+                    granted = data.get("max_tasks")
+                    self.max_tasks = self.wanted_tasks
+                    if isinstance(granted, int) and 1 <= granted < self.wanted_tasks:
+                        logger.warning("worker %s: the coordinator gives it at most %d task(s) at once, not %d "
+                                       "([coordinator] worker_max_tasks)", self.worker_id, granted, self.wanted_tasks)
+                        self.max_tasks = granted
                     logger.info("worker %s registered", self.worker_id)
                     return
-                if status == 400:  # this registration can never succeed
+                if status in (400, 421):  # this registration can never succeed (421: a Host it refuses)
                     logger.error("worker %s: the coordinator refused it: %s", self.worker_id, data.get("error"))
                     self.refused = True
                     self.stop.set()

@@ -40,7 +40,8 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("error_handling_recoveries_in_flight", "Recoveries running", value=s["in_flight"])
         b = s["budget"]
         yield GaugeMetricFamily(
-            "error_handling_budget_used", "Level-3+ actions in the current window", value=b["used_total"]
+            "error_handling_budget_used", "Budgeted actions (restarts, level 3+) in the current window",
+            value=b["used_total"],
         )
         yield GaugeMetricFamily(
             "error_handling_budget_exhausted_components", "Components out of budget", value=len(b["exhausted"])

@@ -1,5 +1,5 @@
-"""Recovery budget: at most N level-3+ recovery actions per sliding window, per component and
-overall, the way Erlang/OTP supervisors bound restart intensity per period."""
+"""Recovery budget: at most N recovery actions (level 3+, and restarts at any level) per sliding
+window, per component and overall, the way Erlang/OTP supervisors bound restart intensity per period."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """One recovery of a group: up the progressive levels from where the group stands, one
 applicable strategy per level (chosen by the selection policy, under a learned timeout, within
-the budget from level 3 on), learning from each run, until one succeeds or the levels run out.
+the budget from level 3 on and for any strategy above LOW), learning from each run, until one
+succeeds or the levels run out.
 How it ends (status, level, cooldown, probation) is :class:`~.outcome.RecoveryOutcomes`' part;
 when recoveries run is the manager's."""
 
@@ -22,7 +23,12 @@ from coordinator_plugins.error_handling.recovery.candidates import Candidates
 from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
 from coordinator_plugins.error_handling.recovery.poison import screen
 from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
-from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, TASK_CATEGORIES, StrategyResult
+from coordinator_plugins.error_handling.strategies.base import (
+    LEVEL_STRATEGIES,
+    TASK_CATEGORIES,
+    RecoveryLevel,
+    StrategyResult,
+)
 
 
 class Ladder:
@@ -200,7 +206,10 @@ class Ladder:
                 decision = self.policy.choose(candidates, key, level, tried)
             first = None
             strategy = self.candidates.strategies[decision.strategy_id]
-            if level >= 3 and not await self.budget.acquire(report.context.component):
+            # Budgeted: every level-3+ action, and below it every strategy above LOW (a worker's
+            # restart or replacement at level 2 starts a process as much as one at level 3).
+            budgeted = level >= 3 or strategy.level is not RecoveryLevel.LOW
+            if budgeted and not await self.budget.acquire(report.context.component):
                 wait = self.budget.retry_after(report.context.component)
                 self.learner.attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
                 self.defer(report, wait)
@@ -221,7 +230,7 @@ class Ladder:
                 result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
             tried.add(strategy.strategy_id)
             if result.outcome == "not_applicable":  # it looked and found nothing to act on
-                if level >= 3:
+                if budgeted:
                     self.budget.refund(report.context.component)  # nothing was done
                 self.learner.attempt(info, decision, "not_applicable", result.execution_time,
                                      {"error": result.error} if result.error else {})

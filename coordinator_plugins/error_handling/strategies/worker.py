@@ -24,6 +24,9 @@ class WorkerRecoveryStrategy(BuiltinStrategy):
     process, and succeed only when it (or its replacement) heartbeats and asks for work again,
     its tasks are pending or running elsewhere, and, for a failed task, the task now completes.
 
+    A worker whose ``worker_info`` says ``restartable: False`` (the reference coordinator's for
+    a worker it did not launch) is not acted on; with no other worker it is not applicable.
+
     For a task's failure the worker is at fault only while the task failed on that worker alone:
     an error that follows the task across workers is the task's problem, not a worker's."""
 
@@ -42,14 +45,23 @@ class WorkerRecoveryStrategy(BuiltinStrategy):
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
         c = self._c()
-        workers = [w for w in targets_of(error_info, "worker_ids", "worker_id") if await c.worker_info(w) is not None]
+        known = {w: info for w in targets_of(error_info, "worker_ids", "worker_id")
+                 if (info := await c.worker_info(w)) is not None}
+        workers = list(known)
         tasks: list[str] = []
         if error_info.get("category") in TASK_CATEGORIES:
             tasks = await open_tasks(c, targets_of(error_info, "task_ids", "task_id"))
             if tasks or error_info.get("task_ids"):
                 workers = self._at_fault(workers, tasks, error_info)
+        # A worker the coordinator may neither restart nor replace (one it did not launch) is not
+        # acted on: nothing would bring it back, and acting on it would be acting on nothing.
+        held = {w: str(known[w].get("why_not_restartable") or f"worker {w} is not restartable")
+                for w in workers if known[w].get("restartable") is False}
+        workers = [w for w in workers if w not in held]
+        if held:
+            error_info["details"]["not_restartable"] = held
         if not workers:
-            raise NotApplicable("no known worker to recover")
+            raise NotApplicable("; ".join(held.values()) if held else "no known worker to recover")
         deadline = deadline_of(error_info)
         earlier = [str(t) for t in (error_info.get("metadata") or {}).get("requeued") or []]
         results = await asyncio.gather(*(self._recover_one(w, error_info, deadline) for w in workers))

@@ -178,7 +178,7 @@ function renderCards(diag, tl) {
       "recoveries in which no strategy could act on the error"),
     card("recovering now", String((diag.recovery_metrics || {}).in_flight ?? 0), "recoveries in flight"),
     card("budget in use", budget.global_limit ? `${budget.used_total} / ${budget.global_limit}` : String(budget.used_total ?? 0),
-      `level-3+ actions in the last ${budget.window ?? "?"} s (per component limit ${budget.limit ?? "?"})`),
+      `restarts and level-3+ actions in the last ${budget.window ?? "?"} s (per component limit ${budget.limit ?? "?"})`),
     card("errors since start", String(em.total_errors ?? 0), "every occurrence this process has seen"),
   );
 }
