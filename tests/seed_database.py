@@ -38,6 +38,7 @@ SEED_DDL = {
     "schema_versions": """CREATE TABLE IF NOT EXISTS schema_versions (
         component VARCHAR PRIMARY KEY, version INTEGER, last_updated TIMESTAMP)""",
 }
+FLAKY = ("flaky", "flaky_1", "flaky_2", "flaky_3", "flaky_4")  # a primary and the four errors aggregated into it
 PERFORMANCE_TABLES = ("recovery_performance", "strategy_scores", "adaptive_timeouts", "progressive_recovery",
                       "schema_versions")
 
@@ -70,6 +71,7 @@ class SeedDatabase:
     path: str
     ids: dict[str, str] = field(default_factory=dict)
     performance_rows: int = 0
+    error_rows: int = 0  # occurrences the seed recorded: one row each
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(self.path)
@@ -97,7 +99,7 @@ def build_seed_database(path: str, tables: tuple[str, ...] = tuple(SEED_DDL), ro
 def _fill(con: duckdb.DuckDBPyConnection, db: SeedDatabase, tables: tuple[str, ...]) -> None:
     now = datetime.now()
     ids = db.ids
-    for name in ("refused", "refused_2", "refused_3", "retried", "exhausted", "retrying", "manual", "db"):
+    for name in ("refused", "refused_2", "refused_3", "retried", "exhausted", "retrying", "manual", "db", *FLAKY):
         ids[name] = seed_id()
     ids["orphan_level"] = seed_id()  # a level of an error whose report the seed never persisted
     if "error_reports" in tables:
@@ -141,10 +143,25 @@ def _fill(con: duckdb.DuckDBPyConnection, db: SeedDatabase, tables: tuple[str, .
              context_data(ConnectionError("Connection to the results database lost"), "database", "connect"),
              "{}"),
         ]
+        # One error seen five times, then resolved by hand: the seed's resolve wrote the primary
+        # again (its count 5 and its four relations); the four others stayed rows of their own,
+        # still "open", with a count of 1 (issue 29: they were groups of their own after migration).
+        lost = RuntimeError("lease on queue q1 lost")
+        for i, name in enumerate(FLAKY):
+            when = now - timedelta(hours=5) + timedelta(minutes=i)
+            primary = i == 0
+            rows.append((ids[name], "coordination", "high" if i == 3 else "medium", str(lost), "scheduler", "assign",
+                         when, 0, None, len(FLAKY) if primary else 1, "resolved" if primary else "open",
+                         now - timedelta(hours=4) if primary else None, "restarted the scheduler" if primary else None,
+                         context_data(lost, "scheduler", "assign", {"task_id": f"t{i}"}, {"queue": "q1"}, when),
+                         json.dumps({"manual_resolution": {"details": {"by": "ops"}}} if primary else
+                                    {"note": f"seen {i}"})))
         con.executemany("INSERT INTO error_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        db.error_rows = len(rows)
     if "error_relations" in tables:
         con.executemany("INSERT INTO error_relations VALUES (?, ?, 'aggregated')",
-                        [(ids["refused"], ids["refused_2"]), (ids["refused"], ids["refused_3"])])
+                        [(ids["refused"], ids["refused_2"]), (ids["refused"], ids["refused_3"]),
+                         *[(ids[FLAKY[0]], ids[name]) for name in FLAKY[1:]]])
         con.execute("INSERT INTO error_relations VALUES (?, NULL, 'aggregated')", [ids["manual"]])
     if "recovery_performance" in tables:
         perf: list[tuple[Any, ...]] = []
@@ -175,12 +192,18 @@ def _fill(con: duckdb.DuckDBPyConnection, db: SeedDatabase, tables: tuple[str, .
     if "strategy_scores" in tables:
         metrics = {"success_rate": 0.2, "execution_time": 0.2, "time_score": 0.99, "impact_score": 0.3,
                    "stability_score": 0.6, "task_recovery_rate": 0.2}
-        con.execute("INSERT INTO strategy_scores VALUES ('network', 'retry', 0.43, ?, 10, ?)", [now, json.dumps(metrics)])
+        # the seed ranked retry first for network errors (its score weighs time and impact), where
+        # the same records replayed here favour worker recovery
+        con.execute("INSERT INTO strategy_scores VALUES ('network', 'retry', 0.877, ?, 10, ?)",
+                    [now, json.dumps(metrics)])
+        con.execute("INSERT INTO strategy_scores VALUES ('network', 'worker', 0.822, ?, 9, ?)",
+                    [now, json.dumps({**metrics, "success_rate": 0.89, "execution_time": 2.4})])
         # a score whose records are gone: evidence from its summary
         con.execute("INSERT INTO strategy_scores VALUES ('coordination', 'coordinator', 0.8, ?, 8, ?)",
                     [now, json.dumps({**metrics, "success_rate": 0.75, "execution_time": 4.0})])
     if "adaptive_timeouts" in tables:
         con.execute("INSERT INTO adaptive_timeouts VALUES ('network', 'worker', 45.0, ?)", [now])
+        con.execute("INSERT INTO adaptive_timeouts VALUES ('network', 'retry', 10.1, ?)", [now])
         con.execute("INSERT INTO adaptive_timeouts VALUES ('coordination', 'coordinator', 67.5, ?)", [now])
     if "progressive_recovery" in tables:
         def step(old: int, sid: str) -> dict[str, Any]:

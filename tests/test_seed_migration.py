@@ -36,7 +36,7 @@ from coordinator_plugins.error_handling.storage.duckdb.migrations import CURRENT
 from coordinator_plugins.error_handling.storage.duckdb.schema import SCHEMA
 from coordinator_plugins.error_handling.storage.duckdb.seed import is_seed_database, migrate_seed_database
 from coordinator_plugins.error_handling.web.openapi import document
-from tests.seed_database import PERFORMANCE_TABLES, build_seed_database
+from tests.seed_database import FLAKY, PERFORMANCE_TABLES, build_seed_database
 from tests.strategies_for_tests import SeedShapedCoordinator
 
 
@@ -354,7 +354,7 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         # the layout is exactly version 1 (plus the coordinator's tables and the seed's schema_versions)
         layout = await s.integ.store.read(columns)
         assert {t: layout[t] for t in V1_TABLES} == v1_layout()
-        assert set(layout) == V1_TABLES | {"schema_version", "worker_nodes", "schema_versions"}
+        assert set(layout) == V1_TABLES | {"schema_version", "worker_nodes", "schema_versions", "error_aliases"}
         assert s.integ.store.status().schema_version == CURRENT_VERSION  # the seed migration writes 1, then the steps
         open_ids = {e["error_id"]: e for e in (await s.get("/api/errors?limit=1000"))["errors"]}
         # three seed rows of one error (aggregated by the seed) are one open group under its primary's id
@@ -368,7 +368,7 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         assert open_ids[ids["retrying"]]["resolution_status"] == "retrying"
         assert open_ids[ids["db"]]["error_severity"] == "critical"
         every = {e["error_id"]: e for e in (await s.get("/api/errors?resolved=true&limit=1000"))["errors"]}
-        assert set(every) == set(open_ids) | {ids["retried"], ids["manual"]}
+        assert set(every) == set(open_ids) | {ids["retried"], ids["manual"], ids["flaky"]}
         retried = every[ids["retried"]]
         assert retried["resolution_status"] == "resolved" and retried["retry_count"] == 2
         assert retried["resolution_strategy"] == "retry" and retried["recovery_level"] == 1
@@ -377,9 +377,8 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         assert [h["old_level"] for h in one["recovery_history"]] == [1, 2]
         merged = one["recovery_details"]["seed_migration"]["merged_error_ids"]
         assert merged == sorted([ids["refused_2"], ids["refused_3"]])
-        for gone in merged:  # folded into the group: not groups of their own
-            async with s.session.get(str(s.server.make_url(f"/api/errors/{gone}"))) as r:  # type: ignore[union-attr]
-                assert r.status == 404
+        for folded in merged:  # folded into the group: not groups of their own, but they answer for it
+            assert (await s.get(f"/api/errors/{folded}"))["error_id"] == ids["refused"]
         manual = await s.get(f"/api/errors/{ids['manual']}")
         assert manual["recovery_details"]["manual_resolution"] == {"details": {"by": "ops"}}
         assert manual["resolution_strategy"] == "fixed the config"
@@ -398,7 +397,7 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         by_id = {e["strategy_id"]: e for e in learned["strategies"]}
         assert by_id["retry"]["samples"] == 11 and by_id["retry"]["success_rate"] == pytest.approx(3 / 11)
         assert by_id["worker"]["samples"] == 9 and by_id["worker"]["success_rate"] == pytest.approx(8 / 9)
-        assert 2.0 < by_id["worker"]["timeout"] < 45.0  # learned from the durations, then doubled once
+        assert by_id["worker"]["timeout"] == pytest.approx(45.0)  # the seed's, until this plugin measures its own
         # the replayed runs are the adaptive policy's evidence, and so where a new group starts
         assert learned["evidence"]["runs"] == 20 and learned["first_choice"]
         coordination = (await s.get("/api/recovery/strategies?error_type=coordination"))["error_types"]
@@ -411,7 +410,7 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         diag = await s.get("/api/diagnostics")
         report = diag["database"]["seed_migration"]
         assert report["skipped"] == {"recovery_performance": 1, "error_relations": 1, "progressive_recovery": 1}
-        assert report["merged_errors"] == 2 and report["open_groups"] == 4
+        assert report["merged_errors"] == 6 and report["open_groups"] == 4 and report["aliases"] == 6
         # a new occurrence of the migrated open error joins its group
         again = await s.integ.report_error(ConnectionRefusedError(111, "Connection refused"),
                                            {"component": "worker", "operation": "heartbeat",
@@ -501,7 +500,7 @@ async def test_a_failed_conversion_writes_nothing(tmp_path: Path) -> None:
     assert tables_of(seed.path) == before
     con = duckdb.connect(seed.path)
     try:
-        assert con.execute("SELECT count(*) FROM error_reports").fetchone() == (8,)
+        assert con.execute("SELECT count(*) FROM error_reports").fetchone() == (seed.error_rows,)
         assert con.execute("SELECT count(*) FROM recovery_performance").fetchone() == (seed.performance_rows + 1,)
     finally:
         con.close()
@@ -642,3 +641,124 @@ async def test_retry_operation_under_a_seed_policy(tmp_path: Path) -> None:
         assert (result, report, calls) == ("rows", None, 3)
     finally:
         await integ.stop()
+
+
+# -- issue 29: a migration that keeps everything ------------------------------------------------------------
+async def test_every_seed_id_answers_and_the_counts_are_the_seeds(tmp_path: Path) -> None:
+    """A primary the seed resolved kept its count of 5 and its four relations; the four errors
+    aggregated into it stayed rows of their own, "open". After the migration they are the one
+    resolved group they were, each id answers for it, and occurrences add up to the seed's rows."""
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"))
+    ids = seed.ids
+    flaky = [ids[n] for n in FLAKY]
+    async with Served(seed.path) as s:
+        groups = (await s.get("/api/errors?status=all&limit=1000"))["errors"]
+        assert sum(g["aggregated_count"] for g in groups) == seed.error_rows  # one per seed row, none twice
+        assert {g["error_id"] for g in groups} & set(flaky) == {flaky[0]}
+        one = await s.get(f"/api/errors/{flaky[0]}")
+        assert one["aggregated_count"] == 5 and one["resolution_status"] == "resolved"
+        assert one["resolution_strategy"] == "restarted the scheduler"
+        assert one["related_errors"] == flaky[1:] and "requested_error_id" not in one
+        assert one["recovery_details"]["manual_resolution"] == {"details": {"by": "ops"}}
+        assert one["error_severity"] == "high"  # the strongest of the five
+        for i, alias in enumerate(flaky[1:], 1):  # every seed id answers, through its group
+            body = await s.get(f"/api/errors/{alias}")
+            assert body["error_id"] == flaky[0] and body["requested_error_id"] == alias
+            assert alias in body["related_errors"]
+            kept = body["alias"]
+            assert kept["error_id"] == alias and kept["group_id"] == flaky[0] and kept["relation"] == "aggregated"
+            assert kept["details"]["resolution_status"] == "open"  # as the seed left it
+            assert kept["details"]["recovery_details"] == {"note": f"seen {i}"}
+            context = kept["details"]["context_data"]
+            assert context["related_entities"] == {"task_id": f"t{i}"} and context["metadata"] == {"queue": "q1"}
+            assert "stack_trace" not in context
+        # the seed's context and relations, where the API shows them
+        refused = await s.get(f"/api/errors/{ids['refused']}")
+        assert refused["related_entities"] == {"worker_id": "w1"}
+        assert refused["related_errors"] == [ids["refused_2"], ids["refused_3"]]  # in the order the seed saw them
+        assert refused["recovery_details"]["seed_migration"]["context_data"]["operation"] == "heartbeat"
+        db = await s.get(f"/api/errors/{ids['db']}")
+        assert db["related_errors"] == [] and db["related_entities"] == {}
+        # resolve, history and reset take the seed's ids too
+        status, body = await s.post(f"/api/errors/{flaky[2]}/resolve")
+        assert status == 200 and body["error_id"] == flaky[0] and body["already_resolved"] is True
+        assert body["requested_error_id"] == flaky[2]
+        assert await s.integ.resolve_error(ids["refused_3"], "cable replaced")
+        refused = await s.get(f"/api/errors/{ids['refused_2']}")
+        assert refused["error_id"] == ids["refused"] and refused["resolution_status"] == "resolved"
+        history = await s.get(f"/api/recovery/history?error_id={ids['refused_2']}")
+        assert history["error_id"] == ids["refused"] and history["requested_error_id"] == ids["refused_2"]
+        s.integ.recovery_manager.state(ids["refused"]).level = 3
+        status, body = await s.post("/api/recovery/reset", {"error_id": ids["refused_3"]})
+        assert status == 200 and body["reset"] == 1
+        assert (await s.integ.get_recovery_history(ids["refused"]) or {})["current_level"] == 1
+        async with s.session.get(str(s.server.make_url("/api/errors/err_unknown"))) as r:  # type: ignore[union-attr]
+            assert r.status == 404
+        assert not await s.integ.resolve_error("err_unknown", "x")
+    async with Served(seed.path) as s:  # opened again: the aliases are in the file
+        assert (await s.get(f"/api/errors/{flaky[4]}"))["error_id"] == flaky[0]
+
+
+async def test_the_seeds_learned_values_hold_until_this_plugin_has_its_own(tmp_path: Path) -> None:
+    """The seed ranked retry first for network errors (0.877 > 0.822) where the same records,
+    replayed here, favour worker recovery; its timeouts were 10.1 s (retry) and 45 s (worker)."""
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"))
+
+    async def network(s: Served) -> dict[str, Any]:
+        return (await s.get("/api/recovery/strategies?error_type=network"))["error_types"]["network"]
+
+    def by_id(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {e["strategy_id"]: e for e in entry["strategies"]}
+
+    async with Served(seed.path, verify_window=0, escalation_backoff=0) as s:
+        learned = await network(s)
+        evidence = by_id(learned)
+        assert evidence["worker"]["success_rate"] > evidence["retry"]["success_rate"]  # the evidence says worker
+        first = learned["first_choice"][0]
+        assert first["strategy_id"] == "retry" and first["probability"] == 1.0 and first["seed_score"] == 0.877
+        assert evidence["retry"]["timeout"] == pytest.approx(10.1) and evidence["worker"]["timeout"] == 45.0
+        # a new network group starts with the seed's first choice; its run is this plugin's first measurement
+        ok, info = await s.integ.handle_error(ConnectionResetError("peer reset by gateway"), {
+            "component": "api", "operation": "call", "callable": lambda: "done"})
+        assert ok and info["strategy_id"] == "retry" and "seed" in info["attempts"][0]["decision"]["reason"]
+        learned = await network(s)
+        assert by_id(learned)["retry"]["timeout"] < 10.1  # measured here now
+        assert by_id(learned)["worker"]["timeout"] == 45.0  # not measured here yet
+        assert learned["first_choice"][0]["strategy_id"] == "retry"  # it worked: the seed's choice holds
+    async with Served(seed.path, verify_window=0, escalation_backoff=0) as s:  # after a restart, the same
+        learned = await network(s)
+        assert learned["first_choice"][0].get("seed_score") == 0.877
+
+        def broken() -> None:
+            raise ConnectionResetError("still reset")
+
+        ok, info = await s.integ.handle_error(ConnectionResetError("reset by storage node"), {
+            "component": "storage", "operation": "read", "callable": broken})
+        assert not ok and info["attempts"][0]["strategy_id"] == "retry"
+        assert info["attempts"][0]["outcome"] != "success"
+        # this plugin's own run of the seed's choice failed: from now on the evidence decides
+        learned = await network(s)
+        assert all("seed_score" not in row for row in learned["first_choice"])
+        ok, info = await s.integ.handle_error(ConnectionResetError("reset by cache node"), {
+            "component": "cache", "operation": "get", "callable": lambda: "ok"})
+        assert "seed" not in info["attempts"][0]["decision"]["reason"]
+
+
+async def test_the_seed_tools_fields_are_in_the_answers(tmp_path: Path) -> None:
+    """The JSON fields the seed's tools read (issue 29, item 5), with the seed's meaning."""
+    seed = build_seed_database(str(tmp_path / "seed.duckdb"))
+    async with Served(seed.path) as s:
+        listed = {e["error_id"]: e for e in (await s.get("/api/recovery/history"))["errors"]}
+        refused = listed[seed.ids["refused"]]
+        assert refused["attempts"] == 2 and refused["last_attempt"]["old_level"] == 2  # the history's last entry
+        assert all("attempts" in e and "last_attempt" in e for e in listed.values())
+        metrics = await s.get("/api/recovery/metrics")
+        assert all(entry["strategy_id"] == sid for sid, entry in metrics["strategies"].items())
+        assert metrics["top_strategies"]["network"]["strategy_name"] == "worker"
+        assert metrics["overall"]["error_type_count"] == 2  # network and database, in the last 30 days
+        assert metrics["overall"]["strategy_count"] == 3
+        one = await s.get(f"/api/errors/{seed.ids['exhausted']}")
+        assert one["related_entities"] == {"task_id": "t7"}
+        report = await s.integ.report_error(ConnectionResetError("peer reset"), {"component": "api",
+                                                                                 "worker_id": "w3"})
+        assert (await s.get(f"/api/errors/{report.error_id}"))["related_entities"] == {"worker_id": "w3"}

@@ -23,7 +23,6 @@ from coordinator_plugins.error_handling.config import ErrorHandlingConfig, valid
 from coordinator_plugins.error_handling.intake.handler import parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
-from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.observe.metrics import plugin_state
 from coordinator_plugins.error_handling.plugin import attach
@@ -95,8 +94,7 @@ class EnhancedErrorHandlingIntegration:
         self.recovery_manager.restore(state.levels, state.stopped, self.error_handler.groups)
         self.performance_recovery.load(state.scores)
         self.timeouts.load(state.timeouts)
-        if isinstance(self.policy, AdaptivePolicy):
-            self.policy.load(state.learner)
+        self.policy.load(state.learner)
         self.restore_skipped = state.skipped + self.performance_recovery.skipped
 
     async def stop(self) -> None:
@@ -213,6 +211,14 @@ class EnhancedErrorHandlingIntegration:
     ) -> bool:
         return (await self.resolve(error_id, resolution, details)) is not None
 
+    async def group_id(self, error_id: str) -> str:
+        """The id of the group ``error_id`` names: itself, or the group a seed error was folded
+        into on migration (its alias); unknown ids come back as they are."""
+        if self.error_handler.groups.get(error_id) is not None or error_id in self.recovery_manager.levels:
+            return error_id
+        alias = await self.store.alias(error_id)
+        return alias.error_id if alias is not None else error_id
+
     async def resolve(
         self, error_id: str, resolution: str = "manual", details: dict[str, Any] | None = None
     ) -> bool | None:
@@ -220,6 +226,9 @@ class EnhancedErrorHandlingIntegration:
         report = self.error_handler.groups.get(error_id)
         if report is None:
             await self.store.flush()
+            error_id = await self.group_id(error_id)
+            report = self.error_handler.groups.get(error_id)
+        if report is None:
             record = await self.store.get_group(error_id)
             if record is None:
                 return None
@@ -267,6 +276,9 @@ class EnhancedErrorHandlingIntegration:
         if st is not None:
             return {"error_id": error_id, "current_level": st.level, "history": list(st.history)}
         await self.store.flush()
+        if (group_id := await self.group_id(error_id)) != error_id:
+            of_group = await self.get_recovery_history(group_id, limit)
+            return None if of_group is None else {**of_group, "requested_error_id": error_id}
         level = await self.store.recovery_level(error_id)
         if level is not None:
             return {"error_id": error_id, "current_level": level.level, "history": [dict(h) for h in level.history]}
@@ -293,6 +305,7 @@ class EnhancedErrorHandlingIntegration:
         return self._explainer.explain(error_type)
 
     async def reset_recovery_level(self, error_id: str) -> bool:
+        error_id = await self.group_id(error_id)
         self._unstop(error_id)
         done = self.recovery_manager.reset_level(error_id)
         if self.fleet is not None:

@@ -9,6 +9,10 @@ level 5, valued with what escalating after it would cost, and the group starts a
 strategy's level: levels below are skipped, not run, and never level 5 (SPEC 3). A skipped
 strategy keeps being drawn: its evidence decays, so its posterior widens and it is tried again.
 Every decision carries its reason and its choice probability.
+
+After a migration from the seed framework, a new group's first strategy is the seed's top-scored
+one until this plugin's own runs of it fail (``seedprior.py``); ``adaptive`` and ``score`` keep
+that rule, ``ladder`` keeps its fixed order.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from coordinator_plugins.error_handling.learning.belief import Belief, KeyView, choice_probability, plan_first
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
+from coordinator_plugins.error_handling.learning.seedprior import PRIOR_KEY, SeedPrior
 from coordinator_plugins.error_handling.storage.records import LearnerRecord
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
 
@@ -60,6 +65,17 @@ class SelectionPolicy:
     def __init__(self, perf: PerformanceTracker, rng: random.Random) -> None:
         self.perf = perf
         self.rng = rng
+        self.prior: SeedPrior | None = None  # the seed's first choices, after a migration
+
+    def load(self, rows: list[LearnerRecord]) -> None:
+        """State kept in learner rows: the seed's first choices (written by a seed migration)."""
+        for row in rows:
+            if row.key == PRIOR_KEY:
+                self.prior = SeedPrior.from_state(row.state)
+
+    def seed_first(self, key: str, options: Sequence[str]) -> tuple[str, float] | None:
+        """The seed's first choice among ``options`` while it holds (see ``seedprior``)."""
+        return self.prior.pick(self.perf, key, options) if self.prior is not None else None
 
     def choose(self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]) -> Decision:
         raise NotImplementedError
@@ -110,6 +126,8 @@ class ScorePolicy(SelectionPolicy):
     def choose(self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]) -> Decision:
         fresh = [s for s in candidates if _sid(s) not in tried] or list(candidates)
         scores = {_sid(s): self._score(s, key, level) for s in fresh}
+        if not tried and (seeded := self.seed_first(key, list(scores))) is not None:
+            return Decision(seeded[0], level, self.name, _SEED_REASON.format(score=seeded[1]), 1.0, scores)
         best = max(fresh, key=lambda s: scores[_sid(s)])
         return Decision(_sid(best), level, self.name, f"highest score {scores[_sid(best)]:.3f}", 1.0, scores)
 
@@ -166,6 +184,11 @@ class AdaptivePolicy(SelectionPolicy):
         options, levels = self.first_options(key, strategies, max_level)
         if not options:
             return StartChoice(1, "no strategy can run below level 5: start at level 1")
+        if (seeded := self.seed_first(key, list(options))) is not None:
+            sid, level = seeded[0], levels[seeded[0]]
+            reason = "first of a new group: " + _SEED_REASON.format(score=seeded[1])
+            return StartChoice(level, f"start at level {level} with {sid} (the seed's first choice)",
+                               Decision(sid, level, self.name, reason, 1.0, {sid: seeded[1]}))
         draws = self._draw(options)
         best = max(draws, key=lambda k: draws[k])
         level = levels[best]
@@ -182,6 +205,10 @@ class AdaptivePolicy(SelectionPolicy):
     def first_choices(self, key: str, strategies: Sequence[RecoveryStrategy], max_level: int) -> list[dict[str, Any]]:
         """For explanations: each option's level and its probability of being chosen first now."""
         options, levels = self.first_options(key, strategies, max_level)
+        if (seeded := self.seed_first(key, list(options))) is not None:
+            return [{"strategy_id": sid, "level": levels[sid], "probability": 1.0 if sid == seeded[0] else 0.0,
+                     **({"seed_score": seeded[1]} if sid == seeded[0] else {})}
+                    for sid in sorted(options, key=lambda k: k != seeded[0])]
         rows = [
             {"strategy_id": sid, "level": levels[sid], "probability": round(choice_probability(options, sid), 3)}
             for sid in options
@@ -190,7 +217,9 @@ class AdaptivePolicy(SelectionPolicy):
 
     def load(self, rows: list[LearnerRecord]) -> None:
         """Learner rows of earlier versions (learned start levels) are superseded: the start now
-        follows from the strategies' evidence, which is restored with the strategy scores."""
+        follows from the strategies' evidence, which is restored with the strategy scores. The
+        seed's first choices are read (see ``SelectionPolicy.load``)."""
+        super().load(rows)
 
     def key_summary(self, key: str) -> dict[str, Any]:
         view = self.view(key)
@@ -200,6 +229,10 @@ class AdaptivePolicy(SelectionPolicy):
             if arm.evidence.changes
         ]
         return {"runs": view.clock, "prior_success_rate": round(view.prior_mean, 4), "shifts_detected": shifts}
+
+
+_SEED_REASON = ("the seed's top-scored strategy (seed score {score:.3f}), kept after the migration until this "
+                "plugin's own runs of it fail")
 
 
 def _evidence(o: Belief) -> str:

@@ -27,15 +27,15 @@ from coordinator_plugins.error_handling.seed.values import (
     text,
     utc,
 )
-from coordinator_plugins.error_handling.storage.records import LevelRecord
+from coordinator_plugins.error_handling.storage.records import AliasRecord, LevelRecord
 
 Classified = dict[tuple[Any, ...], tuple[Classification, str]]
 
 
 def _report(
     row: dict[str, Any], report: SeedMigrationReport, seen_before: Classified
-) -> tuple[ErrorReport, str | None]:
-    """One seed error as a group of its own (before merging), and its seed error type.
+) -> tuple[ErrorReport, str | None, dict[str, Any]]:
+    """One seed error as a group of its own (before merging), its seed error type and context.
     ``seen_before`` caches classifications: a seed database repeats the same few errors."""
     ctx = parse_dict(row.get("context_data"), report)
     component = text(row.get("component") or ctx.get("component")) or "unknown"
@@ -94,12 +94,12 @@ def _report(
     if status is ResolutionStatus.RESOLVED and group.resolution_time is None:
         group.resolution_time = seen
     seed_type = row.get("error_type")
-    return group, (str(seed_type) if seed_type is not None else None)
+    return group, (str(seed_type) if seed_type is not None else None), ctx
 
 
 class _Bucket:
-    """Open seed errors that are one error here, folded as they are read: the primary (the error
-    the seed aggregated the others into, else the earliest) and what their group adds up to."""
+    """Seed errors that are one group here, folded as they are read: the primary (the error the
+    seed aggregated the others into, else the earliest) and what their group adds up to."""
 
     __slots__ = ("count", "first", "ids", "last", "primary", "retries", "severity", "twice")
 
@@ -115,9 +115,20 @@ class _Bucket:
         if _rank(g, parents) < _rank(self.primary, parents):
             self.primary = g
 
+    def merge(self, other: _Bucket, parents: set[str]) -> None:
+        """Take in another bucket (the same error here): its ids, counts and times."""
+        self.ids.extend(other.ids)
+        self.count += other.count
+        self.twice += other.twice
+        self.first, self.last = min(self.first, other.first), max(self.last, other.last)
+        self.severity, self.retries = max(self.severity, other.severity), max(self.retries, other.retries)
+        if _rank(other.primary, parents) < _rank(self.primary, parents):
+            self.primary = other.primary
+
     def group(self) -> ErrorReport:
         """The group, under the primary's id. A primary's count already includes the errors the
-        seed related to it (``twice``), which are rows of their own too."""
+        seed related to it (``twice``), which are rows of their own too: each seed occurrence
+        counts once."""
         g = self.primary
         g.aggregated_count = max(len(self.ids), self.count - self.twice)
         g.first_seen, g.last_seen, g.error_severity, g.retry_count = self.first, self.last, self.severity, self.retries
@@ -131,63 +142,124 @@ def _rank(g: ErrorReport, parents: set[str]) -> tuple[bool, datetime, str]:
     return (g.error_id not in parents, g.first_seen, g.error_id)
 
 
+class _Relations:
+    """The seed's ``error_relations`` as clusters: each related error belongs to its primary's
+    group, whatever either's status (the seed resolved a primary and left the errors aggregated
+    into it open: they were that one error all the same)."""
+
+    def __init__(self, relations: list[dict[str, Any]]) -> None:
+        self.pairs = {(str(r["error_id"]), str(r["related_error_id"])) for r in relations
+                      if r.get("error_id") and r.get("related_error_id")}
+        self.parents = {p for p, m in self.pairs if p != m}
+        self.parent_of: dict[str, str] = {}
+        for p, m in sorted(self.pairs):
+            if p != m:
+                self.parent_of.setdefault(m, p)
+
+    def root(self, error_id: str) -> str | None:
+        """The primary at the top of ``error_id``'s cluster; None when it is in no relation."""
+        if error_id not in self.parent_of and error_id not in self.parents:
+            return None
+        seen = {error_id}
+        while (up := self.parent_of.get(error_id)) is not None and up not in seen:  # a cycle ends it
+            seen.add(up)
+            error_id = up
+        return error_id
+
+
+def _alias_details(row: dict[str, Any], g: ErrorReport, seed_type: str | None, ctx: dict[str, Any]) -> dict[str, Any]:
+    """What the seed kept of one error folded into another's group (its own row), to show under its id."""
+    return {
+        "timestamp": iso(g.first_seen), "error_type": seed_type, "error_severity": text(row.get("error_severity")),
+        "message": g.message, "resolution_status": text(row.get("resolution_status")),
+        "aggregated_count": count(row.get("aggregated_count")), "retry_count": g.retry_count,
+        "resolution_strategy": g.resolution_strategy,
+        "context_data": {k: v for k, v in ctx.items() if k != "stack_trace"},
+        "recovery_details": {k: v for k, v in g.recovery_details.items() if k != "seed_migration"},
+    }
+
+
 def groups_of(
     rows: Iterable[dict[str, Any]], relations: list[dict[str, Any]], report: SeedMigrationReport
-) -> tuple[list[ErrorReport], dict[str, str], list[tuple[Any, ...]]]:
-    """(groups, seed error id -> group id, occurrence rows: one per seed error)."""
-    pairs = {(str(r["error_id"]), str(r["related_error_id"])) for r in relations
-             if r.get("error_id") and r.get("related_error_id")}
-    parents = {p for p, m in pairs if p != m}
-    buckets: dict[str, _Bucket] = {}
-    resolved: list[ErrorReport] = []
+) -> tuple[list[ErrorReport], dict[str, str], list[tuple[Any, ...]], list[AliasRecord]]:
+    """(groups, seed error id -> group id, occurrence rows: one per seed error, the aliases: the
+    seed's ids that name another's group)."""
+    rel = _Relations(relations)
+    parents = rel.parents
+    buckets: dict[str, _Bucket] = {}  # open errors here, by fingerprint
+    clusters: dict[str, _Bucket] = {}  # errors the seed related, by their primary's id
+    resolved: list[_Bucket] = []
     occurrences: list[tuple[Any, ...]] = []  # taken before merging changes the primary's times
+    kept: dict[str, dict[str, Any]] = {}  # seed id -> what the seed kept of it (shown under its id as an alias)
     seen_before: Classified = {}
     for row in rows:
         if not row.get("error_id"):
             report.skip("error_reports", row.get("error_id"), "no error_id")
             continue
         try:
-            g, seed_type = _report(row, report, seen_before)
+            g, seed_type, ctx = _report(row, report, seen_before)
         except Exception as exc:  # a row this code does not foresee: skipped, never fatal
             report.skip("error_reports", row["error_id"], f"{type(exc).__name__}: {exc}")
             continue
-        info = {"migrated_at": report.migrated_at}
+        kept[g.error_id] = _alias_details(row, g, seed_type, ctx)
+        info: dict[str, Any] = {"migrated_at": report.migrated_at, "context_data": kept[g.error_id]["context_data"]}
         if seed_type and seed_type != g.error_type.value:
             info["seed_error_type"] = seed_type
         g.recovery_details["seed_migration"] = info
         c = g.context
         occurrences.append((g.error_id, g.first_seen, g.message, c.worker_id, c.task_id, c.hardware_id,
                             {"seed_error_id": g.error_id}))
-        if not g.is_open:
-            resolved.append(g)
+        root = rel.root(g.error_id)
+        if root is not None:
+            if (cluster := clusters.get(root)) is None:
+                clusters[root] = _Bucket(g)
+            else:
+                cluster.add(g, parents)
+        elif not g.is_open:
+            resolved.append(_Bucket(g))
         elif (bucket := buckets.get(g.fingerprint)) is None:
             buckets[g.fingerprint] = _Bucket(g)
         else:
             bucket.add(g, parents)  # g itself is dropped unless it becomes the primary
-    bucket_of = {i: b for b in buckets.values() for i in b.ids}
-    for p, m in pairs:
-        if p != m and (b := bucket_of.get(p)) is not None and bucket_of.get(m) is b:
-            b.twice += 1
+    for p, m in rel.pairs:  # a primary's count includes the related rows: each is counted once
+        if p != m and p in kept and m in kept and (root := rel.root(p)) in clusters:
+            clusters[root].twice += 1
+    for cluster in clusters.values():  # as its primary is: an open one joins the open group of its error
+        g = cluster.primary
+        if not g.is_open:
+            resolved.append(cluster)
+        elif (bucket := buckets.get(g.fingerprint)) is None:
+            buckets[g.fingerprint] = cluster
+        else:
+            bucket.merge(cluster, parents)
     group_of: dict[str, str] = {}
     groups: list[ErrorReport] = []
-    for b in buckets.values():
-        groups.append(b.group())
-        report.merged_errors += len(b.ids) - 1
-        for i in b.ids:
-            group_of[i] = b.primary.error_id
-    for g in resolved:
-        if g.fingerprint in buckets:  # never competes with the open group of the same error
+    aliases: list[AliasRecord] = []
+    for b in [*buckets.values(), *resolved]:
+        g = b.group()
+        if not g.is_open and g.fingerprint in buckets:  # never competes with the open group of its error
             g.fingerprint = f"seed:{g.error_id}"
         groups.append(g)
-        group_of[g.error_id] = g.error_id
+        report.merged_errors += len(b.ids) - 1
+        for i in sorted(b.ids, key=lambda i: (kept[i]["timestamp"] or "", i)):  # as the seed saw them
+            group_of[i] = g.error_id
+            if i != g.error_id:
+                relation = "aggregated" if i in rel.parent_of or i in parents else "merged"
+                aliases.append(AliasRecord(i, g.error_id, relation, kept[i]))
+                g.recovery_details.setdefault("related_errors", []).append({"error_id": i, "relation": relation})
+                g.related_errors.append(i)
+    report.aliases = len(aliases)
     report.ok("error_reports", len(occurrences))
-    return groups, group_of, [(group_of[o[0]], *o[1:]) for o in occurrences]
+    return groups, group_of, [(group_of[o[0]], *o[1:]) for o in occurrences], aliases
 
 
 def fold_relations(
     relations: list[dict[str, Any]], groups: dict[str, ErrorReport], group_of: dict[str, str],
     report: SeedMigrationReport,
 ) -> None:
+    """The relations that did not fold into a group (between two groups) listed on the group of
+    their primary, as ``recovery_details.related_errors``; those that name no migrated error are
+    skipped and counted."""
     for r in relations:
         p, m = r.get("error_id"), r.get("related_error_id")
         if not p or not m:
@@ -198,12 +270,12 @@ def fold_relations(
         if owner is None:
             report.skip("error_relations", (p, m), "names no migrated error")
             continue
-        other = gm if owner.error_id == gp else gp
-        if other != owner.error_id:
-            rel = {"error_id": other, "relation": text(r.get("relation_type")) or "related"}
+        other = str(m) if owner.error_id == gp else str(p)
+        if gp != gm:  # (within one group the relation is listed already, by the group)
+            entry = {"error_id": other, "relation": text(r.get("relation_type")) or "related"}
             listed = owner.recovery_details.setdefault("related_errors", [])
-            if rel not in listed:
-                listed.append(rel)
+            if entry not in listed:
+                listed.append(entry)
                 owner.related_errors.append(other)
         report.ok("error_relations")
 

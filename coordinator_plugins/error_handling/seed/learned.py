@@ -1,5 +1,11 @@
 """The seed's recovery records replayed through this plugin's learners: strategy evidence (from
-which the adaptive policy also chooses where a new group starts) and timeouts."""
+which the adaptive policy also chooses where a new group starts) and timeouts.
+
+What the seed learned holds until this plugin has evidence of its own: a timeout the seed kept
+(``adaptive_timeouts``) is kept as it is (the records' durations are not replayed into it: the
+first duration this plugin measures replaces it), and the seed's ranking of the strategies
+(``strategy_scores.score``) is a new group's first choice until this plugin's own runs of the
+seed's top strategy fail (``learning/seedprior.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from coordinator_plugins.error_handling.learning.performance import WINDOW, PerformanceTracker, Sample
+from coordinator_plugins.error_handling.learning.seedprior import SeedPrior
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.model import utcnow
 from coordinator_plugins.error_handling.seed.values import (
@@ -29,6 +36,7 @@ class Capture:
     def __init__(self) -> None:
         self.scores: dict[tuple[str, str], StrategyScore] = {}
         self.timeouts: dict[tuple[str, str], TimeoutRecord] = {}
+        self.prior = SeedPrior()
 
     def score(self, rec: StrategyScore) -> None:
         self.scores[(rec.key, rec.strategy_id)] = rec
@@ -105,6 +113,8 @@ def learn(
                         run.recovered_tasks)
         for key in [et, f"{et}@{hw}"] if hw else [et]:
             arms[(key, sid)].append(sample)
+        if (et, sid) in seeded:  # the seed's timeout holds until this plugin measures its own
+            continue
         if run.outcome == "timeout":
             learned_timeouts.observe_timeout(et, sid)
         elif run.success:
@@ -115,11 +125,11 @@ def learn(
         arm.total, arm.total_successes = len(older), sum(1 for s in older if s.success)
         for sample in recent:
             perf.add([key], sid, sample)
-    for (et, sid), updated in seeded.items():
-        if (et, sid) not in cap.timeouts:  # never observed here: the seed's timeout as it was
-            est = learned_timeouts.estimate(et, sid)
-            cap.timeouts[(et, sid)] = TimeoutRecord(et, sid, est.timeout, 0.0, 0.0, 0, updated or utcnow())
+    for (et, sid), updated in seeded.items():  # no measurement of this plugin's yet: no samples
+        est = learned_timeouts.estimate(et, sid)
+        cap.timeouts[(et, sid)] = TimeoutRecord(et, sid, est.timeout, 0.0, 0.0, 0, updated or utcnow())
         report.ok("adaptive_timeouts")
+    ranked: list[tuple[str, str, float]] = []
     for row in scores:
         et, sid = row.get("error_type"), row.get("strategy_id")
         if not et or not sid:
@@ -127,7 +137,10 @@ def learn(
             continue
         if (str(et), str(sid)) not in perf.arms:
             _evidence_from_summary(perf, str(et), str(sid), row, report)
+        if (score := number(row.get("score"), -1.0, -1.0)) >= 0:
+            ranked.append((str(et), str(sid), score))
         report.ok("strategy_scores")
+    cap.prior = SeedPrior.of_scores(ranked, perf)
     return cap
 
 

@@ -26,6 +26,7 @@ class SeedMigrationReport:
     groups: int = 0
     open_groups: int = 0
     merged_errors: int = 0
+    aliases: int = 0
     skip_reasons: list[str] = field(default_factory=list)
     migrated_at: str = ""
 
@@ -49,6 +50,7 @@ class SeedMigrationReport:
             "groups": self.groups,
             "open_groups": self.open_groups,
             "merged_errors": self.merged_errors,
+            "aliases": self.aliases,
             "skip_reasons": self.skip_reasons,
         }
 

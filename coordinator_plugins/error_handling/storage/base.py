@@ -30,6 +30,7 @@ from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
 from coordinator_plugins.error_handling.storage.records import (
+    AliasRecord,
     GroupPage,
     GroupQuery,
     GroupRecord,
@@ -99,6 +100,10 @@ class StoreReads(Protocol):
     ) -> dict[str, Any] | None:
         """Occurrences per clock-aligned bucket (API shape: start, end, step_seconds, counts,
         total); None for an unknown group."""
+
+    async def alias(self, alias_id: str) -> AliasRecord | None:
+        """The group that another id names (a seed error folded into it on migration), or None;
+        ``get_group`` answers by a group's own id only."""
 
     async def recovery_level(self, error_id: str) -> LevelRecord | None: ...
 

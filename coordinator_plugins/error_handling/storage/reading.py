@@ -7,6 +7,7 @@ from typing import Any
 
 from coordinator_plugins.error_handling.storage.base import StoreReads
 from coordinator_plugins.error_handling.storage.records import (
+    AliasRecord,
     GroupPage,
     GroupQuery,
     GroupRecord,
@@ -44,6 +45,9 @@ class ForwardedReads:
         self, error_id: str, buckets: int = 60, window: float | None = None
     ) -> dict[str, Any] | None:
         return await self.reads.occurrence_series(error_id, buckets, window)
+
+    async def alias(self, alias_id: str) -> AliasRecord | None:
+        return await self.reads.alias(alias_id)
 
     async def recovery_level(self, error_id: str) -> LevelRecord | None:
         return await self.reads.recovery_level(error_id)

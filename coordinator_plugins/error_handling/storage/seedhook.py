@@ -7,9 +7,8 @@ the seed's errors, grouping them, replaying its recovery records through the lea
 domain's, in ``error_handling/seed/``, handed to the store at construction as a
 :data:`SeedHook` (``open_store`` does it). A store given no hook refuses such a file.
 
-A conversion is a set of records, the same that cross the ``Store`` protocol; what a future
-conversion keeps beyond them (the seed's ids as aliases, its relations, ...) becomes a field of
-:class:`SeedConversion` and a table the store writes it to.
+A conversion is a set of records, the same that cross the ``Store`` protocol, plus the seed's ids
+that became other ids of a group (``aliases``, written to ``error_aliases``).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from coordinator_plugins.error_handling.storage.records import (
+    AliasRecord,
     GroupRecord,
     LearnerRecord,
     LevelRecord,
@@ -49,12 +49,14 @@ class SeedSource(Protocol):
 class SeedConversion:
     """What a seed-written file becomes: the records the store writes in its own layout.
 
-    ``groups`` are new groups, each written with its whole ``aggregated_count``; ``runs`` are
-    written oldest first; ``report`` is what the conversion did (kept in
+    ``groups`` are new groups, each written with its whole ``aggregated_count``; ``aliases`` the
+    seed's ids folded into them (each keeps answering for its group); ``runs`` are written oldest
+    first; ``report`` is what the conversion did (kept in
     ``StoreStatus.seed_migration``), and ``summary`` the line the store logs once it committed."""
 
     groups: list[GroupRecord] = field(default_factory=list)
     occurrences: list[OccurrenceRecord] = field(default_factory=list)
+    aliases: list[AliasRecord] = field(default_factory=list)
     runs: list[StrategyRun] = field(default_factory=list)
     levels: list[LevelRecord] = field(default_factory=list)
     scores: list[StrategyScore] = field(default_factory=list)

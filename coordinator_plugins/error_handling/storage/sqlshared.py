@@ -4,7 +4,7 @@ series and its answer. Each store supplies its own placeholder style and runs it
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,4 +54,46 @@ def series_answer(error_id: str, start: float, now: float, step: float, counts: 
         "step_seconds": step,
         "counts": counts,
         "total": sum(counts),
+    }
+
+
+def history_item(error_id: str, level: int, last_updated: str | None, entries: int | None, last: Any) -> dict[str, Any]:
+    """One group of ``GET /recovery/history`` (no id): its level, its history's length as
+    ``recoveries`` and, as the seed's tools read it, ``attempts``, and its last entry
+    (``last_attempt``, None without one)."""
+    n = int(entries or 0)
+    return {"error_id": error_id, "current_level": level, "last_updated": last_updated, "recoveries": n,
+            "attempts": n, "last_attempt": last if isinstance(last, dict) else None}
+
+
+def performance_answer(
+    strategy_rows: Iterable[Sequence[Any]], type_rows: Iterable[Sequence[Any]], outcomes: dict[str, int], days: int
+) -> dict[str, Any]:
+    """``GET /recovery/metrics`` from a store's aggregates: ``strategy_rows`` (strategy id, name,
+    runs, successes, mean time, mean impact, mean stability, tasks affected, tasks recovered,
+    timeouts) and ``type_rows`` (error type, strategy id, runs, success rate, mean time). With the
+    fields the seed's tools read: each strategy's ``strategy_id``, each top strategy's
+    ``strategy_name``, ``overall.error_type_count`` and ``overall.strategy_count``."""
+    strategies: dict[str, dict[str, Any]] = {}
+    for sid, name, n, ok, t, imp, stab, aff, rec, tmo in strategy_rows:
+        strategies[sid] = {
+            "strategy_id": sid, "strategy_name": name, "total_executions": n, "successes": int(ok or 0),
+            "success_rate": (ok or 0) / n if n else 0.0, "avg_execution_time": t, "avg_impact_score": imp,
+            "avg_stability_score": stab, "affected_tasks": int(aff or 0), "recovered_tasks": int(rec or 0),
+            "task_recovery_rate": (rec / aff) if aff else None, "timeouts": tmo,
+        }
+    top: dict[str, dict[str, Any]] = {}
+    for et, sid, n, rate, t in type_rows:
+        best = top.get(et)
+        if best is None or (rate, -t) > (best["success_rate"], -best["avg_execution_time"]):
+            top[et] = {"strategy_id": sid, "strategy_name": strategies.get(sid, {}).get("strategy_name", sid),
+                       "success_rate": rate, "avg_execution_time": t, "executions": n}
+    total = sum(s["total_executions"] for s in strategies.values())
+    succ = sum(s["successes"] for s in strategies.values())
+    return {
+        "strategies": strategies,
+        "top_strategies": top,
+        "overall": {"total_executions": total, "overall_success_rate": succ / total if total else 0.0,
+                    "successes": succ, "outcomes": outcomes, "days": days, "strategy_count": len(strategies),
+                    "error_type_count": len(top)},
     }

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.storage.base import WriteRefused
-from coordinator_plugins.error_handling.storage.records import GroupQuery
+from coordinator_plugins.error_handling.storage.records import GroupQuery, GroupRecord
 from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.deadline import Deadlines
 from coordinator_plugins.error_handling.web.port import ErrorsApi
@@ -149,14 +149,21 @@ class ErrorRoutes:
 
     async def get_error(self, request: web.Request) -> web.Response:
         error_id = self._id(request)
-        await self.integ.store.flush()
-        record = await self.integ.store.get_group(error_id)
+        store = self.integ.store
+        await store.flush()
+        record = await store.get_group(error_id)
+        alias = None
+        if record is None and (alias := await store.alias(error_id)) is not None:  # a seed error folded into a group
+            record = await store.get_group(alias.error_id)
         if record is None:
             raise not_found(f"unknown error id {error_id!r}")
         row = record.to_api()
         if not self.integ.config.expose_stack_traces:
             row.pop("stack_trace", None)
-        hist = await self.integ.get_recovery_history(error_id) or {"current_level": 1, "history": []}
+        row.update(related_errors=related_errors(record), related_entities=related_entities(record))
+        if alias is not None:
+            row.update(requested_error_id=error_id, alias=alias.to_api())
+        hist = await self.integ.get_recovery_history(record.error_id) or {"current_level": 1, "history": []}
         row.update(recovery_history=hist["history"], current_recovery_level=hist["current_level"])
         return json_response(row)
 
@@ -167,19 +174,22 @@ class ErrorRoutes:
         details = body.get("details")
         if "details" in body and not isinstance(details, dict):
             raise bad("details: expected an object")
+        asked = error_id
+        error_id = await self.integ.group_id(asked)  # a seed error folded into a group resolves the group
         result = await self.integ.resolve(error_id, resolution, details)
         if result is None:
-            raise not_found(f"unknown error id {error_id!r}")
+            raise not_found(f"unknown error id {asked!r}")
         # status and message: the fields of the seed's answer, which its clients read
-        return json_response(
-            {
-                "error_id": error_id,
-                "resolution_status": ResolutionStatus.RESOLVED,
-                "already_resolved": result,
-                "status": "success",
-                "message": f"error {error_id} {'was already' if result else 'is now'} resolved",
-            }
-        )
+        answer = {
+            "error_id": error_id,
+            "resolution_status": ResolutionStatus.RESOLVED,
+            "already_resolved": result,
+            "status": "success",
+            "message": f"error {error_id} {'was already' if result else 'is now'} resolved",
+        }
+        if asked != error_id:
+            answer["requested_error_id"] = asked
+        return json_response(answer)
 
     async def recovery_metrics(self, request: web.Request) -> web.Response:
         et = query_error_type(request)
@@ -234,6 +244,24 @@ class ErrorRoutes:
         return web.Response(
             body=self.integ.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
         )
+
+
+def related_errors(record: GroupRecord) -> list[str]:
+    """The ids related to a group: the seed errors folded into it and the seed's other relations
+    (``recovery_details.related_errors``, kept by the seed migration)."""
+    listed = record.recovery_details.get("related_errors")
+    ids = [r.get("error_id") for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
+    return [i for i in ids if isinstance(i, str)]
+
+
+def related_entities(record: GroupRecord) -> dict[str, Any]:
+    """The seed's ``related_entities`` of a group: as the seed's context gave it (kept in
+    ``metadata`` by the seed migration), else the worker, task and hardware the group names."""
+    kept = record.metadata.get("related_entities")
+    if isinstance(kept, dict):
+        return dict(kept)
+    named = {"worker_id": record.worker_id, "task_id": record.task_id, "hardware_id": record.hardware_id}
+    return {k: v for k, v in named.items() if v is not None}
 
 
 def _reset_answer(count: int, message: str) -> web.Response:

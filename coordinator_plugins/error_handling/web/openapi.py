@@ -168,10 +168,15 @@ def document(
                                 item,
                                 {
                                     "type": "object",
-                                    "required": ["recovery_history", "current_recovery_level"],
+                                    "required": ["recovery_history", "current_recovery_level", "related_errors",
+                                                 "related_entities"],
                                     "properties": {
                                         "recovery_history": {"type": "array"},
                                         "current_recovery_level": {"type": "integer"},
+                                        "related_errors": {"type": "array", "items": {"type": "string"}},
+                                        "related_entities": {"type": "object"},
+                                        "requested_error_id": {"type": "string"},
+                                        "alias": {"type": "object"},
                                     },
                                 },
                             ]

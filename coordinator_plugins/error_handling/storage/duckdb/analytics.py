@@ -15,20 +15,23 @@ from coordinator_plugins.error_handling.storage.records import (
     StrategyScore,
     TimeoutRecord,
 )
-from coordinator_plugins.error_handling.storage.sqlshared import series_answer, series_span
+from coordinator_plugins.error_handling.storage.sqlshared import (
+    history_item,
+    performance_answer,
+    series_answer,
+    series_span,
+)
 
 
 def history_summary(cur: Cursor, limit: int) -> dict[str, Any]:
     rows = cur.execute(
-        "SELECT error_id, current_level, last_updated, json_array_length(history) FROM progressive_recovery "
-        "ORDER BY last_updated DESC LIMIT ?",
+        "SELECT error_id, current_level, last_updated, json_array_length(history), json_extract(history, '$[#-1]') "
+        "FROM progressive_recovery ORDER BY last_updated DESC LIMIT ?",
         [limit],
     ).fetchall()
     by_level = dict(cur.execute("SELECT current_level, count(*) FROM progressive_recovery GROUP BY 1").fetchall())
     return {
-        "errors": [
-            {"error_id": r[0], "current_level": r[1], "last_updated": iso(r[2]), "recoveries": r[3]} for r in rows
-        ],
+        "errors": [history_item(r[0], r[1], iso(r[2]), r[3], _json(r[4], None)) for r in rows],
         "summary": {"groups": sum(by_level.values()), "by_level": {str(k): v for k, v in sorted(by_level.items())}},
     }
 
@@ -49,48 +52,16 @@ def performance_metrics(cur: Cursor, error_type: str | None, strategy_id: str | 
         "count(*) FILTER (WHERE outcome = 'timeout') FROM recovery_performance" + w + " GROUP BY strategy_id",
         params,
     ).fetchall()
-    strategies = {}
-    for sid, name, n, ok, t, imp, stab, aff, rec, tmo in rows:
-        strategies[sid] = {
-            "strategy_name": name,
-            "total_executions": n,
-            "successes": int(ok or 0),
-            "success_rate": (ok or 0) / n if n else 0.0,
-            "avg_execution_time": t,
-            "avg_impact_score": imp,
-            "avg_stability_score": stab,
-            "affected_tasks": int(aff or 0),
-            "recovered_tasks": int(rec or 0),
-            "task_recovery_rate": (rec / aff) if aff else None,
-            "timeouts": tmo,
-        }
     per_type = cur.execute(
         "SELECT error_type, strategy_id, count(*), avg(success::INT), avg(execution_time) FROM recovery_performance"
         + w
         + " GROUP BY 1, 2",
         params,
     ).fetchall()
-    top: dict[str, dict[str, Any]] = {}
-    for et, sid, n, rate, t in per_type:
-        cur_best = top.get(et)
-        if cur_best is None or (rate, -t) > (cur_best["success_rate"], -cur_best["avg_execution_time"]):
-            top[et] = {"strategy_id": sid, "success_rate": rate, "avg_execution_time": t, "executions": n}
-    total = sum(s["total_executions"] for s in strategies.values())
-    succ = sum(s["successes"] for s in strategies.values())
     outcomes = dict(
         cur.execute("SELECT outcome, count(*) FROM recovery_performance" + w + " GROUP BY 1", params).fetchall()
     )
-    return {
-        "strategies": strategies,
-        "top_strategies": top,
-        "overall": {
-            "total_executions": total,
-            "overall_success_rate": succ / total if total else 0.0,
-            "successes": succ,
-            "outcomes": outcomes,
-            "days": days,
-        },
-    }
+    return performance_answer(rows, per_type, outcomes, days)
 
 
 def occurrences(cur: Cursor, error_id: str, limit: int) -> list[OccurrenceRecord]:

@@ -16,6 +16,8 @@ Versions:
 - 2: an index on ``error_reports.fingerprint``: a group evicted from memory (or not loaded at
   startup) is found by its fingerprint when it recurs, so grouping stays exact past
   ``max_groups_in_memory``.
+- 3: ``error_aliases``: the other ids of a group (a seed error folded into a group on migration
+  keeps answering under its own id).
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ from coordinator_plugins.error_handling.storage.duckdb.schema import SCHEMA
 logger = logging.getLogger(__name__)
 
 
+# Version 3: the other ids of a group (the seed's errors folded into it on migration).
+ALIASES = """
+CREATE TABLE IF NOT EXISTS error_aliases (
+    alias_id VARCHAR PRIMARY KEY,
+    error_id VARCHAR NOT NULL,
+    relation VARCHAR,
+    details JSON
+)"""
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """Step to ``version`` from ``version - 1``: statements run in order."""
@@ -45,6 +56,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the tables of version 1 (the releases before versioned migrations had the same)", (SCHEMA,)),
     Migration(2, "an index on the fingerprint of error groups (exact grouping past the memory cap)",
               ("CREATE INDEX IF NOT EXISTS error_reports_fingerprint ON error_reports (fingerprint)",)),
+    Migration(3, "the other ids of a group (seed errors folded into it keep answering)", (ALIASES,)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

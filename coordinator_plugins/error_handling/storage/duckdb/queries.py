@@ -14,6 +14,7 @@ from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder, 
 from coordinator_plugins.error_handling.storage.duckdb.schema import GROUP_COLUMNS
 from coordinator_plugins.error_handling.storage.records import (
     LIST_FIELDS,
+    AliasRecord,
     GroupPage,
     GroupQuery,
     GroupRecord,
@@ -293,6 +294,15 @@ def unresolved(cur: Cursor, component: str | None, min_rank: int | None) -> list
         except BAD_ROW:
             continue
     return out
+
+
+def alias_of(cur: Cursor, alias_id: str) -> AliasRecord | None:
+    """The group another id names (see AliasRecord), or None."""
+    row = cur.execute("SELECT error_id, relation, details FROM error_aliases WHERE alias_id = ?", [alias_id]).fetchone()
+    if row is None:
+        return None
+    details = _json(row[2], {})
+    return AliasRecord(alias_id, str(row[0]), row[1] or "merged", details if isinstance(details, dict) else {})
 
 
 def level_of(cur: Cursor, error_id: str) -> LevelRecord | None:

@@ -13,6 +13,7 @@ from coordinator_plugins.error_handling.storage.duckdb.batch import bulk_load
 from coordinator_plugins.error_handling.storage.duckdb.database import Cursor, Database
 from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder
 from coordinator_plugins.error_handling.storage.records import (
+    AliasRecord,
     GroupPage,
     GroupQuery,
     GroupRecord,
@@ -86,6 +87,9 @@ class DuckDBReads:
         self, error_id: str, buckets: int = 60, window: float | None = None
     ) -> dict[str, Any] | None:
         return await self.read(lambda cur: analytics.occurrence_series(cur, error_id, buckets, window))
+
+    async def alias(self, alias_id: str) -> AliasRecord | None:
+        return await self.read(lambda cur: queries.alias_of(cur, alias_id))
 
     async def recovery_level(self, error_id: str) -> LevelRecord | None:
         return await self.read(lambda cur: queries.level_of(cur, error_id))

@@ -9,7 +9,8 @@ own ``schema_versions`` table and every table that is not one of the seed's six 
 the store's seed hook (``storage/seedhook.py``: the domain decides what they become, in
 ``error_handling/seed/``), drops the six seed tables, creates the version-1 tables
 (``schema.SCHEMA``), records schema version 1 and writes the hook's records with the store's own
-statements (``batch.statements_for``, as one commit of its writer would). Nothing is written when
+statements (``batch.statements_for``, as one commit of its writer would), with the seed's ids
+that were folded into a group as its aliases (``error_aliases``). Nothing is written when
 anything fails, so the seed's file is never half-converted and never emptied. In a chain of
 numbered migrations this is the step from "no ``schema_version``, seed tables" to version 1.
 """
@@ -25,9 +26,10 @@ import duckdb
 
 from coordinator_plugins.error_handling.storage.base import StoreUnavailable
 from coordinator_plugins.error_handling.storage.duckdb.batch import WriteBatch, run_statements, statements_for
-from coordinator_plugins.error_handling.storage.duckdb.migrations import version_statements
+from coordinator_plugins.error_handling.storage.duckdb.migrations import ALIASES, version_statements
 from coordinator_plugins.error_handling.storage.duckdb.schema import (
     SCHEMA,
+    dumps,
     learner_row,
     level_row,
     perf_row,
@@ -63,6 +65,11 @@ SEED_COLUMNS: dict[str, tuple[str, ...]] = {
     "adaptive_timeouts": ("error_type", "strategy_id", "timeout", "last_updated"),
     "progressive_recovery": ("error_id", "current_level", "last_updated", "history"),
 }
+# Aliases written in one statement from four parallel lists (alias, group, relation, details JSON).
+INSERT_ALIASES = (
+    "INSERT INTO error_aliases SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+    "unnest(?::VARCHAR[])::JSON"
+)
 # A table in the seed's layout lacks the column that this plugin's version 1 added first.
 _V1_ONLY = {"error_reports": "fingerprint", "recovery_performance": "outcome", "adaptive_timeouts": "srtt"}
 
@@ -170,6 +177,11 @@ def migrate_seed_database(
     batch.upserts = dict(upserts)
     statements, big = statements_for(batch, [(g, batch.deltas[gid], None) for gid, g in batch.groups.items()], [])
     drops: list[tuple[str, Any]] = [(f'DROP TABLE "{t}"', None) for t in present]
-    run_statements(con, [*drops, (SCHEMA, None), *version_statements(1), *statements], big)
+    aliases: list[tuple[str, Any]] = [(ALIASES, None)]  # (version 3's table, ahead of the steps that follow)
+    if done.aliases:
+        aliases.append((INSERT_ALIASES, [
+            [a.alias_id for a in done.aliases], [a.error_id for a in done.aliases],
+            [a.relation for a in done.aliases], [dumps(dict(a.details or {})) for a in done.aliases]]))
+    run_statements(con, [*drops, (SCHEMA, None), *version_statements(1), *aliases, *statements], big)
     logger.info("seed migration: done: %s", done.summary or f"{len(done.groups)} group(s)")
     return done.report

@@ -13,6 +13,7 @@ from coordinator_plugins.error_handling.storage.postgres.rows import from_json
 from coordinator_plugins.error_handling.storage.postgres.schema import GROUP_COLUMNS
 from coordinator_plugins.error_handling.storage.records import (
     LIST_FIELDS,
+    AliasRecord,
     GroupPage,
     GroupQuery,
     GroupRecord,
@@ -25,7 +26,13 @@ from coordinator_plugins.error_handling.storage.records import (
     StrategyScore,
     TimeoutRecord,
 )
-from coordinator_plugins.error_handling.storage.sqlshared import group_filters, series_answer, series_span
+from coordinator_plugins.error_handling.storage.sqlshared import (
+    group_filters,
+    history_item,
+    performance_answer,
+    series_answer,
+    series_span,
+)
 
 SELECT_GROUP = "SELECT " + ", ".join(GROUP_COLUMNS) + " FROM error_reports"
 SELECT_ITEMS = "SELECT " + ", ".join(LIST_FIELDS) + " FROM error_reports"
@@ -206,6 +213,16 @@ class PostgresReads:
                 counts[r["b"]] += int(r["c"])
         return series_answer(error_id, start, now, step, counts)
 
+    async def alias(self, alias_id: str) -> AliasRecord | None:
+        r = await self._pool().fetchrow(
+            "SELECT error_id, relation, details FROM error_aliases WHERE alias_id = $1", alias_id
+        )
+        if r is None:
+            return None
+        details = from_json(r["details"], {})
+        relation = r["relation"] or "merged"
+        return AliasRecord(alias_id, r["error_id"], relation, details if isinstance(details, dict) else {})
+
     async def recovery_level(self, error_id: str) -> LevelRecord | None:
         r = await self._pool().fetchrow(
             "SELECT error_id, current_level, last_updated, history FROM progressive_recovery WHERE error_id = $1",
@@ -219,15 +236,15 @@ class PostgresReads:
     async def recovery_summary(self, limit: int = 100) -> dict[str, Any]:
         pool = self._pool()
         rows = await pool.fetch(
-            "SELECT error_id, current_level, last_updated, jsonb_array_length(coalesce(history, '[]'::jsonb)) AS n "
-            "FROM progressive_recovery ORDER BY last_updated DESC LIMIT $1", limit,
+            "SELECT error_id, current_level, last_updated, jsonb_array_length(coalesce(history, '[]'::jsonb)) AS n, "
+            "history -> -1 AS last FROM progressive_recovery ORDER BY last_updated DESC LIMIT $1", limit,
         )
         by_level = {r[0]: r[1] for r in await pool.fetch(
             "SELECT current_level, count(*) FROM progressive_recovery GROUP BY 1")}
         return {
             "errors": [
-                {"error_id": r["error_id"], "current_level": r["current_level"], "last_updated": iso(r["last_updated"]),
-                 "recoveries": r["n"]}
+                history_item(r["error_id"], r["current_level"], iso(r["last_updated"]), r["n"],
+                             from_json(r["last"], None))
                 for r in rows
             ],
             "summary": {"groups": sum(by_level.values()), "by_level": {str(k): v for k, v in sorted(by_level.items())}},
@@ -244,36 +261,17 @@ class PostgresReads:
                 where.append(f"{column} = ${len(params)}")
         w = " FROM recovery_performance WHERE " + " AND ".join(where)
         pool = self._pool()
-        strategies: dict[str, Any] = {}
-        for r in await pool.fetch(
+        rows = await pool.fetch(
             "SELECT strategy_id, min(strategy_name), count(*), sum(success::int), avg(execution_time), "
             "avg(impact_score), avg(stability_score), sum(affected_tasks), sum(recovered_tasks), "
             "count(*) FILTER (WHERE outcome = 'timeout')" + w + " GROUP BY strategy_id", *params,
-        ):
-            sid, name, n, ok, t, imp, stab, aff, rec, tmo = r
-            strategies[sid] = {
-                "strategy_name": name, "total_executions": n, "successes": int(ok or 0),
-                "success_rate": (ok or 0) / n if n else 0.0, "avg_execution_time": t, "avg_impact_score": imp,
-                "avg_stability_score": stab, "affected_tasks": int(aff or 0), "recovered_tasks": int(rec or 0),
-                "task_recovery_rate": (rec / aff) if aff else None, "timeouts": tmo,
-            }
-        top: dict[str, dict[str, Any]] = {}
-        for et, sid, n, rate, t in await pool.fetch(
+        )
+        per_type = await pool.fetch(
             "SELECT error_type, strategy_id, count(*), avg(success::int)::float8, avg(execution_time)" + w
             + " GROUP BY 1, 2", *params,
-        ):
-            best = top.get(et)
-            if best is None or (rate, -t) > (best["success_rate"], -best["avg_execution_time"]):
-                top[et] = {"strategy_id": sid, "success_rate": rate, "avg_execution_time": t, "executions": n}
-        total = sum(s["total_executions"] for s in strategies.values())
-        succ = sum(s["successes"] for s in strategies.values())
+        )
         outcomes = {r[0]: r[1] for r in await pool.fetch("SELECT outcome, count(*)" + w + " GROUP BY 1", *params)}
-        return {
-            "strategies": strategies,
-            "top_strategies": top,
-            "overall": {"total_executions": total, "overall_success_rate": succ / total if total else 0.0,
-                        "successes": succ, "outcomes": outcomes, "days": days},
-        }
+        return performance_answer(rows, per_type, outcomes, days)
 
     async def strategy_runs(self, error_id: str | None = None, limit: int = 1000) -> list[StrategyRun]:
         sql = "SELECT * FROM recovery_performance"

@@ -176,6 +176,18 @@ CREATE INDEX IF NOT EXISTS error_reports_resolved ON error_reports (last_seen DE
     WHERE resolution_status = 'resolved';
 """,
     ),
+    (
+        5,
+        "the other ids of a group (seed errors folded into it on migration keep answering)",
+        """
+CREATE TABLE IF NOT EXISTS error_aliases (
+    alias_id TEXT PRIMARY KEY,
+    error_id TEXT NOT NULL,
+    relation TEXT,
+    details JSONB
+);
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -18,6 +18,7 @@ from coordinator_plugins.error_handling.storage.records.answers import (
 from coordinator_plugins.error_handling.storage.records.groups import (
     API_FIELDS,
     LIST_FIELDS,
+    AliasRecord,
     GroupRecord,
     OccurrenceRecord,
 )
@@ -32,6 +33,7 @@ from coordinator_plugins.error_handling.storage.records.learned import (
 __all__ = [
     "API_FIELDS",
     "LIST_FIELDS",
+    "AliasRecord",
     "GroupPage",
     "GroupQuery",
     "GroupRecord",

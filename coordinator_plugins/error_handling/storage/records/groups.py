@@ -110,6 +110,23 @@ assert tuple(OccurrenceRecord.__dataclass_fields__) == (
 
 
 @dataclass(frozen=True, slots=True)
+class AliasRecord:
+    """Another id that names a group: a seed error folded into the group on migration (its
+    ``relation``, and what the seed kept of that error in ``details``: its time, status, context
+    and recovery details). ``GET /errors/{alias_id}`` and every call taking an error id answer
+    for the group ``error_id``."""
+
+    alias_id: str
+    error_id: str
+    relation: str = "merged"
+    details: Mapping[str, Any] | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {"error_id": self.alias_id, "group_id": self.error_id, "relation": self.relation,
+                "details": dict(self.details) if self.details else {}}
+
+
+@dataclass(frozen=True, slots=True)
 class GroupRecord:
     """An error group's state at one moment.
 
