@@ -762,3 +762,36 @@ async def test_the_seed_tools_fields_are_in_the_answers(tmp_path: Path) -> None:
         report = await s.integ.report_error(ConnectionResetError("peer reset"), {"component": "api",
                                                                                  "worker_id": "w3"})
         assert (await s.get(f"/api/errors/{report.error_id}"))["related_entities"] == {"worker_id": "w3"}
+
+
+@pytest.mark.parametrize("form", ["epoch", "epoch_text", "naive", "aware", "iso_naive", "iso_z", "iso_offset"])
+async def test_a_stale_seed_worker_is_not_alive_whatever_form_its_heartbeat_has(form: str) -> None:
+    """The seed stored ``last_heartbeat`` as ``datetime.now().isoformat()`` (issue 29, item 6):
+    a string was ignored and a worker silent for an hour looked alive."""
+    from datetime import UTC, timedelta
+
+    from coordinator_plugins.contract.seed_adapter import SeedCoordinatorAdapter
+
+    def stamp(when: datetime) -> Any:  # ``when`` is naive local time, as the seed's datetime.now()
+        aware = when.astimezone(UTC)
+        return {"epoch": when.timestamp(), "epoch_text": str(when.timestamp()), "naive": when, "aware": aware,
+                "iso_naive": when.isoformat(), "iso_z": aware.isoformat().replace("+00:00", "Z"),
+                "iso_offset": aware.astimezone(datetime.now().astimezone().tzinfo).isoformat()}[form]
+
+    coord = SeedShapedCoordinator()
+    coord.workers = {"stale": {"status": "active", "last_heartbeat": stamp(datetime.now() - timedelta(hours=1))},
+                     "fresh": {"status": "active", "last_heartbeat": stamp(datetime.now() - timedelta(seconds=2))}}
+    adapter = SeedCoordinatorAdapter(coord, heartbeat_timeout=30.0)
+    assert not await adapter.worker_alive("stale")
+    assert await adapter.worker_alive("fresh")
+
+
+async def test_a_heartbeat_that_does_not_read_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    from coordinator_plugins.contract.seed_adapter import SeedCoordinatorAdapter
+
+    coord = SeedShapedCoordinator()
+    coord.workers = {w: {"status": "active", "last_heartbeat": "yesterday-ish"} for w in ("w1", "w2")}
+    adapter = SeedCoordinatorAdapter(coord)
+    assert await adapter.worker_alive("w1") and await adapter.worker_alive("w2")  # no time: as before, alive
+    said = [r for r in caplog.records if "does not read as a time" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"

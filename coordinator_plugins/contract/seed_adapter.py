@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 from datetime import datetime
 from typing import Any
@@ -21,11 +22,30 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def _ts(value: Any) -> float | None:
+def heartbeat_time(value: Any) -> float | None:
+    """A worker's ``last_heartbeat`` as epoch seconds, in every form the seed wrote: an epoch
+    number (``time.time()``), a datetime (naive is local time, as ``datetime.now()`` gives), or an
+    ISO-8601 string (``datetime.now().isoformat()``, or a worker's own timestamp, ``Z`` and offsets
+    included; an epoch number as a string too). None when there is none, or it does not read."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            return None
     if isinstance(value, int | float):
-        return float(value)
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, datetime):
-        return value.timestamp()
+        try:
+            return value.timestamp()
+        except (OverflowError, OSError, ValueError):
+            return None
     return None
 
 
@@ -41,6 +61,7 @@ class SeedCoordinatorAdapter:
         if not hasattr(coordinator, "failed_tasks"):
             coordinator.failed_tasks = set()
         self._paused = False
+        self._unreadable_logged = False  # a last_heartbeat that does not read is said once
         self._max_concurrency = int(getattr(coordinator, "max_concurrent_tasks", 0) or 0)
 
     @staticmethod
@@ -123,7 +144,13 @@ class SeedCoordinatorAdapter:
         w = self.c.workers.get(worker_id)
         if not isinstance(w, dict) or w.get("status") not in ("active", "idle", "busy"):
             return False
-        beat = _ts(w.get("last_heartbeat"))
+        raw = w.get("last_heartbeat")
+        beat = heartbeat_time(raw)
+        if beat is None and raw is not None and not self._unreadable_logged:
+            self._unreadable_logged = True
+            logger.warning("seed coordinator: worker %s has a last_heartbeat that does not read as a time (%r): "
+                           "such workers count as alive; store time.time(), a datetime or an ISO-8601 string",
+                           worker_id, raw)
         return beat is None or time.time() - beat <= self.heartbeat_timeout
 
     async def wait_worker_serving(self, worker_id: str, timeout: float) -> bool:
