@@ -42,8 +42,8 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         # The seed's forms: jitter as a bool (True meant up to 25%), error types and the severity
         # as their values, None for "no types".
-        if isinstance(self.jitter, bool):
-            self.jitter = SEED_JITTER if self.jitter else 0.0
+        if self.jitter is True:  # (False stays False: no jitter, as the seed kept it; it counts as 0.0)
+            self.jitter = SEED_JITTER
         self.retry_on_error_types = _types("retry_on_error_types", self.retry_on_error_types)
         self.skip_on_error_types = _types("skip_on_error_types", self.skip_on_error_types)
         if isinstance(self.skip_if_severity_above, str):

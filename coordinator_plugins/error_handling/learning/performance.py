@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator_plugins.error_handling.learning.evidence import SHIFT_KEEP, Evidence
-from coordinator_plugins.error_handling.model import utcnow
+from coordinator_plugins.error_handling.learning.record import RecoveryPerformanceRecord
 from coordinator_plugins.error_handling.storage.records import StrategyRun, StrategyScore
 
 WEIGHTS = {
@@ -240,27 +240,9 @@ class PerformanceTracker:
             )
 
     def record(self, row: dict[str, Any]) -> None:
+        """Store one run (the learner's dict of it) as a RecoveryPerformanceRecord."""
         if self.record_run is not None:
-            self.record_run(
-                StrategyRun(
-                    strategy_id=row["strategy_id"],
-                    strategy_name=row["strategy_name"],
-                    error_type=row["error_type"],
-                    execution_time=row["execution_time"],
-                    success=row["success"],
-                    affected_tasks=row["affected_tasks"],
-                    recovered_tasks=row["recovered_tasks"],
-                    impact_score=row["impact_score"],
-                    stability_score=row["stability_score"],
-                    outcome=row["outcome"],
-                    error_id=row["error_id"],
-                    level=row["level"],
-                    hardware_id=row.get("hardware_id"),
-                    resource_usage=dict(row["resource_usage"]),
-                    context=dict(row["context"]),
-                    timestamp=utcnow(),
-                )
-            )
+            self.record_run(RecoveryPerformanceRecord.of(row).to_run())
 
     def load(self, scores: list[StrategyScore]) -> None:
         for rec in scores:
