@@ -46,8 +46,10 @@ class SeedLikeCoordinator:
         self.pending_tasks: set[str] = set()
         self.failed_tasks: set[str] = set()
         self.worker_connections: dict[str, Any] = {}
-        self.db = duckdb.connect(db_path) if db_path else None
+        self.db_path = db_path
         self.enhanced_error_handling = install_enhanced_error_handling(self, plugin_config)
+        # the seed's subclass opens its database after the base class installed the plugin
+        self.db = duckdb.connect(db_path) if db_path else None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

@@ -147,7 +147,7 @@ def test_the_coordinators_own_open_duckdb_file_is_refused_at_install(tmp_path: P
 
     con = Coordinator.db
     try:
-        with pytest.raises(ValueError, match=r"error_handling\.database: .* is already open in this process") as err:
+        with pytest.raises(ValueError, match=r"error_handling\.database: .* is the coordinator's own database file") as err:
             install_enhanced_error_handling(Coordinator(), {"database": path})
         assert "a file of its own" in str(err.value) and "copy the file" in str(err.value)
         app = web.Application()  # and by setup(), before anything is mounted
@@ -156,6 +156,11 @@ def test_the_coordinators_own_open_duckdb_file_is_refused_at_install(tmp_path: P
         assert ERROR_HANDLING_KEY not in app and not app.router.routes()
     finally:
         con.close()
+    # the seed's subclass opens its db_path only after the base class installed the plugin: the
+    # path it names is refused all the same, before the coordinator's API thread ever starts
+    other = str(tmp_path / "seed.duckdb")
+    with pytest.raises(ValueError, match=r"error_handling\.database: .* is the coordinator's own database file"):
+        SeedLikeCoordinator({"database": other}, wiring="self.app", db_path=other)
     # once the coordinator closed it, the same file is the plugin's to use
     integ = EnhancedErrorHandlingIntegration(None, {"database": path})
     assert integ.store.path == path
@@ -168,7 +173,7 @@ async def test_a_file_the_host_opens_after_install_fails_the_start_with_the_same
     con = duckdb.connect(path)  # the host opens it between install and start
     server = TestServer(app, host="127.0.0.1")
     try:
-        with pytest.raises(StoreUnavailable, match="is already open in this process") as err:
+        with pytest.raises(StoreUnavailable, match="is the coordinator's own database file") as err:
             await server.start_server()
         assert "a file of its own" in str(err.value)
         assert not integ.started

@@ -84,6 +84,21 @@ def test_protected_mode_is_listed_with_the_rest(tmp_path: Path) -> None:
         "coordinator.max_local_workers", "coordinator.host", "plugins.error_handling.selection"], out.stderr
 
 
+def test_the_plugins_database_may_not_be_the_coordinators_file(tmp_path: Path) -> None:
+    out = _serve(tmp_path, f"""
+        [coordinator]
+        database = "{tmp_path / 'farm.duckdb'}"
+
+        [plugins]
+        enabled = ["error_handling"]
+
+        [plugins.error_handling]
+        database = "{tmp_path / 'farm.duckdb'}"
+    """)
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("error: plugins.error_handling.database: ") and "a file of its own" in out.stderr
+
+
 def test_a_cross_key_rule_is_not_judged_on_a_bad_value(tmp_path: Path) -> None:
     # heartbeat_timeout is itself bad: no second line comparing it with heartbeat_interval
     out = _serve(tmp_path, """

@@ -36,7 +36,21 @@ def config_problems(config: Mapping[str, Any], listening: bool = False) -> list[
     if security is not None:  # the plugin's token, hosts and reads default to the coordinator's
         config = plugin_defaults(config, security, host or "127.0.0.1")
     problems += check_plugins(config)[1]
+    if settings is not None:
+        problems += _shared_file(config, settings.database)
     return list(dict.fromkeys(problems))
+
+
+def _shared_file(config: Mapping[str, Any], own: str) -> list[str]:
+    """The plugin's DuckDB file may not be the coordinator's: one process opens a file once, with
+    one configuration (a shared ``postgresql://`` database is a fleet's, and fine)."""
+    plugins = config.get("plugins")
+    table = plugins.get("error_handling") if isinstance(plugins, Mapping) else None
+    theirs = table.get("database") if isinstance(table, Mapping) else None
+    if not isinstance(theirs, str) or theirs != own or own == ":memory:" or "://" in own:
+        return []
+    return [f"plugins.error_handling.database: {theirs!r} is coordinator.database too; DuckDB opens a file "
+            "once per process: give the plugin a file of its own (e.g. \"error_handling.duckdb\")"]
 
 
 def _host(config: Mapping[str, Any]) -> str | None:

@@ -48,8 +48,8 @@ def _real(path: str) -> str:
 def same_file_problem(path: str) -> str:
     """The message for a ``database`` that the host process has open already: what and the fix."""
     return (
-        f"error_handling.database: {path!r} is already open in this process (the coordinator's own "
-        "database?), and DuckDB opens a file once per process, with one configuration. Give the plugin "
+        f"error_handling.database: {path!r} is the coordinator's own database file (open in this "
+        "process, or its db_path), and DuckDB opens a file once per process, with one configuration. Give the plugin "
         "a file of its own (database = \"error_handling.duckdb\"); to keep what the seed code stored in "
         "the coordinator's file, stop the coordinator, copy the file and name the copy (README, "
         "Migrating from the seed framework, step 4)"
@@ -78,9 +78,13 @@ def held_by_host(path: str) -> bool:
     return False
 
 
-def refuse_if_held_by_host(path: str) -> None:
-    """ValueError naming ``database`` and the fix when the host has the file open (see the module)."""
-    if held_by_host(path):
+def refuse_if_held_by_host(path: str, host_path: str | None = None) -> None:
+    """ValueError naming ``database`` and the fix when the host has the file open (see the module),
+    or when ``host_path`` (the coordinator's own database file, which it may open only after the
+    plugin was installed: the seed's ``db_path``) is the same file."""
+    if path == MEMORY or "://" in path:
+        return
+    if held_by_host(path) or (host_path and _real(host_path) == _real(path)):
         raise ValueError(same_file_problem(path))
 
 

@@ -80,8 +80,10 @@ class DuckDBStore(ForwardedReads):
         memory_mb: int = 64,
         fallback_to_memory: bool = False,
         seed: SeedHook | None = None,
+        host_path: str | None = None,
     ) -> None:
-        refuse_if_held_by_host(path)  # the coordinator's own open file: refused now, with the fix
+        # the coordinator's own file (open in this process, or its ``host_path``): refused now, with the fix
+        refuse_if_held_by_host(path, host_path)
         self.fallback_to_memory = fallback_to_memory
         self.fallback_reason: str | None = None
         self.database = Database(path, memory_mb, seed)
