@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import duckdb
+from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tiny_coordinator.py"
@@ -44,11 +44,13 @@ async def test_the_example_keeps_what_it_learned_in_its_database(tmp_path: Path)
         _check(await module.run(str(path)))
     finally:
         del sys.modules["tiny_coordinator"]
-    con = duckdb.connect(str(path), read_only=True)
+    # what it learned is in its database: a restart on the file finds it
+    again = EnhancedErrorHandlingIntegration(None, {"database": str(path), "auto_recover": False})
+    await again.start()
     try:
-        runs = con.execute("SELECT strategy_id, success FROM recovery_performance ORDER BY strategy_id").fetchall()
-        statuses = con.execute("SELECT resolution_status FROM error_reports").fetchall()
+        performance = await again.get_performance_metrics()
+        unresolved = await again.get_unresolved_errors()
     finally:
-        con.close()
-    assert [r[0] for r in runs] == ["clear_cache", "worker"]
-    assert sorted(s for (s,) in statuses) == ["resolved", "resolved"]
+        await again.stop()
+    assert sorted(performance["strategies"]) == ["clear_cache", "worker"]
+    assert performance["overall"]["total_executions"] == 2 and unresolved == []
