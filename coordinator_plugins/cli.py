@@ -116,14 +116,19 @@ def _print_errors(exc: BaseException) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from coordinator_plugins.plugins import load_config
     from coordinator_plugins.reference.app import COORDINATOR_KEY, SECURITY_KEY, build_app
+    from coordinator_plugins.reference.checks import config_problems
     from coordinator_plugins.reference.security import check_listen
     from coordinator_plugins.reference.serving import serve
 
     try:
         config = load_config(args.config)
-        if args.port is not None:
+        if args.port is not None and isinstance(config.get("coordinator", {}), dict):
             config.setdefault("coordinator", {})["port"] = args.port
-        app = build_app(config)  # validate everything (plugins included) before binding anything
+        # every problem at once, a line each: [coordinator], protected mode, [plugins] (issue 28.6)
+        problems = config_problems(config, listening=True)
+        if problems:
+            raise ValueError("\n".join(problems))
+        app = build_app(config)  # what only installing finds (a database the process holds, ...)
         check_listen(app[COORDINATOR_KEY].settings.host, app[SECURITY_KEY])  # protected mode
     except ValueError as exc:
         _print_errors(exc)

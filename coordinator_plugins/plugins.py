@@ -53,35 +53,54 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{p}: cannot read config: {exc.strerror}") from exc
 
 
+def check_plugins(config: Mapping[str, Any]) -> tuple[list[tuple[str, Callable[..., Any], Any]], list[str]]:
+    """The plugins ``config["plugins"]`` enables, each with its checked table, and every problem
+    of the ``[plugins]`` tables, a line each (all at once: the list, the names, each plugin's own
+    table). Nothing is installed."""
+    plugins_cfg = config.get("plugins", {})
+    if not isinstance(plugins_cfg, Mapping):
+        return [], ["plugins: expected a table"]
+    problems: list[str] = []
+    enabled = plugins_cfg.get("enabled", [])
+    if not isinstance(enabled, list) or not all(isinstance(n, str) for n in enabled):
+        problems.append("plugins.enabled: expected a list of plugin names")
+        enabled = []
+    elif len(set(enabled)) != len(enabled):
+        problems.append("plugins.enabled: a plugin is named twice")
+    known = available_plugins()
+    accepted = ", ".join(sorted(known))
+    for key in plugins_cfg:
+        if key != "enabled" and key not in known:
+            problems.append(f"plugins.{key}: unknown plugin table; accepted: {accepted}")
+    prepared: list[tuple[str, Callable[..., Any], Any]] = []
+    for name in dict.fromkeys(enabled):
+        if name not in known:
+            problems.append(f"plugins.enabled: unknown plugin {name!r}; accepted: {accepted}")
+            continue
+        plugin = known[name]
+        table = plugins_cfg.get(name, {})
+        if not isinstance(table, Mapping):
+            problems.append(f"plugins.{name}: expected a table")
+            continue
+        validate = getattr(plugin, "validate_config", None)
+        try:
+            checked = validate(table) if callable(validate) else dict(table)
+        except ValueError as exc:  # every problem of its table, a line each
+            problems += str(exc).splitlines()
+            continue
+        prepared.append((name, plugin, checked))
+    return prepared, problems
+
+
 def load_plugins(app: web.Application, coordinator: Any, config: Mapping[str, Any]) -> dict[str, object]:
     """Enable every plugin named in ``config["plugins"]["enabled"]``; return handles by name.
 
     Every plugin's config is validated before any plugin is installed, so a bad value leaves
-    the app untouched.
+    the app untouched; the ValueError lists every problem, a line each.
     """
-    plugins_cfg = config.get("plugins", {})
-    if not isinstance(plugins_cfg, Mapping):
-        raise ValueError("plugins: expected a table")
-    enabled = plugins_cfg.get("enabled", [])
-    if not isinstance(enabled, list) or not all(isinstance(n, str) for n in enabled):
-        raise ValueError("plugins.enabled: expected a list of plugin names")
-    if len(set(enabled)) != len(enabled):
-        raise ValueError("plugins.enabled: a plugin is named twice")
-    known = available_plugins()
-    for key in plugins_cfg:
-        if key != "enabled" and key not in known:
-            raise ValueError(f"plugins.{key}: unknown plugin table; accepted: {', '.join(sorted(known))}")
-    prepared: list[tuple[str, Callable[..., Any], Any]] = []
-    for name in enabled:
-        if name not in known:
-            raise ValueError(f"plugins.enabled: unknown plugin {name!r}; accepted: {', '.join(sorted(known))}")
-        plugin = known[name]
-        table = plugins_cfg.get(name, {})
-        if not isinstance(table, Mapping):
-            raise ValueError(f"plugins.{name}: expected a table")
-        validate = getattr(plugin, "validate_config", None)
-        checked = validate(table) if callable(validate) else dict(table)
-        prepared.append((name, plugin, checked))
+    prepared, problems = check_plugins(config)
+    if problems:
+        raise ValueError("\n".join(problems))
     handles: dict[str, object] = {}
     for name, plugin, checked in prepared:
         handles[name] = plugin(app, coordinator, checked)

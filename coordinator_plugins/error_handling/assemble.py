@@ -90,7 +90,11 @@ def assemble(
     """Build every part for ``cfg``. ``on_store_error`` is told when the store's writer fails."""
     actions = adapt_coordinator(coordinator)
     rng = random.Random(cfg.seed)
-    store: Store = open_store(cfg, on_error=on_store_error, seed=convert_seed)
+    # the coordinator's own DuckDB file (the seed keeps its path in db_path and may open it only
+    # after installing the plugin) is refused now, not when the app starts in its thread
+    host_path = getattr(coordinator, "db_path", None)
+    store: Store = open_store(cfg, on_error=on_store_error, seed=convert_seed,
+                              host_path=host_path if isinstance(host_path, str) else None)
     groups = GroupIndex(cfg.max_groups_in_memory, getattr(store, "committed_seq", None))
     writer = GroupWriter(store, groups)
     perf = PerformanceTracker(store.save_strategy_score, store.record_strategy_run)

@@ -278,13 +278,15 @@ def validate_config(table: Mapping[str, Any] | ErrorHandlingConfig | None) -> Er
         env, env_problems = check_table(PREFIX, {"api_token": os.environ[TOKEN_ENV]}, _RULES)
         out.update(env)
         problems += [f"{line} (from the environment variable {TOKEN_ENV})" for line in env_problems]
-    if not problems:
-        lo = out.get("escalation_backoff", 1.0)
-        hi = out.get("escalation_backoff_max", 60.0)
-        if hi < lo:
-            problems.append(_line("escalation_backoff_max", f"a number >= escalation_backoff ({lo})", hi))
-        if out.get("protect_reads") and not out.get("api_token"):
-            problems.append(f"{PREFIX}.protect_reads: needs api_token (or {TOKEN_ENV}) to be set")
+    # the rules between keys, whenever the keys they compare are valid (all problems at once)
+    bad = set(raw) - set(out)
+    lo = out.get("escalation_backoff", 1.0)
+    hi = out.get("escalation_backoff_max", 60.0)
+    if not bad & {"escalation_backoff", "escalation_backoff_max"} and hi < lo:
+        problems.append(_line("escalation_backoff_max", f"a number >= escalation_backoff ({lo})", hi))
+    token_bad = any(line.startswith(f"{PREFIX}.api_token") for line in problems)
+    if out.get("protect_reads") and not out.get("api_token") and not token_bad:
+        problems.append(f"{PREFIX}.protect_reads: needs api_token (or {TOKEN_ENV}) to be set")
     if problems:
         raise ValueError("\n".join(problems))
     base = table if isinstance(table, ErrorHandlingConfig) else ErrorHandlingConfig()

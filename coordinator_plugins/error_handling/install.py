@@ -4,7 +4,9 @@ integration and attaches it to the app (``plugin.attach``)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,7 +14,7 @@ from aiohttp import web
 
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
 from coordinator_plugins.error_handling.integration import EnhancedErrorHandlingIntegration
-from coordinator_plugins.error_handling.plugin import attach, check_app
+from coordinator_plugins.error_handling.plugin import NOT_ATTACHED, attach, check_app
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +47,14 @@ def _attach_when_app_is_set(coordinator: Any, integ: EnhancedErrorHandlingIntegr
 
     def __setattr__(self: Any, name: str, value: Any) -> None:
         base_setattr(self, name, value)
-        if name == "app" and isinstance(value, web.Application) and integ.app is None:
+        if name != "app" or not isinstance(value, web.Application) or integ.app is value:
+            return
+        if integ.app is None:
             attach(integ, value)
             logger.info("error handling attached to the coordinator's new app")
+        else:
+            logger.warning("coordinator.app was replaced by another app; error handling stays on the first "
+                           "(an integration serves one app): call install_enhanced_error_handling again for it")
 
     try:
         watcher = type(cls.__name__, (cls,), {"__setattr__": __setattr__, "__module__": cls.__module__})
@@ -73,10 +80,18 @@ def install_enhanced_error_handling(
         raise ValueError(f"coordinator.app: expected an aiohttp.web.Application or None, got {type(app).__name__}")
     integ = EnhancedErrorHandlingIntegration(coordinator, validate_config(config))
     coordinator.enhanced_error_handling = integ
-    if not _attach_when_app_is_set(coordinator, integ):
-        logger.warning(
-            "error handling installed without an app: call integration.attach(app) before the app starts"
-        )
-    else:
-        logger.info("error handling installed; its routes are mounted when the coordinator creates its app")
+    if _attach_when_app_is_set(coordinator, integ):
+        how = "it attaches itself when the coordinator assigns coordinator.app"
+    else:  # (slots, an extension type): only an explicit attach mounts it
+        how = f"{type(coordinator).__name__} cannot be watched for coordinator.app: call integration.attach(app)"
+    # Loud, because the seed's current coordinator keeps its app in a local variable and never
+    # attaches: said again on the first report that arrives unattached, and at exit (issue 28.3).
+    logger.warning("installed without an app (%s). Until then %s", how, NOT_ATTACHED)
+    atexit.register(_warn_if_never_attached, weakref.ref(integ))
     return integ
+
+
+def _warn_if_never_attached(ref: weakref.ReferenceType[EnhancedErrorHandlingIntegration]) -> None:
+    integ = ref()
+    if integ is not None and not integ.attached:
+        logger.warning("at exit: %s", NOT_ATTACHED)

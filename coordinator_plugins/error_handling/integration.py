@@ -25,7 +25,7 @@ from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
 from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.observe.metrics import plugin_state
-from coordinator_plugins.error_handling.plugin import attach
+from coordinator_plugins.error_handling.plugin import NOT_ATTACHED, attach
 from coordinator_plugins.error_handling.recovery.outcome import Listener
 from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
 from coordinator_plugins.error_handling.storage.records import StoredState
@@ -43,6 +43,7 @@ class EnhancedErrorHandlingIntegration:
         self.started = False
         self.closed = False
         self.app: web.Application | None = None  # set by attach()
+        self._said_unattached = False  # the first report that arrives never attached says so
         self.loop: asyncio.AbstractEventLoop | None = None  # the app's, once started
         self._blocking: BlockingIntegration | None = None
         self._bg: set[asyncio.Task[Any]] = set()
@@ -120,8 +121,15 @@ class EnhancedErrorHandlingIntegration:
     def attach(self, app: web.Application) -> EnhancedErrorHandlingIntegration:
         """Mount the routes, middleware and lifetime on ``app`` (before it starts). ``setup`` does
         it; call it yourself after ``install_enhanced_error_handling`` on a coordinator that had no
-        app yet and never assigns one to ``coordinator.app``."""
+        app yet and never assigns one to ``coordinator.app``. Again on the same app, it returns
+        the integration; on another app it raises RuntimeError."""
         return attach(self, app)
+
+    @property
+    def attached(self) -> bool:
+        """Whether it was ever attached to an app (its routes mounted, its lifetime the app's).
+        ``started``: whether it started (the app started, or ``await start()``)."""
+        return self.app is not None
 
     async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
         await self.start()
@@ -166,6 +174,9 @@ class EnhancedErrorHandlingIntegration:
         """Report one occurrence; returns (group, write sequence number, recovery status)."""
         if self.closed:
             raise RuntimeError("error handling is shut down")
+        if not self.started and self.app is None and not self._said_unattached:
+            self._said_unattached = True
+            logger.warning("a report arrived, but %s", NOT_ATTACHED)
         ctx = context or {}
         report, seq = await self.error_handler.report(error, ctx)
         if callable(ctx.get("callable")):
@@ -334,7 +345,12 @@ class EnhancedErrorHandlingIntegration:
             self.error_handler.persist(report)
 
     async def run_diagnostics(self) -> dict[str, Any]:
-        return await self._diagnostics.run(self.restore_skipped)
+        out = await self._diagnostics.run(self.restore_skipped)
+        out["integration"] = {"attached": self.attached, "started": self.started}
+        if not self.started and self.app is None:
+            out["issues"] = [NOT_ATTACHED, *out.get("issues", [])]
+            out["status"] = "critical"
+        return out
 
     def stats_for_metrics(self) -> dict[str, Any]:
         return plugin_state(self.error_handler.groups, self.budget, self.store, self.recovery_manager)

@@ -102,13 +102,29 @@ def check_app(app: web.Application) -> None:
         raise RuntimeError("error_handling.setup: error handling is already set up on this app")
 
 
+# What to do when an integration has no app: said at install, on the first report that arrives
+# unattached, at interpreter exit, and by run_diagnostics() (issue 28.3).
+NOT_ATTACHED = (
+    "error handling is not attached to an app: no route is mounted, nothing is stored and nothing "
+    "recovers in the background. Where the coordinator creates its aiohttp app (the seed coordinator: "
+    "`app = web.Application()` in `_api_server_main`), add `self.app = app` right after it, or call "
+    "`integration.attach(app)` before `runner.setup()` (README: Migrating from the seed framework)"
+)
+
+
 def attach(integ: EnhancedErrorHandlingIntegration, app: web.Application) -> EnhancedErrorHandlingIntegration:
     """Mount an integration on ``app``: state under ERROR_HANDLING_KEY, routes, middleware, lifetime.
 
-    The part of :func:`setup` that needs the app; ``integration.attach(app)`` calls it."""
+    The part of :func:`setup` that needs the app; ``integration.attach(app)`` calls it. Attaching
+    an integration to the app it is attached to returns it (issue 28.4: the natural call after
+    ``coordinator.app = app`` already attached it); another app, or another integration on this
+    app, is a RuntimeError."""
+    if integ.app is app and app.get(ERROR_HANDLING_KEY) is integ:
+        return integ
     check_app(app)
     if integ.app is not None:
-        raise RuntimeError("error_handling.attach: this integration is already attached to an app")
+        raise RuntimeError("error_handling.attach: this integration is already attached to another app "
+                           "(an integration serves one app: install another for this one)")
     app[ERROR_HANDLING_KEY] = integ
     # the dashboard's timeline listens to recoveries and samples the counters once a second
     timeline = Timeline(integ.get_error_metrics, integ.budget, integ.recovery_manager, integ.actions is not None,

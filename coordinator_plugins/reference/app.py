@@ -21,6 +21,7 @@ from coordinator_plugins.httpio import (
     read_json,
 )
 from coordinator_plugins.plugins import load_plugins
+from coordinator_plugins.reference.checks import check_config
 from coordinator_plugins.reference.coordinator import Coordinator
 from coordinator_plugins.reference.openapi import MAX_OUTPUT, coordinator_document, coordinator_paths
 from coordinator_plugins.reference.security import (
@@ -193,6 +194,7 @@ def _serves(app: web.Application, path: str) -> bool:
 def build_app(config: Mapping[str, Any] | None = None, coordinator: Coordinator | None = None) -> web.Application:
     """The reference coordinator's app with the plugins its config enables (validated first)."""
     config = config or {}
+    check_config(config)  # every problem at once, a line each
     settings = settings_from_config(config)
     security = farm_security(config)  # the plugin's token and protect_reads too, when only it sets them
     policy = CommandPolicy.for_host(settings.host, security)

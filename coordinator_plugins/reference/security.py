@@ -82,8 +82,10 @@ def _allowed_commands(value: Any) -> tuple[str, ...]:
 
 
 def security_from_config(table: Mapping[str, Any]) -> SecuritySettings:
-    """The security keys of a ``[coordinator]`` table, checked; ValueError naming the key."""
+    """The security keys of a ``[coordinator]`` table, checked: one ValueError listing every
+    problem, a line each naming the key."""
     values: dict[str, Any] = {}
+    problems: list[str] = []
     token = table.get("api_token")
     if token is None:
         token = os.environ.get(TOKEN_ENV, "")
@@ -92,26 +94,38 @@ def security_from_config(table: Mapping[str, Any]) -> SecuritySettings:
         where = "coordinator.api_token"
     problem = token_problem(token)
     if problem:
-        raise ValueError(f"{where}: {problem}")
-    values["api_token"] = token
+        problems.append(f"{where}: {problem}")
+    else:
+        values["api_token"] = token
     for key in ("allow_unauthenticated", "protect_reads"):
         if key in table:
             if not isinstance(table[key], bool):
-                raise ValueError(f"coordinator.{key}: expected true or false, got {table[key]!r}")
-            values[key] = table[key]
-    if "allowed_commands" in table:
-        values["allowed_commands"] = _allowed_commands(table["allowed_commands"])
-    if "allowed_hosts" in table:
-        values["allowed_hosts"] = allowed_hosts(table["allowed_hosts"], "coordinator.allowed_hosts")
-    if "body_timeout" in table:
-        t = table["body_timeout"]
-        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0.01 <= t <= 3600:
-            raise ValueError(f"coordinator.body_timeout: expected a number from 0.01 to 3600, got {t!r}")
-        values["body_timeout"] = float(t)
+                problems.append(f"coordinator.{key}: expected true or false, got {table[key]!r}")
+            else:
+                values[key] = table[key]
+    checks: dict[str, Any] = {
+        "allowed_commands": _allowed_commands,
+        "allowed_hosts": lambda v: allowed_hosts(v, "coordinator.allowed_hosts"),
+        "body_timeout": _body_timeout,
+    }
+    for key, check in checks.items():
+        if key in table:
+            try:
+                values[key] = check(table[key])
+            except ValueError as exc:
+                problems.append(str(exc))
     settings = SecuritySettings(**values)
-    if settings.protect_reads and not settings.api_token:
-        raise ValueError(f"coordinator.protect_reads: needs coordinator.api_token (or {TOKEN_ENV}) to be set")
+    if settings.protect_reads and not settings.api_token and not problem:
+        problems.append(f"coordinator.protect_reads: needs coordinator.api_token (or {TOKEN_ENV}) to be set")
+    if problems:
+        raise ValueError("\n".join(problems))
     return settings
+
+
+def _body_timeout(t: Any) -> float:
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0.01 <= t <= 3600:
+        raise ValueError(f"coordinator.body_timeout: expected a number from 0.01 to 3600, got {t!r}")
+    return float(t)
 
 
 def is_loopback(host: str) -> bool:

@@ -98,25 +98,29 @@ def settings_from_config(config: Mapping[str, Any]) -> CoordinatorSettings:
     ]
     table = config.get("coordinator", {})
     values: dict[str, Any] = {}
+    bad_keys: set[Any] = set()
     if not isinstance(table, Mapping):
         problems.append(f"coordinator: expected a table, got {table!r}")
     else:
         values, bad = check_table("coordinator", table, _SETTING_RULES | _SECURITY_RULES)
         problems += bad
+        bad_keys = set(table) - set(values)
         for key in SECURITY_KEYS:  # checked by security_from_config
             values.pop(key, None)
-    if not problems:
-        settings = CoordinatorSettings(**values)
-        if settings.heartbeat_timeout <= settings.heartbeat_interval:
-            problems.append(
-                f"coordinator.heartbeat_timeout: must be greater than heartbeat_interval "
-                f"({settings.heartbeat_interval:g}), got {settings.heartbeat_timeout:g}"
-            )
-        if settings.max_local_workers is not None and settings.max_local_workers < settings.workers:
-            problems.append(
-                f"coordinator.max_local_workers: must be at least workers ({settings.workers}), "
-                f"got {settings.max_local_workers}"
-            )
+    # the rules between keys, whenever the keys they compare are valid (issue 28.6: all at once)
+    settings = CoordinatorSettings(**values)
+    if not bad_keys & {"heartbeat_timeout", "heartbeat_interval"} and (
+            settings.heartbeat_timeout <= settings.heartbeat_interval):
+        problems.append(
+            f"coordinator.heartbeat_timeout: must be greater than heartbeat_interval "
+            f"({settings.heartbeat_interval:g}), got {settings.heartbeat_timeout:g}"
+        )
+    if not bad_keys & {"max_local_workers", "workers"} and (
+            settings.max_local_workers is not None and settings.max_local_workers < settings.workers):
+        problems.append(
+            f"coordinator.max_local_workers: must be at least workers ({settings.workers}), "
+            f"got {settings.max_local_workers}"
+        )
     if problems:
         raise ValueError("\n".join(problems))
     return settings

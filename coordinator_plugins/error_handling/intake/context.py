@@ -9,15 +9,26 @@ entities an error concerns. Its recovery read ``worker_id`` (a string) and ``tas
 The seed's classifier let three boolean context keys set the severity, strongest first:
 ``critical`` -> CRITICAL, ``high_priority`` -> HIGH, ``low_priority`` -> LOW. An explicit
 ``severity`` in the context wins over all three.
+
+An error handler is called inside its caller's own ``except`` block, so it must never raise
+because of a context value (issue 28). :class:`ContextReader` reads every key whose value comes
+from a fixed set or has a fixed shape (``error_type``, ``severity``, the priority flags,
+``metadata``, ``related_entities``): a value it cannot use is left out of classification, kept
+in the report's metadata under ``unrecognized_context`` (so nothing the caller said is lost),
+and logged as a WARNING once per distinct value, naming the accepted values.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from coordinator_plugins.error_handling.intake.text import storable
-from coordinator_plugins.error_handling.model import MAX_TARGETS, ErrorSeverity
+from coordinator_plugins.error_handling.intake.text import storable, storable_value
+from coordinator_plugins.error_handling.model import MAX_TARGETS, ErrorSeverity, ErrorType, enum_member
+
+logger = logging.getLogger(__name__)
 
 PRIORITY_FLAGS = (
     ("critical", ErrorSeverity.CRITICAL),
@@ -81,12 +92,115 @@ def _flag(ctx: Mapping[str, Any], key: str) -> bool:
     raise ValueError(f"context.{key}: expected true or false, got {value!r}")
 
 
-def priority_severity(ctx: Mapping[str, Any]) -> ErrorSeverity | None:
-    """The severity the seed's priority flags set, or None when none is on."""
-    if "critical" not in ctx and "high_priority" not in ctx and "low_priority" not in ctx:
-        return None  # the common case, on every report: three dict lookups
-    on = [severity for key, severity in PRIORITY_FLAGS if _flag(ctx, key)]  # every flag is checked
-    return on[0] if on else None
+UNRECOGNIZED = "unrecognized_context"  # the metadata key that keeps the values not understood
+_ENUM_KEYS = frozenset(("error_type", "severity", "critical", "high_priority", "low_priority", "metadata",
+                        "related_entities"))
+_MAX_WARNED = 1000  # distinct unknown values logged; past it, one line says the rest are not
+
+
+@dataclass(slots=True)
+class ContextRead:
+    """What the enum-like keys of one context mean: None where absent or not understood."""
+
+    error_type: ErrorType | None = None
+    severity: ErrorSeverity | None = None  # explicit ``severity``
+    flagged: ErrorSeverity | None = None  # from the seed's priority flags
+    metadata: dict[str, Any] | None = None  # storable, with ``unrecognized_context`` when needed
+    related: dict[str, Any] | None = None  # storable
+
+
+_NOTHING = ContextRead()
+
+
+def _kept(value: Any) -> Any:
+    """A value not understood, as it can be stored: JSON-like values as they are, others by repr."""
+    try:
+        if value is None or isinstance(value, str | int | float | bool | list | tuple | dict):
+            return storable_value(value)
+    except ValueError:  # nested too deep to store
+        pass
+    return _shown(value, 1000)
+
+
+def _shown(value: Any, limit: int) -> str:
+    """``repr(value)``, cut to ``limit`` characters; its type's name when the repr fails."""
+    try:
+        return storable(repr(value)[:limit])
+    except Exception:  # a repr that raises, or recurses too deep
+        return f"<{type(value).__name__}>"
+
+
+class ContextReader:
+    """Reads the context keys that take a value from a fixed set; never raises (see the module).
+
+    One per error handler: it remembers which unknown values it has already warned about."""
+
+    def __init__(self) -> None:
+        self._warned: set[tuple[str, str]] = set()
+        self.unrecognized = 0  # context values not understood, over every report
+
+    def read(self, ctx: Mapping[str, Any]) -> ContextRead:
+        if _ENUM_KEYS.isdisjoint(ctx):
+            return _NOTHING  # the common case: none of these keys
+        out = ContextRead()
+        bad: dict[str, Any] = {}
+        raw = ctx.get("error_type")
+        if raw is not None:
+            out.error_type = self._member(ErrorType, "error_type", raw, bad)
+        raw = ctx.get("severity")
+        if raw is not None:
+            out.severity = self._member(ErrorSeverity, "severity", raw, bad)
+        if "critical" in ctx or "high_priority" in ctx or "low_priority" in ctx:
+            on = []
+            for key, severity in PRIORITY_FLAGS:
+                try:
+                    if _flag(ctx, key):
+                        on.append(severity)
+                except ValueError as exc:
+                    self._unknown(key, ctx[key], bad, f"{exc}; the flag is taken as off")
+            out.flagged = on[0] if on else None
+        raw = ctx.get("related_entities")
+        if raw is not None:
+            try:
+                related = related_mapping(raw)
+                out.related = storable_value(related) if related else None
+            except ValueError as exc:
+                self._unknown("related_entities", raw, bad, f"{exc}; it names no worker or task")
+        raw = ctx.get("metadata")
+        if raw is not None:
+            if not isinstance(raw, dict):
+                self._unknown("metadata", raw, bad, f"context.metadata: expected a dict, got {type(raw).__name__}")
+            else:
+                try:
+                    out.metadata = storable_value(raw) if raw else None
+                except ValueError as exc:
+                    self._unknown("metadata", raw, bad, str(exc))
+        if bad:
+            out.metadata = {**(out.metadata or {}), UNRECOGNIZED: bad}
+        return out
+
+    def _member(self, enum_cls: Any, key: str, raw: Any, bad: dict[str, Any]) -> Any:
+        try:
+            return enum_member(enum_cls, f"context.{key}", raw)
+        except Exception:  # not a value, unhashable, or a repr that raises while the enum says so
+            accepted = ", ".join(m.value for m in enum_cls)
+            self._unknown(key, raw, bad, f"context.{key}: {_shown(raw, 200)} is not one of {accepted}; "
+                                         "the report is classified by everything else")
+            return None
+
+    def _unknown(self, key: str, raw: Any, bad: dict[str, Any], why: str) -> None:
+        bad[key] = _kept(raw)
+        self.unrecognized += 1
+        seen = (key, _shown(raw, 200))
+        if seen in self._warned or len(self._warned) > _MAX_WARNED:
+            return
+        self._warned.add(seen)
+        if len(self._warned) > _MAX_WARNED:
+            logger.warning("more than %d distinct context values were not understood; the rest are not logged",
+                           _MAX_WARNED)
+            return
+        logger.warning("%s (kept in the report's metadata under %s.%s; this value is not logged again)",
+                       why, UNRECOGNIZED, key)
 
 
 _CONTEXT_STR_KEYS = ("component", "operation", "worker_id", "task_id", "hardware_id", "request_id", "user_id")

@@ -13,24 +13,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator_plugins.error_handling.intake.context import (
-    context_strings,
-    priority_severity,
-    related_mapping,
-    related_targets,
-)
+from coordinator_plugins.error_handling.intake.context import ContextReader, context_strings, related_targets
 from coordinator_plugins.error_handling.intake.group import GroupIndex
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
 from coordinator_plugins.error_handling.intake.identify import identify
 from coordinator_plugins.error_handling.intake.lookup import StoredGroups
 from coordinator_plugins.error_handling.intake.persist import GroupWriter
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
-from coordinator_plugins.error_handling.intake.text import storable, storable_value
+from coordinator_plugins.error_handling.intake.text import storable
 from coordinator_plugins.error_handling.model import (
     ErrorContext,
     ErrorReport,
     ErrorSeverity,
-    ErrorType,
     ResolutionStatus,
     enum_member,
 )
@@ -107,6 +101,7 @@ class ErrorHandler:
         self.groups = groups if groups is not None else GroupIndex(max_groups, getattr(store, "committed_seq", None))
         self.writer = writer if writer is not None else GroupWriter(store, self.groups)
         self.hooks = HookRegistry(hook_timeout)
+        self.context = ContextReader()
         self.regression_window = regression_window
         self.default_retry_policy = RetryPolicy()
         self._policies: dict[str, RetryPolicy] = {}
@@ -148,30 +143,17 @@ class ErrorHandler:
                 message = storable(message)
             raw_type = get("exception_type")
             exc_type = storable(str(raw_type)) if raw_type else None
-        raw = get("error_type")
-        explicit_type = None if raw is None else parse_enum(ErrorType, "error_type", raw)
-        raw = get("severity")
-        explicit_sev = None if raw is None else parse_enum(ErrorSeverity, "severity", raw)
-        # the seed's critical / high_priority / low_priority (three lookups, without a call)
-        if "critical" in ctx or "high_priority" in ctx or "low_priority" in ctx:
-            flagged_sev = priority_severity(ctx)
-        else:
-            flagged_sev = None
+        # error_type, severity, the seed's priority flags, metadata, related_entities: a value not
+        # understood is kept in metadata and warned about once, never raised (intake/context.py)
+        read = self.context.read(ctx)
         # every string is made storable here (see intake/text.py): one value the database cannot
         # store must never cost this report, or another, its place in the store
         vals = context_strings(ctx)
         component = vals["component"] or "unknown"
         operation = vals["operation"] or "unknown"
-        metadata = get("metadata")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError("context.metadata: expected a dict")
-        if metadata:
-            metadata = storable_value(metadata)
+        metadata = read.metadata
         # The seed named a worker or tasks in related_entities only: they are targets all the same.
-        raw = get("related_entities")
-        related = {} if raw is None else related_mapping(raw)
-        if related:
-            related = storable_value(related)
+        related = read.related or {}
         workers, tasks = related_targets(related) if related else ([], [])
         if vals["worker_id"]:
             workers.insert(0, vals["worker_id"])
@@ -180,7 +162,7 @@ class ErrorHandler:
         vals["worker_id"] = vals["worker_id"] or (workers[0] if workers else None)
         vals["task_id"] = vals["task_id"] or (tasks[0] if tasks else None)
         cls, fp = identify(
-            exc, message, component, operation, exc_type, explicit_type, explicit_sev or flagged_sev,
+            exc, message, component, operation, exc_type, read.error_type, read.severity or read.flagged,
             bool(vals["task_id"]), bool(vals["worker_id"]),
         )
         return Occurrence(ctx, exc, message, exc_type, vals, component, operation, metadata, related, workers,
@@ -328,6 +310,7 @@ class ErrorHandler:
             "by_severity": dict(self.by_severity),
             "by_category": dict(self.by_category),
             "regressions": self.regressions,
+            "unrecognized_context_values": self.context.unrecognized,  # kept in metadata, warned once each
             "hook_calls": hooks.calls,
             "hook_failures": hooks.failures,
             "hook_timeouts": hooks.timeouts,

@@ -21,9 +21,12 @@ OnError = Callable[[BaseException], None]
 StoreFactory = Callable[["ErrorHandlingConfig", "OnError | None"], Store]
 
 
-def _duckdb(config: ErrorHandlingConfig, on_error: OnError | None, seed: SeedHook | None) -> Store:
+def _duckdb(
+    config: ErrorHandlingConfig, on_error: OnError | None, seed: SeedHook | None, host_path: str | None
+) -> Store:
     return DuckDBStore(
         config.database,
+        host_path=host_path,
         queue_limit=config.write_queue_limit,
         on_error=on_error,
         gather=config.commit_window,
@@ -66,15 +69,17 @@ def scheme_of(database: str) -> str | None:
 
 
 def open_store(
-    config: ErrorHandlingConfig, on_error: OnError | None = None, seed: SeedHook | None = None
+    config: ErrorHandlingConfig, on_error: OnError | None = None, seed: SeedHook | None = None,
+    host_path: str | None = None,
 ) -> Store:
     """The store ``config.database`` names, not yet opened (``await store.open()`` connects).
     ``on_error`` is called on the loop when the store's writes start failing; ``seed`` converts
     a DuckDB file the seed framework wrote (``error_handling.seed.convert_seed``; without it such
-    a file is refused). ValueError naming ``database`` for a URL scheme no store serves."""
+    a file is refused). ValueError naming ``database`` for a URL scheme no store serves, and for
+    a DuckDB file that the host has open or names as its own (``host_path``: see duckdb/held.py)."""
     scheme = scheme_of(config.database)
     if scheme is None:
-        return _duckdb(config, on_error, seed)
+        return _duckdb(config, on_error, seed, host_path)
     factory = STORE_FACTORIES.get(scheme)
     if factory is None:
         known = ", ".join(sorted(STORE_FACTORIES)) or "none"

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from coordinator_plugins.error_handling.storage.duckdb.held import ours
 from coordinator_plugins.error_handling.storage.duckdb.migrations import migrate
 from coordinator_plugins.error_handling.storage.duckdb.seed import migrate_seed_database
 from coordinator_plugins.error_handling.storage.seedhook import SeedHook
@@ -42,6 +43,7 @@ class Database:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
+        ours(self)  # the file it opens is the plugin's, not the host's (held.py)
 
     @property
     def in_memory(self) -> bool:

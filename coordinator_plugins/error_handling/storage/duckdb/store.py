@@ -24,6 +24,11 @@ import duckdb
 
 from coordinator_plugins.error_handling.storage.base import StoreClosed, StoreUnavailable
 from coordinator_plugins.error_handling.storage.duckdb.database import MEMORY, Cursor, Database
+from coordinator_plugins.error_handling.storage.duckdb.held import (
+    is_same_file_error,
+    refuse_if_held_by_host,
+    same_file_problem,
+)
 from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder
 from coordinator_plugins.error_handling.storage.duckdb.queue import WriteQueue
 from coordinator_plugins.error_handling.storage.duckdb.reads import DuckDBReads
@@ -75,7 +80,10 @@ class DuckDBStore(ForwardedReads):
         memory_mb: int = 64,
         fallback_to_memory: bool = False,
         seed: SeedHook | None = None,
+        host_path: str | None = None,
     ) -> None:
+        # the coordinator's own file (open in this process, or its ``host_path``): refused now, with the fix
+        refuse_if_held_by_host(path, host_path)
         self.fallback_to_memory = fallback_to_memory
         self.fallback_reason: str | None = None
         self.database = Database(path, memory_mb, seed)
@@ -122,6 +130,8 @@ class DuckDBStore(ForwardedReads):
             reason = str(exc).splitlines()[0]
             if "lock" in reason.lower():
                 reason = f"it is locked by another process ({reason})"
+            if is_same_file_error(reason):  # opened by the host after the plugin was installed
+                raise StoreUnavailable(same_file_problem(self.path)) from None
             if not fallback_to_memory:
                 raise StoreUnavailable(f"error_handling.database: cannot open {self.path!r}: {reason}") from None
             logger.error(

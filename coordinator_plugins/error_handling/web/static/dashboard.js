@@ -71,6 +71,20 @@ function $(id) { return document.getElementById(id); }
 class Unauthorized extends Error {}
 function token() { return sessionStorage.getItem(TOKEN_KEY) || ""; }
 
+// A link may carry the token in its fragment (#token=..., or #/group/<id>&token=...), which no
+// server ever sees: it is kept for this tab like a typed one and removed from the address bar
+// (and from the history entry) before anything else reads the location.
+function takeTokenFromFragment() {
+  const m = location.hash.match(/^(#.*?)?(?:^#|&)token=([^&]*)(.*)$/);
+  if (!m) return;
+  let value = "";
+  try { value = decodeURIComponent(m[2]).trim(); } catch (e) { value = ""; }
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
+  const rest = ((m[1] || "") + (m[1] ? m[3] : m[3].replace(/^&/, "#"))).replace(/^#$/, "");
+  history.replaceState(history.state, "", location.pathname + location.search + rest);
+}
+takeTokenFromFragment();
+
 async function api(path, method = "GET", body = undefined) {
   const headers = { Accept: "application/json" };
   if (token()) headers.Authorization = `Bearer ${token()}`;

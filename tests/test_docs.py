@@ -1,0 +1,251 @@
+"""Issue 28 item 7: every claim of the documentation is checked against the code (README.md now,
+``docs/**/*.md`` once there are any): its Python blocks run, its config examples are valid, the
+``coordinator_plugins`` names it mentions import, the routes it names are routes of the app, the
+config keys its tables list are keys of the schema (and every key of the schema is documented),
+the files it names exist, and the tables drawn from the code are current. See docs_harness.py."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import inspect
+import os
+import re
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from coordinator_plugins.error_handling import ErrorReport, RecoveryLevel, RecoveryStrategy
+from coordinator_plugins.error_handling.config import KEYS
+from coordinator_plugins.reference import build_app
+from coordinator_plugins.reference.checks import config_problems
+from coordinator_plugins.reference.settings import _SECURITY_RULES, _SETTING_RULES
+from tests import docs_harness as H
+
+sys.path.insert(0, str(H.ROOT / "scripts"))
+import docs_tables
+
+DOCS = H.doc_files()
+IDS = [str(p.relative_to(H.ROOT)) for p in DOCS]
+KNOWN_KEYS = {"[coordinator]": set(_SETTING_RULES) | set(_SECURITY_RULES), "[plugins.error_handling]": set(KEYS)}
+
+
+def _doc(path: Path) -> H.Doc:
+    return H.parse(path)
+
+
+# -- the Python blocks run -------------------------------------------------------------------------------
+async def run_blocks(doc: H.Doc, where: Path) -> list[str]:
+    """Run the document's Python blocks in order in one module of their own; the failures."""
+    name = "docs_" + "".join(c if c.isalnum() else "_" for c in doc.name)
+    module = types.ModuleType(name)
+    module.__file__ = str(doc.path)
+    sys.modules[name] = module
+    cwd = os.getcwd()
+    os.chdir(where)
+    failures = []
+    try:
+        for block in doc.blocks:
+            if block.lang != "python" or (block.marker and block.marker[0] == "skip"):
+                continue
+            try:
+                code = compile(block.code, f"{doc.name}:{block.line}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                result = eval(code, module.__dict__)
+                if inspect.iscoroutine(result):
+                    await asyncio.wait_for(result, 120)
+            except Exception as exc:
+                failures.append(f"{doc.name} {block.where}: {type(exc).__name__}: {exc}")
+    finally:
+        os.chdir(cwd)
+        sys.modules.pop(name, None)
+    return failures
+
+
+@pytest.mark.parametrize("path", DOCS, ids=IDS)
+async def test_every_python_block_runs(path: Path, tmp_path: Path) -> None:
+    doc = _doc(path)
+    failures = await run_blocks(doc, tmp_path)
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=IDS)
+def test_markers_are_few_and_say_why(path: Path) -> None:
+    doc = _doc(path)
+    marked = [b for b in doc.blocks if b.marker]
+    for block in marked:
+        kind, argument = block.marker or ("", "")
+        assert argument, f"{doc.name} {block.where}: a docs-test marker says why (skip) or which file"
+        if kind == "file":
+            text = (H.ROOT / argument).read_text(encoding="utf-8")
+            assert block.code == text, f"{doc.name} {block.where}: the block is not {argument} as it is"
+    python = [b for b in doc.blocks if b.lang == "python"]
+    skipped = [b for b in marked if b.marker and b.marker[0] == "skip"]
+    assert len(skipped) <= max(1, len(python) // 4), f"{doc.name}: {len(skipped)} of {len(python)} blocks skipped"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=IDS)
+def test_every_config_example_is_valid(path: Path) -> None:
+    doc = _doc(path)
+    for block, config in H.config_blocks(doc):
+        assert config_problems(config) == [], f"{doc.name} {block.where}"
+
+
+# -- names, routes, keys, files ----------------------------------------------------------------------------
+@pytest.mark.parametrize("path", DOCS, ids=IDS)
+def test_every_name_it_mentions_imports(path: Path) -> None:
+    missing = []
+    for name in sorted(H.mentioned_names(_doc(path))):
+        try:
+            H.resolve(name)
+        except (ImportError, AttributeError) as exc:
+            missing.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not missing, "\n".join(missing)
+
+
+def _routes(tmp: Path) -> set[tuple[str, str]]:
+    """(method, canonical path) of every route of the reference coordinator with the plugin."""
+    app = build_app({"coordinator": {"database": str(tmp / "c.duckdb")},
+                     "plugins": {"enabled": ["error_handling"], "error_handling": {"database": str(tmp / "e.duckdb")}}})
+    out = set()
+    for route in app.router.routes():
+        canon = route.resource.canonical if route.resource is not None else ""
+        out.add((route.method, H.canonical(canon)))
+    return out
+
+
+def route_problems(mentioned: set[tuple[str, str]], routes: set[tuple[str, str]]) -> list[str]:
+    problems = []
+    for method, path in sorted(mentioned):
+        candidates = {H.canonical(path), H.canonical("/api" + path)}
+        methods = {method, "GET"} if method == "HEAD" else {method}
+        if not any((m, c) in routes for m in methods for c in candidates):
+            problems.append(f"{method} {path}: no such route")
+    return problems
+
+
+@pytest.mark.parametrize("path", DOCS, ids=IDS)
+def test_every_route_it_names_is_a_route(path: Path, tmp_path: Path) -> None:
+    problems = route_problems(H.mentioned_routes(_doc(path)), _routes(tmp_path))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=IDS)
+def test_every_key_its_tables_list_is_a_key(path: Path) -> None:
+    problems = []
+    for table, keys, line in H.key_tables(_doc(path)):
+        problems += [f"line {line}: {table} {k}: not a key" for k in keys if k not in KNOWN_KEYS[table]]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_key_is_documented() -> None:
+    text = "\n".join(p.read_text(encoding="utf-8") for p in DOCS)
+    listed: dict[str, set[str]] = {table: set() for table in KNOWN_KEYS}
+    for path in DOCS:
+        for table, in_table, _ in H.key_tables(_doc(path)):
+            listed[table] |= set(in_table)
+    assert listed["[coordinator]"] and listed["[plugins.error_handling]"]
+    for table, known in KNOWN_KEYS.items():
+        # in a key table, or (the extensions beyond the SPEC) named in the text
+        missing = sorted(k for k in known if k not in listed[table] and f"`{k}`" not in text)
+        assert not missing, f"{table} keys the docs never mention: {missing}"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=IDS)
+def test_every_file_it_names_exists(path: Path) -> None:
+    missing = sorted(f for f in H.mentioned_files(_doc(path)) if not H.file_exists(f))
+    assert not missing, f"files named but missing: {missing}"
+
+
+# -- the tables drawn from the code, and those checked against it ------------------------------------------
+def test_the_tables_drawn_from_the_code_are_current() -> None:
+    text = (H.ROOT / "README.md").read_text(encoding="utf-8")
+    for name, draw in docs_tables.TABLES.items():
+        committed = docs_tables.readme_table(text, name)
+        assert committed is not None, f"README.md lost the {name} table's markers"
+        assert committed == draw(), f"the {name} table changed: run python scripts/docs_tables.py --write"
+
+
+def _table(header: str) -> list[str]:
+    """The names in the first cells of the README table whose first header cell is ``header``."""
+    lines = (H.ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and line.strip("| ").startswith(header):
+            rows = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                rows += re.findall(r"`(\w+)`", row.split("|")[1])
+            return rows
+    raise AssertionError(f"README.md has no table headed {header!r}")
+
+
+def test_the_error_report_table_lists_every_field() -> None:
+    assert sorted(_table("`ErrorReport` field")) == sorted(f.name for f in dataclasses.fields(ErrorReport))
+
+
+class _Capture(RecoveryStrategy):
+    """Keeps the error_info it is given (and succeeds: it is the test's probe, not a fix)."""
+
+    seen: list[dict[str, Any]] = []
+
+    def __init__(self, coordinator: Any) -> None:
+        super().__init__(coordinator, "capture", RecoveryLevel.LOW)
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        self.seen.append(dict(error_info))
+        return True
+
+
+async def test_the_error_info_table_lists_every_key(tmp_path: Path) -> None:
+    from coordinator_plugins.error_handling import setup
+
+    app = web.Application()
+    integ = setup(app, None, {"database": str(tmp_path / "e.duckdb"), "builtin_strategies": [],
+                              "auto_recover": False, "verify_window": 0})
+    integ.add_custom_strategy("capture", _Capture(None))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await integ.handle_error(ConnectionResetError("peer reset"), {
+            "component": "api", "worker_id": "w1", "task_id": "t1", "callable": print, "args": (), "kwargs": {}})
+    finally:
+        await runner.cleanup()
+    assert sorted(_table("`error_info` key")) == sorted(_Capture.seen[-1])
+
+
+# -- the checks catch drift -----------------------------------------------------------------------------------
+def _probe(tmp_path: Path, text: str) -> H.Doc:
+    path = tmp_path / "probe.md"
+    path.write_text(text)
+    return H.parse(path)
+
+
+async def test_the_checks_catch_what_they_should(tmp_path: Path) -> None:
+    doc = _probe(tmp_path, "\n".join([
+        "Set `coordinator_plugins.error_handling.NoSuchName` and `coordinator_plugins.nomodule.x`.",
+        "Call `GET /api/no-such-route` or `POST /errors/{id}/resolve`.",
+        "Read `tests/no_such_test.py` and `storage/base.py`.",
+        "`[coordinator]` keys:", "", "| key | default |", "|---|---|", "| `hots` | 1 |", "| `host` | x |", "",
+        "```python", "raise RuntimeError('stale example')", "```", "",
+        "<!-- docs-test: skip: it needs a farm -->", "```python", "from coordinator_plugins import nothing_here", "```",
+        "", "```toml", "[coordinator]", "prot = 1", "```",
+    ]))
+    names = sorted(H.mentioned_names(doc))
+    assert names == ["coordinator_plugins.error_handling.NoSuchName", "coordinator_plugins.nomodule.x",
+                     "coordinator_plugins.nothing_here"]
+    for name in names:
+        with pytest.raises((ImportError, AttributeError)):
+            H.resolve(name)
+    routes = _routes(tmp_path)
+    assert route_problems(H.mentioned_routes(doc), routes) == ["GET /api/no-such-route: no such route"]
+    assert sorted(f for f in H.mentioned_files(doc) if not H.file_exists(f)) == ["tests/no_such_test.py"]
+    assert list(H.key_tables(doc)) == [("[coordinator]", ["hots", "host"], 6)]
+    failures = await run_blocks(doc, tmp_path)
+    assert len(failures) == 1 and "stale example" in failures[0]
+    [(_, config)] = list(H.config_blocks(doc))
+    assert config_problems(config)[0].startswith("coordinator.prot: unknown key")
