@@ -48,8 +48,9 @@ TABLES = ("[coordinator]", "[plugins.error_handling]")
 
 
 def doc_files() -> list[Path]:
-    """README.md and every Markdown file under docs/ (a docs site is to come)."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """README.md, CHANGELOG.md and every Markdown file under docs/ (the site's pages, and the
+    text waiting in docs/_new/ to be moved into them)."""
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 @dataclass

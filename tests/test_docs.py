@@ -333,3 +333,20 @@ async def test_the_checks_catch_what_they_should(tmp_path: Path) -> None:
     assert len(failures) == 1 and "stale example" in failures[0]
     [(_, config)] = list(H.config_blocks(doc))
     assert config_problems(config)[0].startswith("coordinator.prot: unknown key")
+
+
+# -- the version, and the changelog ---------------------------------------------------------------------------
+def test_the_version_lives_in_one_place() -> None:
+    """``coordinator_plugins.__version__`` is the version: the metadata reads it (setup.cfg), the
+    changelog has its section, and no other file of the package or its metadata writes it out."""
+    import coordinator_plugins
+
+    version = coordinator_plugins.__version__
+    assert "version = attr: coordinator_plugins.__version__" in (H.ROOT / "setup.cfg").read_text(encoding="utf-8")
+    files = [*H.PACKAGE.rglob("*.py"), *(H.ROOT / n for n in ("setup.cfg", "setup.py", "pyproject.toml"))]
+    again = sorted(str(f.relative_to(H.ROOT)) for f in files
+                   if f.name != "__init__.py" or f.parent != H.PACKAGE
+                   if f.is_file() and re.search(rf"[\"']{re.escape(version)}[\"']", f.read_text(encoding="utf-8")))
+    assert again == [], f"the version written out again (read coordinator_plugins.__version__ instead): {again}"
+    changelog = (H.ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert "## [Unreleased]" in changelog and f"## [{version}]" in changelog
