@@ -159,6 +159,29 @@ def test_every_key_is_documented() -> None:
         assert not missing, f"{table} keys the docs never mention: {missing}"
 
 
+def key_problems(doc: H.Doc) -> list[str]:
+    every = set().union(*KNOWN_KEYS.values()) | {"enabled"}  # [plugins] enabled
+    return [f"line {line}: {table or 'config'} {key}: not a key"
+            for table, key, line in H.mentioned_keys(doc) if key not in (KNOWN_KEYS[table] if table else every)]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=IDS)
+def test_every_key_its_prose_names_is_a_key(path: Path) -> None:
+    problems = key_problems(_doc(path))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_key_check_catches_a_misspelt_key(tmp_path: Path) -> None:
+    doc = _probe(tmp_path, "\n".join([
+        "Set `[coordinator] hots` and `auto_recovr = false`, not `app = web.Application()`.", "",
+        "## `[plugins.error_handling]`", "", "- `verify_windw`: a note.", "- `verify_window`: a note.", "",
+        "## Elsewhere", "", "- `anything`: not a key list.", "",
+        "```toml", "x = `auto_recovr = 1`", "```",
+    ]))
+    assert key_problems(doc) == ["line 1: [coordinator] hots: not a key", "line 1: config auto_recovr: not a key",
+                                 "line 5: [plugins.error_handling] verify_windw: not a key"]
+
+
 @pytest.mark.parametrize("path", DOCS, ids=IDS)
 def test_every_file_it_names_exists(path: Path) -> None:
     missing = sorted(f for f in H.mentioned_files(_doc(path)) if not H.file_exists(f))
