@@ -14,7 +14,11 @@ Each sits in a page of ``docs/`` between ``<!-- docs-table: NAME ... -->`` and
   accepts (the rule that checks it) and its meaning (the field's docstring);
 - ``http-plugin`` and ``http-coordinator`` (http-api.md): every route of the OpenAPI documents
   that the plugin and the reference coordinator serve (see ``scripts/openapi_md.py``);
-- ``metrics`` (operations.md): the Prometheus metrics the plugin serves at ``/metrics``.
+- ``metrics`` (operations.md): the Prometheus metrics the plugin serves at ``/metrics``;
+- ``classify-types`` and ``classify-categories`` (integrating.md): the classifier's rules, how a
+  report gets its error type and then its category, and per category what sends a report there,
+  its severity, the built-ins that act on it and an example that is checked (see
+  ``scripts/classify_md.py``).
 
 What a built-in needs and calls is read from its module's source: the names in its
 ``has_methods(coordinator, ...)`` checks (those in ``is_applicable`` are what it cannot run
@@ -231,6 +235,18 @@ def metrics_table() -> str:
     return openapi_md.metrics_markdown()
 
 
+def classify_types_table() -> str:
+    import classify_md
+
+    return classify_md.types_table()
+
+
+def classify_categories_table() -> str:
+    import classify_md
+
+    return classify_md.categories_table()
+
+
 DOCS = ROOT / "docs"
 # each table: the page it sits in, and how it is drawn
 TABLES: dict[str, tuple[str, Callable[[], str]]] = {
@@ -241,6 +257,8 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "http-plugin": ("http-api.md", http_plugin_table),
     "http-coordinator": ("http-api.md", http_coordinator_table),
     "metrics": ("operations.md", metrics_table),
+    "classify-types": ("integrating.md", classify_types_table),
+    "classify-categories": ("integrating.md", classify_categories_table),
 }
 
 
