@@ -1,0 +1,342 @@
+"""Off-policy evaluation: what another selection policy would have achieved, from the runs the
+plugin logged with their choice probabilities (``context.decision`` of each stored run).
+
+An incident is one recovery: a group's runs in log order, a new one starting after a success or
+when the level does not rise (within a recovery each level runs one strategy). Per incident the
+estimands are first-try success (the first run succeeded) and strategy runs until it ended.
+
+The target policy's probability of each logged choice is computed by the policy's own code
+(``SelectionPolicy.probabilities``, ``AdaptivePolicy.start_probabilities``) on the learner state
+replayed from the log: every earlier run is fed to a fresh ``PerformanceTracker`` in log order,
+so the target is evaluated as its decision rule given what the farm knew at each decision (not as
+a learner that would have seen its own choices' outcomes). Approximations, stated in the report:
+the candidates are the catalogue's strategies for the error's category at the level (the log
+does not say which were not applicable), and runs learned late (verify window, held task runs)
+are replayed where they were stored.
+
+Estimators, each with a percentile bootstrap interval over incidents:
+- IPS: mean of w * y; SNIPS: sum(w * y) / sum(w);
+- DR: the model's value under the target plus w * (y - model(first choice)), unbiased whatever
+  the model when the weights are right. First-try success weighs by the first choice's ratio;
+  runs per incident by the product of the ratios of every choice of the incident.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator_plugins.error_handling.learning.belief import Belief, choice_probability
+from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
+from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, SelectionPolicy, make_policy
+from coordinator_plugins.error_handling.storage.records import StrategyRun
+from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
+
+POLICIES = ("ladder", "score", "adaptive")
+MIN_ESS = 10.0  # below this many effective incidents an estimate is not supported
+MAX_UNSUPPORTED = 0.05  # target mass on first choices the logger never made, above which it is not
+RARE = 5  # first choices the logger made fewer times than this are "rarely tried"
+Action = tuple[str, int]  # (strategy id, level)
+START_REASON = "first of a new group"  # how the adaptive policy's start decisions begin their reason
+
+
+@dataclass(slots=True)
+class Step:
+    index: int  # the run's position in the log, oldest first
+    strategy_id: str
+    level: int
+    success: bool
+    propensity: float | None  # the logged choice probability (None: the run logged no decision)
+    policy: str
+    start: bool = False  # the adaptive policy's start decision of a group (its first strategy)
+
+
+@dataclass(slots=True)
+class Incident:
+    error_id: str
+    error_type: str
+    category: str | None
+    first_recovery: bool  # the group's first recovery in the log (started by the policy's start)
+    steps: list[Step] = field(default_factory=list)
+
+
+def _sample(run: StrategyRun) -> Sample:
+    return Sample(run.success, run.execution_time, run.impact_score, run.stability_score, run.affected_tasks,
+                  run.recovered_tasks)
+
+
+def incidents_of(runs: Sequence[StrategyRun]) -> tuple[list[Incident], dict[str, int]]:
+    """The recoveries of ``runs`` (oldest first), and counts of runs left out and why."""
+    incidents: list[Incident] = []
+    current: dict[str, Incident] = {}
+    seen: set[str] = set()
+    left = {"runs_without_group": 0}
+    for i, run in enumerate(runs):
+        if not run.error_id:
+            left["runs_without_group"] += 1
+            continue
+        decision = run.context.get("decision") if isinstance(run.context, Mapping) else None
+        decision = decision if isinstance(decision, Mapping) else {}
+        prob = decision.get("probability")
+        step = Step(i, run.strategy_id, run.level, run.success,
+                    float(prob) if isinstance(prob, int | float) else None, str(decision.get("policy") or "?"),
+                    str(decision.get("reason") or "").startswith(START_REASON))
+        inc = current.get(run.error_id)
+        if inc is None or inc.steps[-1].success or run.level <= inc.steps[-1].level:
+            category = run.context.get("category") if isinstance(run.context, Mapping) else None
+            inc = current[run.error_id] = Incident(run.error_id, run.error_type,
+                                                   str(category) if category else None, run.error_id not in seen)
+            seen.add(run.error_id)
+            incidents.append(inc)
+        inc.steps.append(step)
+    return incidents, left
+
+
+def _keys(perf: PerformanceTracker, run: StrategyRun) -> tuple[str, list[str]]:
+    """The choice key and the record keys of a run, as the recovery manager forms them."""
+    et, hw = run.error_type, run.hardware_id
+    if not hw:
+        return et, [et]
+    hk = f"{et}@{hw}"
+    rich = any(a.n >= 3 for a in perf.by_key.get(hk, {}).values())
+    return (hk if rich else et), [et, hk]
+
+
+def _at_level(strategies: Sequence[RecoveryStrategy], level: int) -> list[RecoveryStrategy]:
+    return [s for s in strategies if s.level in LEVEL_STRATEGIES[level]]
+
+
+def first_distribution(policy: SelectionPolicy, key: str, strategies: Sequence[RecoveryStrategy], max_level: int,
+                       first_recovery: bool, level: int) -> dict[Action, float]:
+    """The target's probability of each (strategy, level) as the incident's first run."""
+    start = getattr(policy, "start_probabilities", None)
+    if first_recovery and start is not None:
+        dist: dict[Action, float] = start(key, strategies, max_level)
+        return dist
+    if first_recovery:
+        level = policy.start_level(key, max_level)[0]
+    for lv in range(level, max_level + 1):
+        cands = _at_level(strategies, lv)
+        if cands:
+            return {(sid, lv): p for sid, p in policy.probabilities(cands, key, lv, set()).items()}
+    return {}
+
+
+def _raw_total(options: dict[str, Belief]) -> float:
+    return sum(choice_probability(options, sid) for sid in options) if len(options) > 1 else 1.0
+
+
+def logged_total(logger: AdaptivePolicy, key: str, strategies: Sequence[RecoveryStrategy], max_level: int,
+                 first: bool, level: int, tried: set[str]) -> float:
+    """What the adaptive logger's choice probabilities summed to over its options at this choice,
+    recomputed on the replayed state: the normal approximation's products sum to less than 1 with
+    three or more options, so a logged probability is divided by it (as ``normalized`` does)."""
+    if first:
+        options, _ = logger.first_options(key, strategies, max_level)
+        if logger.seed_first(key, list(options)) is not None:
+            return 1.0
+    else:
+        fresh = [s for s in _at_level(strategies, level) if s.strategy_id not in tried] or _at_level(strategies, level)
+        view = logger.view(key)
+        options = {s.strategy_id: view.belief(s.strategy_id) for s in fresh}
+    return _raw_total(options) or 1.0
+
+
+@dataclass(slots=True)
+class Weighted:
+    """One incident under one target: its ratios, outcomes and the model's values."""
+
+    w1: float  # target / logged probability of the first choice
+    w: float  # the product over every choice of the incident
+    first_success: float
+    runs: float
+    dm_first: float  # model: first-try success under the target's first-choice distribution
+    q_first: float  # model: success of the logged first choice
+    dm_runs: float
+    q_runs: float
+    unsupported: float  # target mass on first choices the logger never made for this error type
+    rare: float  # ... made fewer than RARE times
+
+
+def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: str,
+          strategies: Sequence[RecoveryStrategy], max_level: int = 5) -> list[Weighted]:
+    """Replay the log into a fresh learner and weigh each incident for ``target``."""
+    perf = PerformanceTracker()
+    policy = make_policy(target, perf, random.Random(0))
+    logger = AdaptivePolicy(perf, random.Random(0))
+    at: dict[int, tuple[Incident, int]] = {s.index: (inc, k) for inc in incidents for k, s in enumerate(inc.steps)}
+    q, q_runs, firsts = _models(runs, incidents)
+    ratios: dict[int, list[float]] = {}
+    dists: dict[int, dict[Action, float]] = {}
+    for i, run in enumerate(runs):
+        key, record_keys = _keys(perf, run)
+        if i in at:
+            inc, k = at[i]
+            step = inc.steps[k]
+            cat = [s for s in strategies if s.applies_to(inc.category)]
+            tried = {s.strategy_id for s in inc.steps[:k]}
+            if k == 0:
+                dist = dists[id(inc)] = first_distribution(policy, key, cat, max_level, inc.first_recovery,
+                                                           step.level)
+                pi = dist.get((step.strategy_id, step.level), 0.0)
+            else:
+                pi = policy.probabilities(_at_level(cat, step.level), key, step.level, tried).get(
+                    step.strategy_id, 0.0)
+            logged = step.propensity or 0.0
+            if step.policy == "adaptive" and logged < 1.0:
+                logged = min(1.0, logged / logged_total(logger, key, cat, max_level, k == 0 and inc.first_recovery,
+                                                        step.level, tried))
+            ratios.setdefault(id(inc), []).append(pi / logged if logged > 0 else 0.0)
+        perf.add(record_keys, run.strategy_id, _sample(run))
+    out = []
+    for inc in incidents:
+        r, dist, et = ratios[id(inc)], dists[id(inc)], inc.error_type
+        w = 1.0
+        for x in r:
+            w *= x
+        first = inc.steps[0].strategy_id
+        made = firsts.get(et, {})
+        out.append(Weighted(
+            w1=r[0], w=w, first_success=float(inc.steps[0].success), runs=float(len(inc.steps)),
+            dm_first=sum(p * q(et, sid) for (sid, _), p in dist.items()), q_first=q(et, first),
+            dm_runs=sum(p * q_runs(et, sid) for (sid, _), p in dist.items()), q_runs=q_runs(et, first),
+            unsupported=sum(p for (sid, _), p in dist.items() if made.get(sid, 0) == 0),
+            rare=sum(p for (sid, _), p in dist.items() if 0 < made.get(sid, 0) < RARE),
+        ))
+    return out
+
+
+def _models(runs: Sequence[StrategyRun], incidents: Sequence[Incident]) -> tuple[Any, Any, dict[str, dict[str, int]]]:
+    """The outcome models of the doubly robust estimator, fitted on the whole log: a strategy's
+    success rate per error type (Laplace-smoothed), and the mean runs of the incidents that
+    started with it (the error type's mean when none did); with the logger's first choices."""
+    ok: dict[tuple[str, str], list[int]] = {}
+    for run in runs:
+        c = ok.setdefault((run.error_type, run.strategy_id), [0, 0])
+        c[0] += int(run.success)
+        c[1] += 1
+    by_first: dict[tuple[str, str], list[float]] = {}
+    by_type: dict[str, list[float]] = {}
+    firsts: dict[str, dict[str, int]] = {}
+    for inc in incidents:
+        sid = inc.steps[0].strategy_id
+        by_first.setdefault((inc.error_type, sid), []).append(len(inc.steps))
+        by_type.setdefault(inc.error_type, []).append(len(inc.steps))
+        firsts.setdefault(inc.error_type, {})[sid] = firsts.get(inc.error_type, {}).get(sid, 0) + 1
+
+    def q(et: str, sid: str) -> float:
+        s, n = ok.get((et, sid), (0, 0))
+        return (s + 1.0) / (n + 2.0)
+
+    def q_runs(et: str, sid: str) -> float:
+        ys = by_first.get((et, sid)) or by_type.get(et) or [1.0]
+        return sum(ys) / len(ys)
+
+    return q, q_runs, firsts
+
+
+# -- the estimators -------------------------------------------------------------------------------
+METRICS = ("first_try_success", "runs_per_incident")
+
+
+def _point(units: Sequence[Weighted], metric: str) -> dict[str, float | None]:
+    n = len(units)
+    if metric == "first_try_success":
+        ws, ys, dm, qa = ([u.w1 for u in units], [u.first_success for u in units], [u.dm_first for u in units],
+                          [u.q_first for u in units])
+    else:
+        ws, ys, dm, qa = ([u.w for u in units], [u.runs for u in units], [u.dm_runs for u in units],
+                          [u.q_runs for u in units])
+    total = sum(ws)
+    wy = sum(w * y for w, y in zip(ws, ys, strict=True))
+    return {
+        "ips": wy / n,
+        "snips": wy / total if total > 0 else None,
+        "dr": sum(d + w * (y - m) for d, w, y, m in zip(dm, ws, ys, qa, strict=True)) / n,
+    }
+
+
+def ess(ws: Sequence[float]) -> float:
+    """Kish's effective sample size of the weights."""
+    sq = sum(w * w for w in ws)
+    return (sum(ws) ** 2) / sq if sq > 0 else 0.0
+
+
+def estimate(units: Sequence[Weighted], resamples: int = 400, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """IPS, SNIPS and DR of each metric with percentile bootstrap intervals, the effective sample
+    sizes, the support, and the problems that make an estimate unsupported."""
+    n = len(units)
+    if n == 0:
+        return {"incidents": 0, "supported": False, "problems": ["no incident to evaluate"], "estimates": {}}
+    rng = random.Random(seed)
+    points = {m: _point(units, m) for m in METRICS}
+    boots: dict[tuple[str, str], list[float]] = {}
+    for _ in range(resamples):
+        sample = [units[rng.randrange(n)] for _ in range(n)]
+        for m in METRICS:
+            for est, v in _point(sample, m).items():
+                if v is not None:
+                    boots.setdefault((m, est), []).append(v)
+    tail = (1.0 - level) / 2.0
+    estimates: dict[str, dict[str, Any]] = {}
+    for m in METRICS:
+        estimates[m] = {}
+        for est, v in points[m].items():
+            xs = sorted(boots.get((m, est), []))
+            ci = [xs[int(tail * (len(xs) - 1))], xs[int((1.0 - tail) * (len(xs) - 1))]] if xs else None
+            estimates[m][est] = {"value": v, "interval": ci}
+    ess_first, ess_runs = ess([u.w1 for u in units]), ess([u.w for u in units])
+    unsupported = sum(u.unsupported for u in units) / n
+    rare = sum(u.rare for u in units) / n
+    problems = []
+    if unsupported > MAX_UNSUPPORTED:
+        problems.append(f"the target's first choice is one the log never made in {unsupported:.0%} of incidents "
+                        "(no weight can stand for it: IPS and SNIPS leave it out, DR has only its model there)")
+    if ess_first < MIN_ESS:
+        problems.append(f"effective sample size of the first choices {ess_first:.1f} < {MIN_ESS:g}")
+    if ess_runs < MIN_ESS:
+        problems.append(f"effective sample size of whole recoveries {ess_runs:.1f} < {MIN_ESS:g} "
+                        "(runs per incident cannot be estimated)")
+    return {
+        "incidents": n, "supported": not problems, "problems": problems, "estimates": estimates,
+        "effective_sample_size": {"first_choice": round(ess_first, 2), "whole_recovery": round(ess_runs, 2)},
+        "support": {"never_tried": round(unsupported, 4), "rarely_tried": round(rare, 4)},
+        "agreement": round(sum(1 for u in units if u.w1 > 0) / n, 4),
+    }
+
+
+def evaluate_runs(runs: Sequence[StrategyRun], strategies: Sequence[RecoveryStrategy],
+                  targets: Sequence[str] = POLICIES, max_level: int = 5, resamples: int = 400,
+                  seed: int = 0) -> dict[str, Any]:
+    """Off-policy estimates for each of ``targets`` from ``runs`` (oldest first) of a farm whose
+    strategies are ``strategies`` (in registration order)."""
+    for t in targets:
+        if t not in POLICIES:
+            raise ValueError(f"policy: unknown policy {t!r}; accepted: {', '.join(POLICIES)}")
+    incidents, left = incidents_of(runs)
+    logged_probability = [inc for inc in incidents
+                          if all(s.propensity is not None and s.propensity > 0 for s in inc.steps)]
+    left["incidents_without_logged_probability"] = len(incidents) - len(logged_probability)
+    # A group's first recovery under the adaptive policy starts with a draw among every strategy
+    # below level 5; when the drawn one was not applicable, the run logs only the later choice's
+    # probability, not the start draw's: its propensity is not in the log.
+    usable = [inc for inc in logged_probability
+              if not (inc.first_recovery and inc.steps[0].policy == "adaptive" and not inc.steps[0].start)]
+    left["first_recoveries_whose_start_draw_did_not_run"] = len(logged_probability) - len(usable)
+    logged: dict[str, int] = {}
+    for inc in usable:
+        for s in inc.steps:
+            logged[s.policy] = logged.get(s.policy, 0) + 1
+    n = len(usable)
+    measured = {
+        "first_try_success": sum(inc.steps[0].success for inc in usable) / n if n else None,
+        "runs_per_incident": sum(len(inc.steps) for inc in usable) / n if n else None,
+    }
+    result: dict[str, Any] = {"runs": len(runs), "incidents": n, "left_out": left, "logged_policies": logged,
+                              "measured": measured, "targets": {}}
+    for t in targets:
+        units = weigh(runs, usable, t, strategies, max_level) if usable else []
+        result["targets"][t] = estimate(units, resamples, seed)
+    return result
