@@ -33,7 +33,7 @@ class EvaluationError(ValueError):
 class _Logged(RecoveryStrategy):
     """A strategy as the log knows it: its id, level and the categories it ran for (never run)."""
 
-    def __init__(self, strategy_id: str, level: RecoveryLevel, categories: Iterable[str]) -> None:
+    def __init__(self, strategy_id: str, level: RecoveryLevel, categories: Iterable[str] | None) -> None:
         super().__init__(None, strategy_id, level, categories)
         self.strategy_id = strategy_id
 
@@ -41,11 +41,12 @@ class _Logged(RecoveryStrategy):
         raise NotImplementedError("a catalogue entry is never run")
 
 
-def catalogue(runs: Iterable[StrategyRun]) -> list[RecoveryStrategy]:
-    """The strategies the log shows running, each a candidate for the error categories it ran
-    for (one never run for a category was not applicable there, or not registered): the
-    built-ins first in their registration order with their levels, then the others in order of
-    appearance, each at the level the lowest recovery level it ran at implies."""
+def catalogue(runs: Iterable[StrategyRun]) -> tuple[list[RecoveryStrategy], list[RecoveryStrategy]]:
+    """(registered, could run): the built-in strategies with their levels and categories, then
+    each other strategy the log names in order of appearance (any category, as a custom strategy
+    declares by default; at the level the lowest recovery level it ran at implies); and the same
+    strategies, each a candidate only for the error categories the log shows it running for
+    (one never run for a category was not applicable there)."""
     lowest: dict[str, int] = {}
     categories: dict[str, set[str]] = {}
     for run in runs:
@@ -53,14 +54,13 @@ def catalogue(runs: Iterable[StrategyRun]) -> list[RecoveryStrategy]:
         category = run.context.get("category") if isinstance(run.context, Mapping) else None
         if category:
             categories.setdefault(run.strategy_id, set()).add(str(category))
-    found: list[RecoveryStrategy] = []
-    for sid, cls in BUILTIN_CLASSES.items():
-        if sid in lowest:
-            level = cls(None).level  # type: ignore[call-arg]
-            found.append(_Logged(sid, level, categories.get(sid, ())))
-    found.extend(_Logged(sid, _LEVEL_OF_LOWEST_RUN.get(lv, RecoveryLevel.LOW), categories.get(sid, ()))
-                 for sid, lv in lowest.items() if sid not in BUILTIN_CLASSES)
-    return found
+    registered: list[RecoveryStrategy] = [cls(None) for cls in BUILTIN_CLASSES.values()]  # type: ignore[call-arg]
+    registered += [_Logged(sid, _LEVEL_OF_LOWEST_RUN.get(lv, RecoveryLevel.LOW), None)
+                   for sid, lv in lowest.items() if sid not in BUILTIN_CLASSES]
+    could: list[RecoveryStrategy] = [
+        _Logged(s.strategy_id, s.level, categories[s.strategy_id]) for s in registered if s.strategy_id in categories
+    ]
+    return registered, could
 
 
 async def read_runs(database: str, limit: int = DEFAULT_LIMIT) -> list[StrategyRun]:
@@ -90,8 +90,8 @@ def evaluate_database(database: str, policies: Sequence[str] = POLICIES, limit: 
     if not runs:
         raise EvaluationError(f"--database {database}: no strategy run is logged in it: nothing to evaluate "
                               "(the plugin logs a run per recovery strategy it runs)")
-    report = evaluate_runs(runs, strategies if strategies is not None else catalogue(runs), policies,
-                           max_level, resamples, seed)
+    registry, could = catalogue(runs) if strategies is None else (list(strategies), list(strategies))
+    report = evaluate_runs(runs, could, policies, max_level, resamples, seed, registry)
     if report["incidents"] == 0:
         raise EvaluationError(f"--database {database}: {len(runs)} runs, but none belongs to a recovery whose "
                               "choices were logged with their probability (runs written before decisions were "

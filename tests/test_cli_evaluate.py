@@ -16,8 +16,9 @@ from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration,
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def farm(db: Path, incidents: int) -> None:
-    """The plugin with one custom strategy that succeeds every other time (no built-ins)."""
+async def farm(db: Path, incidents: int, builtins: bool = False) -> None:
+    """The plugin with one custom strategy that succeeds every other time (with ``builtins``, the
+    built-in strategies too: without a coordinator none of them is applicable)."""
     from coordinator_plugins.error_handling import RecoveryStrategy
     from coordinator_plugins.error_handling.strategies import RecoveryLevel
 
@@ -31,7 +32,8 @@ async def farm(db: Path, incidents: int) -> None:
             return self.n % 2 == 0
 
     integ = EnhancedErrorHandlingIntegration(None, validate_config({
-        "database": str(db), "auto_recover": False, "builtin_strategies": [], "escalation_backoff": 0,
+        "database": str(db), "auto_recover": False, "escalation_backoff": 0,
+        **({} if builtins else {"builtin_strategies": []}),
         "regression_window": 0, "seed": 3, "verify_window": 0, "recovery_budget": 0}))
     integ.add_custom_strategy("flaky", Flaky())
     await integ.start()
@@ -99,3 +101,20 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 def test_an_unknown_policy_is_refused_by_the_parser(tmp_path: Path) -> None:
     done = run_cli("--database", str(tmp_path / "x.duckdb"), "--policy", "oracle")
     assert done.returncode == 2 and "--policy" in done.stderr
+
+
+def test_registered_strategies_that_are_not_applicable_are_accounted_for(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """The adaptive start draws among every registered strategy (retry, worker and flaky for a
+    connection error) and a drawn built-in that is not applicable leaves the choice to the level's
+    candidates: the propensity of the first run sums both paths, so evaluating the policy that
+    ran weighs every recovery 1 and reproduces what the log measured."""
+    db = tmp_path / "farm.duckdb"
+    asyncio.run(farm(db, 60, builtins=True))
+    assert main(["evaluate", "--database", str(db), "--policy", "adaptive", "--json", "--resamples", "20"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    adaptive = report["targets"]["adaptive"]
+    assert adaptive["effective_sample_size"]["first_choice"] > report["incidents"] - 1
+    for metric in ("first_try_success", "runs_per_incident"):
+        value = adaptive["estimates"][metric]["ips"]["value"]
+        assert abs(value - report["measured"][metric]) < 0.01, (metric, value, report["measured"])

@@ -39,7 +39,6 @@ MIN_ESS = 10.0  # below this many effective incidents an estimate is not support
 MAX_UNSUPPORTED = 0.05  # target mass on first choices the logger never made, above which it is not
 RARE = 5  # first choices the logger made fewer times than this are "rarely tried"
 Action = tuple[str, int]  # (strategy id, level)
-START_REASON = "first of a new group"  # how the adaptive policy's start decisions begin their reason
 
 
 @dataclass(slots=True)
@@ -50,7 +49,6 @@ class Step:
     success: bool
     propensity: float | None  # the logged choice probability (None: the run logged no decision)
     policy: str
-    start: bool = False  # the adaptive policy's start decision of a group (its first strategy)
 
 
 @dataclass(slots=True)
@@ -81,8 +79,7 @@ def incidents_of(runs: Sequence[StrategyRun]) -> tuple[list[Incident], dict[str,
         decision = decision if isinstance(decision, Mapping) else {}
         prob = decision.get("probability")
         step = Step(i, run.strategy_id, run.level, run.success,
-                    float(prob) if isinstance(prob, int | float) else None, str(decision.get("policy") or "?"),
-                    str(decision.get("reason") or "").startswith(START_REASON))
+                    float(prob) if isinstance(prob, int | float) else None, str(decision.get("policy") or "?"))
         inc = current.get(run.error_id)
         if inc is None or inc.steps[-1].success or run.level <= inc.steps[-1].level:
             category = run.context.get("category") if isinstance(run.context, Mapping) else None
@@ -109,14 +106,31 @@ def _at_level(strategies: Sequence[RecoveryStrategy], level: int) -> list[Recove
 
 
 def first_distribution(policy: SelectionPolicy, key: str, strategies: Sequence[RecoveryStrategy], max_level: int,
-                       first_recovery: bool, level: int) -> dict[Action, float]:
-    """The target's probability of each (strategy, level) as the incident's first run."""
+                       first_recovery: bool, level: int,
+                       registry: Sequence[RecoveryStrategy] | None = None) -> dict[Action, float]:
+    """A policy's probability of each (strategy, level) as the incident's first run, among the
+    applicable ``strategies``. The adaptive policy starts a group's first recovery with a draw
+    among every registered strategy below level 5 (``registry``, applicable or not): a drawn
+    strategy that is not applicable leaves the choice to ``probabilities`` at the first level
+    from its own on that has applicable candidates, as the recovery manager does."""
     start = getattr(policy, "start_probabilities", None)
     if first_recovery and start is not None:
-        dist: dict[Action, float] = start(key, strategies, max_level)
+        ok = {s.strategy_id for s in strategies}
+        dist: dict[Action, float] = {}
+        for (sid, lv), p in start(key, registry if registry is not None else strategies, max_level).items():
+            if sid in ok:
+                dist[(sid, lv)] = dist.get((sid, lv), 0.0) + p
+                continue
+            for (other, at), q in _choose_from(policy, key, strategies, max_level, lv).items():
+                dist[(other, at)] = dist.get((other, at), 0.0) + p * q
         return dist
     if first_recovery:
         level = policy.start_level(key, max_level)[0]
+    return _choose_from(policy, key, strategies, max_level, level)
+
+
+def _choose_from(policy: SelectionPolicy, key: str, strategies: Sequence[RecoveryStrategy], max_level: int,
+                 level: int) -> dict[Action, float]:
     for lv in range(level, max_level + 1):
         cands = _at_level(strategies, lv)
         if cands:
@@ -161,8 +175,12 @@ class Weighted:
 
 
 def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: str,
-          strategies: Sequence[RecoveryStrategy], max_level: int = 5) -> list[Weighted]:
-    """Replay the log into a fresh learner and weigh each incident for ``target``."""
+          strategies: Sequence[RecoveryStrategy], max_level: int = 5,
+          registry: Sequence[RecoveryStrategy] | None = None) -> list[Weighted]:
+    """Replay the log into a fresh learner and weigh each incident for ``target``: ``strategies``
+    are those that could run (in registration order), ``registry`` every registered one (the
+    adaptive start draws among them; default: ``strategies``)."""
+    registry = strategies if registry is None else registry
     perf = PerformanceTracker()
     policy = make_policy(target, perf, random.Random(0))
     logger = AdaptivePolicy(perf, random.Random(0))
@@ -177,15 +195,22 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
             step = inc.steps[k]
             cat = [s for s in strategies if s.applies_to(inc.category)]
             tried = {s.strategy_id for s in inc.steps[:k]}
+            action = (step.strategy_id, step.level)
+            logged = step.propensity or 0.0
             if k == 0:
+                every = [s for s in registry if s.applies_to(inc.category)]
                 dist = dists[id(inc)] = first_distribution(policy, key, cat, max_level, inc.first_recovery,
-                                                           step.level)
-                pi = dist.get((step.strategy_id, step.level), 0.0)
+                                                           step.level, every)
+                pi = dist.get(action, 0.0)
+                if step.policy == "adaptive" and inc.first_recovery:
+                    # the run logged the probability of one path to its choice (the start draw,
+                    # or a choice after a draw that was not applicable); the propensity is the
+                    # sum over every path, recomputed on the replayed state
+                    logged = first_distribution(logger, key, cat, max_level, True, step.level, every).get(action, 0.0)
             else:
                 pi = policy.probabilities(_at_level(cat, step.level), key, step.level, tried).get(
                     step.strategy_id, 0.0)
-            logged = step.propensity or 0.0
-            if step.policy == "adaptive" and logged < 1.0:
+            if step.policy == "adaptive" and logged < 1.0 and not (k == 0 and inc.first_recovery):
                 logged = min(1.0, logged / logged_total(logger, key, cat, max_level, k == 0 and inc.first_recovery,
                                                         step.level, tried))
             ratios.setdefault(id(inc), []).append(pi / logged if logged > 0 else 0.0)
@@ -309,22 +334,16 @@ def estimate(units: Sequence[Weighted], resamples: int = 400, seed: int = 0, lev
 
 def evaluate_runs(runs: Sequence[StrategyRun], strategies: Sequence[RecoveryStrategy],
                   targets: Sequence[str] = POLICIES, max_level: int = 5, resamples: int = 400,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, registry: Sequence[RecoveryStrategy] | None = None) -> dict[str, Any]:
     """Off-policy estimates for each of ``targets`` from ``runs`` (oldest first) of a farm whose
-    strategies are ``strategies`` (in registration order)."""
+    strategies that could run are ``strategies`` (in registration order) among the registered
+    ``registry`` (default: the same)."""
     for t in targets:
         if t not in POLICIES:
             raise ValueError(f"policy: unknown policy {t!r}; accepted: {', '.join(POLICIES)}")
     incidents, left = incidents_of(runs)
-    logged_probability = [inc for inc in incidents
-                          if all(s.propensity is not None and s.propensity > 0 for s in inc.steps)]
-    left["incidents_without_logged_probability"] = len(incidents) - len(logged_probability)
-    # A group's first recovery under the adaptive policy starts with a draw among every strategy
-    # below level 5; when the drawn one was not applicable, the run logs only the later choice's
-    # probability, not the start draw's: its propensity is not in the log.
-    usable = [inc for inc in logged_probability
-              if not (inc.first_recovery and inc.steps[0].policy == "adaptive" and not inc.steps[0].start)]
-    left["first_recoveries_whose_start_draw_did_not_run"] = len(logged_probability) - len(usable)
+    usable = [inc for inc in incidents if all(s.propensity is not None and s.propensity > 0 for s in inc.steps)]
+    left["incidents_without_logged_probability"] = len(incidents) - len(usable)
     logged: dict[str, int] = {}
     for inc in usable:
         for s in inc.steps:
@@ -337,6 +356,6 @@ def evaluate_runs(runs: Sequence[StrategyRun], strategies: Sequence[RecoveryStra
     result: dict[str, Any] = {"runs": len(runs), "incidents": n, "left_out": left, "logged_policies": logged,
                               "measured": measured, "targets": {}}
     for t in targets:
-        units = weigh(runs, usable, t, strategies, max_level) if usable else []
+        units = weigh(runs, usable, t, strategies, max_level, registry) if usable else []
         result["targets"][t] = estimate(units, resamples, seed)
     return result
