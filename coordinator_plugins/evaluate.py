@@ -120,7 +120,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"database: {report.get('database', '?')}",
         f"read: {report['runs']} strategy runs (newest {report.get('read_limit', '?')} at most), "
         f"{report['incidents']} recoveries evaluated" + (f"; left out: {left}" if left else ""),
-        f"logged decisions by policy: {logged}",
+        f"logged decisions by policy: {logged}"
+        + (f"; adaptive choices whose logged probability the replay reproduces: {check['recomputed'] - check['differ']}"
+           f" of {check['recomputed']}" if (check := report.get("replay_check") or {}).get("recomputed") else ""),
         f"measured in the log: first-try success {_fmt(report['measured']['first_try_success'])}, "
         f"strategy runs per incident {_fmt(report['measured']['runs_per_incident'])}",
     ]

@@ -167,8 +167,9 @@ def test_on_the_simulator_the_estimate_of_a_policy_not_run_covers_its_measured_v
 
 def test_the_policy_that_ran_is_estimated_at_its_measured_value(tmp_path: Path) -> None:
     """Adaptive logs, adaptive evaluated: every weight is 1 when the replayed learner state is the
-    logger's and the logged probabilities are scaled to sum to 1 (with four options the normal
-    approximation's logged probabilities sum to less, and IPS came out 30% high)."""
+    logger's and the logger's probabilities are recomputed on it as the target's are (taken as
+    logged, the normal approximation's, which sum to less than 1 over four options, IPS came out
+    30% high)."""
     world = {"a": (0.3, L), "b": (0.6, L), "m": (0.8, M), "n": (0.5, M)}
     first, runs = asyncio.run(farm(tmp_path / "adaptive.duckdb", "adaptive", 1, 150, world))
     strategies = catalogue({sid: lv for sid, (_, lv) in world.items()})
@@ -179,3 +180,32 @@ def test_the_policy_that_ran_is_estimated_at_its_measured_value(tmp_path: Path) 
     assert abs(est["first_try_success"]["ips"]["value"] - first) < 0.01, (est, first)
     assert abs(est["runs_per_incident"]["ips"]["value"] - runs) < 0.02, (est, runs)
     assert report["targets"]["adaptive"]["effective_sample_size"]["first_choice"] > 149
+
+
+def test_the_adaptive_policys_probabilities_are_those_of_its_draws() -> None:
+    """What the evaluator asks of the adaptive policy is the chance of each candidate winning its
+    Thompson draw, tails included: the normal approximation that decisions log puts an option
+    that wins one draw in 600 at 3e-7, which would weigh its runs 5000 times too much."""
+    from coordinator_plugins.error_handling.learning.belief import Belief, choice_probability
+    from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy
+    from coordinator_plugins.error_handling.learning.thompson import beta_cdf
+
+    assert beta_cdf(0.5, 2.0, 2.0) == 0.5 and abs(beta_cdf(0.3, 1.0, 1.0) - 0.3) < 1e-12
+    assert abs(beta_cdf(0.25, 2.0, 1.0) - 0.0625) < 1e-12 and abs(beta_cdf(0.81, 0.5, 1.0) - 0.9) < 1e-12
+    options = {"a": Belief(0.6, 6.0, 0.3, 0.45), "b": Belief(12.0, 8.0, 0.3, 0.45), "m": Belief(9.0, 3.0, 0.25, 0.4)}
+
+    class Fixed(AdaptivePolicy):
+        def view(self, key: str) -> Any:
+            return type("View", (), {"belief": staticmethod(options.__getitem__)})()
+
+    policy = Fixed(None, random.Random(0))  # type: ignore[arg-type]
+    probs = policy.probabilities(catalogue({"a": L, "b": L, "m": L}), "network", 1, set())
+    rng, n = random.Random(1), 100_000
+    wins = dict.fromkeys(options, 0)
+    for _ in range(n):
+        draws = {sid: o.base + o.weight * rng.betavariate(o.a, o.b) for sid, o in options.items()}
+        wins[max(draws, key=lambda k: draws[k])] += 1
+    for sid, won in wins.items():
+        p = won / n
+        assert abs(probs[sid] - p) < 4 * (p * (1 - p) / n) ** 0.5 + 1e-4, (sid, probs[sid], p)
+    assert choice_probability(options, "a") < 1e-5 < 1e-3 < probs["a"]  # what the decision logs

@@ -9,7 +9,11 @@ The target policy's probability of each logged choice is computed by the policy'
 (``SelectionPolicy.probabilities``, ``AdaptivePolicy.start_probabilities``) on the learner state
 replayed from the log: every earlier run is fed to a fresh ``PerformanceTracker`` in log order,
 so the target is evaluated as its decision rule given what the farm knew at each decision (not as
-a learner that would have seen its own choices' outcomes). Approximations, stated in the report:
+a learner that would have seen its own choices' outcomes). The adaptive logger's propensities are
+recomputed on the same replay, exactly (``thompson``): what its decisions log is a normal
+approximation that gets small probabilities wrong by orders of magnitude; the logged value is
+still checked against the replay's, and a replay that does not reproduce it is reported.
+Approximations, stated in the report:
 the candidates are the catalogue's strategies for the error's category at the level (the log
 does not say which were not applicable), and runs learned late (verify window, held task runs)
 are replayed where they were stored.
@@ -28,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator_plugins.error_handling.learning.belief import Belief, choice_probability
+from coordinator_plugins.error_handling.learning.belief import choice_probability
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
 from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, SelectionPolicy, make_policy
 from coordinator_plugins.error_handling.storage.records import StrategyRun
@@ -37,6 +41,7 @@ from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES,
 POLICIES = ("ladder", "score", "adaptive")
 MIN_ESS = 10.0  # below this many effective incidents an estimate is not supported
 MAX_UNSUPPORTED = 0.05  # target mass on first choices the logger never made, above which it is not
+MAX_MISMATCH = 0.1  # share of recomputed logged probabilities that may differ from the log
 RARE = 5  # first choices the logger made fewer times than this are "rarely tried"
 Action = tuple[str, int]  # (strategy id, level)
 
@@ -138,24 +143,13 @@ def _choose_from(policy: SelectionPolicy, key: str, strategies: Sequence[Recover
     return {}
 
 
-def _raw_total(options: dict[str, Belief]) -> float:
-    return sum(choice_probability(options, sid) for sid in options) if len(options) > 1 else 1.0
-
-
-def logged_total(logger: AdaptivePolicy, key: str, strategies: Sequence[RecoveryStrategy], max_level: int,
-                 first: bool, level: int, tried: set[str]) -> float:
-    """What the adaptive logger's choice probabilities summed to over its options at this choice,
-    recomputed on the replayed state: the normal approximation's products sum to less than 1 with
-    three or more options, so a logged probability is divided by it (as ``normalized`` does)."""
-    if first:
-        options, _ = logger.first_options(key, strategies, max_level)
-        if logger.seed_first(key, list(options)) is not None:
-            return 1.0
-    else:
-        fresh = [s for s in _at_level(strategies, level) if s.strategy_id not in tried] or _at_level(strategies, level)
-        view = logger.view(key)
-        options = {s.strategy_id: view.belief(s.strategy_id) for s in fresh}
-    return _raw_total(options) or 1.0
+def _approximate(logger: AdaptivePolicy, key: str, strategies: Sequence[RecoveryStrategy], level: int,
+                 tried: set[str], sid: str) -> float:
+    """The probability the adaptive policy logs for a choice at a level (``choice_probability``)."""
+    fresh = [s for s in _at_level(strategies, level) if s.strategy_id not in tried] or _at_level(strategies, level)
+    view = logger.view(key)
+    options = {s.strategy_id: view.belief(s.strategy_id) for s in fresh}
+    return choice_probability(options, sid) if len(options) > 1 and sid in options else 1.0
 
 
 @dataclass(slots=True)
@@ -176,10 +170,12 @@ class Weighted:
 
 def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: str,
           strategies: Sequence[RecoveryStrategy], max_level: int = 5,
-          registry: Sequence[RecoveryStrategy] | None = None) -> list[Weighted]:
+          registry: Sequence[RecoveryStrategy] | None = None) -> tuple[list[Weighted], tuple[int, int]]:
     """Replay the log into a fresh learner and weigh each incident for ``target``: ``strategies``
     are those that could run (in registration order), ``registry`` every registered one (the
-    adaptive start draws among them; default: ``strategies``)."""
+    adaptive start draws among them; default: ``strategies``). Also returns how many adaptive
+    choices' logged probabilities were recomputed on the replay, and how many came out different
+    (a replay that is not the logger's state: the log was cut, or written with other strategies)."""
     registry = strategies if registry is None else registry
     perf = PerformanceTracker()
     policy = make_policy(target, perf, random.Random(0))
@@ -188,6 +184,7 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
     q, q_runs, firsts = _models(runs, incidents)
     ratios: dict[int, list[float]] = {}
     dists: dict[int, dict[Action, float]] = {}
+    checks = [0, 0]  # adaptive choices whose logged probability was recomputed; those that differ
     for i, run in enumerate(runs):
         key, record_keys = _keys(perf, run)
         if i in at:
@@ -210,9 +207,14 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
             else:
                 pi = policy.probabilities(_at_level(cat, step.level), key, step.level, tried).get(
                     step.strategy_id, 0.0)
-            if step.policy == "adaptive" and logged < 1.0 and not (k == 0 and inc.first_recovery):
-                logged = min(1.0, logged / logged_total(logger, key, cat, max_level, k == 0 and inc.first_recovery,
-                                                        step.level, tried))
+            if step.policy == "adaptive" and not (k == 0 and inc.first_recovery):
+                # the replay must be the logger's state: what it logged is recomputed, then the
+                # exact probability replaces the logged approximation
+                approx = _approximate(logger, key, cat, step.level, tried, step.strategy_id)
+                checks[0] += 1
+                checks[1] += abs(approx - logged) > 0.01 + 0.05 * logged
+                logged = logger.probabilities(_at_level(cat, step.level), key, step.level, tried).get(
+                    step.strategy_id, 0.0)
             ratios.setdefault(id(inc), []).append(pi / logged if logged > 0 else 0.0)
         perf.add(record_keys, run.strategy_id, _sample(run))
     out = []
@@ -230,7 +232,7 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
             unsupported=sum(p for (sid, _), p in dist.items() if made.get(sid, 0) == 0),
             rare=sum(p for (sid, _), p in dist.items() if 0 < made.get(sid, 0) < RARE),
         ))
-    return out
+    return out, (checks[0], checks[1])
 
 
 def _models(runs: Sequence[StrategyRun], incidents: Sequence[Incident]) -> tuple[Any, Any, dict[str, dict[str, int]]]:
@@ -356,6 +358,13 @@ def evaluate_runs(runs: Sequence[StrategyRun], strategies: Sequence[RecoveryStra
     result: dict[str, Any] = {"runs": len(runs), "incidents": n, "left_out": left, "logged_policies": logged,
                               "measured": measured, "targets": {}}
     for t in targets:
-        units = weigh(runs, usable, t, strategies, max_level, registry) if usable else []
-        result["targets"][t] = estimate(units, resamples, seed)
+        units, (checked, differ) = weigh(runs, usable, t, strategies, max_level, registry) if usable else ([], (0, 0))
+        est = result["targets"][t] = estimate(units, resamples, seed)
+        result["replay_check"] = {"recomputed": checked, "differ": differ}
+        if differ > MAX_MISMATCH * checked:
+            est["supported"] = False
+            est["problems"].append(
+                f"the learner state replayed from the log is not the logger's: {differ} of {checked} adaptive "
+                "choices logged a probability the replay does not reproduce (read more runs with --limit, or "
+                "give the farm's strategies)")
     return result

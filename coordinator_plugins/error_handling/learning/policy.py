@@ -25,6 +25,7 @@ from typing import Any
 from coordinator_plugins.error_handling.learning.belief import Belief, KeyView, choice_probability, plan_first
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
 from coordinator_plugins.error_handling.learning.seedprior import PRIOR_KEY, SeedPrior
+from coordinator_plugins.error_handling.learning.thompson import win_probabilities
 from coordinator_plugins.error_handling.storage.records import LearnerRecord
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
 
@@ -100,8 +101,9 @@ class SelectionPolicy:
         self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]
     ) -> dict[str, float]:
         """The probability with which ``choose`` would pick each candidate now, summing to 1
-        (off-policy evaluation asks it of a policy that did not run). A policy that cannot say
-        raises NotImplementedError."""
+        (off-policy evaluation asks it; the adaptive policy's are exact, ``thompson``, where the
+        probability its decisions log is a cheap approximation). A policy that cannot say raises
+        NotImplementedError."""
         raise NotImplementedError(f"policy {self.name!r} does not state its choice probabilities")
 
 
@@ -196,7 +198,7 @@ class AdaptivePolicy(SelectionPolicy):
     ) -> dict[str, float]:
         fresh = [s for s in candidates if _sid(s) not in tried] or list(candidates)
         view = self.view(key)
-        return normalized({_sid(s): view.belief(_sid(s)) for s in fresh})
+        return win_probabilities({_sid(s): view.belief(_sid(s)) for s in fresh})
 
     def start_probabilities(
         self, key: str, strategies: Sequence[RecoveryStrategy], max_level: int
@@ -206,7 +208,7 @@ class AdaptivePolicy(SelectionPolicy):
         options, levels = self.first_options(key, strategies, max_level)
         if (seeded := self.seed_first(key, list(options))) is not None:
             return {(seeded[0], levels[seeded[0]]): 1.0}
-        return {(sid, levels[sid]): p for sid, p in normalized(options).items()}
+        return {(sid, levels[sid]): p for sid, p in win_probabilities(options).items()}
 
     # -- the first strategy of a new group ---------------------------------------------------------
     def first_options(
@@ -268,18 +270,6 @@ class AdaptivePolicy(SelectionPolicy):
 
 _SEED_REASON = ("the seed's top-scored strategy (seed score {score:.3f}), kept after the migration until this "
                 "plugin's own runs of it fail")
-
-
-def normalized(options: dict[str, Belief]) -> dict[str, float]:
-    """Each option's chance of the highest Thompson draw (``choice_probability``), scaled to sum
-    to 1: with three or more options the normal approximation's products need not."""
-    if len(options) == 1:
-        return dict.fromkeys(options, 1.0)
-    raw = {sid: choice_probability(options, sid) for sid in options}
-    total = sum(raw.values())
-    if total <= 0:
-        return dict.fromkeys(options, 1.0 / len(options))
-    return {sid: p / total for sid, p in raw.items()}
 
 
 def _evidence(o: Belief) -> str:
