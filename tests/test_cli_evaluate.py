@@ -16,7 +16,7 @@ from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration,
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def farm(db: Path, incidents: int, builtins: bool = False) -> None:
+async def farm(db: Path | str, incidents: int, builtins: bool = False) -> None:
     """The plugin with one custom strategy that succeeds every other time (with ``builtins``, the
     built-in strategies too: without a coordinator none of them is applicable)."""
     from coordinator_plugins.error_handling import RecoveryStrategy
@@ -118,3 +118,12 @@ def test_registered_strategies_that_are_not_applicable_are_accounted_for(tmp_pat
     for metric in ("first_try_success", "runs_per_incident"):
         value = adaptive["estimates"][metric]["ips"]["value"]
         assert abs(value - report["measured"][metric]) < 0.01, (metric, value, report["measured"])
+
+
+def test_evaluate_reads_a_fleets_postgresql_database(pg_url_sync: str) -> None:
+    """The same report from a postgresql:// URL, read through the PostgreSQL store."""
+    asyncio.run(farm(pg_url_sync, 20))
+    done = run_cli("--database", pg_url_sync, "--policy", "ladder", "--resamples", "20")
+    assert done.returncode == 0, done.stderr
+    assert "policy ladder:" in done.stdout and "20 recoveries evaluated" in done.stdout
+    assert "verdict: the log supports these estimates" in done.stdout
