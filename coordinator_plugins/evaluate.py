@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_plugins.error_handling.config import validate_config
-from coordinator_plugins.error_handling.learning.offpolicy import POLICIES, evaluate_runs
+from coordinator_plugins.error_handling.learning.offpolicy import POLICIES, START_REASON, evaluate_runs
 from coordinator_plugins.error_handling.storage.base import StoreError
 from coordinator_plugins.error_handling.storage.factory import open_store, scheme_of
 from coordinator_plugins.error_handling.storage.records import StrategyRun
@@ -42,21 +42,30 @@ class _Logged(RecoveryStrategy):
 
 
 def catalogue(runs: Iterable[StrategyRun]) -> tuple[list[RecoveryStrategy], list[RecoveryStrategy]]:
-    """(registered, could run): the built-in strategies with their levels and categories, then
-    each other strategy the log names in order of appearance (any category, as a custom strategy
-    declares by default; at the level the lowest recovery level it ran at implies); and the same
-    strategies, each a candidate only for the error categories the log shows it running for
-    (one never run for a category was not applicable there)."""
+    """(registered, could run): the built-in strategies with their levels and categories (only
+    those the adaptive policy's logged start draws name, when it logged any), then each other
+    strategy the log names in order of appearance (any category, as a custom strategy declares
+    by default; at the level the lowest recovery level it ran at implies, LOW for one never run);
+    and the same strategies, each a candidate only for the error categories the log shows it
+    running for (one never run for a category was not applicable there)."""
     lowest: dict[str, int] = {}
     categories: dict[str, set[str]] = {}
+    drawn: dict[str, None] = {}  # the options of the adaptive policy's start draws: the registered ones
     for run in runs:
         lowest[run.strategy_id] = min(run.level, lowest.get(run.strategy_id, 9))
-        category = run.context.get("category") if isinstance(run.context, Mapping) else None
-        if category:
-            categories.setdefault(run.strategy_id, set()).add(str(category))
-    registered: list[RecoveryStrategy] = [cls(None) for cls in BUILTIN_CLASSES.values()]  # type: ignore[call-arg]
-    registered += [_Logged(sid, _LEVEL_OF_LOWEST_RUN.get(lv, RecoveryLevel.LOW), None)
-                   for sid, lv in lowest.items() if sid not in BUILTIN_CLASSES]
+        context = run.context if isinstance(run.context, Mapping) else {}
+        if context.get("category"):
+            categories.setdefault(run.strategy_id, set()).add(str(context["category"]))
+        decision = context.get("decision")
+        if isinstance(decision, Mapping) and str(decision.get("reason") or "").startswith(START_REASON):
+            drawn.update(dict.fromkeys(str(k) for k in decision.get("scores") or {}))
+    registered: list[RecoveryStrategy] = [
+        cls(None) for sid, cls in BUILTIN_CLASSES.items()  # type: ignore[call-arg]
+        if not drawn or sid in drawn or sid in lowest
+    ]
+    for sid in [*drawn, *lowest]:  # the draws list the options in registration order
+        if sid not in BUILTIN_CLASSES and all(s.strategy_id != sid for s in registered):
+            registered.append(_Logged(sid, _LEVEL_OF_LOWEST_RUN.get(lowest.get(sid, 1), RecoveryLevel.LOW), None))
     could: list[RecoveryStrategy] = [
         _Logged(s.strategy_id, s.level, categories[s.strategy_id]) for s in registered if s.strategy_id in categories
     ]
@@ -82,11 +91,23 @@ def evaluate_database(database: str, policies: Sequence[str] = POLICIES, limit: 
                       strategies: Sequence[RecoveryStrategy] | None = None, max_level: int = 5,
                       resamples: int = 400, seed: int = 0) -> dict[str, Any]:
     """The off-policy report of one database. EvaluationError when it cannot be read or holds
-    no recovery whose choices were logged with their probabilities."""
+    no recovery whose choices were logged with their probabilities. ``strategies``: the farm's
+    strategies in registration order (default: the built-ins and those the log names). Runs its
+    own event loop; :func:`evaluate_database_async` is the same in a running one."""
     if scheme_of(database) is None and not Path(database).is_file():
         raise EvaluationError(f"--database {database}: no such file (give the plugin's DuckDB file or a "
                               "postgresql:// URL)")
-    runs = asyncio.run(read_runs(database, limit))
+    return asyncio.run(evaluate_database_async(database, policies, limit, strategies, max_level, resamples, seed))
+
+
+async def evaluate_database_async(database: str, policies: Sequence[str] = POLICIES, limit: int = DEFAULT_LIMIT,
+                                  strategies: Sequence[RecoveryStrategy] | None = None, max_level: int = 5,
+                                  resamples: int = 400, seed: int = 0) -> dict[str, Any]:
+    """:func:`evaluate_database` in a running event loop (the estimation itself runs on it)."""
+    if scheme_of(database) is None and not await asyncio.to_thread(Path(database).is_file):
+        raise EvaluationError(f"--database {database}: no such file (give the plugin's DuckDB file or a "
+                              "postgresql:// URL)")
+    runs = await read_runs(database, limit)
     if not runs:
         raise EvaluationError(f"--database {database}: no strategy run is logged in it: nothing to evaluate "
                               "(the plugin logs a run per recovery strategy it runs)")

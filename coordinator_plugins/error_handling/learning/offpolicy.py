@@ -44,6 +44,7 @@ MAX_UNSUPPORTED = 0.05  # target mass on first choices the logger never made, ab
 MAX_MISMATCH = 0.1  # share of recomputed logged probabilities that may differ from the log
 RARE = 5  # first choices the logger made fewer times than this are "rarely tried"
 Action = tuple[str, int]  # (strategy id, level)
+START_REASON = "first of a new group"  # the reason of the adaptive policy's start draws begins so
 
 
 @dataclass(slots=True)
@@ -54,6 +55,7 @@ class Step:
     success: bool
     propensity: float | None  # the logged choice probability (None: the run logged no decision)
     policy: str
+    start: bool = False  # logged as the adaptive start draw of a group (its reason says so)
 
 
 @dataclass(slots=True)
@@ -84,7 +86,8 @@ def incidents_of(runs: Sequence[StrategyRun]) -> tuple[list[Incident], dict[str,
         decision = decision if isinstance(decision, Mapping) else {}
         prob = decision.get("probability")
         step = Step(i, run.strategy_id, run.level, run.success,
-                    float(prob) if isinstance(prob, int | float) else None, str(decision.get("policy") or "?"))
+                    float(prob) if isinstance(prob, int | float) else None, str(decision.get("policy") or "?"),
+                    str(decision.get("reason") or "").startswith(START_REASON))
         inc = current.get(run.error_id)
         if inc is None or inc.steps[-1].success or run.level <= inc.steps[-1].level:
             category = run.context.get("category") if isinstance(run.context, Mapping) else None
@@ -203,6 +206,11 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
                     # the run logged the probability of one path to its choice (the start draw,
                     # or a choice after a draw that was not applicable); the propensity is the
                     # sum over every path, recomputed on the replayed state
+                    if step.start:
+                        options, _ = logger.first_options(key, every, max_level)
+                        approx = choice_probability(options, step.strategy_id) if len(options) > 1 else 1.0
+                        checks[0] += 1
+                        checks[1] += abs(approx - logged) > 0.01 + 0.05 * logged
                     logged = first_distribution(logger, key, cat, max_level, True, step.level, every).get(action, 0.0)
             else:
                 pi = policy.probabilities(_at_level(cat, step.level), key, step.level, tried).get(
