@@ -19,10 +19,13 @@ does not say which were not applicable), and runs learned late (verify window, h
 are replayed where they were stored.
 
 Estimators, each with a percentile bootstrap interval over incidents:
-- IPS: mean of w * y; SNIPS: sum(w * y) / sum(w);
+- IPS: mean of w * y; SNIPS: sum(w * y) / sum(w). First-try success weighs by the first choice's
+  ratio. Runs per incident is a sum over t of "a t-th run happened", each weighted by the product
+  of the ratios of the first t choices (per-decision importance sampling), self-normalized per t
+  for SNIPS;
 - DR: the model's value under the target plus w * (y - model(first choice)), unbiased whatever
-  the model when the weights are right. First-try success weighs by the first choice's ratio;
-  runs per incident by the product of the ratios of every choice of the incident.
+  the model when the weights are right; for runs per incident w is the product of the ratios of
+  every choice of the incident.
 """
 
 from __future__ import annotations
@@ -33,15 +36,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coordinator_plugins.error_handling.learning.belief import choice_probability
+from coordinator_plugins.error_handling.learning.estimators import MAX_MISMATCH, Weighted, estimate
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker, Sample
 from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, SelectionPolicy, make_policy
 from coordinator_plugins.error_handling.storage.records import StrategyRun
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
 
 POLICIES = ("ladder", "score", "adaptive")
-MIN_ESS = 10.0  # below this many effective incidents an estimate is not supported
-MAX_UNSUPPORTED = 0.05  # target mass on first choices the logger never made, above which it is not
-MAX_MISMATCH = 0.1  # share of recomputed logged probabilities that may differ from the log
 RARE = 5  # first choices the logger made fewer times than this are "rarely tried"
 Action = tuple[str, int]  # (strategy id, level)
 START_REASON = "first of a new group"  # the reason of the adaptive policy's start draws begins so
@@ -155,22 +156,6 @@ def _approximate(logger: AdaptivePolicy, key: str, strategies: Sequence[Recovery
     return choice_probability(options, sid) if len(options) > 1 and sid in options else 1.0
 
 
-@dataclass(slots=True)
-class Weighted:
-    """One incident under one target: its ratios, outcomes and the model's values."""
-
-    w1: float  # target / logged probability of the first choice
-    w: float  # the product over every choice of the incident
-    first_success: float
-    runs: float
-    dm_first: float  # model: first-try success under the target's first-choice distribution
-    q_first: float  # model: success of the logged first choice
-    dm_runs: float
-    q_runs: float
-    unsupported: float  # target mass on first choices the logger never made for this error type
-    rare: float  # ... made fewer than RARE times
-
-
 def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: str,
           strategies: Sequence[RecoveryStrategy], max_level: int = 5,
           registry: Sequence[RecoveryStrategy] | None = None) -> tuple[list[Weighted], tuple[int, int]]:
@@ -184,7 +169,8 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
     policy = make_policy(target, perf, random.Random(0))
     logger = AdaptivePolicy(perf, random.Random(0))
     at: dict[int, tuple[Incident, int]] = {s.index: (inc, k) for inc in incidents for k, s in enumerate(inc.steps)}
-    q, q_runs, firsts = _models(runs, incidents)
+    q, firsts = _models(runs, incidents)
+    models: dict[int, tuple[float, float]] = {}  # incident -> (runs under the target, after its first choice)
     ratios: dict[int, list[float]] = {}
     dists: dict[int, dict[Action, float]] = {}
     checks = [0, 0]  # adaptive choices whose logged probability was recomputed; those that differ
@@ -202,6 +188,9 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
                 dist = dists[id(inc)] = first_distribution(policy, key, cat, max_level, inc.first_recovery,
                                                            step.level, every)
                 pi = dist.get(action, 0.0)
+                ctx = (policy, key, cat, q, inc.error_type, max_level, target == "adaptive")
+                models[id(inc)] = (sum(p * _runs_after(ctx, sid, lv) for (sid, lv), p in dist.items()),
+                                   _runs_after(ctx, *action))
                 if step.policy == "adaptive" and inc.first_recovery:
                     # the run logged the probability of one path to its choice (the start draw,
                     # or a choice after a draw that was not applicable); the propensity is the
@@ -228,118 +217,68 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
     out = []
     for inc in incidents:
         r, dist, et = ratios[id(inc)], dists[id(inc)], inc.error_type
-        w = 1.0
+        cum, w = [], 1.0
         for x in r:
             w *= x
+            cum.append(w)
         first = inc.steps[0].strategy_id
         made = firsts.get(et, {})
         out.append(Weighted(
-            w1=r[0], w=w, first_success=float(inc.steps[0].success), runs=float(len(inc.steps)),
+            w1=r[0], w=w, cum=tuple(cum), first_success=float(inc.steps[0].success), runs=float(len(inc.steps)),
             dm_first=sum(p * q(et, sid) for (sid, _), p in dist.items()), q_first=q(et, first),
-            dm_runs=sum(p * q_runs(et, sid) for (sid, _), p in dist.items()), q_runs=q_runs(et, first),
+            dm_runs=models[id(inc)][0], q_runs=models[id(inc)][1],
             unsupported=sum(p for (sid, _), p in dist.items() if made.get(sid, 0) == 0),
             rare=sum(p for (sid, _), p in dist.items() if 0 < made.get(sid, 0) < RARE),
         ))
     return out, (checks[0], checks[1])
 
 
-def _models(runs: Sequence[StrategyRun], incidents: Sequence[Incident]) -> tuple[Any, Any, dict[str, dict[str, int]]]:
-    """The outcome models of the doubly robust estimator, fitted on the whole log: a strategy's
-    success rate per error type (Laplace-smoothed), and the mean runs of the incidents that
-    started with it (the error type's mean when none did); with the logger's first choices."""
+def _models(runs: Sequence[StrategyRun], incidents: Sequence[Incident]) -> tuple[Any, dict[str, dict[str, int]]]:
+    """The outcome model of the doubly robust estimator, fitted on the whole log: a strategy's
+    success rate per error type (Laplace-smoothed); and the logger's first choices."""
     ok: dict[tuple[str, str], list[int]] = {}
     for run in runs:
         c = ok.setdefault((run.error_type, run.strategy_id), [0, 0])
         c[0] += int(run.success)
         c[1] += 1
-    by_first: dict[tuple[str, str], list[float]] = {}
-    by_type: dict[str, list[float]] = {}
     firsts: dict[str, dict[str, int]] = {}
     for inc in incidents:
         sid = inc.steps[0].strategy_id
-        by_first.setdefault((inc.error_type, sid), []).append(len(inc.steps))
-        by_type.setdefault(inc.error_type, []).append(len(inc.steps))
         firsts.setdefault(inc.error_type, {})[sid] = firsts.get(inc.error_type, {}).get(sid, 0) + 1
 
     def q(et: str, sid: str) -> float:
         s, n = ok.get((et, sid), (0, 0))
         return (s + 1.0) / (n + 2.0)
 
-    def q_runs(et: str, sid: str) -> float:
-        ys = by_first.get((et, sid)) or by_type.get(et) or [1.0]
-        return sum(ys) / len(ys)
-
-    return q, q_runs, firsts
+    return q, firsts
 
 
-# -- the estimators -------------------------------------------------------------------------------
-METRICS = ("first_try_success", "runs_per_incident")
+def _runs_after(ctx: tuple[Any, ...], sid: str, level: int) -> float:
+    """The model's expected runs of a recovery whose first run is ``sid`` at ``level``."""
+    policy, key, strategies, q, et, max_level, greedy = ctx
+    rest = _further_runs(policy, key, strategies, q, et, level + 1, {sid}, max_level, greedy)
+    return 1.0 + (1.0 - float(q(et, sid))) * rest
 
 
-def _point(units: Sequence[Weighted], metric: str) -> dict[str, float | None]:
-    n = len(units)
-    if metric == "first_try_success":
-        ws, ys, dm, qa = ([u.w1 for u in units], [u.first_success for u in units], [u.dm_first for u in units],
-                          [u.q_first for u in units])
+def _further_runs(policy: SelectionPolicy, key: str, strategies: Sequence[RecoveryStrategy], q: Any, et: str,
+                  level: int, tried: set[str], max_level: int, greedy: bool) -> float:
+    """The model's expected runs from ``level`` on, the target choosing as it would now at each
+    level (``greedy``: the strategy the model rates best, standing in for the adaptive policy's
+    draws, which cost an integral each) and each run succeeding at its modelled rate."""
+    for lv in range(level, max_level + 1):
+        cands = _at_level(strategies, lv)
+        if cands:
+            break
     else:
-        ws, ys, dm, qa = ([u.w for u in units], [u.runs for u in units], [u.dm_runs for u in units],
-                          [u.q_runs for u in units])
-    total = sum(ws)
-    wy = sum(w * y for w, y in zip(ws, ys, strict=True))
-    return {
-        "ips": wy / n,
-        "snips": wy / total if total > 0 else None,
-        "dr": sum(d + w * (y - m) for d, w, y, m in zip(dm, ws, ys, qa, strict=True)) / n,
-    }
-
-
-def ess(ws: Sequence[float]) -> float:
-    """Kish's effective sample size of the weights."""
-    sq = sum(w * w for w in ws)
-    return (sum(ws) ** 2) / sq if sq > 0 else 0.0
-
-
-def estimate(units: Sequence[Weighted], resamples: int = 400, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """IPS, SNIPS and DR of each metric with percentile bootstrap intervals, the effective sample
-    sizes, the support, and the problems that make an estimate unsupported."""
-    n = len(units)
-    if n == 0:
-        return {"incidents": 0, "supported": False, "problems": ["no incident to evaluate"], "estimates": {}}
-    rng = random.Random(seed)
-    points = {m: _point(units, m) for m in METRICS}
-    boots: dict[tuple[str, str], list[float]] = {}
-    for _ in range(resamples):
-        sample = [units[rng.randrange(n)] for _ in range(n)]
-        for m in METRICS:
-            for est, v in _point(sample, m).items():
-                if v is not None:
-                    boots.setdefault((m, est), []).append(v)
-    tail = (1.0 - level) / 2.0
-    estimates: dict[str, dict[str, Any]] = {}
-    for m in METRICS:
-        estimates[m] = {}
-        for est, v in points[m].items():
-            xs = sorted(boots.get((m, est), []))
-            ci = [xs[int(tail * (len(xs) - 1))], xs[int((1.0 - tail) * (len(xs) - 1))]] if xs else None
-            estimates[m][est] = {"value": v, "interval": ci}
-    ess_first, ess_runs = ess([u.w1 for u in units]), ess([u.w for u in units])
-    unsupported = sum(u.unsupported for u in units) / n
-    rare = sum(u.rare for u in units) / n
-    problems = []
-    if unsupported > MAX_UNSUPPORTED:
-        problems.append(f"the target's first choice is one the log never made in {unsupported:.0%} of incidents "
-                        "(no weight can stand for it: IPS and SNIPS leave it out, DR has only its model there)")
-    if ess_first < MIN_ESS:
-        problems.append(f"effective sample size of the first choices {ess_first:.1f} < {MIN_ESS:g}")
-    if ess_runs < MIN_ESS:
-        problems.append(f"effective sample size of whole recoveries {ess_runs:.1f} < {MIN_ESS:g} "
-                        "(runs per incident cannot be estimated)")
-    return {
-        "incidents": n, "supported": not problems, "problems": problems, "estimates": estimates,
-        "effective_sample_size": {"first_choice": round(ess_first, 2), "whole_recovery": round(ess_runs, 2)},
-        "support": {"never_tried": round(unsupported, 4), "rarely_tried": round(rare, 4)},
-        "agreement": round(sum(1 for u in units if u.w1 > 0) / n, 4),
-    }
+        return 0.0
+    if greedy:
+        fresh = [s for s in cands if s.strategy_id not in tried] or cands
+        probs = {max(fresh, key=lambda s: q(et, s.strategy_id)).strategy_id: 1.0}
+    else:
+        probs = policy.probabilities(cands, key, lv, tried)
+    return sum(p * (1.0 + (1.0 - q(et, sid)) * _further_runs(policy, key, strategies, q, et, lv + 1, tried | {sid},
+                                                              max_level, greedy))
+               for sid, p in probs.items())
 
 
 def evaluate_runs(runs: Sequence[StrategyRun], strategies: Sequence[RecoveryStrategy],
