@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,48 @@ def test_evaluate_reads_a_fleets_postgresql_database(pg_url_sync: str) -> None:
     assert done.returncode == 0, done.stderr
     assert "policy ladder:" in done.stdout and "20 recoveries evaluated" in done.stdout
     assert "verdict: the log supports these estimates" in done.stdout
+
+
+def test_the_strategies_and_their_order_come_from_the_logged_start_draws(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """No built-in is registered here, and `replace` (the better) is registered after `restart`:
+    the adaptive start draws' logged options say both, so that the ladder's first choice is
+    `restart` even though `replace` ran first in the log, and adaptive weighs every recovery 1."""
+    from coordinator_plugins.error_handling import RecoveryStrategy
+    from coordinator_plugins.error_handling.strategies import RecoveryLevel
+
+    class Coin(RecoveryStrategy):
+        def __init__(self, name: str, chance: float, rng: random.Random) -> None:
+            super().__init__(None, name, RecoveryLevel.LOW)
+            self.chance, self.rng = chance, rng
+
+        async def _execute_impl(self, error_info: dict[str, object]) -> bool:
+            return self.rng.random() < self.chance
+
+    async def run() -> list[str]:
+        integ = EnhancedErrorHandlingIntegration(None, validate_config({
+            "database": str(tmp_path / "farm.duckdb"), "builtin_strategies": [], "auto_recover": False,
+            "escalation_backoff": 0, "verify_window": 0, "seed": 2}))
+        rng = random.Random(2)
+        integ.add_custom_strategy("restart", Coin("restart", 0.3, rng))
+        integ.add_custom_strategy("replace", Coin("replace", 0.8, rng))
+        await integ.start()
+        firsts = []
+        try:
+            for i in range(60):
+                name = "".join(chr(97 + (i // 26**k) % 26) for k in range(2))
+                _, info = await integ.handle_error(f"worker hung: {name}", {"component": "w", "error_type": "timeout"})
+                firsts.append(info["attempts"][0]["strategy_id"])
+        finally:
+            await integ.stop()
+        return firsts
+
+    firsts = asyncio.run(run())
+    assert main(["evaluate", "--database", str(tmp_path / "farm.duckdb"), "--json", "--resamples", "20"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["replay_check"]["differ"] == 0
+    assert report["targets"]["ladder"]["agreement"] == round(firsts.count("restart") / 60, 4)
+    adaptive = report["targets"]["adaptive"]
+    assert adaptive["effective_sample_size"]["first_choice"] > 59
+    assert abs(adaptive["estimates"]["first_try_success"]["ips"]["value"]
+               - report["measured"]["first_try_success"]) < 0.01
