@@ -96,6 +96,8 @@ def test_a_log_without_support_says_so() -> None:
     ladder = report["targets"]["ladder"]
     assert not ladder["supported"]
     assert ladder["support"]["never_tried"] == 1.0
+    assert ladder["first_choices"] == [{"error_type": "network", "strategy_id": "a", "target_share": 1.0,
+                                        "logged_first": 0}]
     assert any("never made" in p for p in ladder["problems"])
     assert any("effective sample size" in p for p in ladder["problems"])
     assert ladder["estimates"]["first_try_success"]["ips"]["value"] == 0.0

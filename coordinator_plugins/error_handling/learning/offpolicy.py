@@ -158,12 +158,14 @@ def _approximate(logger: AdaptivePolicy, key: str, strategies: Sequence[Recovery
 
 def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: str,
           strategies: Sequence[RecoveryStrategy], max_level: int = 5,
-          registry: Sequence[RecoveryStrategy] | None = None) -> tuple[list[Weighted], tuple[int, int]]:
+          registry: Sequence[RecoveryStrategy] | None = None) -> tuple[list[Weighted], dict[str, Any]]:
     """Replay the log into a fresh learner and weigh each incident for ``target``: ``strategies``
     are those that could run (in registration order), ``registry`` every registered one (the
     adaptive start draws among them; default: ``strategies``). Also returns how many adaptive
     choices' logged probabilities were recomputed on the replay, and how many came out different
-    (a replay that is not the logger's state: the log was cut, or written with other strategies)."""
+    (a replay that is not the logger's state: the log was cut, or written with other strategies),
+    and the target's first choices: each one's share of incidents and how often the log made it
+    first (those it made fewer than ``RARE`` times listed first)."""
     registry = strategies if registry is None else registry
     perf = PerformanceTracker()
     policy = make_policy(target, perf, random.Random(0))
@@ -215,6 +217,7 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
             ratios.setdefault(id(inc), []).append(pi / logged if logged > 0 else 0.0)
         perf.add(record_keys, run.strategy_id, _sample(run))
     out = []
+    share: dict[tuple[str, str], float] = {}  # the target's first choices, summed over incidents
     for inc in incidents:
         r, dist, et = ratios[id(inc)], dists[id(inc)], inc.error_type
         cum, w = [], 1.0
@@ -223,6 +226,8 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
             cum.append(w)
         first = inc.steps[0].strategy_id
         made = firsts.get(et, {})
+        for (sid, _), p in dist.items():
+            share[(et, sid)] = share.get((et, sid), 0.0) + p
         out.append(Weighted(
             w1=r[0], w=w, cum=tuple(cum), first_success=float(inc.steps[0].success), runs=float(len(inc.steps)),
             dm_first=sum(p * q(et, sid) for (sid, _), p in dist.items()), q_first=q(et, first),
@@ -230,7 +235,11 @@ def weigh(runs: Sequence[StrategyRun], incidents: Sequence[Incident], target: st
             unsupported=sum(p for (sid, _), p in dist.items() if made.get(sid, 0) == 0),
             rare=sum(p for (sid, _), p in dist.items() if 0 < made.get(sid, 0) < RARE),
         ))
-    return out, (checks[0], checks[1])
+    ranked = sorted(((firsts.get(et, {}).get(sid, 0), p, et, sid) for (et, sid), p in share.items() if p > 0),
+                    key=lambda c: (c[0] >= RARE, -c[1]))
+    choices = [{"error_type": et, "strategy_id": sid, "target_share": round(p / len(incidents), 4), "logged_first": n}
+               for n, p, et, sid in ranked]
+    return out, {"recomputed": checks[0], "differ": checks[1], "first_choices": choices}
 
 
 def _models(runs: Sequence[StrategyRun], incidents: Sequence[Incident]) -> tuple[Any, dict[str, dict[str, int]]]:
@@ -305,8 +314,10 @@ def evaluate_runs(runs: Sequence[StrategyRun], strategies: Sequence[RecoveryStra
     result: dict[str, Any] = {"runs": len(runs), "incidents": n, "left_out": left, "logged_policies": logged,
                               "measured": measured, "targets": {}}
     for t in targets:
-        units, (checked, differ) = weigh(runs, usable, t, strategies, max_level, registry) if usable else ([], (0, 0))
+        units, seen = weigh(runs, usable, t, strategies, max_level, registry) if usable else ([], {})
+        checked, differ = seen.get("recomputed", 0), seen.get("differ", 0)
         est = result["targets"][t] = estimate(units, resamples, seed)
+        est["first_choices"] = seen.get("first_choices", [])
         result["replay_check"] = {"recomputed": checked, "differ": differ}
         if differ > MAX_MISMATCH * checked:
             est["supported"] = False
