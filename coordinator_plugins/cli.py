@@ -189,7 +189,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     policies = [args.policy] if args.policy else ["ladder", "score", "adaptive"]
     try:
         report = evaluate_database(args.database, policies, limit=args.limit, resamples=args.resamples,
-                                   seed=args.seed)
+                                   seed=args.seed, max_level=args.max_level)
     except EvaluationError as exc:
         _print_errors(exc)
         return 1
@@ -356,19 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = _command(
         sub, "evaluate", "estimate from a farm's database what another selection policy would have done",
-        "Off-policy evaluation: from the strategy runs the plugin logged with their choice probabilities, "
-        "estimate each selection policy's first-try success and strategy runs per recovery (IPS, "
-        "self-normalized IPS, doubly robust; 95% bootstrap intervals), and say when the log cannot support "
-        "an estimate. Exit 1 when the database cannot be read or holds nothing to evaluate.",
+        "Off-policy evaluation: each selection policy's first-try success and strategy runs per recovery, "
+        "estimated from the runs the plugin logged with their choice probabilities (IPS, SNIPS, DR; 95% bootstrap "
+        "intervals), saying when the log cannot support an estimate. Exit 1 when there is nothing to evaluate.",
     )
     e.add_argument(
         "--database", required=True, metavar="PATH_OR_URL",
         help="the plugin's DuckDB file, or a postgresql:// URL (read only through the store)",
     )
-    e.add_argument(
-        "--policy", choices=("ladder", "score", "adaptive"), default=None,
-        help="the policy to estimate (default: all three)",
-    )
+    e.add_argument("--policy", choices=("ladder", "score", "adaptive"), default=None,
+                   help="the policy to estimate (default: all three)")
     e.add_argument(
         "--limit", type=_int_in(1, 10_000_000), default=100_000, metavar="N",
         help="read the newest N strategy runs at most (default: %(default)s)",
@@ -380,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--seed", type=_int_in(0, 2**31 - 1), default=0, metavar="N",
         help="seed of the bootstrap (default: %(default)s)",
+    )
+    e.add_argument(
+        "--max-level", type=_int_in(1, 5), default=5, metavar="N",
+        help="the farm's max_recovery_level, 1 to 5 (default: %(default)s)",
     )
     e.add_argument("--json", action="store_true", help="print the report as JSON")
     e.set_defaults(func=_evaluate)
