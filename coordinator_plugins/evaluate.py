@@ -170,7 +170,7 @@ def format_report(report: dict[str, Any]) -> str:
             for c in est.get("first_choices", [])[:5]:
                 if c["logged_first"] < 5 and c["target_share"] >= 0.01:
                     lines.append(f"    {c['error_type']}: {c['strategy_id']} first in {c['target_share']:.0%} of "
-                                 f"recoveries; the log ran it first {c['logged_first']} times")
+                                 f"recoveries; the log ran it first {c['logged_first']} time" + "s" * (c["logged_first"] != 1))
         if est["supported"]:
             lines.append("  verdict: the log supports these estimates")
         else:
