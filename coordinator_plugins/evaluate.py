@@ -168,9 +168,10 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  support: target's first choice never made by the log {sup['never_tried']:.0%}, "
                          f"made fewer than 5 times {sup['rarely_tried']:.0%}")
             for c in est.get("first_choices", [])[:5]:
-                if c["logged_first"] < 5 and c["target_share"] >= 0.01:
+                n = c["logged_first"]
+                if n < 5 and c["target_share"] >= 0.01:
                     lines.append(f"    {c['error_type']}: {c['strategy_id']} first in {c['target_share']:.0%} of "
-                                 f"recoveries; the log ran it first {c['logged_first']} time" + "s" * (c["logged_first"] != 1))
+                                 f"recoveries; the log ran it first {n} time" + "s" * (n != 1))
         if est["supported"]:
             lines.append("  verdict: the log supports these estimates")
         else:
