@@ -138,9 +138,7 @@ class ErrorHandler:
             exc_type: str | None = type(error).__name__
         else:
             exc = None
-            message = str(error)
-            if not message.isascii():
-                message = storable(message)
+            message = storable(str(error))
             raw_type = get("exception_type")
             exc_type = storable(str(raw_type)) if raw_type else None
         # error_type, severity, the seed's priority flags, metadata, related_entities: a value not

@@ -7,27 +7,37 @@ component and the other context strings, stack trace, metadata keys and values a
 related entities) has each lone surrogate replaced by U+FFFD, the Unicode replacement character
 (a valid surrogate pair becomes the character it encodes), and a non-finite float in metadata
 (``NaN``, ``Infinity``, only reachable in process: HTTP refuses them) becomes ``None``, so that
-every answer is strict JSON. NUL is stored as it is (DuckDB keeps it). Done at intake, for HTTP
-and for ``report_error`` alike, so the fingerprint is computed from the stored text.
+every answer is strict JSON. NUL (U+0000), which PostgreSQL's UTF8 text and jsonb refuse,
+becomes U+FFFD as well, so that a report is the same text in either store (and a fleet's budget
+query, which takes the component, never fails on it). Text is normalized to NFC (composed
+form): the composed and decomposed spellings of the same text ("é" as U+00E9 or as "e" with
+U+0301) are one string, so one group. Done at intake, for HTTP and for ``report_error`` alike,
+so the fingerprint is computed from the stored text.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any
 
 REPLACEMENT = "\ufffd"
 
 
 def storable(text: str) -> str:
-    """``text`` with every lone surrogate replaced by U+FFFD (the same object when it has none)."""
+    """``text`` with every lone surrogate and NUL replaced by U+FFFD, in NFC (the same object
+    when nothing had to change)."""
     if text.isascii():
-        return text
+        return text if "\x00" not in text else text.replace("\x00", REPLACEMENT)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         # UTF-16 round trip: a pair of surrogates becomes its character, a lone one U+FFFD
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT)
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
     return text
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from coordinator_plugins.error_handling.intake.text import storable
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.storage.base import WriteRefused
 from coordinator_plugins.error_handling.storage.records import GroupQuery, GroupRecord
@@ -84,7 +85,7 @@ class ErrorRoutes:
         error_id = request.match_info["error_id"]
         if len(error_id) > 64:
             raise not_found(f"unknown error id {error_id[:64]!r}")
-        return error_id
+        return storable(error_id)  # an id with a NUL is no stored id (and PostgreSQL refuses NUL)
 
     async def post_error(self, request: web.Request) -> web.Response:
         body = await self._body(request)
