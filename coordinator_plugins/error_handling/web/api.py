@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling.intake.text import storable
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
 from coordinator_plugins.error_handling.storage.base import WriteRefused
 from coordinator_plugins.error_handling.storage.records import GroupQuery, GroupRecord
+from coordinator_plugins.error_handling.text import storable
 from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.deadline import Deadlines
 from coordinator_plugins.error_handling.web.port import ErrorsApi

@@ -9,8 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator_plugins.error_handling.intake.text import storable
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.text import storable
 from coordinator_plugins.httpio import BODY_TIMEOUT, bad, read_json
 
 MAX_STR = 65_536
