@@ -142,12 +142,13 @@ async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_
                 assert answer["error_handling"]["unresolved_errors"] == 1
             async with session.get(base + "/status-unmigrated") as r:  # the symptom of finding 5
                 assert (await r.json())["error_handling"] == {"error": "'coroutine' object has no attribute 'get'"}
+        await integ.error_handler.hooks.wait_idle()  # hooks run in the background
         assert fired["network"] == [error_id] and fired["*"] == [error_id]
         db_report = await integ.report_error(duckdb.ConnectionException("connection to the results db lost"),
                                              {"component": "database", "operation": "connect"})
         coord_report = await integ.report_error("scheduler loop stalled",
                                                 {"component": "coordinator", "operation": "schedule"})
-        await integ.error_handler.hooks.drain()
+        await integ.error_handler.hooks.wait_idle()
         assert fired["db_connection"] == [db_report.error_id] and fired["coordinator"] == [coord_report.error_id]
         ok, info = await integ.handle_error("worker w1 connection lost", {"component": "worker", "worker_id": "w1"})
         assert ok and info["strategy_id"] == "worker", info

@@ -250,7 +250,8 @@ class ErrorHandler:
     async def report(
         self, error: BaseException | str, context: Mapping[str, Any] | None = None
     ) -> tuple[ErrorReport, int]:
-        """Classify, group, queue for persistence and run hooks. Returns (report, write seq).
+        """Classify, group, queue for persistence and start the hooks (in the background: never
+        awaited here). Returns (report, write seq).
 
         A fingerprint that is not in memory but may be in the store (its group was evicted, or
         not loaded at startup) is looked up there first, off the event loop, so that the count
@@ -276,7 +277,7 @@ class ErrorHandler:
         else:
             self.groups.written(report, seq)  # evicted during the claim, maybe
         if self.hooks.active:
-            await self.hooks.run(report)
+            self.hooks.fire(report)  # in the background: a report never waits for a hook
         return report, seq
 
     def persist(self, report: ErrorReport) -> int:
@@ -312,6 +313,7 @@ class ErrorHandler:
             "hook_calls": hooks.calls,
             "hook_failures": hooks.failures,
             "hook_timeouts": hooks.timeouts,
+            "hook_overflow": hooks.overflow,  # calls not run: every hook thread busy (a hook that blocks)
             "evicted_groups": groups.evicted,
             "store_lookups": self.stored.lookups,  # fingerprints looked up in the store after a miss in memory
             "dropped_occurrences": self.store.status().dropped_occurrences,
