@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from conftest import wait_for
 from coordinator_plugins.error_handling.intake.hookthreads import SYNC_HOOK_THREADS, HookOverflow, HookThreads
 
 
@@ -39,8 +40,7 @@ async def test_a_hung_sync_hook_never_delays_post_errors(make_farm: Any) -> None
                 async with farm.session.post(farm.url + "/api/errors",
                                              json={"message": f"disk {i} gone", "component": f"c{i}"}) as r:
                     assert r.status == 202, await r.text()
-            while len(entered) < SYNC_HOOK_THREADS:  # the hooks did start, in the background
-                await asyncio.sleep(0.01)
+            await wait_for(lambda: len(entered) >= SYNC_HOOK_THREADS, 60, "the hooks to start in the background")
         assert not release.is_set()  # every answer came while the hooks were still stuck
         assert len(entered) == SYNC_HOOK_THREADS  # 4 threads, all stuck: the other calls wait
         assert all(t.daemon for t in hook_threads()) and len(hook_threads()) <= SYNC_HOOK_THREADS
@@ -102,8 +102,7 @@ async def test_serve_exits_after_sigterm_whatever_a_hook_does(tmp_path: Path) ->
                 for i in range(6):  # more hung calls than hook threads
                     async with s.post(url + "/api/errors", json={"message": f"m{i}", "component": "c"}) as r:
                         assert r.status == 202, await r.text()
-            while not entered.exists():
-                await asyncio.sleep(0.05)
+            await wait_for(entered.exists, 60, "the hook to start")
         proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(90):  # a hang guard: before the fix it never exited
