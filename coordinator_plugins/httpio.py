@@ -47,7 +47,15 @@ def openapi_document(title: str, paths: dict[str, Any]) -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error", "code"],
-                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+                    "properties": {
+                        "error": {"type": "string"},
+                        "code": {"type": "string"},
+                        "may_be_stored": {
+                            "type": "boolean",
+                            "description": "on every 503: whether what the request asked may still be stored "
+                                           "(true: retry with the same Idempotency-Key to be counted once)",
+                        },
+                    },
                 }
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -91,10 +99,15 @@ CODES = {
 class ApiError(web.HTTPException):
     """An HTTP error with the JSON body ``{"error", "code"}``."""
 
-    def __init__(self, status: int, message: str, code: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``extra``: more fields of the body (a 503's ``may_be_stored``)."""
         self.status_code = status
         super().__init__(
-            text=dumps({"error": message, "code": code}), content_type="application/json", headers=headers
+            text=dumps({"error": message, "code": code, **(extra or {})}), content_type="application/json",
+            headers=headers,
         )
 
 

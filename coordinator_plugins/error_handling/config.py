@@ -186,6 +186,8 @@ class ErrorHandlingConfig:
     fallback_to_memory: bool = field(default=False, metadata=boolean())
     database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))
+    idempotency_ttl: float = field(default=86_400.0, metadata=number(60, 365 * 86_400))
+    durable_timeout: float = field(default=30.0, metadata=number(0.01, 3_600))
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))

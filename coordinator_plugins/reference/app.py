@@ -136,7 +136,8 @@ async def submit_task(request: web.Request) -> web.Response:
         try:
             await coord.db.flush()
         except Exception as exc:
-            raise ApiError(503, f"task {task.task_id} is queued but not yet durable: {exc}", "not_durable") from None
+            raise ApiError(503, f"task {task.task_id} is queued but not yet durable: {exc}", "not_durable",
+                           extra={"may_be_stored": True}) from None
     return json_response({"task_id": task.task_id, "status": task.status}, status=201)
 
 

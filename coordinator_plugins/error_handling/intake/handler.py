@@ -29,7 +29,13 @@ from coordinator_plugins.error_handling.model import (
     enum_member,
 )
 from coordinator_plugins.error_handling.storage.base import Store
-from coordinator_plugins.error_handling.storage.records import GroupRecord, LevelRecord, OccurrenceRecord, StoredState
+from coordinator_plugins.error_handling.storage.records import (
+    GroupRecord,
+    IdempotencyRecord,
+    LevelRecord,
+    OccurrenceRecord,
+    StoredState,
+)
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
@@ -248,14 +254,19 @@ class ErrorHandler:
         return report, message, metadata
 
     async def report(
-        self, error: BaseException | str, context: Mapping[str, Any] | None = None
+        self,
+        error: BaseException | str,
+        context: Mapping[str, Any] | None = None,
+        idempotency: Callable[[ErrorReport], IdempotencyRecord] | None = None,
     ) -> tuple[ErrorReport, int]:
         """Classify, group, queue for persistence and start the hooks (in the background: never
         awaited here). Returns (report, write seq).
 
         A fingerprint that is not in memory but may be in the store (its group was evicted, or
         not loaded at startup) is looked up there first, off the event loop, so that the count
-        stays exact whatever fits in memory."""
+        stays exact whatever fits in memory. ``idempotency``: makes the record of the report's
+        idempotency key (with its answer) from the group; the store writes it in the same commit
+        as the occurrence."""
         occ = self.prepare(error, context)
         if self.groups.lookup_needed(occ.fp):
             found = await self.stored.load(occ.fp)
@@ -269,7 +280,8 @@ class ErrorHandler:
         # A group snapshot only when the group is new or changed beyond its count and last_seen.
         changed = changed or not report.persisted
         seq = self.store.record_occurrence(
-            OccurrenceRecord.of(report, message, metadata, occ.vals), GroupRecord.of(report) if changed else None
+            OccurrenceRecord.of(report, message, metadata, occ.vals), GroupRecord.of(report) if changed else None,
+            idempotency(report) if idempotency is not None else None,
         )
         report.persisted = True  # queued: the store writes it (with this occurrence) from now on
         if self.adopt is None:
