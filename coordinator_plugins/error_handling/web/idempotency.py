@@ -101,6 +101,7 @@ class Idempotency:
         self.ttl = ttl
         self.durable_timeout = durable_timeout
         self._pending: dict[str, _Pending] = {}
+        self._forgetting: set[asyncio.Task[None]] = set()
         self.replays = 0  # answers given again (a retry counted once)
 
     async def durable(self, seq: int, may_be_stored: bool = True) -> None:
@@ -154,16 +155,28 @@ class Idempotency:
         except ApiError as exc:
             if exc.status_code != 503:  # refused for good: a retry may be stored afresh
                 self._pending.pop(key, None)
+            else:  # still queued: retries wait for this write; forgotten once it is committed
+                task = asyncio.ensure_future(self._forget_when_stored(key, p))
+                self._forgetting.add(task)
+                task.add_done_callback(self._forgetting.discard)
             raise
         self._pending.pop(key, None)
         return json_response({**p.answer, "recovery": recovery}, status=202)
+
+    async def _forget_when_stored(self, key: str, p: _Pending) -> None:
+        try:
+            await self.store.wait_durable(p.seq, None)
+        except Exception:  # refused or closed: a retry starts over
+            pass
+        if self._pending.get(key) is p:
+            self._pending.pop(key, None)
 
     async def _held(self, key: str, digest: str) -> Mapping[str, Any] | None:
         """The stored answer of ``key`` (a replay), None when this request is to store it; 422
         for another body, 409 while another fleet member holds the key without an answer."""
         try:
             found = await self.store.idempotency_key(key)
-            if found is None:
+            if found is None or found.answer is None:  # a claim: maybe stale, or this member's own
                 now = datetime.now(UTC)
                 claim = IdempotencyRecord(key, digest, None, now, now + timedelta(seconds=self.ttl))
                 found = await self.store.claim_idempotency_key(claim, CLAIM_LEASE)

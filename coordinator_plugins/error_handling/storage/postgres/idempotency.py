@@ -6,7 +6,8 @@ A member claims a key (a row without an answer) before it counts the report; the
 written with the occurrence, in one transaction. So a key with an answer names a stored report,
 and a key claimed without one names a report not stored yet: another member that gets the same
 key answers 409 meanwhile. A claim older than ``lease`` seconds whose answer never came (its
-member died before the commit) is taken over by the next member that gets the key."""
+member died before the commit) is taken over by the next member that gets the key, and a
+member takes its own claim back at once (it has no write of that key queued any more)."""
 
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ async def key_of(pool: asyncpg.Pool, key: str) -> IdempotencyRecord | None:
 
 
 async def claim(pool: asyncpg.Pool, c: IdempotencyRecord, lease: float) -> IdempotencyRecord | None:
-    """None when ``c.member`` now holds the key (new, expired, or a claim older than ``lease``
-    seconds that never got its answer); else the record that holds it."""
+    """None when ``c.member`` now holds the key (new, expired, or a claim without its answer
+    that is its own (the caller knows it has no write of it queued: web/idempotency.py) or older
+    than ``lease`` seconds); else the record that holds it."""
     key = clean_text(c.key)
     async with pool.acquire() as con, con.transaction():
         got = await con.fetchval(
@@ -64,7 +66,8 @@ async def claim(pool: asyncpg.Pool, c: IdempotencyRecord, lease: float) -> Idemp
             "VALUES ($1, $2, NULL, $3, now(), $4) ON CONFLICT (key) DO UPDATE SET body_hash = excluded.body_hash, "
             "answer = NULL, member = excluded.member, created_at = now(), expires_at = excluded.expires_at "
             "WHERE idempotency_keys.expires_at < now() OR (idempotency_keys.answer IS NULL "
-            "AND idempotency_keys.created_at < now() - make_interval(secs => $5)) RETURNING key",
+            "AND (idempotency_keys.member = excluded.member "
+            "OR idempotency_keys.created_at < now() - make_interval(secs => $5))) RETURNING key",
             key, c.body_hash, clean_text(c.member), as_utc(c.expires_at), float(lease))
         if got is not None:
             return None
