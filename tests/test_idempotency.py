@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from conftest import wait_for
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, validate_config
 
 HEADER = "Idempotency-Key"
@@ -150,9 +151,7 @@ async def test_retries_after_sigkill_and_a_restart_count_once(tmp_path: Path) ->
     try:
         async with aiohttp.ClientSession() as s:
             tasks = [asyncio.create_task(client(k, s)) for k in range(16)]
-            async with asyncio.timeout(120):
-                while len(acked) <= 100:
-                    await asyncio.sleep(0.02)
+            await wait_for(lambda: len(acked) > 100, 120, "100 keyed reports acknowledged")
             proc.send_signal(signal.SIGKILL)
             await proc.wait()
             stop.set()
@@ -212,3 +211,29 @@ async def test_the_same_key_at_two_fleet_members_is_counted_once(make_farm: Any,
     await b.integ.flush()
     totals = await a.integ.store.totals()
     assert totals.occurrences == 20, totals
+
+
+async def test_a_retried_task_submission_queues_one_task(make_farm: Any) -> None:
+    """POST /api/tasks with Idempotency-Key: a retry answers the first task, never queues a second
+    one; another body with the same key is a 422; a client task_id with a key works the same."""
+    farm = await make_farm(plugin={"auto_recover": False})
+    spec = {"kind": "sim", "duration": 0.1, "message": "run the suite"}
+
+    async def submit(body: dict[str, Any], key: str) -> tuple[int, Any, Any]:
+        async with farm.session.post(farm.url + "/api/tasks", json=body, headers={HEADER: key}) as r:
+            return r.status, await r.json(), r.headers
+
+    status, first, headers = await submit(spec, "suite-run-1")
+    assert status == 201 and "Idempotent-Replayed" not in headers, first
+    results = await asyncio.gather(*(submit(spec, "suite-run-1") for _ in range(5)))
+    assert all(s == 201 and a["task_id"] == first["task_id"] and h["Idempotent-Replayed"] == "true"
+               for s, a, h in results), results
+    status, err, _ = await submit({**spec, "message": "another task"}, "suite-run-1")
+    assert status == 422 and err["code"] == "idempotency_key_reused", err
+    status, named, _ = await submit({**spec, "task_id": "nightly-42"}, "suite-run-2")
+    assert status == 201 and named["task_id"] == "nightly-42"
+    status, again, headers = await submit({**spec, "task_id": "nightly-42"}, "suite-run-2")
+    assert status == 201 and again["task_id"] == "nightly-42" and headers["Idempotent-Replayed"] == "true"
+    status, err, _ = await submit(spec, " ")
+    assert status == 400 and err["code"] == "invalid_idempotency_key"
+    assert sorted(farm.coord.tasks) == sorted([first["task_id"], "nightly-42"])
