@@ -354,7 +354,8 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         # the layout is exactly version 1 (plus the coordinator's tables and the seed's schema_versions)
         layout = await s.integ.store.read(columns)
         assert {t: layout[t] for t in V1_TABLES} == v1_layout()
-        assert set(layout) == V1_TABLES | {"schema_version", "worker_nodes", "schema_versions", "error_aliases"}
+        assert set(layout) == V1_TABLES | {"schema_version", "worker_nodes", "schema_versions", "error_aliases",
+                                           "idempotency_keys"}
         assert s.integ.store.status().schema_version == CURRENT_VERSION  # the seed migration writes 1, then the steps
         open_ids = {e["error_id"]: e for e in (await s.get("/api/errors?limit=1000"))["errors"]}
         # three seed rows of one error (aggregated by the seed) are one open group under its primary's id
