@@ -150,8 +150,9 @@ class Store(StoreReads, Protocol):
         With ``key`` (the report's idempotency key and its answer) the key is written in the same
         commit as the occurrence: stored together or not at all."""
 
-    async def idempotency_key(self, key: str) -> IdempotencyRecord | None:
-        """The stored record of an idempotency key, unless it expired."""
+    async def idempotency_keys(self, keys: list[str]) -> dict[str, IdempotencyRecord]:
+        """The stored records of those of ``keys`` the store holds and that have not expired;
+        one query for all of them."""
 
     async def claim_idempotency_key(self, claim: IdempotencyRecord, lease: float) -> IdempotencyRecord | None:
         """Make ``claim.key`` this process's before its report is counted: None when it is (a

@@ -102,6 +102,7 @@ class Idempotency:
         self.durable_timeout = durable_timeout
         self._pending: dict[str, _Pending] = {}
         self._forgetting: set[asyncio.Task[None]] = set()
+        self._lookups = Lookups(store)
         self.replays = 0  # answers given again (a retry counted once)
 
     async def durable(self, seq: int, may_be_stored: bool = True) -> None:
@@ -175,7 +176,7 @@ class Idempotency:
         """The stored answer of ``key`` (a replay), None when this request is to store it; 422
         for another body, 409 while another fleet member holds the key without an answer."""
         try:
-            found = await self.store.idempotency_key(key)
+            found = await self._lookups.get(key)
             if found is None or found.answer is None:  # a claim: maybe stale, or this member's own
                 now = datetime.now(UTC)
                 claim = IdempotencyRecord(key, digest, None, now, now + timedelta(seconds=self.ttl))
@@ -202,6 +203,42 @@ class Idempotency:
         resp = json_response({**answer, "recovery": "off"}, status=202)
         resp.headers[REPLAYED] = "true"
         return resp
+
+
+class Lookups:
+    """Keys looked up in the store together: the keys asked for while a query runs go in the
+    next one (one query per batch, not per request)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._waiting: dict[str, list[asyncio.Future[IdempotencyRecord | None]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self, key: str) -> IdempotencyRecord | None:
+        future: asyncio.Future[IdempotencyRecord | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, {}
+                try:
+                    found = await self.store.idempotency_keys(list(batch))
+                except Exception as exc:
+                    for futures in batch.values():
+                        for f in futures:
+                            if not f.done():
+                                f.set_exception(exc)
+                    continue
+                for key, futures in batch.items():
+                    for f in futures:
+                        if not f.done():
+                            f.set_result(found.get(key))
+        finally:
+            self._task = None
 
 
 def reused(key: str) -> ApiError:

@@ -36,15 +36,13 @@ def key_row(r: IdempotencyRecord) -> tuple[Any, ...]:
             r.created_at, r.expires_at)
 
 
-def key_of(cur: duckdb.DuckDBPyConnection, key: str) -> IdempotencyRecord | None:
-    """The key's record unless it expired; None for a file without the table (not migrated)."""
+def keys_of(cur: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[str, IdempotencyRecord]:
+    """The records of those of ``keys`` stored and not expired; {} for a file without the table."""
     try:
-        row = cur.execute(
+        rows = cur.execute(
             "SELECT key, body_hash, answer, member, created_at, expires_at FROM idempotency_keys "
-            "WHERE key = ? AND expires_at > now()", [key]).fetchone()
+            "WHERE key IN (SELECT unnest(?::VARCHAR[])) AND expires_at > now()", [keys]).fetchall()
     except duckdb.CatalogException:
-        return None
-    if row is None:
-        return None
-    answer = loads(row[2]) if isinstance(row[2], str) else row[2]
-    return IdempotencyRecord(row[0], row[1], answer, row[4], row[5], row[3])
+        return {}
+    return {row[0]: IdempotencyRecord(row[0], row[1], loads(row[2]) if isinstance(row[2], str) else row[2],
+                                      row[4], row[5], row[3]) for row in rows}

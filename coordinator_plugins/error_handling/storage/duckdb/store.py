@@ -29,7 +29,7 @@ from coordinator_plugins.error_handling.storage.duckdb.held import (
     refuse_if_held_by_host,
     same_file_problem,
 )
-from coordinator_plugins.error_handling.storage.duckdb.idempotency import key_of, key_row
+from coordinator_plugins.error_handling.storage.duckdb.idempotency import key_row, keys_of
 from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder
 from coordinator_plugins.error_handling.storage.duckdb.queue import WriteQueue
 from coordinator_plugins.error_handling.storage.duckdb.reads import DuckDBReads
@@ -236,8 +236,8 @@ class DuckDBStore(ForwardedReads):
         """``fn(cursor)`` on the store's reader thread (the store's own tests and tools)."""
         return await self.reads.read(fn)
 
-    async def idempotency_key(self, key: str) -> IdempotencyRecord | None:
-        return await self.reads.read(lambda cur: key_of(cur, key))
+    async def idempotency_keys(self, keys: list[str]) -> dict[str, IdempotencyRecord]:
+        return await self.reads.read(lambda cur: keys_of(cur, keys))
 
     async def claim_idempotency_key(self, claim: IdempotencyRecord, lease: float) -> IdempotencyRecord | None:
         """One process owns the file: its in-memory claims are enough (see web/idempotency.py)."""

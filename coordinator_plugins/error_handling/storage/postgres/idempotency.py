@@ -50,9 +50,12 @@ def _record(row: Any) -> IdempotencyRecord:
                              row["expires_at"], row["member"])
 
 
-async def key_of(pool: asyncpg.Pool, key: str) -> IdempotencyRecord | None:
-    row = await pool.fetchrow(_SELECT + " AND expires_at > now()", clean_text(key))
-    return _record(row) if row is not None else None
+async def keys_of(pool: asyncpg.Pool, keys: list[str]) -> dict[str, IdempotencyRecord]:
+    cleaned = {clean_text(k) or "": k for k in keys}  # the caller's spelling back
+    rows = await pool.fetch(
+        "SELECT key, body_hash, answer, member, created_at, expires_at FROM idempotency_keys "
+        "WHERE key = ANY($1::text[]) AND expires_at > now()", list(cleaned))
+    return {cleaned.get(r["key"], r["key"]): _record(r) for r in rows}
 
 
 async def claim(pool: asyncpg.Pool, c: IdempotencyRecord, lease: float) -> IdempotencyRecord | None:

@@ -119,8 +119,8 @@ class PostgresStore(ForwardedReads):
             seq = self.queue.upsert("idempotency", key.key, idempotency.key_row(key))
         return seq
 
-    async def idempotency_key(self, key: str) -> IdempotencyRecord | None:
-        return await idempotency.key_of(self.pool.get(), key)
+    async def idempotency_keys(self, keys: list[str]) -> dict[str, IdempotencyRecord]:
+        return await idempotency.keys_of(self.pool.get(), keys)
 
     async def claim_idempotency_key(self, claim: IdempotencyRecord, lease: float) -> IdempotencyRecord | None:
         """Claim ``claim.key`` for this member before its report is counted (see idempotency.py)."""
