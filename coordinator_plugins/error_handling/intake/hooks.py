@@ -120,7 +120,12 @@ class HookRegistry:
     async def _run(self, report: ErrorReport, hooks: list[Hook]) -> None:
         tasks = [asyncio.ensure_future(self._call(h, report)) for h in hooks]
         self.calls += len(tasks)
-        done, pending = await asyncio.wait(tasks, timeout=self.timeout)
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=self.timeout)
+        except asyncio.CancelledError:  # shutdown (drain): the hooks are abandoned with it
+            for task in tasks:
+                task.cancel()
+            raise
         for task in pending:
             self.timeouts += 1
             logger.warning(

@@ -157,14 +157,20 @@ class Idempotency:
             if exc.status_code != 503:  # refused for good: a retry may be stored afresh
                 self._pending.pop(key, None)
             else:  # still queued: retries wait for this write; forgotten once it is committed
-                task = asyncio.ensure_future(self._forget_when_stored(key, p))
-                self._forgetting.add(task)
-                task.add_done_callback(self._forgetting.discard)
+                self._forget_when_stored(key, p)
+            raise
+        except BaseException:  # cancelled (the route's deadline): the write stays queued all the same
+            self._forget_when_stored(key, p)
             raise
         self._pending.pop(key, None)
         return json_response({**p.answer, "recovery": recovery}, status=202)
 
-    async def _forget_when_stored(self, key: str, p: _Pending) -> None:
+    def _forget_when_stored(self, key: str, p: _Pending) -> None:
+        task = asyncio.ensure_future(self._forget(key, p))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+
+    async def _forget(self, key: str, p: _Pending) -> None:
         try:
             await self.store.wait_durable(p.seq, None)
         except Exception:  # refused or closed: a retry starts over
