@@ -219,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the reference coordinator: the HTTP API for workers and tasks, the worker processes its config\n"
         "asks for, and the plugins named in [plugins] enabled. Stops on Ctrl-C or SIGTERM.",
     )
-    s.add_argument("--config", required=True, metavar="FILE", help="TOML config file (required); see the README")
+    s.add_argument("--config", required=True, metavar="FILE",
+                   help="TOML config file (required); see docs/configuration.md")
     s.add_argument(
         "--port",
         type=_int_in(0, 65535),
