@@ -159,7 +159,9 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 def json_error_from(exc: web.HTTPException) -> web.Response:
     """aiohttp's plain-text HTTP error as a JSON one, keeping its headers (``Allow`` ...)."""
     keep = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
-    body = {"error": exc.reason, "code": CODES.get(exc.status, "http_error")}
+    body: dict[str, Any] = {"error": exc.reason, "code": CODES.get(exc.status, "http_error")}
+    if exc.status == 503:  # every 503 says it; not knowing, it may be (a retry with the same key is safe)
+        body["may_be_stored"] = True
     return web.Response(status=exc.status, text=dumps(body), content_type="application/json", headers=keep)
 
 

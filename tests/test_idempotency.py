@@ -237,3 +237,17 @@ async def test_a_retried_task_submission_queues_one_task(make_farm: Any) -> None
     status, err, _ = await submit(spec, " ")
     assert status == 400 and err["code"] == "invalid_idempotency_key"
     assert sorted(farm.coord.tasks) == sorted([first["task_id"], "nightly-42"])
+
+
+def test_a_plain_503_says_may_be_stored_too() -> None:
+    """A 503 the host's code raises as aiohttp's own, made JSON by the middleware: not knowing,
+    it says the request may have been stored (a retry with the same key is safe either way)."""
+    import json
+
+    from aiohttp import web
+
+    from coordinator_plugins.httpio import json_error_from
+
+    answer = json_error_from(web.HTTPServiceUnavailable())
+    assert answer.status == 503 and answer.text is not None
+    assert json.loads(answer.text) == {"error": "Service Unavailable", "code": "unavailable", "may_be_stored": True}
