@@ -8,6 +8,7 @@ body is a 422; every 503 says ``may_be_stored``. Real DuckDB files, real Postgre
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 from pathlib import Path
@@ -15,9 +16,11 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+from aiohttp import web
 
 from conftest import wait_for
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, validate_config
+from coordinator_plugins.httpio import json_error_from
 
 HEADER = "Idempotency-Key"
 
@@ -242,12 +245,6 @@ async def test_a_retried_task_submission_queues_one_task(make_farm: Any) -> None
 def test_a_plain_503_says_may_be_stored_too() -> None:
     """A 503 the host's code raises as aiohttp's own, made JSON by the middleware: not knowing,
     it says the request may have been stored (a retry with the same key is safe either way)."""
-    import json
-
-    from aiohttp import web
-
-    from coordinator_plugins.httpio import json_error_from
-
     answer = json_error_from(web.HTTPServiceUnavailable())
     assert answer.status == 503 and answer.text is not None
     assert json.loads(answer.text) == {"error": "Service Unavailable", "code": "unavailable", "may_be_stored": True}
