@@ -83,6 +83,11 @@ class HookRegistry:
         return found
 
     @property
+    def threads(self) -> int:
+        """Threads running or waiting for sync hooks now (at most 4, see hookthreads.py)."""
+        return self._threads.threads
+
+    @property
     def overflow(self) -> int:
         """Hook calls not run: every hook thread busy and its backlog full, or too many reports'
         hooks running at once (each logged once)."""
@@ -167,6 +172,7 @@ class HookRegistry:
                 task.add_done_callback(self._running.discard)
         if self._running:
             await asyncio.wait(list(self._running), timeout=timeout)
+        self._threads.close()
 
 
 def _name(hook: Hook) -> str:

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 SYNC_HOOK_THREADS = 4  # daemon threads that run sync hooks
 SYNC_HOOK_BACKLOG = 1000  # calls waiting for one of them; past it a call is dropped and counted
+IDLE_EXIT = 60.0  # s a thread waits for work before it ends (started again when needed)
 
 
 class HookOverflow(RuntimeError):
@@ -49,10 +50,13 @@ class HookThreads:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._said = False
+        self._closing = False
 
     @property
     def threads(self) -> int:
-        return len(self._threads)
+        """Hook threads alive now (at most ``size``)."""
+        with self._cond:
+            return len(self._threads)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> tuple[asyncio.Future[Any], Callable[[], None]]:
         """Run ``fn(*args)`` on a hook thread: (a future of its result on the running loop, a call
@@ -70,6 +74,7 @@ class HookThreads:
                         "quickly", self.size, self.backlog)
                 raise HookOverflow("every hook thread is busy")
             self._queue.append(call)
+            self._closing = False  # (a registry used again after a stop)
             if self._idle == 0 and len(self._threads) < self.size:
                 t = threading.Thread(target=self._work, name=f"error-hook-{len(self._threads)}", daemon=True)
                 self._threads.append(t)
@@ -82,13 +87,26 @@ class HookThreads:
 
         return call.future, abandon
 
+    def close(self) -> None:
+        """At shutdown: each idle thread ends now, a busy one once its call returns."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
     def _work(self) -> None:
+        me = threading.current_thread()
         while True:
             with self._cond:
                 while not self._queue:
+                    if self._closing:
+                        self._threads.remove(me)
+                        return
                     self._idle += 1
-                    self._cond.wait()
+                    woken = self._cond.wait(IDLE_EXIT)
                     self._idle -= 1
+                    if not woken and not self._queue:  # idle this long: a thread fewer
+                        self._threads.remove(me)
+                        return
                 call = self._queue.popleft()
             if call.abandoned:
                 continue
