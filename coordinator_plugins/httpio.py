@@ -49,7 +49,15 @@ def openapi_document(title: str, paths: dict[str, Any]) -> dict[str, Any]:
                 "Error": {
                     "type": "object",
                     "required": ["error", "code"],
-                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+                    "properties": {
+                        "error": {"type": "string"},
+                        "code": {"type": "string"},
+                        "may_be_stored": {
+                            "type": "boolean",
+                            "description": "on every 503: whether what the request asked may still be stored "
+                                           "(true: retry with the same Idempotency-Key to be counted once)",
+                        },
+                    },
                 }
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -93,10 +101,15 @@ CODES = {
 class ApiError(web.HTTPException):
     """An HTTP error with the JSON body ``{"error", "code"}``."""
 
-    def __init__(self, status: int, message: str, code: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``extra``: more fields of the body (a 503's ``may_be_stored``)."""
         self.status_code = status
         super().__init__(
-            text=dumps({"error": message, "code": code}), content_type="application/json", headers=headers
+            text=dumps({"error": message, "code": code, **(extra or {})}), content_type="application/json",
+            headers=headers,
         )
 
 
@@ -146,7 +159,9 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 def json_error_from(exc: web.HTTPException) -> web.Response:
     """aiohttp's plain-text HTTP error as a JSON one, keeping its headers (``Allow`` ...)."""
     keep = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
-    body = {"error": exc.reason, "code": CODES.get(exc.status, "http_error")}
+    body: dict[str, Any] = {"error": exc.reason, "code": CODES.get(exc.status, "http_error")}
+    if exc.status == 503:  # every 503 says it; not knowing, it may be (a retry with the same key is safe)
+        body["may_be_stored"] = True
     return web.Response(status=exc.status, text=dumps(body), content_type="application/json", headers=keep)
 
 

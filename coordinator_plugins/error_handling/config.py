@@ -222,6 +222,10 @@ class ErrorHandlingConfig:
     """DuckDB's memory limit in megabytes inside the coordinator's process; it spills to disk beyond it."""
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))
     """Seconds a request body may take to arrive; later it is answered 408 and its connection closed."""
+    idempotency_ttl: float = field(default=86_400.0, metadata=number(60, 365 * 86_400))
+    """Seconds an idempotency key and the answer its report got are kept; a later retry is a new report."""
+    durable_timeout: float = field(default=30.0, metadata=number(0.01, 3_600))
+    """Seconds POST /errors waits for its commit before it answers 503 (may_be_stored: true)."""
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))
