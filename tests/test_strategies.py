@@ -283,9 +283,15 @@ async def test_seed_shaped_coordinator_through_the_adapter(tmp_path: Path) -> No
         assert seed.pending_tasks == {"t1"} and seed.running_tasks == {"t2": "w2"}
         assert seed.reconnects == 1 and "w2" in seed.worker_connections
         old_db = seed.db
+        # its connection answers: reconnecting it would fix nothing (issue 27 item 1)
         ok, info = await integ.handle_error(duckdb.ConnectionException("Connection already closed!"),
                                             {"component": "database"})
-        assert ok and info["strategy_id"] == "database"
+        assert not ok and seed.db is old_db, info
+        assert [a["outcome"] for a in info["attempts"] if a["strategy_id"] == "database"] == ["not_applicable"]
+        old_db.close()  # now it is broken (another operation, so another group)
+        ok, info = await integ.handle_error(duckdb.ConnectionException("Connection already closed!"),
+                                            {"component": "database", "operation": "reopen"})
+        assert ok and info["strategy_id"] == "database", info
         assert seed.db is not old_db and seed.db.execute("SELECT 1").fetchone() == (1,)  # sql-allowed: the seed's db
     finally:
         await integ.stop()
