@@ -345,10 +345,19 @@ async def test_coordinator_strategy_without_anything_to_restart_is_never_a_succe
         def restart_scheduler(self) -> None:  # returns nothing: proves nothing by itself
             self.restarts += 1
 
-    for healthy, outcome in ((None, "failure"), (False, "failure"), (True, "success")):
+    # without a health check nothing is seen broken: nothing restarted (issue 27 item 1)
+    for healthy, outcome, restarts in ((None, "not_applicable", 0), (False, "failure", 1)):
         seed2 = Restartable(healthy)
         result = await CoordinatorRecoveryStrategy(SeedCoordinatorAdapter(seed2)).run(info)
-        assert result.outcome == outcome and seed2.restarts == 1, (healthy, result)
+        assert result.outcome == outcome and seed2.restarts == restarts, (healthy, result)
+    # a scheduler that says it works is not restarted (issue 27 item 1); one that works only
+    # after the restart is a success
+    seed3 = Restartable(True)
+    result = await CoordinatorRecoveryStrategy(SeedCoordinatorAdapter(seed3)).run(info)
+    assert result.outcome == "not_applicable" and seed3.restarts == 0, result
+    seed3.scheduler_healthy = lambda: seed3.restarts > 0
+    result = await CoordinatorRecoveryStrategy(SeedCoordinatorAdapter(seed3)).run(info)
+    assert result.outcome == "success" and seed3.restarts == 1, result
 
 
 # -- finding 5 and issue 12 finding 3: strategies that cannot act are neither run nor asked -------------
