@@ -21,11 +21,10 @@ from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.candidates import Candidates
 from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
-from coordinator_plugins.error_handling.recovery.poison import screen
+from coordinator_plugins.error_handling.recovery.poison import fails_its_tasks, screen
 from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
 from coordinator_plugins.error_handling.strategies.base import (
     LEVEL_STRATEGIES,
-    TASK_CATEGORIES,
     RecoveryLevel,
     StrategyResult,
 )
@@ -85,7 +84,7 @@ class Ladder:
         if verdicts:
             self.poisoned += len(verdicts)
             info.setdefault("poison_tasks", []).extend(verdicts)
-        return targets.had_tasks and not targets.tasks and report.category.value in TASK_CATEGORIES
+        return targets.had_tasks and not targets.tasks and fails_its_tasks(report.category.value)
 
     async def run(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
         cfg = self.config
@@ -237,7 +236,7 @@ class Ladder:
                 nothing.add(strategy.strategy_id)
                 candidates = [s for s in candidates if s is not strategy]
                 continue
-            hold = bool(targets.tasks) and report.category.value in TASK_CATEGORIES
+            hold = bool(targets.tasks) and fails_its_tasks(report.category.value)
             run = await self.learner.learn(report, level, record_keys, strategy, result, before, decision, info,
                                            hold)
             if run is not None:
