@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from conftest import wait_for
-from coordinator_plugins.error_handling import setup
+from coordinator_plugins.error_handling import (
+    EnhancedErrorHandlingIntegration,
+    RecoveryLevel,
+    RecoveryStrategy,
+    setup,
+    validate_config,
+)
 
 
 # -- item 1: no success after acting on something that was not broken ---------------------------------
@@ -44,3 +51,61 @@ async def test_no_builtin_reports_success_for_a_healthy_farm(make_farm) -> None:
     assert not ok, info
     assert [(a["strategy_id"], a["outcome"]) for a in info["attempts"]] == [("coordinator", "not_applicable")], info
     assert "'scheduler' is running" in info["attempts"][0]["error"]
+
+
+# -- item 3: restart intensity per target, whether or not each recovery held ---------------------------
+class Fixer(RecoveryStrategy):
+    """Always says it fixed it (and the fix holds for its verify window)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "fixer", RecoveryLevel.LOW)
+        self.calls = 0
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        self.calls += 1
+        return True
+
+
+async def integ_with(tmp_path: Path, strategy: RecoveryStrategy, **cfg: Any) -> EnhancedErrorHandlingIntegration:
+    base: dict[str, Any] = {"database": str(tmp_path / "truth.duckdb"), "auto_recover": False,
+                            "builtin_strategies": [], "escalation_backoff": 0, "max_recovery_level": 1}
+    integ = EnhancedErrorHandlingIntegration(None, validate_config(base | cfg))
+    integ.add_custom_strategy("fixer", strategy)
+    await integ.start()
+    return integ
+
+
+async def test_a_fix_that_holds_past_its_window_and_comes_back_counts_toward_the_intensity(tmp_path: Path) -> None:
+    fixer = Fixer()
+    integ = await integ_with(tmp_path, fixer, verify_window=0.3, max_recoveries_per_group=3, budget_window=600)
+    rm = integ.recovery_manager
+    try:
+        ctx = {"component": "cache", "operation": "refresh"}
+        for n in range(1, 4):
+            ok, info = await integ.handle_error("cache refresh failed", ctx)
+            assert ok and fixer.calls == n, info
+            await wait_for(lambda: len(rm.probation) == 0, 10, "the fix held past its verify window")
+            assert rm.probation.held == n
+        ok, info = await integ.handle_error("cache refresh failed", ctx)  # back again: the 4th
+        assert not ok and fixer.calls == 3, info
+        assert "recovery does not hold: 3 recoveries of component:cache" in info["reason"]
+        group = integ.error_handler.groups.get(info["error_id"])
+        assert group.resolution_status == "failed" and info["error_id"] in rm.stopped_groups()
+        assert (await integ.run_diagnostics())["status"] == "degraded"
+    finally:
+        await integ.stop()
+
+
+async def test_incidents_on_different_workers_in_one_group_do_not_count_against_each_other(tmp_path: Path) -> None:
+    fixer = Fixer()
+    integ = await integ_with(tmp_path, fixer, verify_window=0, max_recoveries_per_group=2, budget_window=600)
+    try:
+        for w in ("w1", "w2", "w3", "w4", "w1"):  # one group, four workers: w1 twice, the others once
+            ok, info = await integ.handle_error("worker link reset", {"component": "link", "worker_id": w})
+            assert ok, (w, info)
+        assert fixer.calls == 5 and not integ.recovery_manager.stopped_groups()
+        ok, info = await integ.handle_error("worker link reset", {"component": "link", "worker_id": "w1"})
+        assert not ok and fixer.calls == 5, info  # w1's third recovery within the window
+        assert "2 recoveries of worker:w1" in info["reason"]
+    finally:
+        await integ.stop()

@@ -109,6 +109,9 @@ class Ladder:
             return False, info
         targets = Targets.take(report)
         info["targets"] = {"workers": list(targets.workers), "tasks": list(targets.tasks)}
+        if self.outcomes.over_intensity(report, st, targets):  # Erlang's restart intensity, per target
+            info["reason"] = st.stopped
+            return False, info
         if await self._screen(report, targets, info):
             return self.outcomes.nothing_left(report, st, info)
         level = st.level

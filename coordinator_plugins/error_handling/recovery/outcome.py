@@ -66,21 +66,45 @@ class RecoveryOutcomes:
         self.probation = Probation(config.verify_window, self.verified)
         self.successes = 0  # successes that held (at once when verify_window is 0)
 
-    def unheld(self, report: ErrorReport, st: LevelState) -> None:
-        """Count a recovery of the group that did not hold; past ``max_recoveries_per_group`` of
-        them within ``budget_window``, stop recovering it (a dead letter) and say so."""
+    def stop(self, report: ErrorReport, st: LevelState, count: int, target: str) -> None:
+        """Stop recovering the group (a dead letter) and say so once, loudly."""
         cfg = self.config
-        count = st.did_not_hold(cfg.budget_window)
-        limit = cfg.max_recoveries_per_group
-        if limit and count >= limit and st.stopped is None:
-            st.stopped = (f"recovery does not hold: {count} recoveries within {cfg.budget_window:g} s "
-                          "did not fix it; resolve or reset the group to recover it again")
-            st.cooldown_until = 0.0
-            self.cancel_deferred(report.error_id)
-            report.fail()
-            report.recovery_details["stopped"] = st.stopped
-            report.recovery_details["failure_reason"] = st.stopped
-            logger.error("error group %s (%s): %s", report.error_id, report.message[:80], st.stopped)
+        st.stopped = (f"recovery does not hold: {count} recoveries of {target} within {cfg.budget_window:g} s "
+                      "did not fix it for good; resolve or reset the group to recover it again")
+        st.cooldown_until = 0.0
+        self.cancel_deferred(report.error_id)
+        report.fail()
+        report.recovery_details["stopped"] = st.stopped
+        report.recovery_details["failure_reason"] = st.stopped
+        logger.error("error group %s (%s): %s", report.error_id, report.message[:80], st.stopped)
+
+    def over_intensity(self, report: ErrorReport, st: LevelState, targets: Targets) -> bool:
+        """Before a recovery: stop the group when a target it would act on already had
+        ``max_recoveries_per_group`` recoveries within ``budget_window``, held or not (SPEC 9)."""
+        limit = self.config.max_recoveries_per_group
+        if not limit or st.stopped is not None:
+            return st.stopped is not None
+        for target in targets.counted:
+            count = st.within([target], self.config.budget_window)
+            if count >= limit:
+                self.stop(report, st, count, target)
+                self.persist_group(report)
+                self.save_level(report.error_id, st)
+                return True
+        return False
+
+    def unheld(self, report: ErrorReport, st: LevelState, targets: tuple[str, ...]) -> None:
+        """A recovery of these targets did not hold (it failed, or its success recurred): past
+        ``max_recoveries_per_group`` recoveries of one of them within ``budget_window`` (each one
+        counted when it ran, held or not), stop recovering the group."""
+        limit = self.config.max_recoveries_per_group
+        if not limit or st.stopped is not None:
+            return
+        for target in targets:
+            count = st.within([target], self.config.budget_window)
+            if count >= limit:
+                self.stop(report, st, count, target)
+                return
 
     def nothing_left(self, report: ErrorReport, st: LevelState, info: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         """Every target task is final: no strategy runs; a poison task leaves its group failed."""
@@ -128,6 +152,8 @@ class RecoveryOutcomes:
         }
         st.history.append(entry)
         budget_refused = info["attempts"][-1]["outcome"] == "budget_exhausted"
+        if ran:  # restart intensity: every recovery that acted counts against its targets
+            st.count_recovery(list(targets.counted), cfg.budget_window)
         if success:
             st.failures = 0
             st.cooldown_until = 0.0
@@ -141,7 +167,7 @@ class RecoveryOutcomes:
                 entry["verification"] = info["verification"] = "pending"
                 self.probation.hold(Provisional(
                     report.error_id, level, key, run, frozenset(targets.workers + served),
-                    frozenset(targets.tasks), entry, report))
+                    frozenset(targets.tasks), entry, report, counted=targets.counted))
         elif poisoned:
             st.cooldown_until = 0.0  # the task's problem: no supervisor-style retry either
             report.fail()
@@ -153,7 +179,7 @@ class RecoveryOutcomes:
                 pause = min(cfg.escalation_backoff * 2**st.failures, cfg.escalation_backoff_max)
                 st.cooldown_until = time.monotonic() + pause
             report.fail()
-            self.unheld(report, st)
+            self.unheld(report, st, targets.counted)
         else:
             report.reopen(regression=False)
         if not success:
@@ -185,7 +211,7 @@ class RecoveryOutcomes:
             st.failures += 1
             report = p.report
             if report is not None:
-                self.unheld(report, st)
+                self.unheld(report, st, p.counted)
                 report.recovery_level = st.level
                 self.persist_group(report)
         if st is not None:
