@@ -4,11 +4,14 @@ bounded wait for the caller, and user strategies whose bookkeeping is private.""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from conftest import wait_for
 from coordinator_plugins.error_handling import (
@@ -109,3 +112,41 @@ async def test_incidents_on_different_workers_in_one_group_do_not_count_against_
         assert "2 recoveries of worker:w1" in info["reason"]
     finally:
         await integ.stop()
+
+
+# -- item 4: the level shown is the level running -------------------------------------------------------
+class Blocking(RecoveryStrategy):
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__(None, "blocking", RecoveryLevel.HIGH)
+        self.gate = gate
+        self.started = asyncio.Event()
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        self.started.set()
+        await self.gate.wait()
+        return True
+
+
+async def test_the_level_shown_while_a_high_strategy_runs_is_its_level(tmp_path: Path) -> None:
+    app = web.Application()
+    integ = setup(app, None, {"database": str(tmp_path / "e.duckdb"), "auto_recover": False, "builtin_strategies": [],
+                              "escalation_backoff": 0, "verify_window": 0})
+    gate = asyncio.Event()
+    blocking = Blocking(gate)
+    integ.add_custom_strategy("blocking", blocking)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            running = asyncio.create_task(integ.handle_error("export stalled", {"component": "export"}))
+            await asyncio.wait_for(blocking.started.wait(), 10)
+            async with s.get(str(server.make_url("/api/errors"))) as r:
+                groups = (await r.json())["errors"]
+            assert [g["recovery_level"] for g in groups] == [4], groups  # the HIGH strategy runs at L4
+            async with s.get(str(server.make_url(f"/api/errors/{groups[0]['error_id']}"))) as r:
+                assert (await r.json())["current_recovery_level"] == 4
+            gate.set()
+            ok, info = await running
+            assert ok and info["recovery_level"] == 4
+    finally:
+        await server.close()

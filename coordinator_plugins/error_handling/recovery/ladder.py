@@ -216,11 +216,18 @@ class Ladder:
                 self.learner.attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
                 self.defer(report, wait)
                 return StrategyResult(strategy.strategy_id, "budget_exhausted")
+            # The level a group shows (API, dashboard) is the level of the strategy running now.
+            shown = report.recovery_level != level
+            report.recovery_level = level
+            if st.level != level:
+                st.level = level
             if not info["attempts"]:  # the first strategy to run: this is a recovery now
                 st.recoveries += 1
                 self.recoveries += 1
                 info["recovery_id"] = self.recoveries
                 report.retrying()
+                self.persist_group(report)
+            elif shown:
                 self.persist_group(report)
             timeout = self.timeouts.get(report.error_type.value, strategy.strategy_id)
             before = self.sampler.latest()
