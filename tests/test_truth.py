@@ -150,3 +150,49 @@ async def test_the_level_shown_while_a_high_strategy_runs_is_its_level(tmp_path:
             assert ok and info["recovery_level"] == 4
     finally:
         await server.close()
+
+
+# -- item 5: /metrics and /api/recovery/metrics agree after a reversal -----------------------------------
+def _prom(text: str, outcome: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("error_handling_recovery_attempts_total{") and f'outcome="{outcome}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_metrics_and_the_api_count_a_reversed_success_as_a_failure(tmp_path: Path) -> None:
+    app = web.Application()
+    integ = setup(app, None, {"database": str(tmp_path / "e.duckdb"), "auto_recover": False, "builtin_strategies": [],
+                              "escalation_backoff": 0, "verify_window": 2, "max_recovery_level": 2})
+    fixer = Fixer()
+    integ.add_custom_strategy("fixer", fixer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async def both() -> tuple[str, Any]:
+                async with s.get(str(server.make_url("/metrics"))) as r:
+                    prom = await r.text()
+                async with s.get(str(server.make_url("/api/recovery/metrics"))) as r:
+                    return prom, await r.json()
+
+            ctx = {"component": "cache", "operation": "refresh"}
+            ok, _ = await integ.handle_error("cache refresh failed", ctx)
+            assert ok
+            prom, api = await both()
+            # provisional: a success in neither view yet
+            assert _prom(prom, "success") == 0, prom
+            await integ.report_error("cache refresh failed", ctx)  # it came back: the success did not hold
+            await wait_for(lambda: integ.recovery_manager.probation.recurred == 1, 10, "the reversal")
+            prom, api = await both()
+            assert _prom(prom, "success") == 0 and _prom(prom, "failure") == 1, prom
+            assert api["overall"]["successes"] == 0 and api["overall"]["outcomes"] == {"failure": 1}, api
+            ok, _ = await integ.handle_error("cache refresh failed", ctx)  # this one holds
+            assert ok
+            await wait_for(lambda: integ.recovery_manager.probation.held == 1, 10, "the fix held")
+            prom, api = await both()
+            assert _prom(prom, "success") == 1 and _prom(prom, "failure") == 1, prom
+            assert api["overall"]["successes"] == 1 and api["overall"]["outcomes"] == {"failure": 1, "success": 1}, api
+    finally:
+        await server.close()

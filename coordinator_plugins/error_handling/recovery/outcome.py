@@ -23,6 +23,8 @@ from coordinator_plugins.error_handling.strategies.base import StrategyResult
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]  # told of each recovery that ended, with its recovery_info
+# told when a provisional success ends: its recovery's history entry, and whether it held
+Settled = Callable[[dict[str, Any], bool], None]
 RECOVERY_OUTCOMES = ("succeeded", "failed", "nothing_applicable", "budget_deferred")
 
 
@@ -63,6 +65,7 @@ class RecoveryOutcomes:
         self.save_level = save_level
         self.cancel_deferred = cancel_deferred
         self.listeners: list[Listener] = list(listeners)
+        self.settled: list[Settled] = []
         self.probation = Probation(config.verify_window, self.verified)
         self.successes = 0  # successes that held (at once when verify_window is 0)
 
@@ -202,6 +205,11 @@ class RecoveryOutcomes:
         self.learner.settle(p.run, held)
         self.policy.record_level(p.key, p.level, held)
         p.entry["verification"] = "held" if held else "recurred"
+        for listener in self.settled:
+            try:
+                listener(p.entry, held)
+            except Exception:
+                logger.exception("a listener of settled recoveries failed")
         st = self.levels.get(p.error_id)
         report: ErrorReport | None = None
         if held:
