@@ -196,3 +196,45 @@ async def test_metrics_and_the_api_count_a_reversed_success_as_a_failure(tmp_pat
             assert api["overall"]["successes"] == 1 and api["overall"]["outcomes"] == {"failure": 1, "success": 1}, api
     finally:
         await server.close()
+
+
+# -- item 6: a bounded wait for the caller; a timed-out attempt records what it did ----------------------
+async def test_handle_error_returns_after_its_wait_with_the_recovery_still_running(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    blocking = Blocking(gate)
+    integ = await integ_with(tmp_path, blocking, handle_error_wait=0.2, verify_window=0, max_recovery_level=5)
+    try:
+        # without the bound this call waits for the gate, which nobody opens: the test fails, not hangs
+        ok, info = await asyncio.wait_for(integ.handle_error("export stalled", {"component": "export"}), 30)
+        assert not ok and info["in_progress"] is True, info
+        assert info["follow"] == f"/api/errors/{info['error_id']}" and "handle_error_wait" in info["reason"]
+        assert blocking.started.is_set() and info["error_id"] in integ.recovery_manager.inflight  # it goes on
+        gate.set()
+        group = integ.error_handler.groups.get(info["error_id"])
+        await wait_for(lambda: group.resolution_status.value == "resolved", 10, "the recovery that went on")
+        assert group.resolution_strategy == "fixer"
+    finally:
+        await integ.stop()
+
+
+class MovesThenHangs(RecoveryStrategy):
+    def __init__(self) -> None:
+        super().__init__(None, "moves then hangs", RecoveryLevel.LOW)
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        error_info["affected_tasks"].extend(["t1", "t2", "t3"])
+        error_info["details"]["moved"] = 3
+        await asyncio.Event().wait()  # never ends: its timeout does
+        return True
+
+
+async def test_an_attempt_that_timed_out_still_records_the_tasks_it_moved(tmp_path: Path) -> None:
+    integ = await integ_with(tmp_path, MovesThenHangs(), default_timeout=0.2, verify_window=0)
+    try:
+        ok, info = await integ.handle_error("requeue stalled", {"component": "queue"})
+        assert not ok
+        [attempt] = info["attempts"]
+        assert attempt["outcome"] == "timeout" and attempt["affected_tasks"] == ["t1", "t2", "t3"], attempt
+        assert attempt["details"] == {"moved": 3}
+    finally:
+        await integ.stop()

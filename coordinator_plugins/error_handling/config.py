@@ -186,6 +186,9 @@ class ErrorHandlingConfig:
     fallback_to_memory: bool = field(default=False, metadata=boolean())
     database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))
+    # How long ``handle_error`` waits for its recovery before it returns with the recovery still
+    # running (and where to follow it); 0 waits until the recovery ends.
+    handle_error_wait: float = field(default=30.0, metadata=number(0, 86_400))
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))

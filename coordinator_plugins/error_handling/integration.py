@@ -201,7 +201,7 @@ class EnhancedErrorHandlingIntegration:
         self, error: BaseException | str, context: dict[str, Any] | None = None
     ) -> tuple[bool, dict[str, Any]]:
         report, _, _ = await self.ingest(error, context, recover=False)
-        return await self.recovery_manager.recover(report)
+        return await self.recovery_manager.recover(report, self.config.handle_error_wait)
 
     async def retry_operation(
         self, operation: Callable[..., Any], args: Any = None, kwargs: Any = None, context: dict[str, Any] | None = None

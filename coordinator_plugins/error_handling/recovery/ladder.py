@@ -217,6 +217,7 @@ class Ladder:
                 self.defer(report, wait)
                 return StrategyResult(strategy.strategy_id, "budget_exhausted")
             # The level a group shows (API, dashboard) is the level of the strategy running now.
+            before_level = (st.level, report.recovery_level)
             shown = report.recovery_level != level
             report.recovery_level = level
             if st.level != level:
@@ -232,13 +233,20 @@ class Ladder:
             timeout = self.timeouts.get(report.error_type.value, strategy.strategy_id)
             before = self.sampler.latest()
             t0 = time.perf_counter()
+            # the lists a strategy records what it touched in, kept here: a run that times out
+            # still tells what it did
+            sinfo = strategy_info(report, level, timeout, targets)
+            sinfo.update(affected_tasks=[], recovered_tasks=[], details={})
             try:
                 async with asyncio.timeout(timeout):
-                    result = await strategy.run(strategy_info(report, level, timeout, targets), checked=True)
+                    result = await strategy.run(sinfo, checked=True)
             except TimeoutError:
-                result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
+                result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0,
+                                        list(sinfo["affected_tasks"]), list(sinfo["recovered_tasks"]),
+                                        dict(sinfo["details"]))
             tried.add(strategy.strategy_id)
             if result.outcome == "not_applicable":  # it looked and found nothing to act on
+                st.level, report.recovery_level = before_level  # passed over: not a level reached
                 if budgeted:
                     self.budget.refund(report.context.component)  # nothing was done
                 self.learner.attempt(info, decision, "not_applicable", result.execution_time,
