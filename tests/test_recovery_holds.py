@@ -279,15 +279,15 @@ async def test_a_group_whose_recovery_does_not_hold_is_stopped_until_reset(tmp_p
         diag = await integ.run_diagnostics()
         assert diag["status"] == "degraded"
         assert any(report.error_id in i and "recovery does not hold" in i for i in diag["issues"]), diag["issues"]
-        runs = hider.runs
+        runs = hider.run_counts()["runs"]
         _, _, recovery = await integ.ingest("cache refresh failed", ctx)
         assert recovery == "off"  # a dead letter: nothing more is spent on it
         ok, info = await integ.handle_error("cache refresh failed", ctx)
-        assert not ok and "recovery does not hold" in info["reason"] and hider.runs == runs
+        assert not ok and "recovery does not hold" in info["reason"] and hider.run_counts()["runs"] == runs
         assert await integ.reset_recovery_level(report.error_id)
         assert not rm.stopped_groups() and (await integ.run_diagnostics())["status"] == "healthy"
         ok, info = await integ.handle_error("cache refresh failed", ctx)
-        assert ok and hider.runs == runs + 1
+        assert ok and hider.run_counts()["runs"] == runs + 1
     finally:
         await integ.stop()
 
@@ -301,7 +301,7 @@ async def test_failed_recoveries_count_toward_the_limit_too(tmp_path: Path) -> N
             ok, _ = await integ.handle_error("nightly export failed", {"component": "export"})
             assert not ok
         ok, info = await integ.handle_error("nightly export failed", {"component": "export"})
-        assert not ok and never.runs == 2 and "recovery does not hold" in info["reason"]
+        assert not ok and never.run_counts()["runs"] == 2 and "recovery does not hold" in info["reason"]
         diag = await integ.run_diagnostics()
         assert diag["status"] == "degraded" and diag["recovery_metrics"]["stopped_groups"] == [info["error_id"]]
         ok, _ = await integ.handle_error("nightly export failed", {"component": "export"})

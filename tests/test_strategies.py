@@ -230,7 +230,7 @@ async def test_not_applicable_is_never_a_failure(make_farm) -> None:
     for strategy, info in cases:
         result = await strategy.run(info)
         assert result.outcome == "not_applicable", (strategy, info, result)
-        assert strategy.runs == 0
+        assert strategy.run_counts()["runs"] == 0
     ok, info = await farm.integ.handle_error(ValueError("bad literal"), {"component": "parser"})
     assert not ok and info["attempts"] == []  # no strategy can act on a validation error: none is even asked
     ok, info = await farm.integ.handle_error("worker lost", {"component": "worker", "worker_id": "no-such-worker"})

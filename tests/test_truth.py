@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from conftest import wait_for
 from coordinator_plugins.error_handling import (
     EnhancedErrorHandlingIntegration,
+    ErrorCategory,
     RecoveryLevel,
     RecoveryStrategy,
     setup,
@@ -238,3 +240,108 @@ async def test_an_attempt_that_timed_out_still_records_the_tasks_it_moved(tmp_pa
         assert attempt["details"] == {"moved": 3}
     finally:
         await integ.stop()
+
+
+# -- item 7: the base class's bookkeeping is private; a shadowed method is refused at registration ------
+class OwnBookkeeping(RecoveryStrategy):
+    """Uses the generic names a user would: runs, successes, applicable."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "own bookkeeping", RecoveryLevel.LOW)
+        self.runs: list[str] = []
+        self.successes = "none yet"
+        self.applicable = True
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        self.runs.append(str(error_info["error_id"]))
+        return True
+
+
+async def test_a_subclass_may_use_runs_successes_and_applicable_for_its_own_state(tmp_path: Path) -> None:
+    mine = OwnBookkeeping()
+    integ = await integ_with(tmp_path, mine, verify_window=0)
+    try:
+        ok, info = await integ.handle_error("cache refresh failed", {"component": "cache"})
+        assert ok and info["strategy_id"] == "fixer", info
+        assert mine.runs == [info["error_id"]] and mine.successes == "none yet" and mine.applicable is True
+        assert mine.run_counts() == {"runs": 1, "successes": 1}
+    finally:
+        await integ.stop()
+
+
+class ShadowsIsApplicable(RecoveryStrategy):
+    def __init__(self) -> None:
+        super().__init__(None, "shadows", RecoveryLevel.LOW)
+        self.is_applicable = True  # type: ignore[assignment,method-assign]
+
+
+class ShadowsRun(RecoveryStrategy):
+    run = None  # type: ignore[assignment]
+
+
+async def test_a_subclass_that_shadows_a_method_the_manager_calls_is_refused_naming_it(tmp_path: Path) -> None:
+    integ = EnhancedErrorHandlingIntegration(None, validate_config(
+        {"database": str(tmp_path / "e.duckdb"), "builtin_strategies": [], "auto_recover": False}))
+    with pytest.raises(ValueError, match="attribute 'is_applicable' is bool"):
+        integ.add_custom_strategy("shadows", ShadowsIsApplicable())
+    with pytest.raises(ValueError, match="attribute 'run' is NoneType"):
+        integ.add_custom_strategy("shadows_run", ShadowsRun(None, "r", RecoveryLevel.LOW))
+
+
+# -- issue 28 item 1: categories as enum members or strings; unknown ones refused; no probability for ----
+# -- a strategy that cannot run --------------------------------------------------------------------------
+class DbByEnum(Fixer):
+    categories = {ErrorCategory.DB_CONNECTION}  # type: ignore[assignment]  (as a user writes it)
+
+
+class DbByString(Fixer):
+    categories = {"db_connection"}  # type: ignore[assignment]
+
+
+class Misspelt(Fixer):
+    categories = {"db_conection"}  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("cls", [DbByEnum, DbByString])
+async def test_categories_declared_on_the_class_as_members_or_strings_both_run(tmp_path: Path, cls: type) -> None:
+    strategy = cls()
+    integ = await integ_with(tmp_path, strategy, verify_window=0)
+    try:
+        ok, info = await integ.handle_error(ConnectionError("database connection lost"),
+                                            {"component": "db", "error_type": "database", "category": "db_connection"})
+        assert integ.error_handler.groups.get(info["error_id"]).category is ErrorCategory.DB_CONNECTION
+        assert ok and info["strategy_id"] == "fixer" and strategy.calls == 1, info
+    finally:
+        await integ.stop()
+
+
+def test_an_unknown_category_is_refused_at_registration_listing_the_valid_ones(tmp_path: Path) -> None:
+    integ = EnhancedErrorHandlingIntegration(None, validate_config(
+        {"database": str(tmp_path / "e.duckdb"), "builtin_strategies": [], "auto_recover": False}))
+    with pytest.raises(ValueError, match=r"unknown category 'db_conection'; valid: .*db_connection"):
+        integ.add_custom_strategy("misspelt", Misspelt())
+    with pytest.raises(ValueError, match=r"categories: unknown category 'nope'"):
+        RecoveryStrategy(None, "x", RecoveryLevel.LOW, categories=["nope"])
+
+
+async def test_a_strategy_that_cannot_run_gets_no_probability_and_says_why(tmp_path: Path) -> None:
+    app = web.Application()
+    integ = setup(app, None, {"database": str(tmp_path / "e.duckdb"), "auto_recover": False,
+                              "builtin_strategies": ["retry", "worker", "database"]})
+    integ.add_custom_strategy("by_enum", DbByEnum())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(str(server.make_url("/api/recovery/strategies?error_type=database"))) as r:
+                body = await r.json()
+        entry = body["error_types"]["database"]
+        first = {row["strategy_id"] for row in entry["first_choice"]}
+        by_id = {e["strategy_id"]: e for e in entry["strategies"]}
+        # no coordinator: the worker strategy can never act; it gets no probability, and says why
+        assert "worker" not in first and "first_choice" not in by_id["worker"], by_id["worker"]
+        assert "coordinator" in by_id["worker"]["cannot_run"] and by_id["worker"]["why"].startswith("cannot run")
+        assert {"by_enum", "database", "retry"} <= first, entry["first_choice"]
+        assert "cannot_run" not in by_id["by_enum"]
+    finally:
+        await server.close()

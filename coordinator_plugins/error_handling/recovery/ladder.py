@@ -200,7 +200,7 @@ class Ladder:
             return None
         probe = strategy_info(report, level, 0.0, targets)
         nothing = info.setdefault("_found_nothing", set())  # looked in this recovery, found nothing
-        candidates = [s for s in candidates if s.strategy_id not in nothing and await s.applicable(probe)]
+        candidates = [s for s in candidates if s.strategy_id not in nothing and await s._eh_applicable(probe)]
         while candidates:
             if first is not None and any(s.strategy_id == first.strategy_id for s in candidates):
                 decision = first
