@@ -278,6 +278,7 @@ async def test_seed_shaped_coordinator_through_the_adapter(tmp_path: Path) -> No
     assert isinstance(integ.actions, SeedCoordinatorAdapter)
     await integ.start()
     try:
+        seed.workers["w1"]["last_heartbeat"] = 0.0  # lost for real: no heartbeat since (issue 27 item 1)
         ok, info = await integ.handle_error("worker w1 connection lost", {"component": "worker", "worker_id": "w1"})
         assert ok and info["strategy_id"] == "worker", info
         assert seed.pending_tasks == {"t1"} and seed.running_tasks == {"t2": "w2"}

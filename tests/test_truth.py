@@ -58,6 +58,23 @@ async def test_no_builtin_reports_success_for_a_healthy_farm(make_farm) -> None:
     assert "'scheduler' is running" in info["attempts"][0]["error"]
 
 
+
+async def test_the_worker_strategy_does_not_restart_a_worker_that_runs(make_farm) -> None:
+    farm = await make_farm(plugin={"auto_recover": False, "escalation_backoff": 0, "verify_window": 0,
+                                   "builtin_strategies": ["worker"]}, workers=1)
+    c = farm.coord
+    pid = c.workers["worker-1"].pid
+    ok, info = await farm.integ.handle_error("worker lost", {"component": "worker", "worker_id": "worker-1"})
+    assert not ok, info
+    assert [(a["strategy_id"], a["outcome"]) for a in info["attempts"]] == [("worker", "not_applicable")], info
+    assert "heartbeat and run: nothing lost" in info["attempts"][0]["error"]
+    assert c.workers["worker-1"].pid == pid  # not restarted
+    await c.launcher.kill("worker-1")  # now it is lost: it is brought back
+    ok, info = await farm.integ.handle_error("worker lost", {"component": "worker", "worker_id": "worker-1",
+                                                             "operation": "heartbeat"})
+    assert ok and info["strategy_id"] == "worker", info
+    assert c.workers["worker-1"].pid != pid and await c.worker_alive("worker-1")
+
 # -- item 3: restart intensity per target, whether or not each recovery held ---------------------------
 class Fixer(RecoveryStrategy):
     """Always says it fixed it (and the fix holds for its verify window)."""
