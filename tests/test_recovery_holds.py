@@ -240,6 +240,7 @@ async def test_a_recurrence_is_an_occurrence_about_what_the_run_fixed(make_farm)
     farm = await make_farm(plugin={"auto_recover": False, "builtin_strategies": ["worker"], "verify_window": 30},
                            workers=2)
     integ = farm.integ
+    assert await farm.coord.launcher.kill("worker-1")  # lost for real: one that runs is not restarted
     ok, info = await integ.handle_error("worker worker-1 missed heartbeats",
                                         {"component": "worker", "operation": "heartbeat", "worker_id": "worker-1"})
     assert ok and info["verification"] == "pending"

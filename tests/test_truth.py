@@ -18,6 +18,7 @@ from conftest import wait_for
 from coordinator_plugins.error_handling import (
     EnhancedErrorHandlingIntegration,
     ErrorCategory,
+    NotApplicable,
     RecoveryLevel,
     RecoveryStrategy,
     setup,
@@ -362,3 +363,33 @@ async def test_a_strategy_that_cannot_run_gets_no_probability_and_says_why(tmp_p
         assert "cannot_run" not in by_id["by_enum"]
     finally:
         await server.close()
+
+
+class FindsNothing(RecoveryStrategy):
+    """HIGH; says it may act, then finds nothing broken (as `database` on a healthy farm)."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "finds nothing", RecoveryLevel.HIGH)
+
+    async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
+        raise NotApplicable("nothing broken")
+
+
+async def test_a_first_choice_that_finds_nothing_falls_back_to_the_levels_it_skipped(tmp_path: Path) -> None:
+    """A new group's first strategy is drawn among every level below 5, and the levels below it
+    are skipped. When it finds nothing to act on, and nothing above it can, the skipped levels
+    are walked after all: the poison task on the reference farm was otherwise never retried
+    when `database` (L4) was drawn first."""
+    started_high = 0
+    for seed in range(12):
+        fixer = Fixer()
+        (tmp_path / str(seed)).mkdir()
+        integ = await integ_with(tmp_path / str(seed), fixer, verify_window=0, max_recovery_level=5, seed=seed)
+        integ.add_custom_strategy("finds_nothing", FindsNothing())
+        try:
+            ok, info = await integ.handle_error("cache refresh failed", {"component": "cache"})
+            started_high += info["attempts"][0]["strategy_id"] == "finds_nothing"
+            assert ok and info["strategy_id"] == "fixer" and fixer.calls == 1, (seed, info)
+        finally:
+            await integ.stop()
+    assert started_high, "no seed drew the HIGH strategy first: the fall-back was not exercised"

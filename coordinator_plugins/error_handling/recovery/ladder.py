@@ -131,12 +131,22 @@ class Ladder:
         poisoned = False
         held: tuple[HeldRun, int, StrategyResult] | None = None
         later: list[tuple[HeldRun, int]] = []  # runs learned once it is known the task is not poison
+        # The levels to walk: up from the start; when the start skipped levels and nothing above
+        # them could act (the first choice found nothing to act on), the skipped ones after all.
+        walk = list(range(level, cfg.max_recovery_level + 1))
+        skipped = list(range(1, level))
+        i = 0
         try:
-            while level <= cfg.max_recovery_level:
+            while i < len(walk):
+                level = walk[i]
                 result = await self._run_level(report, level, key, record_keys, tried, info, targets, st, first)
                 first = None
                 if result is None:  # no applicable strategy: passed over
-                    level += 1
+                    i += 1
+                    if i == len(walk) and skipped and all(a["outcome"] == "not_applicable" for a in info["attempts"]):
+                        walk += skipped
+                        info["skipped_levels"] = []
+                        skipped = []
                     continue
                 info["recovery_level"] = level
                 if result.outcome == "budget_exhausted":
@@ -170,7 +180,7 @@ class Ladder:
                 if backoff > 0:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, cfg.escalation_backoff_max)
-                level += 1
+                i += 1
         finally:
             info.pop("_held", None)
             info.pop("_found_nothing", None)
