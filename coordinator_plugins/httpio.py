@@ -38,9 +38,11 @@ OPENAPI_PATHS_KEY = web.AppKey("openapi_paths", dict)
 def openapi_document(title: str, paths: dict[str, Any]) -> dict[str, Any]:
     """An OpenAPI 3.1 document of ``paths``, with the ``Error`` schema and the ``bearer``
     security scheme that the paths of either document refer to."""
+    from coordinator_plugins import __version__
+
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": "0.1.0"},
+        "info": {"title": title, "version": __version__},
         "paths": paths,
         "components": {
             "schemas": {

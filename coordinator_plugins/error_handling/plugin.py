@@ -108,7 +108,7 @@ NOT_ATTACHED = (
     "error handling is not attached to an app: no route is mounted, nothing is stored and nothing "
     "recovers in the background. Where the coordinator creates its aiohttp app (the seed coordinator: "
     "`app = web.Application()` in `_api_server_main`), add `self.app = app` right after it, or call "
-    "`integration.attach(app)` before `runner.setup()` (README: Migrating from the seed framework)"
+    "`integration.attach(app)` before `runner.setup()` (docs/migrating.md, step 1)"
 )
 
 
