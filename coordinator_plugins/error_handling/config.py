@@ -187,7 +187,7 @@ class ErrorHandlingConfig:
     verify_window: float = field(default=30.0, metadata=number(0, 86_400))
     """Seconds a group must stay quiet before a recovery counts as a success; 0 = at once."""
     max_recoveries_per_group: int = field(default=5, metadata=number(0, 1_000_000, integer=True))
-    """Recoveries of one target (worker, else task, else component) in a group, held or not, per budget_window; past it the group's recovery stops; 0 = unlimited."""
+    """Recoveries per target (worker, else task, else component), held or not, per budget_window; 0 = unlimited."""
     protect_reads: bool = field(default=False, metadata=boolean())
     """With a token, every GET route, /metrics and the dashboard need it too."""
     allowed_hosts: tuple[str, ...] = field(
@@ -223,7 +223,7 @@ class ErrorHandlingConfig:
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))
     """Seconds a request body may take to arrive; later it is answered 408 and its connection closed."""
     handle_error_wait: float = field(default=30.0, metadata=number(0, 86_400))
-    """Seconds handle_error waits for its recovery; then it returns (False, {"in_progress": True, "follow": ...}) with the recovery still running; 0 = until it ends."""
+    """Seconds handle_error waits; then it returns in_progress while the recovery goes on; 0 = until it ends."""
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))
