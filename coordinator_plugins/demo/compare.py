@@ -56,14 +56,16 @@ def parse_policies(text: str) -> list[str]:
 
 
 def task_stream(seed: int, duration: float, rate: float) -> list[tuple[float, dict[str, Any]]]:
-    """(seconds after the start, spec) of every task: the same for every policy of one seed."""
+    """(seconds after the start, spec) of every task: the same for every policy of one seed. Tasks
+    of 0.3-0.5 s on workers that run one at a time: at 6 tasks/s, 4 workers are about 60% busy,
+    so that each worker lost for good shows in the time tasks wait."""
     rng = random.Random(seed)
     out: list[tuple[float, dict[str, Any]]] = []
     t = 0.5
     while rate > 0 and t < duration:
         r = rng.random()
         outcome = "fail" if r < 0.1 else "pass"  # a failing test is a result: it completes
-        out.append((t, {"kind": "sim", "duration": round(rng.uniform(0.05, 0.6), 3), "outcome": outcome,
+        out.append((t, {"kind": "sim", "duration": round(rng.uniform(0.3, 0.5), 3), "outcome": outcome,
                         "timeout": 20}))
         t += 1.0 / rate
     return out
@@ -114,7 +116,7 @@ class PolicyRun:
         return {
             "coordinator": {"host": "127.0.0.1", "port": 0, "heartbeat_interval": 0.25, "heartbeat_timeout": 1.5,
                             "scheduler_interval": 0.1, "database": str(self.where / "coordinator.duckdb"),
-                            "worker_max_tasks": 2, "max_local_workers": max(16, 2 * self.args.workers)},
+                            "worker_max_tasks": 1, "max_local_workers": max(16, 2 * self.args.workers)},
             "plugins": {"enabled": [] if self.policy == "off" else ["error_handling"],
                         **({} if self.policy == "off" else {"error_handling": plugin})},
         }
