@@ -177,6 +177,8 @@ def _policies(text: str) -> list[str]:
 def _demo(args: argparse.Namespace) -> int:
     from coordinator_plugins.demo import run_demo
 
+    if args.faults is None:
+        args.faults = ["kill", "hang"] if args.compare else list(DEFAULT_KINDS)
     if args.compare:
         if args.coordinators > 1 or args.database:
             print("error: --compare runs each policy on its own new database in --compare-dir; it takes neither "
@@ -351,8 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="faults injected per second on average, 0 to 100; 0 = none (default: %(default)g)",
     )
     d.add_argument(
-        "--faults", type=_fault_list, default=list(DEFAULT_KINDS), metavar="KIND,KIND",
-        help=f"comma-separated kinds of fault to inject, from: {kinds} (default: every kind but rehang)",
+        "--faults", type=_fault_list, default=None, metavar="KIND,KIND",
+        help=f"comma-separated kinds of fault to inject, from: {kinds} "
+        "(default: every kind but rehang; with --compare: kill,hang)",
     )
     d.add_argument(
         "--task-rate", type=_number_in(0, 1000), default=10.0, metavar="PER_SECOND",
