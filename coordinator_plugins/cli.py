@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_plugins import __version__
-from coordinator_plugins.demo.kinds import FAULT_KINDS, parse_kinds
+from coordinator_plugins.demo.kinds import DEFAULT_KINDS, FAULT_KINDS, parse_kinds
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -166,8 +166,33 @@ def _worker(args: argparse.Namespace) -> int:
     return worker_main(args.url, args.worker_id, args.max_tasks, args.parent_pid, token, args.failover_after)
 
 
+def _policies(text: str) -> list[str]:
+    from coordinator_plugins.demo.compare import parse_policies
+
+    try:
+        return parse_policies(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _demo(args: argparse.Namespace) -> int:
     from coordinator_plugins.demo import run_demo
+
+    if args.faults is None:
+        args.faults = ["kill", "hang"] if args.compare else list(DEFAULT_KINDS)
+    if args.compare:
+        if args.coordinators > 1 or args.database:
+            print("error: --compare runs each policy on its own new database in --compare-dir; it takes neither "
+                  "--database nor --coordinators", file=sys.stderr)
+            return 2
+        needs_plugin = [k for k in args.faults if k in ("network", "burst")]
+        if "off" in args.compare and needs_plugin:
+            print(f"error: --faults {','.join(needs_plugin)}: these faults are reports to the plugin, which the "
+                  "off policy does not have; drop them or drop off from --compare", file=sys.stderr)
+            return 2
+        from coordinator_plugins.demo.compare import run_compare_demo
+
+        return run_compare_demo(args)
 
     if args.coordinators > 1:
         if not (args.database or "").startswith(("postgresql://", "postgres://")):
@@ -346,12 +371,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="faults injected per second on average, 0 to 100; 0 = none (default: %(default)g)",
     )
     d.add_argument(
-        "--faults", type=_fault_list, default=list(FAULT_KINDS), metavar="KIND,KIND",
-        help=f"comma-separated kinds of fault to inject, from: {kinds} (default: all six)",
+        "--faults", type=_fault_list, default=None, metavar="KIND,KIND",
+        help=f"comma-separated kinds of fault to inject, from: {kinds} "
+        "(default: every kind but rehang; with --compare: kill,hang)",
     )
     d.add_argument(
         "--task-rate", type=_number_in(0, 1000), default=10.0, metavar="PER_SECOND",
         help="test tasks submitted per second, 0 to 1000 (default: %(default)g)",
+    )
+    d.add_argument(
+        "--compare", type=_policies, default=None, metavar="POLICY,POLICY",
+        help="run the same tasks and fault schedule once per policy, from: off (no plugin), ladder, score, "
+        "adaptive; one after another, each on a new database; then print a side-by-side table and a verdict "
+        "(faults: kill, hang, rehang, database, scheduler with off) (default: one run, no comparison)",
+    )
+    d.add_argument(
+        "--compare-dir", type=str, default=None, metavar="DIR",
+        help="with --compare, where each policy's databases are kept, one directory per policy (default: "
+        "demo-compare-SEED); refused when a policy's directory exists",
     )
     d.set_defaults(func=_demo)
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from coordinator_plugins.demo.kinds import FAULT_KINDS
 from coordinator_plugins.reference.coordinator import Coordinator
+from coordinator_plugins.reference.worker import WEDGE_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ Injected = tuple[str, dict[str, str]]
 class FaultInjector:
     def __init__(self, coord: Coordinator, integ: Any, url: str, kinds: list[str], rng: random.Random,
                  on_fault: Callable[[str, str, dict[str, str]], None],
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 session: aiohttp.ClientSession | None = None, wedge_dir: Path | None = None) -> None:
         unknown = set(kinds) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(
@@ -37,6 +40,13 @@ class FaultInjector:
         self.on_fault = on_fault
         self.session = session  # the farm's HTTP client (with the coordinator's token), for HTTP faults
         self.counts: dict[str, int] = {}
+        self.wedge_dir = wedge_dir
+        if "rehang" in kinds:
+            if wedge_dir is None:
+                raise ValueError("--faults rehang: needs a directory for the wedged workers' state")
+            wedge_dir.mkdir(parents=True, exist_ok=True)
+            # The workers launched from now on (restarts too) look there when they start.
+            coord.launcher.env = {**(coord.launcher.env or os.environ), WEDGE_ENV: str(wedge_dir)}
 
     async def inject(self) -> None:
         if not self.kinds:
@@ -66,6 +76,17 @@ class FaultInjector:
         victim = self.rng.choice(live)
         await self.coord.launcher.signal(victim, signal.SIGSTOP)  # frozen: no heartbeats, no progress
         return f"SIGSTOP worker {victim} (hung)", {"worker": victim}
+
+    async def _rehang(self) -> Injected | None:
+        """Wedge a worker's local state, then freeze it: restarted under the same id it hangs
+        again within a second of registering; only a replacement (a new id) serves for good."""
+        live = self._live_workers()
+        if len(live) < 2 or self.wedge_dir is None:
+            return None
+        victim = self.rng.choice(live)
+        (self.wedge_dir / victim).write_text("wedged\n", encoding="utf-8")
+        await self.coord.launcher.signal(victim, signal.SIGSTOP)
+        return f"SIGSTOP worker {victim}, its local state wedged (hangs again after a restart)", {"worker": victim}
 
     async def _probe(self) -> bool:
         assert self.session is not None

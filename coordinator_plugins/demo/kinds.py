@@ -11,7 +11,12 @@ FAULT_KINDS: dict[str, str] = {
     "database": "break the coordinator's database connection",
     "scheduler": "stop the coordinator's scheduler loop",
     "burst": "20-60 identical reports from many hosts at once",
+    "rehang": "SIGSTOP a worker whose local state is wedged: it hangs again after a plain restart, a "
+              "replacement works",
 }
+# What ``demo`` injects without --faults: every kind but ``rehang`` (which needs the opt-in
+# ``replace`` strategy to be recovered for good).
+DEFAULT_KINDS: list[str] = [k for k in FAULT_KINDS if k != "rehang"]
 
 
 def parse_kinds(text: str) -> list[str]:

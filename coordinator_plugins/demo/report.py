@@ -135,7 +135,7 @@ table.faults td,table.faults th{{border-bottom:1px solid #eee}}</style>
 <p>{stats['workers']} workers, {stats['duration']:g} s of tasks, seed {stats['seed']}, database
 <code>{escape(stats['database'])}</code>. Every number below was read back from the plugin's database through its
 HTTP API after the run went quiet. The time charts share one axis: seconds since the start; dashed lines mark the
-injected faults (their initial on top: K kill, H hang, N network, D database, S scheduler, B burst); 0 is when
+injected faults (their initial on top: K kill, H hang, N network, D database, S scheduler, B burst, R rehang); 0 is when
 the first task was submitted.</p>
 <table>{table}</table>
 <h2>Over time</h2>

@@ -35,6 +35,7 @@ from coordinator_plugins.error_handling.recovery.outcome import RECOVERY_OUTCOME
 from coordinator_plugins.httpio import auth_headers
 from coordinator_plugins.reference import COORDINATOR_KEY, SECURITY_KEY, build_app
 
+REPLACE_STRATEGY = "coordinator_plugins.error_handling.strategies.replace:ReplaceWorkerStrategy"
 QUIET_WAIT = 20.0  # longest wait for recoveries in flight once the tasks are done
 WORDS = {"succeeded": "recovered", "failed": "not recovered", "nothing_applicable": "nothing applicable",
          "budget_deferred": "deferred by budget"}
@@ -82,6 +83,8 @@ class Demo:
                 # Faults of one kind come every 6 / fault_rate s on average (12 s by default), each
                 # independent of the last: a success counts once its group stayed quiet for 3 s.
                 "verify_window": 3.0, "max_recoveries_per_group": 10,
+                # A wedged worker (``rehang``) is recovered for good only by a replacement.
+                **({"strategies": {"replace": REPLACE_STRATEGY}} if "rehang" in self.args.faults else {}),
                 "seed": self.seed}},
         }
 
@@ -149,7 +152,8 @@ class Demo:
                 self.seen[report.error_id] = report  # the groups this run touched, as the summary counts them
 
             integ.register_error_hook("*", count)
-            faults = FaultInjector(coord, integ, url, list(a.faults), self.rng, self._on_fault, session)
+            faults = FaultInjector(coord, integ, url, list(a.faults), self.rng, self._on_fault, session,
+                                   wedge_dir=run_dir / "wedged")
             with routed_logs(self.view):
                 await coord.launch_workers(a.workers)
                 await self._wait_workers(coord)

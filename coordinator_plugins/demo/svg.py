@@ -18,7 +18,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17
           "#bcbd22"]
 # Faults are marked in darker colours than the series, each with its initial at the top.
 FAULT_COLORS = {"kill": "#7a0019", "hang": "#54278f", "network": "#08519c", "database": "#8c510a",
-                "scheduler": "#c51b7d", "burst": "#404040"}
+                "scheduler": "#c51b7d", "burst": "#404040", "rehang": "#3f007d"}
 Series = dict[str, list[tuple[float, float]]]
 Marker = tuple[float, str]  # (seconds since start, fault kind)
 

@@ -177,6 +177,30 @@ class CoordinatorActions:
         await self.launcher.stop(replacement)
         return None
 
+    async def replace_worker(self, worker_id: str, timeout: float = 30.0) -> str | None:
+        """Retire a worker this coordinator launched and start a new process under a new id (a
+        clean local state, where a restart keeps the old one); the new id once it is registered
+        and heartbeating, else None. A worker it did not launch is not replaced here."""
+        old = self.workers.get(worker_id)
+        if not self.launcher.owns(worker_id) or old is None:
+            logger.warning("recovery: worker %s was not launched here: not replaced", worker_id[:200])
+            return None
+        await self.launcher.stop(worker_id, grace=1.0)
+        for tid in list(old.tasks):  # the retired worker's work goes back to the queue
+            self._to_pending(self.tasks[tid])
+        old.status, old.draining = "stopped", True
+        base = worker_id.split(".", 1)[0][:190]  # worker ids are at most 200 long
+        replacement = f"{base}.n{uuid.uuid4().hex[:4]}"
+        try:
+            await self.launcher.start(replacement, self.launcher.args.get(worker_id))
+        except LauncherFull as exc:
+            logger.warning("recovery: %s", exc)
+            return None
+        if await self._wait_registered(replacement, 0, timeout):
+            return replacement
+        await self.launcher.stop(replacement)
+        return None
+
     async def retry_task(self, task_id: str) -> bool:
         task = self.tasks.get(task_id)
         if task is None or task.final:  # completed, or failed for good: never run again

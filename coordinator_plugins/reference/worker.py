@@ -32,6 +32,11 @@ from coordinator_plugins.httpio import auth_headers
 
 logger = logging.getLogger(__name__)
 MAX_ERROR = 2000  # characters of an error message sent with a result
+# A directory of worker ids whose local state is wedged (the demo's ``rehang`` fault): a worker
+# whose id is there freezes itself shortly after it registers, every time it is started under
+# that id; a replacement under a new id is not affected.
+WEDGE_ENV = "COORDINATOR_PLUGINS_WEDGE_DIR"
+WEDGE_AFTER = 0.6  # seconds after registering: long enough to be seen serving, then it hangs
 
 
 class Worker:
@@ -224,6 +229,8 @@ class Worker:
         try:
             await self.register()
             loops = [asyncio.create_task(self.heartbeat_loop()), asyncio.create_task(self.poll_loop())]
+            if self._wedged():
+                loops.append(asyncio.create_task(self._wedge()))
             await self.stop.wait()
             for t in loops:
                 t.cancel()
@@ -231,6 +238,16 @@ class Worker:
             await asyncio.gather(*loops, return_exceptions=True)
         finally:
             await self.session.close()
+
+    def _wedged(self) -> bool:
+        wedge = os.environ.get(WEDGE_ENV)
+        return bool(wedge) and os.path.exists(os.path.join(str(wedge), self.worker_id))
+
+    async def _wedge(self) -> None:
+        """Freeze this process (SIGSTOP): a real hang, as the wedged state it started with causes."""
+        await asyncio.sleep(WEDGE_AFTER)
+        logger.warning("worker %s: its local state is wedged (%s); hanging", self.worker_id, WEDGE_ENV)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 async def execute(spec: dict[str, Any]) -> dict[str, Any]:
