@@ -22,7 +22,7 @@ from coordinator_plugins.error_handling.storage.duckdb.batch import (
     run_statements,
     statements_for,
 )
-from coordinator_plugins.error_handling.storage.duckdb.database import Cursor, Database
+from coordinator_plugins.error_handling.storage.duckdb.database import Cursor, Database, invalidated
 from coordinator_plugins.error_handling.storage.duckdb.lazy import LazyGroups
 from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder
 from coordinator_plugins.error_handling.storage.duckdb.queue import WriteQueue
@@ -207,9 +207,12 @@ class Writer:
                     break
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                if self.health.failing_since and time.monotonic() - self.health.failing_since > (
-                    self.auto_reconnect_after
+                if invalidated(cause) or not db.is_open or (
+                    self.health.failing_since
+                    and time.monotonic() - self.health.failing_since > self.auto_reconnect_after
                 ):
+                    # an invalidated instance never works again: a new one from the file, now
+                    # (paced by the backoff, at most every 2 s), not after auto_reconnect_after
                     self.reconnect()
                 # Fold newer writes into the failed batch, so the retry commits them together.
                 newer = self._take(real_only=True)
