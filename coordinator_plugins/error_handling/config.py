@@ -185,6 +185,7 @@ class ErrorHandlingConfig:
     thread_switch_interval: float = field(default=0.001, metadata=number(0, 0.1))
     fallback_to_memory: bool = field(default=False, metadata=boolean())
     database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
+    max_metadata_bytes: int = field(default=16_384, metadata=number(1_024, 1_048_576, integer=True))
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))
 
 
