@@ -89,12 +89,16 @@ CODES = {
 
 
 class ApiError(web.HTTPException):
-    """An HTTP error with the JSON body ``{"error", "code"}``."""
+    """An HTTP error with the JSON body ``{"error", "code"}`` (and the fields of ``extra``)."""
 
-    def __init__(self, status: int, message: str, code: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, code: str, headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
         self.status_code = status
         super().__init__(
-            text=dumps({"error": message, "code": code}), content_type="application/json", headers=headers
+            text=dumps({"error": message, "code": code, **(extra or {})}), content_type="application/json",
+            headers=headers,
         )
 
 

@@ -6,14 +6,21 @@ big metadata is capped; a start that cannot write says so in one line."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import signal
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import duckdb
 import pytest
 
 from conftest import wait_for
 from coordinator_plugins.error_handling import DuckDBStore, EnhancedErrorHandlingIntegration, validate_config
+from tests.test_reliability import serve_config, start_serve
 
 
 def _poison(cur: duckdb.DuckDBPyConnection) -> None:
@@ -23,7 +30,7 @@ def _poison(cur: duckdb.DuckDBPyConnection) -> None:
     for _ in range(16):
         cur.execute("INSERT INTO ballast VALUES (?)", [os.urandom(500_000).hex()])
     cur.execute("SET memory_limit = '8MB'")
-    with pytest.raises(duckdb.Error, match="(?i)checkpoint|pin"):
+    with pytest.raises(duckdb.Error, match=r"(?i)checkpoint|pin"):
         cur.execute("CHECKPOINT")
 
 
@@ -50,3 +57,135 @@ async def test_an_invalidated_database_is_reopened_from_its_file(tmp_path: Path)
             assert group is not None and group.aggregated_count == 1
     finally:
         await integ.stop()
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(60):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_reports_with_1mb_metadata_keep_the_store_alive(tmp_path: Path) -> None:
+    """75 distinct reports, 1 MB of incompressible metadata each, under the default
+    database_memory_mb: before the cap, the 70th made a checkpoint fail and the store died."""
+    proc, url = await start_serve(serve_config(tmp_path))
+    acked: dict[str, int] = {}
+    try:
+        async with aiohttp.ClientSession() as s:
+            for i in range(75):
+                md = {"run": i, "blob": os.urandom(500_000).hex()}  # 1,000,000 characters
+                body = {"message": f"distinct failure {i}", "component": f"shelf{i}", "metadata": md}
+                async with s.post(url + "/api/errors", json=body) as r:
+                    assert r.status == 202, (i, await r.text())
+                    acked[(await r.json())["error_id"]] = i
+            async with s.get(url + "/api/diagnostics") as r:
+                diag = await r.json()
+            assert diag["database"]["ok"] is True, diag
+            for error_id, i in acked.items():  # each acknowledged report readable, its small keys kept
+                async with s.get(url + f"/api/errors/{error_id}") as r:
+                    assert r.status == 200
+                    md = (await r.json())["metadata"]
+                assert md["run"] == i and "blob" not in md
+                assert md["metadata_truncated"]["dropped_keys"] == ["blob"]
+                assert md["metadata_truncated"]["cap_bytes"] == 16_384
+    finally:
+        await _stop(proc)
+    assert proc.returncode == 0
+    proc, url = await start_serve(serve_config(tmp_path))  # and a restart reads them all
+    try:
+        async with aiohttp.ClientSession() as s:
+            for error_id in acked:
+                async with s.get(url + f"/api/errors/{error_id}") as r:
+                    assert r.status == 200
+    finally:
+        await _stop(proc)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 24 MB file system (tmpfs) to fill up; unmounted after the test."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here ({done.stderr.strip()}): run as root")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to ``path`` until the file system is full."""
+    with open(path, "wb") as f:
+        chunk = b"\0" * 65_536
+        try:
+            while True:
+                f.write(chunk)
+                f.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+async def _post(s: aiohttp.ClientSession, url: str, i: int) -> tuple[int, dict[str, Any]]:
+    body = {"message": f"shelf {i} lost its controller", "component": f"shelf{i}", "metadata": {"i": i}}
+    # well under the 30 s a POST once waited for its 503 while the store could not write
+    async with s.post(url + "/api/errors", json=body, timeout=aiohttp.ClientTimeout(total=20)) as r:
+        return r.status, await r.json()
+
+
+async def _store_ok(s: aiohttp.ClientSession, url: str) -> bool:
+    async with s.get(url + "/api/diagnostics") as r:
+        return bool((await r.json())["database"]["ok"])
+
+
+async def _heals(s: aiohttp.ClientSession, url: str, acked: dict[str, int], start: int) -> None:
+    """The store serves again by itself: diagnostics says so, new reports are acknowledged, and
+    every report acknowledged before, during and after is readable."""
+    deadline = asyncio.get_running_loop().time() + 120
+    while not await _store_ok(s, url):
+        assert asyncio.get_running_loop().time() < deadline, "the store did not come back by itself"
+        await asyncio.sleep(0.2)
+    for i in range(start, start + 5):
+        status, body = await _post(s, url, i)
+        assert status == 202, body
+        acked[body["error_id"]] = i
+    for error_id, i in acked.items():
+        async with s.get(url + f"/api/errors/{error_id}") as r:
+            assert r.status == 200, f"acknowledged report {i} ({error_id}) is not readable"
+            assert (await r.json())["metadata"]["i"] == i
+
+
+async def test_a_full_disk_ends_by_itself_once_space_is_freed(tmp_path: Path, small_disk: Path) -> None:
+    proc, url = await start_serve(serve_config(tmp_path, db=str(small_disk / "eh.duckdb")))
+    acked: dict[str, int] = {}
+    try:
+        async with aiohttp.ClientSession() as s:
+            for i in range(20):
+                status, body = await _post(s, url, i)
+                assert status == 202, body
+                acked[body["error_id"]] = i
+            _fill(small_disk / "ballast")
+            refused = None
+            for i in range(20, 60):  # the write-ahead log grows until it cannot
+                status, body = await _post(s, url, i)
+                if status == 202:
+                    acked[body["error_id"]] = i
+                    continue
+                refused = (status, body)
+                break
+            assert refused is not None, "a full disk never refused a write"
+            status, body = refused
+            assert status == 503 and body["code"] == "store_unavailable" and body["may_be_stored"] is True, refused
+            assert not await _store_ok(s, url)
+            (small_disk / "ballast").unlink()  # the cause is gone: no restart, no operator action
+            await _heals(s, url, acked, 100)
+    finally:
+        await _stop(proc)
+    assert proc.returncode == 0

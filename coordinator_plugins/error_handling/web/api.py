@@ -109,8 +109,9 @@ class ErrorRoutes:
             raise bad(f"the report could not be stored and was not acknowledged ({exc})", "unstorable") from None
         except (TimeoutError, ConnectionError):
             raise ApiError(
-                503, "the error store is not writing; the report was not acknowledged", "store_unavailable",
-                headers={"Retry-After": "5"},
+                503, "the error store is not writing; the report was not acknowledged (it stays queued, so it "
+                "may still be stored if the store comes back before this process stops)", "store_unavailable",
+                headers={"Retry-After": "5"}, extra={"may_be_stored": True},
             ) from None
         return json_response(
             {

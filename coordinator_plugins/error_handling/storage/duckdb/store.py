@@ -89,7 +89,7 @@ class DuckDBStore(ForwardedReads):
         self.database = Database(path, memory_mb, seed)
         self.health = Health()
         self.queue = WriteQueue(queue_limit)
-        self.durability = Durability(self.queue, lambda: self.health.last_error)
+        self.durability = Durability(self.queue, lambda: self.health.last_error, self.health.failing_for)
         self.order = GroupOrder()  # every group's (last_seen, error_id), for paging (see order.py)
         self.watch = FileWatch(self.database)
         self.writer = Writer(
