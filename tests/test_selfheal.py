@@ -10,6 +10,7 @@ import errno
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,38 @@ async def test_a_full_disk_ends_by_itself_once_space_is_freed(tmp_path: Path, sm
     finally:
         await _stop(proc)
     assert proc.returncode == 0
+
+
+def _serve_once(cfg: Path, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
+    return subprocess.run([*prefix, sys.executable, "-m", "coordinator_plugins", "serve", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def _one_line_naming(done: subprocess.CompletedProcess[str], path: Path, fix: str) -> None:
+    assert done.returncode != 0, done.stdout
+    err = done.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert str(path) in err and fix in err, err
+
+
+def test_a_start_on_a_full_disk_is_one_line_naming_the_path_and_the_fix(tmp_path: Path, small_disk: Path) -> None:
+    db = small_disk / "eh.duckdb"
+    con = duckdb.connect(str(db))  # a database with a write-ahead log to replay, as after a crash
+    con.execute("SET checkpoint_threshold = '1GB'")
+    con.execute("CREATE TABLE filler (s VARCHAR)")
+    con.execute("INSERT INTO filler SELECT repeat('x', 1000) || i FROM range(2000) t(i)")
+    con.close()
+    _fill(small_disk / "ballast")
+    _one_line_naming(_serve_once(serve_config(tmp_path, db=str(db))), small_disk, "fix: free space")
+
+
+def test_a_start_on_a_read_only_directory_is_one_line_naming_the_path_and_the_fix(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o555)
+    root = os.geteuid() == 0
+    if root:  # root writes anywhere: start as nobody, who may not
+        for d in (tmp_path, *tmp_path.parents[:2]):
+            os.chmod(d, d.stat().st_mode | 0o755)
+    done = _serve_once(serve_config(tmp_path, db=str(data / "eh.duckdb")), as_nobody=root)
+    _one_line_naming(done, data, "writable")

@@ -25,6 +25,7 @@ import duckdb
 from coordinator_plugins.error_handling.storage.base import StoreClosed, StoreUnavailable
 from coordinator_plugins.error_handling.storage.duckdb.database import MEMORY, Cursor, Database
 from coordinator_plugins.error_handling.storage.duckdb.held import (
+    cannot_write_fix,
     is_same_file_error,
     refuse_if_held_by_host,
     same_file_problem,
@@ -133,7 +134,9 @@ class DuckDBStore(ForwardedReads):
             if is_same_file_error(reason):  # opened by the host after the plugin was installed
                 raise StoreUnavailable(same_file_problem(self.path)) from None
             if not fallback_to_memory:
-                raise StoreUnavailable(f"error_handling.database: cannot open {self.path!r}: {reason}") from None
+                raise StoreUnavailable(
+                    f"error_handling.database: cannot open {self.path!r}: {reason}{cannot_write_fix(reason, self.path)}"
+                ) from None
             logger.error(
                 "error handling: cannot open %s (%s); falling back to an in-memory database: "
                 "nothing will survive a restart",
