@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,8 +136,9 @@ def _fill(path: Path) -> None:
             assert exc.errno == errno.ENOSPC, exc
 
 
-async def _post(s: aiohttp.ClientSession, url: str, i: int) -> tuple[int, dict[str, Any]]:
-    body = {"message": f"shelf {i} lost its controller", "component": f"shelf{i}", "metadata": {"i": i}}
+async def _post(s: aiohttp.ClientSession, url: str, i: int, pad: int = 0) -> tuple[int, dict[str, Any]]:
+    md: dict[str, Any] = {"i": i, "pad": os.urandom(pad).hex()} if pad else {"i": i}
+    body = {"message": f"shelf {i} lost its controller", "component": f"shelf{i}", "metadata": md}
     # well under the 30 s a POST once waited for its 503 while the store could not write
     async with s.post(url + "/api/errors", json=body, timeout=aiohttp.ClientTimeout(total=20)) as r:
         return r.status, await r.json()
@@ -192,10 +195,13 @@ async def test_a_full_disk_ends_by_itself_once_space_is_freed(tmp_path: Path, sm
     assert proc.returncode == 0
 
 
-def _serve_once(cfg: Path, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
+def _serve_argv(cfg: Path, as_nobody: bool) -> list[str]:
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
-    return subprocess.run([*prefix, sys.executable, "-m", "coordinator_plugins", "serve", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=60)
+    return [*prefix, sys.executable, "-m", "coordinator_plugins", "serve", "--config", str(cfg)]
+
+
+def _serve_once(cfg: Path, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_serve_argv(cfg, as_nobody), capture_output=True, text=True, timeout=60)
 
 
 def _one_line_naming(done: subprocess.CompletedProcess[str], path: Path, fix: str) -> None:
@@ -203,6 +209,22 @@ def _one_line_naming(done: subprocess.CompletedProcess[str], path: Path, fix: st
     err = done.stderr.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert str(path) in err and fix in err, err
+
+
+@pytest.fixture
+def server_dir(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
+    """(a directory for a server's files, whether it runs as nobody). Root writes anywhere, so as
+    root the server runs as nobody, who may not; its directory is then outside pytest's own
+    (which pytest keeps at mode 0700, for its user alone), and removed after the test."""
+    if os.geteuid() != 0:
+        yield tmp_path, False
+        return
+    where = Path(tempfile.mkdtemp(prefix="eh-selfheal-"))
+    os.chmod(where, 0o777)
+    try:
+        yield where, True
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def test_a_start_on_a_full_disk_is_one_line_naming_the_path_and_the_fix(tmp_path: Path, small_disk: Path) -> None:
@@ -216,12 +238,63 @@ def test_a_start_on_a_full_disk_is_one_line_naming_the_path_and_the_fix(tmp_path
     _one_line_naming(_serve_once(serve_config(tmp_path, db=str(db))), small_disk, "fix: free space")
 
 
-def test_a_start_on_a_read_only_directory_is_one_line_naming_the_path_and_the_fix(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_a_start_on_a_read_only_directory_is_one_line_naming_the_path_and_the_fix(
+    server_dir: tuple[Path, bool],
+) -> None:
+    where, nobody = server_dir
+    data = where / "data"
     data.mkdir(mode=0o555)
-    root = os.geteuid() == 0
-    if root:  # root writes anywhere: start as nobody, who may not
-        for d in (tmp_path, *tmp_path.parents[:2]):
-            os.chmod(d, d.stat().st_mode | 0o755)
-    done = _serve_once(serve_config(tmp_path, db=str(data / "eh.duckdb")), as_nobody=root)
+    done = _serve_once(serve_config(where, db=str(data / "eh.duckdb")), as_nobody=nobody)
     _one_line_naming(done, data, "writable")
+
+
+@pytest.mark.parametrize("mode", [0o555, 0o000], ids=["read-only", "no-access"])
+async def test_a_read_only_data_directory_ends_by_itself_once_restored(server_dir: tuple[Path, bool],
+                                                                       mode: int) -> None:
+    """The directory and its files made read-only under a running server: the next checkpoint
+    cannot remove the write-ahead log, DuckDB invalidates the database, and reopening it fails
+    until the permissions are back; then the store serves again by itself. A directory that
+    cannot even be searched once killed the writer thread (its look at the file raised)."""
+    tmp_path, nobody = server_dir
+    data = tmp_path / "data"
+    data.mkdir()
+    if nobody:
+        os.chown(data, 65534, 65534)
+    proc = await asyncio.create_subprocess_exec(
+        *_serve_argv(serve_config(tmp_path, db=str(data / "eh.duckdb")), nobody),
+        stdout=asyncio.subprocess.PIPE, stderr=(tmp_path / "serve.log").open("wb"))
+    assert proc.stdout is not None
+    line = (await proc.stdout.readline()).decode()
+    assert "listening on" in line, line
+    url = line.strip().rsplit(" ", 1)[-1]
+    acked: dict[str, int] = {}
+    try:
+        async with aiohttp.ClientSession() as s:
+            for i in range(10):
+                status, body = await _post(s, url, i)
+                assert status == 202, body
+                acked[body["error_id"]] = i
+            for f in (*data.iterdir(), data):
+                os.chmod(f, mode if f == data else 0o444)
+            refused = None
+            for i in range(10, 5_000):  # 14 KB of metadata each: a checkpoint comes within 16 MB of log
+                status, body = await _post(s, url, i, pad=7_000)
+                if status == 202:
+                    acked[body["error_id"]] = i
+                    continue
+                refused = (status, body)
+                break
+            assert refused is not None, "a read-only directory never refused a write"
+            status, body = refused
+            assert status == 503 and body["may_be_stored"] is True, refused
+            assert not await _store_ok(s, url)
+            for f in (data, *data.iterdir()):  # restored: no restart, nothing else
+                os.chmod(f, 0o755 if f == data else 0o644)
+            await _heals(s, url, acked, 10_000)
+    finally:
+        await _stop(proc)
+    assert proc.returncode == 0
+    log = (tmp_path / "serve.log").read_text()
+    # each retry failed alike: said once (with the fix), not at every retry
+    assert log.count("reconnect failed") <= 1 and log.count("cannot look at") <= 1, log[-3000:]
+    assert "reconnect failed" not in log or "fix: make" in log, log[-3000:]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -60,6 +61,7 @@ from coordinator_plugins.error_handling.storage.seedhook import SeedHook
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
 CLOSE_FLUSH_TIMEOUT = 5.0  # s close() waits for the queued writes
+RECONNECT_LOG_EVERY = 60.0  # s between two log lines of the same failing reconnect
 __all__ = ["DuckDBStore"]
 
 
@@ -99,6 +101,7 @@ class DuckDBStore(ForwardedReads):
             auto_reconnect_after=auto_reconnect_after,
         )
         self.reads = DuckDBReads(self.database, self.order)
+        self._reconnect_said: tuple[str, float] = ("", 0.0)  # the failure last logged, and when
 
     @property
     def path(self) -> str:
@@ -211,11 +214,17 @@ class DuckDBStore(ForwardedReads):
         try:
             self.database.reopen()
         except Exception as exc:
-            self.health.last_error = f"{type(exc).__name__}: {exc}"
-            logger.error("store: reconnect failed: %s", self.health.last_error)
+            reason = f"{type(exc).__name__}: {exc}"
+            self.health.last_error = reason + cannot_write_fix(reason, self.path)
+            now = time.monotonic()
+            # said once per cause (and once a minute while it lasts), not at every retry
+            if reason != self._reconnect_said[0] or now - self._reconnect_said[1] > RECONNECT_LOG_EVERY:
+                self._reconnect_said = (reason, now)
+                logger.error("store: reconnect failed (retried every 2 s or less): %s", self.health.last_error)
             return False
+        self._reconnect_said = ("", 0.0)
         self.health.reconnects += 1
-        logger.info("store: reconnected to %s", self.path)
+        logger.warning("store: reconnected to %s", self.path)
         self.queue.wake.set()
         return True
 
