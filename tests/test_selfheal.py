@@ -40,9 +40,9 @@ from tests.test_reliability import serve_config, start_serve
 def _poison(cur: duckdb.DuckDBPyConnection) -> None:
     """Make DuckDB invalidate the instance: its memory_limit lowered under what a checkpoint of
     big strings must pin (what 70 reports of 1 MB metadata did under the default 64 MB)."""
-    cur.execute("CREATE TABLE ballast (s VARCHAR)")
+    cur.execute("CREATE TABLE ballast (s VARCHAR)")  # sql-allowed: ballast that makes a checkpoint fail
     for _ in range(16):
-        cur.execute("INSERT INTO ballast VALUES (?)", [os.urandom(500_000).hex()])
+        cur.execute("INSERT INTO ballast VALUES (?)", [os.urandom(500_000).hex()])  # sql-allowed: fault injection
     cur.execute("SET memory_limit = '8MB'")
     with pytest.raises(duckdb.Error, match=r"(?i)checkpoint|pin"):
         cur.execute("CHECKPOINT")
@@ -61,7 +61,7 @@ async def test_an_invalidated_database_is_reopened_from_its_file(tmp_path: Path)
         await store.wait_durable(seq, 10)
         await store.read(_poison)
         with pytest.raises(duckdb.Error, match="invalidated"):  # the instance is dead for every connection
-            await store.read(lambda cur: cur.execute("SELECT 1").fetchall())
+            await store.read(lambda cur: cur.execute("SELECT 1").fetchall())  # sql-allowed: any query
         after, seq, _ = await integ.ingest("fan failure on rack 9", {"component": "cooling"})
         await store.wait_durable(seq, 60)  # before the fix: "database has been invalidated" until a restart
         await wait_for(lambda: store.status().ok, 30, "the store healthy again")
@@ -242,8 +242,8 @@ def test_a_start_on_a_full_disk_is_one_line_naming_the_path_and_the_fix(tmp_path
     db = small_disk / "eh.duckdb"
     con = duckdb.connect(str(db))  # a database with a write-ahead log to replay, as after a crash
     con.execute("SET checkpoint_threshold = '1GB'")
-    con.execute("CREATE TABLE filler (s VARCHAR)")
-    con.execute("INSERT INTO filler SELECT repeat('x', 1000) || i FROM range(2000) t(i)")
+    con.execute("CREATE TABLE filler (s VARCHAR)")  # sql-allowed: a log to replay
+    con.execute("INSERT INTO filler SELECT repeat('x', 1000) || i FROM range(2000) t(i)")  # sql-allowed: replayed
     con.close()
     _fill(small_disk / "ballast")
     _one_line_naming(_serve_once(serve_config(tmp_path, db=str(db))), small_disk, "fix: free space")
