@@ -1,4 +1,4 @@
-"""The ``coordinator-plugins`` command: serve, worker, demo.
+"""The ``coordinator-plugins`` command: serve, worker, demo, evaluate.
 
 Every option is checked while the command line is parsed, so a bad value fails (exit 2, with
 the option, what it accepts and what it got) before anything is started or written.
@@ -34,6 +34,7 @@ examples:
   coordinator-plugins demo --workers 3 --duration 30 --seed 1
   coordinator-plugins serve --config examples/coordinator.toml
   coordinator-plugins worker --url http://127.0.0.1:8080
+  coordinator-plugins evaluate --database farm.duckdb --policy ladder
 
 Run "coordinator-plugins COMMAND --help" for the options of a command.
 """
@@ -180,6 +181,22 @@ def _demo(args: argparse.Namespace) -> int:
     return int(run_demo(args))
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from coordinator_plugins.evaluate import EvaluationError, evaluate_database, format_report
+
+    policies = [args.policy] if args.policy else ["ladder", "score", "adaptive"]
+    try:
+        report = evaluate_database(args.database, policies, limit=args.limit, resamples=args.resamples,
+                                   seed=args.seed, max_level=args.max_level)
+    except EvaluationError as exc:
+        _print_errors(exc)
+        return 1
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions as written; option help wrapped without breaking words at hyphens."""
 
@@ -219,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the reference coordinator: the HTTP API for workers and tasks, the worker processes its config\n"
         "asks for, and the plugins named in [plugins] enabled. Stops on Ctrl-C or SIGTERM.",
     )
-    s.add_argument("--config", required=True, metavar="FILE", help="TOML config file (required); see the README")
+    s.add_argument("--config", required=True, metavar="FILE",
+                   help="TOML config file (required); see docs/configuration.md")
     s.add_argument(
         "--port",
         type=_int_in(0, 65535),
@@ -336,6 +354,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="test tasks submitted per second, 0 to 1000 (default: %(default)g)",
     )
     d.set_defaults(func=_demo)
+
+    e = _command(
+        sub, "evaluate", "estimate from a farm's database what another selection policy would have done",
+        "Off-policy evaluation: each selection policy's first-try success and strategy runs per recovery, "
+        "estimated from the runs the plugin logged with their choice probabilities (IPS, SNIPS, DR; 95% bootstrap "
+        "intervals), saying when the log cannot support an estimate. Exit 1 when there is nothing to evaluate.",
+    )
+    e.add_argument(
+        "--database", required=True, metavar="PATH_OR_URL",
+        help="the plugin's DuckDB file, or a postgresql:// URL (read only through the store)",
+    )
+    e.add_argument("--policy", choices=("ladder", "score", "adaptive"), default=None,
+                   help="the policy to estimate (default: all three)")
+    e.add_argument(
+        "--limit", type=_int_in(1, 10_000_000), default=100_000, metavar="N",
+        help="read the newest N strategy runs at most (default: %(default)s)",
+    )
+    e.add_argument(
+        "--resamples", type=_int_in(10, 100_000), default=400, metavar="N",
+        help="bootstrap resamples per interval (default: %(default)s)",
+    )
+    e.add_argument(
+        "--seed", type=_int_in(0, 2**31 - 1), default=0, metavar="N",
+        help="seed of the bootstrap (default: %(default)s)",
+    )
+    e.add_argument(
+        "--max-level", type=_int_in(1, 5), default=5, metavar="N",
+        help="the farm's max_recovery_level, 1 to 5 (default: %(default)s)",
+    )
+    e.add_argument("--json", action="store_true", help="print the report as JSON")
+    e.set_defaults(func=_evaluate)
     return p
 
 

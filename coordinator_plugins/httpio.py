@@ -38,16 +38,26 @@ OPENAPI_PATHS_KEY = web.AppKey("openapi_paths", dict)
 def openapi_document(title: str, paths: dict[str, Any]) -> dict[str, Any]:
     """An OpenAPI 3.1 document of ``paths``, with the ``Error`` schema and the ``bearer``
     security scheme that the paths of either document refer to."""
+    from coordinator_plugins import __version__
+
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": "0.1.0"},
+        "info": {"title": title, "version": __version__},
         "paths": paths,
         "components": {
             "schemas": {
                 "Error": {
                     "type": "object",
                     "required": ["error", "code"],
-                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+                    "properties": {
+                        "error": {"type": "string"},
+                        "code": {"type": "string"},
+                        "may_be_stored": {
+                            "type": "boolean",
+                            "description": "on every 503: whether what the request asked may still be stored "
+                                           "(true: retry with the same Idempotency-Key to be counted once)",
+                        },
+                    },
                 }
             },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -89,12 +99,13 @@ CODES = {
 
 
 class ApiError(web.HTTPException):
-    """An HTTP error with the JSON body ``{"error", "code"}`` (and the fields of ``extra``)."""
+    """An HTTP error with the JSON body ``{"error", "code"}``."""
 
     def __init__(
         self, status: int, message: str, code: str, headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
+        """``extra``: more fields of the body (a 503's ``may_be_stored``)."""
         self.status_code = status
         super().__init__(
             text=dumps({"error": message, "code": code, **(extra or {})}), content_type="application/json",
@@ -148,7 +159,9 @@ def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | Non
 def json_error_from(exc: web.HTTPException) -> web.Response:
     """aiohttp's plain-text HTTP error as a JSON one, keeping its headers (``Allow`` ...)."""
     keep = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
-    body = {"error": exc.reason, "code": CODES.get(exc.status, "http_error")}
+    body: dict[str, Any] = {"error": exc.reason, "code": CODES.get(exc.status, "http_error")}
+    if exc.status == 503:  # every 503 says it; not knowing, it may be (a retry with the same key is safe)
+        body["may_be_stored"] = True
     return web.Response(status=exc.status, text=dumps(body), content_type="application/json", headers=keep)
 
 

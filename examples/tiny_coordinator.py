@@ -1,4 +1,4 @@
-"""A coordinator of your own with the error-handling plugin (README: Integrating your coordinator).
+"""A coordinator of your own with the error-handling plugin (docs/integrating.md).
 
 Workers are asyncio tasks taking test tasks from a queue. The coordinator implements the part of
 CoordinatorProtocol that the built-in `worker` strategy needs, reports its errors, registers a

@@ -4,12 +4,13 @@ Every ``import`` of the package counts, at module level or inside a function, ex
 ``if TYPE_CHECKING:`` (they exist for the type checker only). The graph is drawn between folders
 (``error_handling/storage/``, ``error_handling/web/``, ``reference/`` ...) and the top-level
 modules of ``error_handling/`` (``integration.py``, ``plugin.py`` ...), as the Mermaid figure in
-the README's "Layout" section; ``tests/test_layout.py`` checks its rules against the same graph
-and that the figure in the README is the one this script draws from the code today.
+the documentation's Architecture page (``docs/architecture.md``); ``tests/test_layout.py`` checks its
+rules against the same graph and that the figure on that page is the one this script draws from
+the code today.
 
     python scripts/import_graph.py           # print the figure
-    python scripts/import_graph.py --write   # rewrite the figure in README.md
-    python scripts/import_graph.py --check   # exit 1 when README.md's figure is out of date
+    python scripts/import_graph.py --write   # rewrite the figure in docs/architecture.md
+    python scripts/import_graph.py --check   # exit 1 when docs/architecture.md's figure is out of date
     python scripts/import_graph.py --cycles  # list the import circles between files, if any
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "coordinator_plugins"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "architecture.md"
 BEGIN = "<!-- import-graph: drawn by scripts/import_graph.py; do not edit -->"
 END = "<!-- /import-graph -->"
 # imported by nearly every module: drawn as a note, not as an edge from every node
@@ -240,8 +241,8 @@ def figure(root: Path = ROOT) -> str:
     return mermaid(folder_graph(all_imports(root)))
 
 
-def readme_figure(text: str) -> str | None:
-    """The figure between the markers of README.md, or None when they are missing."""
+def page_figure(text: str) -> str | None:
+    """The figure between the markers of docs/architecture.md, or None when they are missing."""
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         return None
@@ -251,15 +252,15 @@ def readme_figure(text: str) -> str | None:
 def with_figure(text: str, drawn: str) -> str:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
-        raise ValueError(f"README.md: the markers {BEGIN!r} and {END!r} are missing")
+        raise ValueError(f"docs/architecture.md: the markers {BEGIN!r} and {END!r} are missing")
     return text[: start + len(BEGIN)] + "\n" + drawn + "\n" + text[end:]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite the figure in README.md")
-    mode.add_argument("--check", action="store_true", help="exit 1 when README.md's figure is out of date")
+    mode.add_argument("--write", action="store_true", help="rewrite the figure in docs/architecture.md")
+    mode.add_argument("--check", action="store_true", help="exit 1 when docs/architecture.md's figure is out of date")
     mode.add_argument("--cycles", action="store_true", help="list the import circles between files")
     a = ap.parse_args(argv)
     if a.cycles:
@@ -269,11 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if found else 0
     drawn = figure()
     if a.write:
-        README.write_text(with_figure(README.read_text(encoding="utf-8"), drawn), encoding="utf-8")
+        PAGE.write_text(with_figure(PAGE.read_text(encoding="utf-8"), drawn), encoding="utf-8")
         return 0
     if a.check:
-        if readme_figure(README.read_text(encoding="utf-8")) != drawn:
-            print("README.md: the import graph is out of date; run python scripts/import_graph.py --write",
+        if page_figure(PAGE.read_text(encoding="utf-8")) != drawn:
+            print("docs/architecture.md: the import graph is out of date; run python scripts/import_graph.py --write",
                   file=sys.stderr)
             return 1
         return 0

@@ -15,6 +15,9 @@ A document's claims:
 - the config keys its key tables list (a table whose first header cell is ``key``, or
   ``[coordinator] key``; the ``[coordinator]`` or ``[plugins.error_handling]`` named last above
   it, or in that cell, says which table);
+- the config keys its prose names: `` `[coordinator] key` ``, `` `key = value` `` (a TOML
+  assignment: a key of either table), and the bullets `` - `key`: ... `` under a heading that
+  names a table (as the Configuration reference's notes are written);
 - the files it names (`` `tests/x.py` ``, `` `storage/base.py` ``, `` `examples/x.toml` ``): each
   must exist.
 
@@ -48,8 +51,9 @@ TABLES = ("[coordinator]", "[plugins.error_handling]")
 
 
 def doc_files() -> list[Path]:
-    """README.md and every Markdown file under docs/ (a docs site is to come)."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """README.md, CHANGELOG.md and every Markdown file under docs/ (the site's pages, and the
+    text waiting in docs/_new/ to be moved into them)."""
+    return [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 @dataclass
@@ -168,6 +172,34 @@ def key_tables(doc: Doc) -> Iterator[tuple[str, list[str], int]]:
         found = [k for cell in rows for k in re.findall(r"`(\w+)`", cell)]
         if named is not None:
             yield named, found, start + 1
+
+
+TABLE_KEY = re.compile(r"`\[(coordinator|plugins\.error_handling)\] (\w+)`")
+ASSIGNMENT = re.compile(r"`(\w+) = ([^`]+)`")
+HEADING = re.compile(r"^#+ ")
+BULLET = re.compile(r"^- `(\w+)`(?:,|:| and )")
+
+
+def mentioned_keys(doc: Doc) -> Iterator[tuple[str | None, str, int]]:
+    """(table, or None for either; key; line) for each config key the prose names."""
+    section: str | None = None
+    fenced = {i for b in doc.blocks for i in range(b.line, b.line + b.code.count("\n") + 2)}
+    for number, line in enumerate(doc.text.splitlines(), 1):
+        if number in fenced:
+            continue
+        if HEADING.match(line):
+            section = next((n for n in TABLES if f"`{n}`" in line), None)
+        for m in TABLE_KEY.finditer(line):
+            yield f"[{m.group(1)}]", m.group(2), number
+        for m in ASSIGNMENT.finditer(line):
+            try:
+                tomllib.loads(m.group(0).strip("`"))
+            except tomllib.TOMLDecodeError:
+                continue  # Python, not a config line
+            yield None, m.group(1), number
+        b = BULLET.match(line)
+        if b and section is not None:
+            yield section, b.group(1), number
 
 
 def mentioned_files(doc: Doc) -> set[str]:

@@ -110,15 +110,22 @@ def test_coordinator_config_reports_every_problem_at_once_with_suggestions(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
 
+def _test_command(doc: str) -> str:
+    section = doc[doc.index("## Running the tests"):]
+    return section[section.index("```sh\n") + 6:section.index("\n```", section.index("```sh\n"))]
+
+
 def test_ci_runs_exactly_the_readmes_test_command() -> None:
     root = Path(__file__).resolve().parent.parent
     readme = (root / "README.md").read_text()
-    section = readme[readme.index("## Running the tests"):]
-    block = section[section.index("```sh\n") + 6:section.index("\n```", section.index("```sh\n"))]
+    block = _test_command(readme)
     ci = (root / ".ci" / "run").read_text()
-    between = ci[ci.index("# --- the README's test command ---\n") + 36:ci.index("# --- end of the README's test command")]
+    start, end = "# --- the README's test command ---\n", "# --- end of the README's test command"
+    between = ci[ci.index(start) + len(start):ci.index(end)]
     assert between.strip() == block.strip()
-    assert "python3 -m venv .venv" in block and 'pip install -e ".[test]"' in block
+    # the docs' Getting started page gives the same command
+    assert _test_command((root / "docs" / "getting-started.md").read_text()).strip() == block.strip()
+    assert "python3 -m venv .venv" in block and 'pip install -e ".[test,docs]"' in block
     quick = readme[readme.index("## Quick start"):readme.index("## Running the tests")]
     assert "python3 -m venv .venv" in quick and ". .venv/bin/activate" in quick and "pip install -e ." in quick
 

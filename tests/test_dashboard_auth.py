@@ -1,4 +1,4 @@
-"""The dashboard and the token, in Debian's Chromium (README, Security; issue 28 item 7).
+"""The dashboard and the token, in Debian's Chromium (docs/operations.md, Security; issue 28 item 7).
 
 A link may carry the token in its fragment (``#token=...``): no server ever sees it (a browser
 never sends the fragment), the page keeps it for the tab (``sessionStorage``) as if it had been

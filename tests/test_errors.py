@@ -228,6 +228,7 @@ async def test_seed_hooks_fire_and_bad_hooks_are_contained(tmp_path: Path) -> No
         sched = await integ.report_error("scheduler loop stalled", {"component": "scheduler"})
         state = await integ.report_error("bad", {"component": "x", "error_type": "state"})
         assert elapsed < 2.0  # the hanging hook was abandoned at hook_timeout
+        await integ.error_handler.hooks.wait_idle()  # hooks run in the background (issue 26.6)
         assert fired["network"] == [net.error_id]
         assert fired["db_connection"] == [db.error_id]
         assert fired["coordinator"] == [sched.error_id, state.error_id]
@@ -256,6 +257,7 @@ async def test_hook_keys_may_be_error_types_categories_or_lists(tmp_path: Path) 
         await integ.report_error(TimeoutError("slow"), {"component": "w"})
         await integ.report_error(duckdb.ConnectionException("Connection already closed!"), {"component": "db"})
         await integ.report_error("bad input", {"component": "w", "error_type": "validation"})
+        await integ.error_handler.hooks.wait_idle()
         assert sorted(fired) == [("category", "database"), ("list", "network"), ("list", "timeout"), ("type", "network")]
     finally:
         await integ.stop()
@@ -268,6 +270,7 @@ async def test_hooks_from_config(tmp_path: Path) -> None:
     hooks_for_tests.SEEN.clear()
     try:
         r = await integ.report_error(ConnectionResetError("x"), {"component": "w"})
+        await integ.error_handler.hooks.wait_idle()
         assert hooks_for_tests.SEEN == [r.error_id]
     finally:
         await integ.stop()

@@ -1,5 +1,5 @@
-"""Issue 28 item 8: the README's example of a coordinator that is not the reference one
-(``examples/tiny_coordinator.py``) runs as its users will run it, and does what the README says:
+"""Issue 28 item 8: the docs' example of a coordinator that is not the reference one
+(``examples/tiny_coordinator.py``) runs as its users will run it, and does what docs/integrating.md says:
 a worker crash recovered by the built-in ``worker`` strategy through the coordinator's own
 methods, a corrupted cache recovered by the coordinator's own strategy registered from the config,
 a hook that fired, and every group resolved."""

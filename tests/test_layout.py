@@ -6,8 +6,8 @@ fails, and so does a string literal that is SQL. The reference coordinator's own
 (``reference/db.py``) is its own business. Tests other than the store's own read data through the
 API or the store: no SQL in them either.
 
-Issue 30: the layers (the README's "Layout" section). The import graph comes from
-``scripts/import_graph.py``, which also draws the README's figure; each rule has a probe that
+Issue 30: the layers (the Architecture page of the docs, ``docs/architecture.md``). The import graph
+comes from ``scripts/import_graph.py``, which also draws that page's figure; each rule has a probe that
 adds an offending import to the real graph and shows the rule fails.
 """
 
@@ -180,7 +180,7 @@ def test_the_layers_hold() -> None:
     imports = real_imports()
     assert len(imports) > 300 and any(i.type_checking for i in imports)
     problems = layer_offences(imports)
-    assert not problems, "imports that break the layout (README, Layout):\n" + "\n".join(problems)
+    assert not problems, "imports that break the layout (docs/architecture.md):\n" + "\n".join(problems)
 
 
 def test_no_import_circle() -> None:
@@ -195,11 +195,11 @@ def test_no_module_of_error_handling_is_over_400_lines() -> None:
     assert not found, "split these by concern:\n" + "\n".join(found)
 
 
-def test_the_readme_figure_is_drawn_from_the_code() -> None:
+def test_the_architecture_figure_is_drawn_from_the_code() -> None:
     drawn = G.figure()
     assert "-->" in drawn and 'n_error_handling_storage["storage"]' in drawn
-    committed = G.readme_figure((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert committed is not None, "README.md lost the import graph's markers"
+    committed = G.page_figure(G.PAGE.read_text(encoding="utf-8"))
+    assert committed is not None, "docs/architecture.md lost the import graph's markers"
     assert committed == drawn, "the import graph changed: run python scripts/import_graph.py --write"
 
 
@@ -268,9 +268,9 @@ def test_the_length_check_catches_a_long_module(tmp_path: Path, lines: int, long
 
 
 def test_the_figure_check_catches_a_stale_figure() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = G.PAGE.read_text(encoding="utf-8")
     drawn = G.figure()
     edge = next(line for line in drawn.splitlines() if "-->" in line)
     stale = G.with_figure(text, drawn.replace(edge + "\n", ""))
-    assert G.readme_figure(stale) != drawn
-    assert G.readme_figure(G.with_figure(text, drawn)) == drawn
+    assert G.page_figure(stale) != drawn
+    assert G.page_figure(G.with_figure(text, drawn)) == drawn

@@ -49,7 +49,7 @@ def test_sorted_keys_agree_with_a_sorted_list_through_splits_and_emptied_blocks(
     for step in range(6 * LOAD):  # grow: mostly the newest, some in the middle (splits)
         add(step)
     check()
-    assert len(sk._blocks) > 4
+    assert sk.block_count > 4
     for step in range(6 * LOAD, 12 * LOAD):  # moves: a removal and an addition
         key = rnd.choice(tuple(ref)) if step % 2 else max(ref)
         assert sk.remove(key) and not sk.remove(key) and key not in sk
@@ -64,7 +64,7 @@ def test_sorted_keys_agree_with_a_sorted_list_through_splits_and_emptied_blocks(
         if len(ref) % 500 == 0:
             check()
     check()
-    assert len(sk._blocks) <= 3 and not sk.remove((0, "nobody"))
+    assert sk.block_count <= 3 and not sk.remove((0, "nobody"))
 
 
 def record(i: int, ls_us: int, rnd: random.Random) -> GroupRecord:
@@ -166,9 +166,7 @@ def test_every_filter_pages_exactly_its_groups_newest_first_through_random_updat
                     assert walk(order, f, limit) == want, (f, limit)
     assert len(order) == len(model)
     # every set is as large as its groups: no key is left behind by a move
-    assert len(order._all) == len(model)
-    assert sum(len(s) for s in order._kinds.values()) == len(model)
-    assert sum(len(s) for by in order._comps.values() for s in by.values()) == len(model)
+    assert order.index_sizes() == (len(model), len(model), len(model))
 
 
 def test_a_selective_filter_reads_only_its_own_keys() -> None:

@@ -142,12 +142,13 @@ async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_
                 assert answer["error_handling"]["unresolved_errors"] == 1
             async with session.get(base + "/status-unmigrated") as r:  # the symptom of finding 5
                 assert (await r.json())["error_handling"] == {"error": "'coroutine' object has no attribute 'get'"}
+        await integ.error_handler.hooks.wait_idle()  # hooks run in the background
         assert fired["network"] == [error_id] and fired["*"] == [error_id]
         db_report = await integ.report_error(duckdb.ConnectionException("connection to the results db lost"),
                                              {"component": "database", "operation": "connect"})
         coord_report = await integ.report_error("scheduler loop stalled",
                                                 {"component": "coordinator", "operation": "schedule"})
-        await integ.error_handler.hooks.drain()
+        await integ.error_handler.hooks.wait_idle()
         assert fired["db_connection"] == [db_report.error_id] and fired["coordinator"] == [coord_report.error_id]
         ok, info = await integ.handle_error("worker w1 connection lost", {"component": "worker", "worker_id": "w1"})
         assert ok and info["strategy_id"] == "worker", info
@@ -353,7 +354,8 @@ async def test_a_seed_written_database_opens_and_its_rows_are_served(tmp_path: P
         # the layout is exactly version 1 (plus the coordinator's tables and the seed's schema_versions)
         layout = await s.integ.store.read(columns)
         assert {t: layout[t] for t in V1_TABLES} == v1_layout()
-        assert set(layout) == V1_TABLES | {"schema_version", "worker_nodes", "schema_versions", "error_aliases"}
+        assert set(layout) == V1_TABLES | {"schema_version", "worker_nodes", "schema_versions", "error_aliases",
+                                           "idempotency_keys"}
         assert s.integ.store.status().schema_version == CURRENT_VERSION  # the seed migration writes 1, then the steps
         open_ids = {e["error_id"]: e for e in (await s.get("/api/errors?limit=1000"))["errors"]}
         # three seed rows of one error (aggregated by the seed) are one open group under its primary's id

@@ -144,49 +144,90 @@ class ErrorHandlingConfig:
     :func:`validate_config` (``setup`` does)."""
 
     database: str = field(default="error_handling.duckdb", metadata=text('a file path or ":memory:"', nonempty=True))
+    """DuckDB file, ":memory:", or postgresql://user@host:port/dbname (the shared store of a fleet)"""
     api_prefix: str = field(default="/api", metadata=url_path(allow_empty=False))
+    """Where the HTTP routes are mounted on the coordinator's router."""
     api_token: str = field(default="", metadata=bearer_token())
+    """When set, every POST needs Authorization: Bearer <token>; unset, COORDINATOR_PLUGINS_API_TOKEN sets it."""
     auto_recover: bool = field(default=True, metadata=boolean())
+    """Reported errors start recovery in the background."""
     selection: str = field(default="adaptive", metadata=choice(SELECTIONS))
+    """How a strategy is chosen: adaptive (learned), score (the seed's greedy score), ladder (fixed order)."""
     builtin_strategies: tuple[str, ...] = field(default=BUILTIN_STRATEGY_IDS, metadata=subset(BUILTIN_STRATEGY_IDS))
+    """Which of the built-in strategies are registered."""
     max_recovery_level: int = field(default=5, metadata=number(1, 5, integer=True))
+    """The highest of the five recovery levels escalation may reach."""
     escalation_backoff: float = field(default=1.0, metadata=number(0, 86_400))
+    """Seconds between levels (doubling, capped); also the cooldown after a failed recovery."""
     escalation_backoff_max: float = field(default=60.0, metadata=number(0, 86_400))
+    """The cap of escalation_backoff's doubling, in seconds."""
     default_timeout: float = field(default=30.0, metadata=number(0.01, 86_400))
+    """A strategy's timeout in seconds before anything is learned."""
     regression_window: float = field(default=600.0, metadata=number(0, 10 * 365 * 86_400))
+    """Seconds in which a resolved group that recurs reopens as a regression."""
     recovery_budget: int = field(default=10, metadata=number(0, 1_000_000, integer=True))
+    """Level-3+ actions, worker restarts and replacements per component per budget_window; 0 = unlimited."""
     budget_window: float = field(default=60.0, metadata=number(0.001, 86_400))
+    """The sliding window, in seconds, of recovery_budget and max_recoveries_per_group."""
     hook_timeout: float = field(default=5.0, metadata=number(0.001, 3_600))
+    """Seconds after which a hook still running is abandoned and counted."""
     expose_stack_traces: bool = field(default=False, metadata=boolean())
+    """GET /errors/{id} includes stack traces."""
     metrics: bool = field(default=True, metadata=boolean())
+    """Prometheus metrics at /metrics."""
     dashboard_path: str = field(default="/dashboard/errors", metadata=url_path(allow_empty=True))
+    """Where the HTML dashboard is served; "" turns it off."""
     hooks: Mapping[str, tuple[str, ...]] = field(default_factory=dict, metadata=_hooks_rule())
+    """Hooks registered at setup: hook key -> list of "module:function"."""
     strategies: Mapping[str, str] = field(default_factory=dict, metadata=_strategies_rule())
+    """Strategies registered at setup: id -> "module:Class", constructed as Class(coordinator)."""
     seed: int | None = field(default=None, metadata=number(-(2**63), 2**63 - 1, integer=True, optional=True))
+    """Seeds every selection and jitter choice (error ids stay random); none = unseeded."""
     # SPEC section 4, recovery that holds (section 9), security (8) and fleets (10).
     verify_window: float = field(default=30.0, metadata=number(0, 86_400))
+    """Seconds a group must stay quiet before a recovery counts as a success; 0 = at once."""
     max_recoveries_per_group: int = field(default=5, metadata=number(0, 1_000_000, integer=True))
+    """Recoveries of one group that did not hold, per budget_window, before its recovery stops; 0 = unlimited."""
     protect_reads: bool = field(default=False, metadata=boolean())
+    """With a token, every GET route, /metrics and the dashboard need it too."""
     allowed_hosts: tuple[str, ...] = field(
         default=(), metadata=_rule('a list of host names or addresses, or ["*"]',
                                    lambda v: allowed_hosts(v, f"{PREFIX}.allowed_hosts"))
     )
+    """More Host names the routes answer to than loopback's and the address reached; other hosts get a 421."""
     coordinator_id: str = field(
         default_factory=_default_coordinator_id, metadata=text("a non-empty string", nonempty=True)
     )
+    """This coordinator's name in a fleet (default: host name and pid)."""
     lease_ttl: float = field(default=15.0, metadata=number(1, 3_600))
-    # Extensions beyond SPEC section 4 (documented in the README).
+    """Seconds of silence after which a fleet member is dead and a survivor takes over its work."""
+    # Extensions beyond SPEC section 4 (documented in docs/configuration.md).
     recovery_budget_global: int = field(default=0, metadata=number(0, 1_000_000, integer=True))
+    """Budgeted actions per budget_window over all components; 0 = 3 x recovery_budget."""
     level_reset_after: float = field(default=3600.0, metadata=number(0, 10 * 365 * 86_400))
+    """Seconds of quiet after which a group's recovery level returns to 1."""
     max_groups_in_memory: int = field(default=50_000, metadata=number(100, 10_000_000, integer=True))
+    """Groups kept in memory; resolved ones are evicted first, the database keeps them all."""
     retention_days: int = field(default=30, metadata=number(1, 36_500, integer=True))
+    """Occurrence and performance rows older than this many days are deleted."""
     write_queue_limit: int = field(default=200_000, metadata=number(1_000, 100_000_000, integer=True))
+    """Occurrences waiting for the disk; beyond it rows are dropped and counted, group counts kept."""
     commit_window: float = field(default=0.0, metadata=number(0, 0.1))
+    """Extra seconds the writer waits during a burst for fewer, larger commits; 0 = commit at once."""
     thread_switch_interval: float = field(default=0.001, metadata=number(0, 0.1))
+    """sys.setswitchinterval while the plugin runs, when the host left the default; 0 = untouched."""
     fallback_to_memory: bool = field(default=False, metadata=boolean())
+    """A database locked by another process: false = an error, true = run in memory (degraded)."""
     database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
+    """DuckDB's memory limit in megabytes inside the coordinator's process; it spills to disk beyond it."""
     max_metadata_bytes: int = field(default=16_384, metadata=number(1_024, 1_048_576, integer=True))
+    """A report's stored metadata (its JSON) at most; past it, the entries that fit, and metadata_truncated."""
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))
+    """Seconds a request body may take to arrive; later it is answered 408 and its connection closed."""
+    idempotency_ttl: float = field(default=86_400.0, metadata=number(60, 365 * 86_400))
+    """Seconds an idempotency key and the answer its report got are kept; a later retry is a new report."""
+    durable_timeout: float = field(default=30.0, metadata=number(0.01, 3_600))
+    """Seconds POST /errors waits for its commit before it answers 503 (may_be_stored: true)."""
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))

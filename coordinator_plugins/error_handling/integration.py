@@ -28,7 +28,7 @@ from coordinator_plugins.error_handling.observe.metrics import plugin_state
 from coordinator_plugins.error_handling.plugin import NOT_ATTACHED, attach
 from coordinator_plugins.error_handling.recovery.outcome import Listener
 from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
-from coordinator_plugins.error_handling.storage.records import StoredState
+from coordinator_plugins.error_handling.storage.records import IdempotencyRecord, StoredState
 from coordinator_plugins.error_handling.strategies import RecoveryStrategy
 
 logger = logging.getLogger(__name__)
@@ -169,16 +169,21 @@ class EnhancedErrorHandlingIntegration:
 
     # -- reporting ------------------------------------------------------------------------------------
     async def ingest(
-        self, error: BaseException | str, context: dict[str, Any] | None, recover: bool | None = None
+        self,
+        error: BaseException | str,
+        context: dict[str, Any] | None,
+        recover: bool | None = None,
+        idempotency: Callable[[ErrorReport], IdempotencyRecord] | None = None,
     ) -> tuple[ErrorReport, int, str]:
-        """Report one occurrence; returns (group, write sequence number, recovery status)."""
+        """Report one occurrence; returns (group, write sequence number, recovery status).
+        ``idempotency``: the record of the report's idempotency key, written with its occurrence."""
         if self.closed:
             raise RuntimeError("error handling is shut down")
         if not self.started and self.app is None and not self._said_unattached:
             self._said_unattached = True
             logger.warning("a report arrived, but %s", NOT_ATTACHED)
         ctx = context or {}
-        report, seq = await self.error_handler.report(error, ctx)
+        report, seq = await self.error_handler.report(error, ctx, idempotency)
         if callable(ctx.get("callable")):
             report.recovery_details["_operation"] = (ctx["callable"], ctx.get("args") or (), ctx.get("kwargs") or {})
         if self.metrics is not None:

@@ -44,12 +44,12 @@ def _middleware(integ: EnhancedErrorHandlingIntegration, deadline_of: Mapping[we
     @web.middleware
     async def capture_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         deadline = deadline_of.get(request.match_info.route)  # None: a route of the host's (or none)
-        entry, seconds = None, 0.0
+        entry, seconds, writes = None, 0.0, False
         if deadline is not None:
             guard.check(request)
             task = asyncio.current_task()
             assert task is not None
-            entry, seconds = deadline.enter(task), deadline.seconds
+            entry, seconds, writes = deadline.enter(task), deadline.seconds, deadline.writes
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -58,11 +58,11 @@ def _middleware(integ: EnhancedErrorHandlingIntegration, deadline_of: Mapping[we
             raise
         except asyncio.CancelledError:
             if entry is not None and Deadlines.owns(entry):
-                raise busy(seconds) from None
+                raise busy(seconds, writes) from None
             raise
         except Exception as exc:
             if entry is not None and isinstance(exc, TimeoutError):  # a wait inside the handler gave up
-                raise busy(seconds) from None
+                raise busy(seconds, writes) from None
             failed = exc
         finally:
             if entry is not None:
@@ -108,7 +108,7 @@ NOT_ATTACHED = (
     "error handling is not attached to an app: no route is mounted, nothing is stored and nothing "
     "recovers in the background. Where the coordinator creates its aiohttp app (the seed coordinator: "
     "`app = web.Application()` in `_api_server_main`), add `self.app = app` right after it, or call "
-    "`integration.attach(app)` before `runner.setup()` (README: Migrating from the seed framework)"
+    "`integration.attach(app)` before `runner.setup()` (docs/migrating.md, step 1)"
 )
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -48,6 +49,9 @@ COORDINATOR_KEY = web.AppKey("coordinator", Coordinator)
 PLUGINS_KEY = web.AppKey("plugins", dict)
 SECURITY_KEY = web.AppKey("coordinator_security", SecuritySettings)
 POLICY_KEY = web.AppKey("coordinator_command_policy", CommandPolicy)
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
 
 def _coord(request: web.Request) -> Coordinator:
     return request.app[COORDINATOR_KEY]
@@ -129,6 +133,19 @@ async def submit_task(request: web.Request) -> web.Response:
         spec = object_field(body, "spec")
         check_task_spec(spec, policy)
     coord = _coord(request)
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is not None:  # a retry of the same submission names the same task: never a second one
+        if not key.strip() or len(key) > 200:
+            raise bad(f"{IDEMPOTENCY_KEY}: expected 1 to 200 characters, not only blanks", "invalid_idempotency_key")
+        task_id = task_id or "k-" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        known = coord.tasks.get(task_id)
+        if known is not None:
+            if known.spec != spec:
+                raise ApiError(422, f"{IDEMPOTENCY_KEY} was used before (task {task_id}) for a different task; "
+                                    "a retry must send the same body", "idempotency_key_reused")
+            answer = json_response({"task_id": known.task_id, "status": known.status}, status=201)
+            answer.headers["Idempotent-Replayed"] = "true"
+            return answer
     if task_id is not None and task_id in coord.tasks:
         raise ApiError(409, f"task {task_id} exists", "task_exists")
     task = coord.submit(spec, task_id)
@@ -136,7 +153,8 @@ async def submit_task(request: web.Request) -> web.Response:
         try:
             await coord.db.flush()
         except Exception as exc:
-            raise ApiError(503, f"task {task.task_id} is queued but not yet durable: {exc}", "not_durable") from None
+            raise ApiError(503, f"task {task.task_id} is queued but not yet durable: {exc}", "not_durable",
+                           extra={"may_be_stored": True}) from None
     return json_response({"task_id": task.task_id, "status": task.status}, status=201)
 
 

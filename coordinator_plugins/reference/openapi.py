@@ -26,6 +26,7 @@ _NAMES = {
     404: "unknown id",
     408: "the request body did not arrive in time",
     409: "conflict with the current state",
+    422: "Idempotency-Key used before for a different body",
     410: "the worker is lost or stopped: register again",
     403: "a cross-site Origin (a page on another origin may change nothing here)",
     413: "body over 1 MiB",
@@ -212,13 +213,21 @@ def coordinator_paths(security: SecuritySettings, policy: CommandPolicy, openapi
         "/api/tasks": {
             "post": {
                 "summary": "Submit a task",
+                "parameters": [{
+                    "name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "[^ \t\r\n\f\v]"},
+                    "description": "the client's key of this submission: a retry with the same key and body "
+                                   "answers the first task again (Idempotent-Replayed: true), never a second "
+                                   "task; with another body, 422. Without task_id the task's id is drawn "
+                                   "from the key.",
+                }],
                 "requestBody": _body(submit, True),
                 "responses": {
-                    "201": _resp(
-                        "queued",
+                    "201": {**_resp(
+                        "queued (or, replayed, the task an earlier request with this key queued)",
                         _obj({"task_id": {"type": "string"}, "status": {"type": "string"}}, ("task_id", "status")),
-                    ),
-                    **_errors(*body_errors, 409),
+                    ), "headers": {"Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}}}},
+                    **_errors(*body_errors, 409, 422),
                 },
             }
         },

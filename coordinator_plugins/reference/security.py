@@ -50,11 +50,17 @@ class SecuritySettings:
     """The security keys of the ``[coordinator]`` table."""
 
     api_token: str = ""
+    """Bearer token every POST (and, with protect_reads, every GET) needs; "" = none."""
     allow_unauthenticated: bool = False
-    allowed_commands: tuple[str, ...] | None = None  # None: with a token any program on loopback
+    """Listen on a non-loopback address without a token (refused otherwise)."""
+    allowed_commands: tuple[str, ...] | None = None
+    """Programs a command task may run (names or absolute paths); none = any, on loopback with a token."""
     protect_reads: bool = False
-    body_timeout: float = BODY_TIMEOUT  # seconds a request body may take to arrive
-    allowed_hosts: tuple[str, ...] = ()  # more Host names than loopback's and its own; "*": any
+    """With a token, GET routes need it too."""
+    body_timeout: float = BODY_TIMEOUT
+    """Seconds a request body may take to arrive; later it is answered 408."""
+    allowed_hosts: tuple[str, ...] = ()
+    """More Host names it answers to than loopback and its own; ["*"] = any."""
 
 
 SECURITY_KEYS: tuple[str, ...] = tuple(f.name for f in fields(SecuritySettings))

@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_CONNECTIONS = 1000
 FD_RESERVE = 64  # descriptors kept for databases, worker processes, logs and the loop itself
 _ACCEPT_ERROR = "socket.accept() out of system resource"
-_BUSY_BODY = dumps({"error": "too many connections; try again shortly", "code": "too_many_connections"})
+_BUSY_BODY = dumps({"error": "too many connections; try again shortly", "code": "too_many_connections",
+                    "may_be_stored": False})  # the request was never read
 _BUSY = (
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
     f"Connection: close\r\nContent-Length: {len(_BUSY_BODY)}\r\n\r\n{_BUSY_BODY}"

@@ -20,21 +20,37 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CoordinatorSettings:
     host: str = "127.0.0.1"
+    """Where the coordinator listens."""
     port: int = 8080
+    """Its TCP port; 0 = any free port."""
     database: str = ":memory:"
+    """Its own task state: a DuckDB file, ":memory:", or a postgresql:// URL (a fleet member)."""
     heartbeat_interval: float = 1.0
+    """Seconds between a worker's heartbeats."""
     heartbeat_timeout: float = 5.0
+    """Seconds of silence after which a worker is lost and its tasks go back to pending."""
     scheduler_interval: float = 0.5
-    max_concurrency: int = 0  # 0 = unlimited
-    watchdog_repeat: float = 10.0  # a loop still down is reported again after this many seconds
-    workers: int = 0  # local worker processes launched at start
-    worker_max_tasks: int = 1  # tasks at once of a launched worker, and the most any worker is given
-    max_local_workers: int | None = None  # worker processes running here at once; None: max(workers, 8)
-    replaceable_workers: tuple[str, ...] = ()  # patterns of ids of others' workers replaced when lost
-    keepalive_timeout: float = 15.0  # s a connection may wait for its next request's head (serve)
-    max_connections: int | None = None  # connections at once (serve); None: 1000 or the fd limit's share
-    coordinator_id: str = ""  # this member's name in a fleet; "" = host name + pid
-    lease_ttl: float = 15.0  # a fleet member silent this long is dead: a survivor takes its tasks
+    """The scheduler's tick in seconds when nothing wakes it."""
+    max_concurrency: int = 0
+    """Tasks running at once in the farm; 0 = unlimited."""
+    watchdog_repeat: float = 10.0
+    """Seconds after which a loop still down is reported again."""
+    workers: int = 0
+    """Worker processes it launches at start."""
+    worker_max_tasks: int = 1
+    """Tasks each launched worker runs at once, and the most any worker is given."""
+    max_local_workers: int | None = None
+    """Worker processes running here at once (its own and replacements); none = max(workers, 8)."""
+    replaceable_workers: tuple[str, ...] = ()
+    """Patterns (* ? [...]) of ids of workers it did not launch that recovery may replace."""
+    keepalive_timeout: float = 15.0
+    """serve: seconds a connection may wait for the head of its next request."""
+    max_connections: int | None = None
+    """serve: connections open at once; none = 1000, or fewer under a low open-file limit."""
+    coordinator_id: str = ""
+    """This member's name in a fleet; empty = host name and pid. The plugin's coordinator_id defaults to it."""
+    lease_ttl: float = 15.0
+    """A fleet member silent this long is dead: a survivor takes its tasks. The plugin's lease_ttl defaults to it."""
 
     def may_replace(self, worker_id: str) -> bool:
         """Whether the operator marked ``worker_id`` replaceable (``replaceable_workers``)."""
@@ -83,8 +99,16 @@ _SETTING_RULES: dict[str, Rule] = {
     }.items()
 }
 _SETTING_RULES["replaceable_workers"] = Rule("a list of worker id patterns", _patterns)
-# The security keys are checked by security_from_config; here they are only known.
-_SECURITY_RULES: dict[str, Rule] = {key: Rule("see the Security section", lambda v: v) for key in SECURITY_KEYS}
+# The security keys are checked by security_from_config; here they are only known (with what they accept).
+_SECURITY_ACCEPTS = {
+    "api_token": '"" (no token) or printable ASCII without spaces, at most 4096 characters',
+    "allow_unauthenticated": "true or false",
+    "allowed_commands": "a list of program names (no /) or absolute paths",
+    "protect_reads": "true or false",
+    "body_timeout": "a number from 0.01 to 3600",
+    "allowed_hosts": 'a list of host names, ".domain" suffixes or addresses, or ["*"]',
+}
+_SECURITY_RULES: dict[str, Rule] = {key: Rule(_SECURITY_ACCEPTS[key], lambda v: v) for key in SECURITY_KEYS}
 _TABLES = ("coordinator", "plugins")
 
 

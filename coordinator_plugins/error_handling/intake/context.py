@@ -262,7 +262,7 @@ def context_strings(ctx: Mapping[str, Any]) -> dict[str, str | None]:
             if k in _CONTEXT_STR_KEYSET and v is not None:
                 if type(v) is not str:
                     break
-                vals[k] = v if v.isascii() else storable(v)
+                vals[k] = v if v.isascii() and "\x00" not in v else storable(v)
         else:
             return vals
     get = ctx.get
@@ -272,5 +272,5 @@ def context_strings(ctx: Mapping[str, Any]) -> dict[str, str | None]:
             vals[k] = None
         else:
             text = str(ctx[k])
-            vals[k] = text if text.isascii() else storable(text)
+            vals[k] = text if text.isascii() and "\x00" not in text else storable(text)
     return vals

@@ -23,7 +23,7 @@ _MASK = re.compile(
     r"|(?P<addr>\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b|\[[0-9a-fA-F:]*:[0-9a-fA-F:]+\](?::\d{1,5})?)"
     r"|(?P<path>(?:[A-Za-z]:)?(?:[\\/][\w.\-]+){2,}[\\/]?)"
     r"|(?P<hex>\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b)"
-    r"|(?P<n>(?<![A-Za-z])[-+]?\d+(?:\.\d+)?)"
+    r"|(?P<n>(?<![A-Za-z\d])[-+]?\d+(?:\.\d+)?)"  # not inside a word's digits: w17 stays w17
 )
 # Only whitespace-delimited tokens with a digit or a slash can hold a volatile part.
 _VOLATILE = re.compile(r"[\d/\\]").search

@@ -34,7 +34,13 @@ from coordinator_plugins.error_handling.model import (
     enum_member,
 )
 from coordinator_plugins.error_handling.storage.base import Store
-from coordinator_plugins.error_handling.storage.records import GroupRecord, LevelRecord, OccurrenceRecord, StoredState
+from coordinator_plugins.error_handling.storage.records import (
+    GroupRecord,
+    IdempotencyRecord,
+    LevelRecord,
+    OccurrenceRecord,
+    StoredState,
+)
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
@@ -144,9 +150,7 @@ class ErrorHandler:
             exc_type: str | None = type(error).__name__
         else:
             exc = None
-            message = str(error)
-            if not message.isascii():
-                message = storable(message)
+            message = storable(str(error))
             raw_type = get("exception_type")
             exc_type = storable(str(raw_type)) if raw_type else None
         # error_type, severity, the seed's priority flags, metadata, related_entities: a value not
@@ -256,13 +260,19 @@ class ErrorHandler:
         return report, message, metadata
 
     async def report(
-        self, error: BaseException | str, context: Mapping[str, Any] | None = None
+        self,
+        error: BaseException | str,
+        context: Mapping[str, Any] | None = None,
+        idempotency: Callable[[ErrorReport], IdempotencyRecord] | None = None,
     ) -> tuple[ErrorReport, int]:
-        """Classify, group, queue for persistence and run hooks. Returns (report, write seq).
+        """Classify, group, queue for persistence and start the hooks (in the background: never
+        awaited here). Returns (report, write seq).
 
         A fingerprint that is not in memory but may be in the store (its group was evicted, or
         not loaded at startup) is looked up there first, off the event loop, so that the count
-        stays exact whatever fits in memory."""
+        stays exact whatever fits in memory. ``idempotency``: makes the record of the report's
+        idempotency key (with its answer) from the group; the store writes it in the same commit
+        as the occurrence."""
         occ = self.prepare(error, context)
         if self.groups.lookup_needed(occ.fp):
             found = await self.stored.load(occ.fp)
@@ -276,7 +286,8 @@ class ErrorHandler:
         # A group snapshot only when the group is new or changed beyond its count and last_seen.
         changed = changed or not report.persisted
         seq = self.store.record_occurrence(
-            OccurrenceRecord.of(report, message, metadata, occ.vals), GroupRecord.of(report) if changed else None
+            OccurrenceRecord.of(report, message, metadata, occ.vals), GroupRecord.of(report) if changed else None,
+            idempotency(report) if idempotency is not None else None,
         )
         report.persisted = True  # queued: the store writes it (with this occurrence) from now on
         if self.adopt is None:
@@ -284,7 +295,7 @@ class ErrorHandler:
         else:
             self.groups.written(report, seq)  # evicted during the claim, maybe
         if self.hooks.active:
-            await self.hooks.run(report)
+            self.hooks.fire(report)  # in the background: a report never waits for a hook
         return report, seq
 
     def persist(self, report: ErrorReport) -> int:
@@ -320,6 +331,7 @@ class ErrorHandler:
             "hook_calls": hooks.calls,
             "hook_failures": hooks.failures,
             "hook_timeouts": hooks.timeouts,
+            "hook_overflow": hooks.overflow,  # calls not run: every hook thread busy (a hook that blocks)
             "evicted_groups": groups.evicted,
             "store_lookups": self.stored.lookups,  # fingerprints looked up in the store after a miss in memory
             "dropped_occurrences": self.store.status().dropped_occurrences,

@@ -1,8 +1,11 @@
 """Error hooks: callables run for each report whose type, category or family matches their key.
 
-Sync hooks run in a worker thread and async hooks as tasks, all concurrently, each bounded by
-``hook_timeout``. A hook that raises or overruns is logged and counted; it never reaches the
-caller and never stops the other hooks.
+Hooks run off the reporting path: :meth:`HookRegistry.fire` starts them in the background and
+returns at once, so a report (and its HTTP answer) never waits for a hook. Sync hooks run on the
+plugin's own daemon threads (``hookthreads.py``: at most 4, a bounded backlog, overflow counted
+and logged once), async hooks as tasks, all concurrently, each bounded by ``hook_timeout``. A
+hook that raises or overruns is logged and counted; it never reaches the caller, never stops the
+other hooks, and never keeps the process from exiting.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from coordinator_plugins.error_handling.intake.hookthreads import HookOverflow, HookThreads
 from coordinator_plugins.error_handling.model import ErrorCategory, ErrorReport, ErrorType
 
 logger = logging.getLogger(__name__)
@@ -23,6 +27,7 @@ HookKey = str | ErrorType | ErrorCategory | Iterable[str | ErrorType | ErrorCate
 
 # The key "coordinator" also fires for these error types (SPEC section 3).
 _COORDINATOR_TYPES = {ErrorType.COORDINATION, ErrorType.SCHEDULING, ErrorType.STATE}
+MAX_RUNS = 10_000  # reports whose hooks run at once; past it a report's hooks are skipped and counted
 
 
 def keys_for(report: ErrorReport) -> list[str]:
@@ -42,7 +47,11 @@ class HookRegistry:
         self.calls = 0
         self.failures = 0
         self.timeouts = 0
-        self._running: set[asyncio.Task[Any]] = set()
+        self._running: set[asyncio.Task[Any]] = set()  # hooks abandoned at their timeout
+        self._runs: set[asyncio.Task[Any]] = set()  # reports whose hooks are running (fire)
+        self._threads = HookThreads()
+        self._skipped = 0
+        self._said_skipped = False
 
     def register(self, key: HookKey, hook: Hook) -> None:
         """Register ``hook`` under ``key``: a string, an ErrorType or ErrorCategory, or a list of them."""
@@ -73,14 +82,55 @@ class HookRegistry:
             found.extend(self._hooks.get(key, ()))
         return found
 
-    async def run(self, report: ErrorReport) -> None:
-        """Run every matching hook; return after all finish or ``timeout`` passes."""
+    @property
+    def threads(self) -> int:
+        """Threads running or waiting for sync hooks now (at most 4, see hookthreads.py)."""
+        return self._threads.threads
+
+    @property
+    def overflow(self) -> int:
+        """Hook calls not run: every hook thread busy and its backlog full, or too many reports'
+        hooks running at once (each logged once)."""
+        return self._threads.overflow + self._skipped
+
+    def fire(self, report: ErrorReport) -> None:
+        """Start the matching hooks in the background (on the running loop) and return at once."""
         hooks = self.matching(report)
         if not hooks:
             return
+        if len(self._runs) >= MAX_RUNS:
+            self._skipped += len(hooks)
+            if not self._said_skipped:
+                self._said_skipped = True
+                logger.error("error hooks: the hooks of %d reports are running; the hooks of further reports are "
+                             "skipped (counted in hook_overflow). Make slow hooks async, or return quickly",
+                             MAX_RUNS)
+            return
+        task = asyncio.ensure_future(self._run(report, hooks))
+        self._runs.add(task)
+        task.add_done_callback(self._runs.discard)
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until the hooks started so far have finished or been abandoned (at most
+        ``timeout`` seconds; each hook is bounded by ``hook_timeout`` anyway)."""
+        if self._runs:
+            await asyncio.wait(list(self._runs), timeout=timeout)
+
+    async def run(self, report: ErrorReport) -> None:
+        """Run every matching hook; return after all finish or ``timeout`` passes."""
+        hooks = self.matching(report)
+        if hooks:
+            await self._run(report, hooks)
+
+    async def _run(self, report: ErrorReport, hooks: list[Hook]) -> None:
         tasks = [asyncio.ensure_future(self._call(h, report)) for h in hooks]
         self.calls += len(tasks)
-        done, pending = await asyncio.wait(tasks, timeout=self.timeout)
+        try:
+            done, pending = await asyncio.wait(tasks, timeout=self.timeout)
+        except asyncio.CancelledError:  # shutdown (drain): the hooks are abandoned with it
+            for task in tasks:
+                task.cancel()
+            raise
         for task in pending:
             self.timeouts += 1
             logger.warning(
@@ -91,6 +141,8 @@ class HookRegistry:
             task.add_done_callback(self._running.discard)
         for task in done:
             exc = task.exception()
+            if isinstance(exc, HookOverflow):
+                continue  # counted in overflow, logged once
             if exc is not None:
                 self.failures += 1
                 hook = hooks[tasks.index(task)]
@@ -100,14 +152,27 @@ class HookRegistry:
         if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__):
             await hook(report)
             return
-        result = await asyncio.to_thread(hook, report)
+        future, abandon = self._threads.submit(hook, report)
+        try:
+            result = await future
+        except asyncio.CancelledError:
+            abandon()  # not started yet: never started; running: its thread is a daemon
+            raise
         if inspect.isawaitable(result):
             await result
 
-    async def drain(self) -> None:
-        """Wait for abandoned hooks to notice their cancellation (used at shutdown)."""
+    async def drain(self, timeout: float = 1.0) -> None:
+        """At shutdown: give running hooks up to ``timeout`` seconds, then abandon them. A sync
+        hook that does not return holds a daemon thread, which never keeps the process alive."""
+        if self._runs:
+            await asyncio.wait(list(self._runs), timeout=timeout)
+            for task in list(self._runs):
+                task.cancel()
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
         if self._running:
-            await asyncio.wait(list(self._running), timeout=1.0)
+            await asyncio.wait(list(self._running), timeout=timeout)
+        self._threads.close()
 
 
 def _name(hook: Hook) -> str:

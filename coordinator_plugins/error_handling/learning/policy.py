@@ -25,6 +25,7 @@ from typing import Any
 from coordinator_plugins.error_handling.learning.belief import Belief, KeyView, choice_probability, plan_first
 from coordinator_plugins.error_handling.learning.performance import PerformanceTracker
 from coordinator_plugins.error_handling.learning.seedprior import PRIOR_KEY, SeedPrior
+from coordinator_plugins.error_handling.learning.thompson import win_probabilities
 from coordinator_plugins.error_handling.storage.records import LearnerRecord
 from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES, RecoveryStrategy
 
@@ -96,6 +97,15 @@ class SelectionPolicy:
     def explain(self, candidates: Sequence[RecoveryStrategy], key: str, level: int) -> list[dict[str, Any]]:
         return []
 
+    def probabilities(
+        self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]
+    ) -> dict[str, float]:
+        """The probability with which ``choose`` would pick each candidate now, summing to 1
+        (off-policy evaluation asks it; the adaptive policy's are exact, ``thompson``, where the
+        probability its decisions log is a cheap approximation). A policy that cannot say raises
+        NotImplementedError."""
+        raise NotImplementedError(f"policy {self.name!r} does not state its choice probabilities")
+
 
 def _sid(s: RecoveryStrategy) -> str:
     return s.strategy_id
@@ -109,6 +119,11 @@ class LadderPolicy(SelectionPolicy):
     def choose(self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]) -> Decision:
         fresh = [s for s in candidates if _sid(s) not in tried] or list(candidates)
         return Decision(_sid(fresh[0]), level, self.name, "first in registration order", 1.0)
+
+    def probabilities(
+        self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]
+    ) -> dict[str, float]:
+        return {self.choose(candidates, key, level, tried).strategy_id: 1.0}
 
 
 class ScorePolicy(SelectionPolicy):
@@ -133,6 +148,11 @@ class ScorePolicy(SelectionPolicy):
 
     def explain(self, candidates: Sequence[RecoveryStrategy], key: str, level: int) -> list[dict[str, Any]]:
         return [{"strategy_id": _sid(s), "score": round(self._score(s, key, level), 4)} for s in candidates]
+
+    def probabilities(
+        self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]
+    ) -> dict[str, float]:
+        return {self.choose(candidates, key, level, tried).strategy_id: 1.0}  # greedy: no draw
 
 
 class AdaptivePolicy(SelectionPolicy):
@@ -172,6 +192,23 @@ class AdaptivePolicy(SelectionPolicy):
         return [
             {"strategy_id": sid, "choice_probability": round(choice_probability(options, sid), 3)} for sid in options
         ]
+
+    def probabilities(
+        self, candidates: Sequence[RecoveryStrategy], key: str, level: int, tried: set[str]
+    ) -> dict[str, float]:
+        fresh = [s for s in candidates if _sid(s) not in tried] or list(candidates)
+        view = self.view(key)
+        return win_probabilities({_sid(s): view.belief(_sid(s)) for s in fresh})
+
+    def start_probabilities(
+        self, key: str, strategies: Sequence[RecoveryStrategy], max_level: int
+    ) -> dict[tuple[str, int], float]:
+        """The probability of each (first strategy, start level) of a group's first recovery,
+        summing to 1 (empty when no strategy can run below level 5)."""
+        options, levels = self.first_options(key, strategies, max_level)
+        if (seeded := self.seed_first(key, list(options))) is not None:
+            return {(seeded[0], levels[seeded[0]]): 1.0}
+        return {(sid, levels[sid]): p for sid, p in win_probabilities(options).items()}
 
     # -- the first strategy of a new group ---------------------------------------------------------
     def first_options(

@@ -34,6 +34,7 @@ from coordinator_plugins.error_handling.storage.records import (
     GroupPage,
     GroupQuery,
     GroupRecord,
+    IdempotencyRecord,
     LearnerRecord,
     LevelRecord,
     OccurrenceRecord,
@@ -139,11 +140,24 @@ class Store(StoreReads, Protocol):
         """Flush what is queued (bounded), stop, release every resource. Idempotent."""
 
     # -- writes: queued, never blocking; each returns a write sequence number -------------------
-    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
+    def record_occurrence(
+        self, occurrence: OccurrenceRecord, group: GroupRecord | None = None, key: IdempotencyRecord | None = None
+    ) -> int:
         """Append ``occurrence`` and add one to its group's count. With ``group`` (a group new
         to the store, or one whose state changed beyond its count: severity, status) the group is
         created from the snapshot when absent and takes its other fields; without it only the count
-        grows and ``last_seen`` moves to ``occurrence.occurred_at``. ``last_seen`` never moves back."""
+        grows and ``last_seen`` moves to ``occurrence.occurred_at``. ``last_seen`` never moves back.
+        With ``key`` (the report's idempotency key and its answer) the key is written in the same
+        commit as the occurrence: stored together or not at all."""
+
+    async def idempotency_keys(self, keys: list[str]) -> dict[str, IdempotencyRecord]:
+        """The stored records of those of ``keys`` the store holds and that have not expired;
+        one query for all of them."""
+
+    async def claim_idempotency_key(self, claim: IdempotencyRecord, lease: float) -> IdempotencyRecord | None:
+        """Make ``claim.key`` this process's before its report is counted: None when it is (a
+        store only one process writes needs no claim), else the record that holds the key (see
+        ``postgres/idempotency.py``)."""
 
     def save_group(self, group: GroupRecord) -> int:
         """Write a group's state (resolution, retries, severity, recovery level and details);

@@ -9,10 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType, ResolutionStatus
-from coordinator_plugins.error_handling.storage.base import WriteRefused
 from coordinator_plugins.error_handling.storage.records import GroupQuery, GroupRecord
+from coordinator_plugins.error_handling.text import storable
 from coordinator_plugins.error_handling.web.dashboard_api import dashboard_routes
 from coordinator_plugins.error_handling.web.deadline import Deadlines
+from coordinator_plugins.error_handling.web.idempotency import Idempotency, answer_of, body_hash
+from coordinator_plugins.error_handling.web.idempotency import key_of as idempotency_key
 from coordinator_plugins.error_handling.web.port import ErrorsApi
 from coordinator_plugins.error_handling.web.timeline import Timeline
 from coordinator_plugins.error_handling.web.validate import (
@@ -29,7 +31,6 @@ from coordinator_plugins.error_handling.web.validate import (
 from coordinator_plugins.httpio import (
     OPENAPI_PATHS_KEY,
     SAFE_METHODS,
-    ApiError,
     bad,
     bearer_ok,
     json_response,
@@ -53,6 +54,7 @@ class ErrorRoutes:
         self.deadline_of: dict[web.AbstractRoute, Deadlines] = {}  # every route add_routes added
         self.token = integ.config.api_token
         self.protect_reads = integ.config.protect_reads
+        self.idempotency = Idempotency(integ.store, integ.config.idempotency_ttl, integ.config.durable_timeout)
 
     def guard(self, method: str, handler: Handler) -> Handler:
         """``handler`` behind the bearer token when the route needs it: every POST once a token
@@ -84,7 +86,7 @@ class ErrorRoutes:
         error_id = request.match_info["error_id"]
         if len(error_id) > 64:
             raise not_found(f"unknown error id {error_id[:64]!r}")
-        return error_id
+        return storable(error_id)  # an id with a NUL is no stored id (and PostgreSQL refuses NUL)
 
     async def post_error(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -102,30 +104,14 @@ class ErrorRoutes:
             if not isinstance(body["metadata"], dict):
                 raise bad("metadata: expected an object")
             ctx["metadata"] = body["metadata"]
+        idem = idempotency_key(request, body)
+        if idem is not None:  # counted once however often it is sent (web/idempotency.py)
+            text = str(message)
+            return await self.idempotency.post(
+                idem, body_hash(body), lambda make: self.integ.ingest(text, ctx, idempotency=make))
         report, seq, recovery = await self.integ.ingest(str(message), ctx)
-        try:
-            await self.integ.store.wait_durable(seq, DURABLE_TIMEOUT)
-        except WriteRefused as exc:  # its own rows only: the reports that shared its batch are stored
-            raise bad(f"the report could not be stored and was not acknowledged ({exc})", "unstorable") from None
-        except (TimeoutError, ConnectionError):
-            raise ApiError(
-                503, "the error store is not writing; the report was not acknowledged (it stays queued, so it "
-                "may still be stored if the store comes back before this process stops)", "store_unavailable",
-                headers={"Retry-After": "5"}, extra={"may_be_stored": True},
-            ) from None
-        return json_response(
-            {
-                "error_id": report.error_id,
-                "error_type": report.error_type._value_,
-                "error_severity": report.error_severity._value_,
-                "category": report.category._value_,
-                "aggregated_count": report.aggregated_count,
-                "new_group": report.new_group,
-                "regression": report.is_regression,
-                "recovery": recovery,
-            },
-            status=202,
-        )
+        await self.idempotency.durable(seq)  # a 503 says may_be_stored: the write stays queued
+        return json_response({**answer_of(report), "recovery": recovery}, status=202)
 
     async def list_errors(self, request: web.Request) -> web.Response:
         status = request.query.get("status", "open")
@@ -282,7 +268,9 @@ def add_routes(app: web.Application, integ: ErrorsApi, timeline: Timeline) -> Er
     """Mount the routes of SPEC section 5 and the dashboard's (with its ``timeline``) on ``app``."""
     r = ErrorRoutes(integ)
     p = integ.config.api_prefix
-    deadlines = {True: Deadlines(READ_DEADLINE), False: Deadlines(WRITE_DEADLINE)}  # GET or not
+    # GET or not; a write's deadline is past its wait for the commit (durable_timeout)
+    write_deadline = WRITE_DEADLINE - DURABLE_TIMEOUT + integ.config.durable_timeout
+    deadlines = {True: Deadlines(READ_DEADLINE), False: Deadlines(write_deadline, writes=True)}
     table: list[tuple[str, str, Handler]] = [
         ("POST", f"{p}/errors", r.post_error),
         ("GET", f"{p}/errors", r.list_errors),

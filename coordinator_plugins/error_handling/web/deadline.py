@@ -23,10 +23,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TICK = 0.25  # s between two checks of a route's oldest request (a deadline fires up to this late)
 
 
-def busy(seconds: float) -> ApiError:
+def busy(seconds: float, may_be_stored: bool = False) -> ApiError:
+    """``may_be_stored``: whether what the request asked may still be written (a route that
+    writes, cancelled after it queued its write), as every 503 says."""
     return ApiError(
         503, f"the error store did not answer within {seconds:g} s; retry later", "store_busy",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": "5"}, extra={"may_be_stored": may_be_stored},
     )
 
 
@@ -45,8 +47,9 @@ class _Entry:
 class Deadlines:
     """The requests in flight on routes sharing one deadline of ``seconds``, oldest first."""
 
-    def __init__(self, seconds: float, tick: float = TICK) -> None:
+    def __init__(self, seconds: float, tick: float = TICK, writes: bool = False) -> None:
         self.seconds = seconds
+        self.writes = writes  # its routes write: a request cut off may have queued its write
         self.tick = min(tick, seconds / 4)
         self._queue: deque[_Entry] = deque()
         self._timer: asyncio.TimerHandle | None = None
@@ -114,10 +117,10 @@ class Deadlines:
                 return await handler(request)
             except asyncio.CancelledError:
                 if self.owns(entry):
-                    raise busy(seconds) from None
+                    raise busy(seconds, self.writes) from None
                 raise
             except TimeoutError:  # a wait inside the handler gave up: the same answer
-                raise busy(seconds) from None
+                raise busy(seconds, self.writes) from None
             finally:
                 self.leave(entry)
 

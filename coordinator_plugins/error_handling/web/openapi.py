@@ -28,10 +28,11 @@ ERROR_NAMES = {
     404: "unknown id",
     408: "the request body did not arrive in time",
     409: "conflict with the current state",
+    422: "Idempotency-Key (or event_id) used before for a different body",
     410: "gone: register again",
     413: "body over 1 MiB",
     415: "body sent as a media type other than JSON",
-    503: "store not writing; not acknowledged",
+    503: "store not writing; not acknowledged (may_be_stored: whether it may still be stored)",
 }
 BODY_ERRORS = (400, 408, 413, 415)  # every route that reads a body may answer these
 
@@ -98,6 +99,9 @@ def document(
             "hardware_id": {"type": "string", "maxLength": 200},
             "stack_trace": {"type": "string", "maxLength": 65536},
             "metadata": {"type": "object", "description": "any JSON object, nested at most 32 deep in the body"},
+            "event_id": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK,
+                         "description": "the client's id of this report (as Sentry's): the idempotency key "
+                                        "when no Idempotency-Key header is sent"},
         },
     }
     accepted = {
@@ -126,8 +130,25 @@ def document(
         f"{p}/errors": {
             "post": {
                 "summary": "Report an error (durable before the 202)",
+                "description": "With an Idempotency-Key header (or an event_id field) a report is counted "
+                               "once however often it is sent: a retry gets the first answer again (202, "
+                               "Idempotent-Replayed: true, recovery off), across restarts and at any fleet "
+                               "member; the same key with another body is a 422; at another fleet member "
+                               "while the first is not stored yet, a 409 with Retry-After.",
+                "parameters": [{
+                    "name": "Idempotency-Key", "in": "header", "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": NOT_BLANK},
+                    "description": "the client's key of this report; kept idempotency_ttl seconds (1 day)",
+                }],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": report_body}}},
-                "responses": {"202": _resp("accepted and durable", accepted), **_errors(*BODY_ERRORS, 503)},
+                "responses": {
+                    "202": {**_resp("accepted and durable (or, replayed, the first answer of this key)", accepted),
+                            "headers": {"Idempotent-Replayed": {
+                                "description": "true when this is the stored answer of an earlier request "
+                                               "with the same key (nothing was counted)",
+                                "schema": {"type": "string", "enum": ["true"]}}}},
+                    **_errors(*BODY_ERRORS, 409, 422, 503),
+                },
             },
             "get": {
                 "summary": "List error groups, newest last_seen first",

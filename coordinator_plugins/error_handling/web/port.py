@@ -4,11 +4,13 @@ its store, as a Protocol, so that the web layer never holds (or imports) the int
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig
 from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.storage.base import Store
+from coordinator_plugins.error_handling.storage.records import IdempotencyRecord
 
 
 class MetricsPage(Protocol):
@@ -24,7 +26,11 @@ class ErrorsApi(Protocol):
     def metrics(self) -> MetricsPage | None: ...
 
     async def ingest(
-        self, error: BaseException | str, context: dict[str, Any] | None, recover: bool | None = None
+        self,
+        error: BaseException | str,
+        context: dict[str, Any] | None,
+        recover: bool | None = None,
+        idempotency: Callable[[ErrorReport], IdempotencyRecord] | None = None,
     ) -> tuple[ErrorReport, int, str]: ...
     async def resolve(
         self, error_id: str, resolution: str = "manual", details: dict[str, Any] | None = None

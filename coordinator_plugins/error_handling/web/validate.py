@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from coordinator_plugins.error_handling.model import ErrorSeverity, ErrorType
+from coordinator_plugins.error_handling.text import storable
 from coordinator_plugins.httpio import BODY_TIMEOUT, bad, read_json
 
 MAX_STR = 65_536
@@ -74,7 +75,7 @@ def query_str(request: web.Request, key: str, max_len: int = 500) -> str | None:
         return None
     if len(raw) > max_len:
         raise bad(f"{key}: longer than {max_len} characters")
-    return raw
+    return storable(raw)  # as the stored text is (a NUL or lone surrogate the store would refuse)
 
 
 def query_severity(request: web.Request) -> ErrorSeverity | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from coordinator_plugins.error_handling.storage.duckdb.idempotency import EXPIRE as EXPIRE_KEYS
 from coordinator_plugins.error_handling.storage.duckdb.schema import (
     COUNT_GROUPS,
     GROUP_COLUMNS,
@@ -250,6 +251,7 @@ def statements_for(
             seconds = [payload * 86400.0]
             statements.append(("DELETE FROM error_occurrences WHERE occurred_at < now() - to_seconds(?)", seconds))
             statements.append(("DELETE FROM recovery_performance WHERE timestamp < now() - to_seconds(?)", seconds))
+            statements.append((EXPIRE_KEYS, None))
     return statements, big
 
 

@@ -51,8 +51,8 @@ def same_file_problem(path: str) -> str:
         f"error_handling.database: {path!r} is the coordinator's own database file (open in this "
         "process, or its db_path), and DuckDB opens a file once per process, with one configuration. Give the plugin "
         "a file of its own (database = \"error_handling.duckdb\"); to keep what the seed code stored in "
-        "the coordinator's file, stop the coordinator, copy the file and name the copy (README, "
-        "Migrating from the seed framework, step 4)"
+        "the coordinator's file, stop the coordinator, copy the file and name the copy "
+        "(docs/migrating.md, step 4)"
     )
 
 

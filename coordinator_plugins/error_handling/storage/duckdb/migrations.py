@@ -18,6 +18,8 @@ Versions:
   ``max_groups_in_memory``.
 - 3: ``error_aliases``: the other ids of a group (a seed error folded into a group on migration
   keeps answering under its own id).
+- 4: ``idempotency_keys``: the idempotency key of a report (``Idempotency-Key`` or ``event_id``)
+  with the answer it got, written with its occurrence, so that a retry is counted once.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import duckdb
 
 from coordinator_plugins.error_handling.storage.base import SchemaTooNew
+from coordinator_plugins.error_handling.storage.duckdb.idempotency import TABLE as IDEMPOTENCY_KEYS
 from coordinator_plugins.error_handling.storage.duckdb.schema import SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "an index on the fingerprint of error groups (exact grouping past the memory cap)",
               ("CREATE INDEX IF NOT EXISTS error_reports_fingerprint ON error_reports (fingerprint)",)),
     Migration(3, "the other ids of a group (seed errors folded into it keep answering)", (ALIASES,)),
+    Migration(4, "the idempotency keys of reports (a retried report is counted once)", (IDEMPOTENCY_KEYS,)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -76,6 +76,13 @@ class GroupOrder:
         return len(self._entries)
 
     # -- building and keeping up -----------------------------------------------------------
+    def index_sizes(self) -> tuple[int, int, int]:
+        """Keys held by the whole index, by the per-kind indexes and by the per-component ones:
+        each equals ``len(self)`` when no move left a key behind."""
+        with self._lock:
+            return (len(self._all), sum(len(s) for s in self._kinds.values()),
+                    sum(len(s) for by in self._comps.values() for s in by.values()))
+
     def build(self, fetch: Callable[[], Iterable[tuple[Any, ...]]]) -> None:
         """From ``fetch()``: (error_id, last_seen us, open, component, rank, error_type, rowid) rows
         sorted by (last_seen, error_id), the whole table, read once. Run under the lock, so that a

@@ -91,10 +91,17 @@ class WriteQueue:
         self.wake.set()
 
     # -- writes (on the loop, or any thread) ---------------------------------------------------
-    def occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None) -> int:
+    def occurrence(
+        self, occurrence: OccurrenceRecord, group: GroupRecord | None, with_key: tuple[Any, ...] | None = None
+    ) -> int:
+        """``with_key``: the row of the report's idempotency key, queued under the same lock (so in
+        the same batch, one commit) as the occurrence."""
         with self.lock:
             b = self.batch
             seq = self._mark()
+            if with_key is not None:
+                b.upserts.setdefault("idempotency", {})[with_key[0]] = with_key
+                b.upsert_seq.setdefault(("idempotency", with_key[0]), []).append(seq)
             if self.occurrences_queued >= self.limit:
                 self.dropped_occurrences += 1  # the group row still carries the count
                 # no row of its own: the write stands or falls with its group's count

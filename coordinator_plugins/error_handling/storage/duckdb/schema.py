@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from coordinator_plugins.error_handling.storage.duckdb.idempotency import UPSERT as IDEMPOTENCY_UPSERT
 from coordinator_plugins.error_handling.storage.records import (
     GroupRecord,
     LearnerRecord,
@@ -252,6 +253,7 @@ UPSERTS: dict[str, str] = {
     "learner": _unnest_upsert(
         "learner_state", ("key", "state", "last_updated"), ("VARCHAR", "JSON", "TIMESTAMPTZ"), ("key",)
     ),
+    "idempotency": IDEMPOTENCY_UPSERT,  # written with its report's occurrence (see idempotency.py)
 }
 
 INSERT_OCCURRENCES = (

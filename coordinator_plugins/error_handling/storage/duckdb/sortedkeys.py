@@ -36,6 +36,11 @@ class SortedKeys:
     def __bool__(self) -> bool:
         return self._len > 0
 
+    @property
+    def block_count(self) -> int:
+        """How many blocks hold the keys (splits and emptied blocks show here)."""
+        return len(self._blocks)
+
     def add(self, key: Key) -> None:
         """Insert ``key`` (not already present). The newest key appends to the last block."""
         maxes = self._maxes

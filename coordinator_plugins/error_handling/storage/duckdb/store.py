@@ -31,6 +31,7 @@ from coordinator_plugins.error_handling.storage.duckdb.held import (
     refuse_if_held_by_host,
     same_file_problem,
 )
+from coordinator_plugins.error_handling.storage.duckdb.idempotency import key_row, keys_of
 from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder
 from coordinator_plugins.error_handling.storage.duckdb.queue import WriteQueue
 from coordinator_plugins.error_handling.storage.duckdb.reads import DuckDBReads
@@ -48,6 +49,7 @@ from coordinator_plugins.error_handling.storage.health import Health
 from coordinator_plugins.error_handling.storage.reading import ForwardedReads
 from coordinator_plugins.error_handling.storage.records import (
     GroupRecord,
+    IdempotencyRecord,
     LearnerRecord,
     LevelRecord,
     OccurrenceRecord,
@@ -174,8 +176,10 @@ class DuckDBStore(ForwardedReads):
         self.durability.close()
 
     # -- writes (called on the loop; never block) -----------------------------------------
-    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
-        return self.queue.occurrence(occurrence, group)
+    def record_occurrence(
+        self, occurrence: OccurrenceRecord, group: GroupRecord | None = None, key: IdempotencyRecord | None = None
+    ) -> int:
+        return self.queue.occurrence(occurrence, group, key_row(key) if key is not None else None)
 
     def save_group(self, group: GroupRecord) -> int:
         return self.queue.group(group)
@@ -243,6 +247,13 @@ class DuckDBStore(ForwardedReads):
     async def read(self, fn: Callable[[Cursor], R]) -> R:
         """``fn(cursor)`` on the store's reader thread (the store's own tests and tools)."""
         return await self.reads.read(fn)
+
+    async def idempotency_keys(self, keys: list[str]) -> dict[str, IdempotencyRecord]:
+        return await self.reads.read(lambda cur: keys_of(cur, keys))
+
+    async def claim_idempotency_key(self, claim: IdempotencyRecord, lease: float) -> IdempotencyRecord | None:
+        """One process owns the file: its in-memory claims are enough (see web/idempotency.py)."""
+        return None
 
     async def ping(self) -> bool:
         return await self.reads.ping()

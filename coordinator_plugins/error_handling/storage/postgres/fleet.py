@@ -12,7 +12,7 @@ import asyncpg
 
 from coordinator_plugins.error_handling.storage.postgres.pool import Pool
 from coordinator_plugins.error_handling.storage.postgres.reads import run_of
-from coordinator_plugins.error_handling.storage.postgres.rows import from_json, to_json
+from coordinator_plugins.error_handling.storage.postgres.rows import clean_text, from_json, to_json
 from coordinator_plugins.error_handling.storage.postgres.schema import BUDGET_LOCK
 from coordinator_plugins.error_handling.storage.records import StrategyRun
 
@@ -162,6 +162,7 @@ class PostgresFleet:
         """Spend one level-3+ action of ``component`` fleet-wide: (action id, 0) when granted,
         (None, seconds until one may be) when the window is full. Decided under one advisory
         lock, so two members cannot both take the last action."""
+        component = clean_text(component) or ""  # PostgreSQL's UTF8 refuses NUL: never a failed query
         async with self._fleet_pool().acquire() as con, con.transaction():
             await con.execute("SELECT pg_advisory_xact_lock($1)", BUDGET_LOCK)
             r = await con.fetchrow(

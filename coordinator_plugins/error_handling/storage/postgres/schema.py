@@ -10,6 +10,8 @@ import logging
 from typing import Any
 
 from coordinator_plugins.error_handling.storage.base import SchemaTooNew
+from coordinator_plugins.error_handling.storage.postgres.idempotency import TABLE as IDEMPOTENCY_KEYS
+from coordinator_plugins.error_handling.storage.postgres.idempotency import UPSERT as IDEMPOTENCY_UPSERT
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +190,7 @@ CREATE TABLE IF NOT EXISTS error_aliases (
 );
 """,
     ),
+    (6, "the idempotency keys of reports (a retried report is counted once, fleet-wide)", IDEMPOTENCY_KEYS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -277,6 +280,7 @@ UPSERTS = {
                        ("text", "text", "float8", "timestamptz", "float8", "float8", "int"),
                        ("error_type", "strategy_id")),
     "learner": _upsert("learner_state", ("key", "state", "last_updated"), ("text", "jsonb", "timestamptz"), ("key",)),
+    "idempotency": IDEMPOTENCY_UPSERT,  # written with its report's occurrence (see idempotency.py)
 }
 
 

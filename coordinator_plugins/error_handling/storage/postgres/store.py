@@ -21,6 +21,7 @@ import asyncpg
 
 from coordinator_plugins.error_handling.storage.base import SchemaTooNew, StoreClosed, StoreUnavailable
 from coordinator_plugins.error_handling.storage.health import Health
+from coordinator_plugins.error_handling.storage.postgres import idempotency
 from coordinator_plugins.error_handling.storage.postgres.batch import PostgresQueue
 from coordinator_plugins.error_handling.storage.postgres.fleet import PostgresFleet
 from coordinator_plugins.error_handling.storage.postgres.pool import TRANSIENT, Pool
@@ -31,6 +32,7 @@ from coordinator_plugins.error_handling.storage.postgres.writer import PostgresW
 from coordinator_plugins.error_handling.storage.reading import ForwardedReads
 from coordinator_plugins.error_handling.storage.records import (
     GroupRecord,
+    IdempotencyRecord,
     LearnerRecord,
     LevelRecord,
     OccurrenceRecord,
@@ -109,8 +111,22 @@ class PostgresStore(ForwardedReads):
         await self.pool.close()
 
     # -- writes --------------------------------------------------------------------------------------
-    def record_occurrence(self, occurrence: OccurrenceRecord, group: GroupRecord | None = None) -> int:
-        return self.queue.occurrence(occurrence, group)
+    def record_occurrence(
+        self, occurrence: OccurrenceRecord, group: GroupRecord | None = None, key: IdempotencyRecord | None = None
+    ) -> int:
+        seq = self.queue.occurrence(occurrence, group)
+        if key is not None:  # the same batch (queued on the loop, nothing between): one transaction
+            seq = self.queue.upsert("idempotency", key.key, idempotency.key_row(key))
+        return seq
+
+    async def idempotency_keys(self, keys: list[str]) -> dict[str, IdempotencyRecord]:
+        return await idempotency.keys_of(self.pool.get(), keys)
+
+    async def claim_idempotency_key(self, claim: IdempotencyRecord, lease: float) -> IdempotencyRecord | None:
+        """Claim ``claim.key`` for this member before its report is counted (see idempotency.py)."""
+        return await idempotency.claim(self.pool.get(), IdempotencyRecord(
+            claim.key, claim.body_hash, None, claim.created_at, claim.expires_at, self.coordinator_id or "member"),
+            lease)
 
     def save_group(self, group: GroupRecord) -> int:
         return self.queue.group(group)

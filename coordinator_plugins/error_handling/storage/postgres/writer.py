@@ -18,6 +18,7 @@ from coordinator_plugins.error_handling.storage.base import StoreClosed
 from coordinator_plugins.error_handling.storage.durability import Waiters, wait_within
 from coordinator_plugins.error_handling.storage.health import Health
 from coordinator_plugins.error_handling.storage.postgres.batch import PostgresBatch, PostgresQueue
+from coordinator_plugins.error_handling.storage.postgres.idempotency import EXPIRE as EXPIRE_KEYS
 from coordinator_plugins.error_handling.storage.postgres.pool import TRANSIENT, Pool
 from coordinator_plugins.error_handling.storage.postgres.rows import columns, group_row, occurrence_row, run_row
 from coordinator_plugins.error_handling.storage.postgres.schema import (
@@ -233,6 +234,7 @@ class PostgresWriter:
                                   "secs => $1)", days * 86400.0)
                 await con.execute("DELETE FROM recovery_performance WHERE timestamp < now() - make_interval("
                                   "secs => $1)", days * 86400.0)
+                await con.execute(EXPIRE_KEYS)
 
     def _failed(self, exc: BaseException) -> None:
         if self.health.failed(exc):

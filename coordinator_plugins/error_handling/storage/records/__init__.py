@@ -5,6 +5,7 @@ store answers. A store never sees a live report, and no caller knows a table's c
   (:class:`OccurrenceRecord`), and the fields the API shows of them;
 - ``learned``: what recovery learns and keeps (strategy runs, levels, scores, timeouts, a
   policy's state);
+- ``idempotency``: a client's idempotency key and the answer its report got;
 - ``answers``: the state restored at startup, a page of groups and its query, totals, health.
 """
 
@@ -22,6 +23,7 @@ from coordinator_plugins.error_handling.storage.records.groups import (
     GroupRecord,
     OccurrenceRecord,
 )
+from coordinator_plugins.error_handling.storage.records.idempotency import IdempotencyRecord
 from coordinator_plugins.error_handling.storage.records.learned import (
     LearnerRecord,
     LevelRecord,
@@ -37,6 +39,7 @@ __all__ = [
     "GroupPage",
     "GroupQuery",
     "GroupRecord",
+    "IdempotencyRecord",
     "LearnerRecord",
     "LevelRecord",
     "OccurrenceRecord",
