@@ -199,6 +199,9 @@ async def test_a_full_disk_ends_by_itself_once_space_is_freed(tmp_path: Path, sm
             status, body = refused
             assert status == 503 and body["code"] == "store_unavailable" and body["may_be_stored"] is True, refused
             assert not await _store_ok(s, url)
+            async with s.get(url + "/api/diagnostics") as r:  # what is wrong, and the fix
+                issues = " ".join((await r.json())["issues"])
+            assert "No space left on device" in issues and "fix: free space" in issues, issues
             (small_disk / "ballast").unlink()  # the cause is gone: no restart, no operator action
             await _heals(s, url, acked, 100)
     finally:

@@ -23,6 +23,7 @@ from coordinator_plugins.error_handling.storage.duckdb.batch import (
     statements_for,
 )
 from coordinator_plugins.error_handling.storage.duckdb.database import Cursor, Database, invalidated
+from coordinator_plugins.error_handling.storage.duckdb.held import cannot_write_fix
 from coordinator_plugins.error_handling.storage.duckdb.lazy import LazyGroups
 from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder
 from coordinator_plugins.error_handling.storage.duckdb.queue import WriteQueue
@@ -271,7 +272,10 @@ class Writer:
         return self._appender
 
     def _failed(self, exc: BaseException) -> None:
-        if self.health.failed(exc):
+        first = self.health.failed(exc)
+        if self.health.last_error is not None:  # a full disk or a permission: diagnostics names the fix
+            self.health.last_error += cannot_write_fix(self.health.last_error, self.database.path)
+        if first:
             logger.error("store: write failed, writes are buffered: %s", self.health.last_error)
             loop = self.queue.loop
             if self.on_error is not None and loop is not None and not loop.is_closed():
