@@ -180,6 +180,7 @@ async def test_resolve(make_farm) -> None:
 async def test_recovery_routes(make_farm) -> None:
     farm = await make_farm(plugin={"auto_recover": False, "builtin_strategies": ["worker"], "verify_window": 0},
                            workers=1)
+    assert await farm.coord.launcher.kill("worker-1")  # lost for real: a worker that runs is not restarted
     ok, info = await farm.integ.handle_error("worker lost", {"component": "worker", "worker_id": "worker-1"})
     assert ok
     status, metrics = await farm.get("/api/recovery/metrics?days=7")

@@ -23,7 +23,9 @@ def words(rng: random.Random) -> str:
 async def test_a_flood_of_unique_groups_stays_bounded(make_farm, monkeypatch) -> None:
     monkeypatch.setattr(manager_module, "MAX_DEFERRED", 40)
     # a short budget window: the deferred recoveries come back several times during the test
-    farm = await make_farm(plugin={"budget_window": 0.3, "recovery_budget": 1, "recovery_budget_global": 1})
+    # the budgeted action: a HIGH strategy that acts each time (the built-ins find nothing broken here)
+    farm = await make_farm(plugin={"budget_window": 0.3, "recovery_budget": 1, "recovery_budget_global": 1,
+                                   "builtin_strategies": [], "strategies": {"acts": "tests.strategies_for_tests:HighActs"}})
     integ = farm.integ
     assert integ is not None and integ.config.auto_recover
     rm = integ.recovery_manager

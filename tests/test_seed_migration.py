@@ -150,6 +150,7 @@ async def test_install_before_the_app_exists_mounts_everything_once_it_does(tmp_
                                                 {"component": "coordinator", "operation": "schedule"})
         await integ.error_handler.hooks.wait_idle()
         assert fired["db_connection"] == [db_report.error_id] and fired["coordinator"] == [coord_report.error_id]
+        coord.workers["w1"]["last_heartbeat"] = 0.0  # lost for real: no heartbeat since (issue 27 item 1)
         ok, info = await integ.handle_error("worker w1 connection lost", {"component": "worker", "worker_id": "w1"})
         assert ok and info["strategy_id"] == "worker", info
         assert coord.running_tasks == {"t2": "w2"} and coord.tasks["t1"]["status"] == "completed"

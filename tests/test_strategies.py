@@ -230,7 +230,7 @@ async def test_not_applicable_is_never_a_failure(make_farm) -> None:
     for strategy, info in cases:
         result = await strategy.run(info)
         assert result.outcome == "not_applicable", (strategy, info, result)
-        assert strategy.runs == 0
+        assert strategy.run_counts()["runs"] == 0
     ok, info = await farm.integ.handle_error(ValueError("bad literal"), {"component": "parser"})
     assert not ok and info["attempts"] == []  # no strategy can act on a validation error: none is even asked
     ok, info = await farm.integ.handle_error("worker lost", {"component": "worker", "worker_id": "no-such-worker"})
@@ -278,14 +278,21 @@ async def test_seed_shaped_coordinator_through_the_adapter(tmp_path: Path) -> No
     assert isinstance(integ.actions, SeedCoordinatorAdapter)
     await integ.start()
     try:
+        seed.workers["w1"]["last_heartbeat"] = 0.0  # lost for real: no heartbeat since (issue 27 item 1)
         ok, info = await integ.handle_error("worker w1 connection lost", {"component": "worker", "worker_id": "w1"})
         assert ok and info["strategy_id"] == "worker", info
         assert seed.pending_tasks == {"t1"} and seed.running_tasks == {"t2": "w2"}
         assert seed.reconnects == 1 and "w2" in seed.worker_connections
         old_db = seed.db
+        # its connection answers: reconnecting it would fix nothing (issue 27 item 1)
         ok, info = await integ.handle_error(duckdb.ConnectionException("Connection already closed!"),
                                             {"component": "database"})
-        assert ok and info["strategy_id"] == "database"
+        assert not ok and seed.db is old_db, info
+        assert [a["outcome"] for a in info["attempts"] if a["strategy_id"] == "database"] == ["not_applicable"]
+        old_db.close()  # now it is broken (another operation, so another group)
+        ok, info = await integ.handle_error(duckdb.ConnectionException("Connection already closed!"),
+                                            {"component": "database", "operation": "reopen"})
+        assert ok and info["strategy_id"] == "database", info
         assert seed.db is not old_db and seed.db.execute("SELECT 1").fetchone() == (1,)  # sql-allowed: the seed's db
     finally:
         await integ.stop()

@@ -21,7 +21,10 @@ class CoordinatorProtocol(Protocol):
         """The worker's state, None when unknown. ``restartable: False`` (with
         ``why_not_restartable``) says :meth:`restart_worker` may not act on it (the reference
         coordinator restarts only workers it launched, and replaces only those the operator
-        marked replaceable): recovery then leaves it alone. Absent, it is taken as restartable."""
+        marked replaceable): recovery then leaves it alone. Absent, it is taken as restartable.
+        ``process_running`` (optional) says whether the worker's process still runs, for a
+        coordinator that can see it: a worker reported lost whose process runs and that
+        heartbeats is not lost, and is not restarted."""
         ...
 
     async def task_info(self, task_id: str) -> dict[str, Any] | None:

@@ -187,7 +187,7 @@ class ErrorHandlingConfig:
     verify_window: float = field(default=30.0, metadata=number(0, 86_400))
     """Seconds a group must stay quiet before a recovery counts as a success; 0 = at once."""
     max_recoveries_per_group: int = field(default=5, metadata=number(0, 1_000_000, integer=True))
-    """Recoveries of one group that did not hold, per budget_window, before its recovery stops; 0 = unlimited."""
+    """Recoveries per target (worker, else task, else component), held or not, per budget_window; 0 = unlimited."""
     protect_reads: bool = field(default=False, metadata=boolean())
     """With a token, every GET route, /metrics and the dashboard need it too."""
     allowed_hosts: tuple[str, ...] = field(
@@ -228,6 +228,8 @@ class ErrorHandlingConfig:
     """Seconds an idempotency key and the answer its report got are kept; a later retry is a new report."""
     durable_timeout: float = field(default=30.0, metadata=number(0.01, 3_600))
     """Seconds POST /errors waits for its commit before it answers 503 (may_be_stored: true)."""
+    handle_error_wait: float = field(default=30.0, metadata=number(0, 86_400))
+    """Seconds handle_error waits; then it returns in_progress while the recovery goes on; 0 = until it ends."""
 
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(ErrorHandlingConfig))

@@ -26,7 +26,7 @@ from coordinator_plugins.error_handling.intake.text import storable, storable_va
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.observe.metrics import plugin_state
 from coordinator_plugins.error_handling.plugin import NOT_ATTACHED, attach
-from coordinator_plugins.error_handling.recovery.outcome import Listener
+from coordinator_plugins.error_handling.recovery.outcome import Listener, Settled
 from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
 from coordinator_plugins.error_handling.storage.records import IdempotencyRecord, StoredState
 from coordinator_plugins.error_handling.strategies import RecoveryStrategy
@@ -167,6 +167,12 @@ class EnhancedErrorHandlingIntegration:
         """Stop calling ``listener``; ValueError when it was not added."""
         self.recovery_manager.remove_listener(listener)
 
+    def add_verification_listener(self, listener: Settled) -> None:
+        """Call ``listener(history_entry, held)`` when a success's ``verify_window`` ends: ``held``
+        True when the fault stayed away, False when it came back (the entry then says
+        ``"success": False, "verification": "recurred"``)."""
+        self.recovery_manager.add_verification_listener(listener)
+
     # -- reporting ------------------------------------------------------------------------------------
     async def ingest(
         self,
@@ -206,7 +212,7 @@ class EnhancedErrorHandlingIntegration:
         self, error: BaseException | str, context: dict[str, Any] | None = None
     ) -> tuple[bool, dict[str, Any]]:
         report, _, _ = await self.ingest(error, context, recover=False)
-        return await self.recovery_manager.recover(report)
+        return await self.recovery_manager.recover(report, self.config.handle_error_wait)
 
     async def retry_operation(
         self, operation: Callable[..., Any], args: Any = None, kwargs: Any = None, context: dict[str, Any] | None = None

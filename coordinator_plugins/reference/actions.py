@@ -72,7 +72,10 @@ class CoordinatorActions:
         if w is None:
             return None
         why = self.why_not_restartable(worker_id)
-        return {**w.to_dict(), "restartable": why is None, **({"why_not_restartable": why} if why else {})}
+        # for a worker it launched, whether its process still runs (a heartbeat is seconds behind)
+        running = {"process_running": self.launcher.running(worker_id)} if self.launcher.owns(worker_id) else {}
+        return {**w.to_dict(), "restartable": why is None, **({"why_not_restartable": why} if why else {}),
+                **running}
 
     def why_not_restartable(self, worker_id: str) -> str | None:
         """Why :meth:`restart_worker` may not act on ``worker_id`` (None when it may): only a

@@ -10,7 +10,12 @@ from coordinator_plugins.error_handling.learning.policy import AdaptivePolicy, S
 from coordinator_plugins.error_handling.learning.timeouts import AdaptiveTimeouts
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.manager import RecoveryManager
-from coordinator_plugins.error_handling.strategies.base import LEVEL_STRATEGIES
+from coordinator_plugins.error_handling.strategies.base import (
+    CATEGORY_VALUES,
+    LEVEL_STRATEGIES,
+    RecoveryStrategy,
+    declared_pure,
+)
 
 
 def _levels_of(strategy_level: Any) -> list[int]:
@@ -71,8 +76,15 @@ class Explainer:
             entries = {r["strategy_id"]: r for r in self.recommendations(et)}
             start_level, start_reason = 1, "new groups start at level 1"
             first: list[dict[str, Any]] = []
+            runnable = []
+            for s in rm.strategies.values():  # one that cannot run gets no probability, and says why
+                why_not = cannot_run(s, et)
+                if why_not is None:
+                    runnable.append(s)
+                else:
+                    entries[s.strategy_id]["cannot_run"] = why_not
             if isinstance(policy, AdaptivePolicy):
-                first = policy.first_choices(et, list(rm.strategies.values()), max_level)
+                first = policy.first_choices(et, runnable, max_level)
                 if first:
                     start_level = first[0]["level"]
                     start_reason = (
@@ -84,7 +96,7 @@ class Explainer:
                     entries[row["strategy_id"]]["first_choice"] = {"level": row["level"],
                                                                    "probability": row["probability"]}
             for level in range(1, max_level + 1):
-                cands = [s for s in rm.strategies.values() if s.level in LEVEL_STRATEGIES[level]]
+                cands = [s for s in runnable if s.level in LEVEL_STRATEGIES[level]]
                 for row in policy.explain(cands, et, level):
                     entries[row["strategy_id"]].setdefault("by_level", {})[str(level)] = row
             for entry in entries.values():
@@ -104,7 +116,35 @@ class Explainer:
         }
 
 
+def _noop() -> None:
+    return None
+
+
+def cannot_run(strategy: RecoveryStrategy, error_type: str) -> str | None:
+    """Why ``strategy`` can act on no error of ``error_type`` whatever it names, or None when it
+    may. Asked of the declared categories, and of a check declared pure (one that answers from
+    the error's keys and what the strategy was built with, as the built-ins'), given every
+    target a report can name; another check is never called here (it may do I/O)."""
+    cats = strategy.categories
+    if cats is not None and not cats:
+        return "it declares no error category it can act on"
+    if not declared_pure(strategy):
+        return None
+    for category in sorted(cats if cats is not None else CATEGORY_VALUES):
+        probe = {"category": category, "error_type": error_type, "worker_ids": ["?"], "worker_id": "?",
+                 "task_ids": ["?"], "task_id": "?", "callable": _noop, "args": (), "kwargs": {}}
+        try:
+            if strategy.is_applicable(probe) is True:
+                return None
+        except Exception:
+            return None  # left to the recovery to ask
+    return ("its is_applicable is False for every error of this type, whatever it names "
+            "(for a built-in: the coordinator lacks the methods it acts through, or there is none)")
+
+
 def _why(entry: dict[str, Any], policy: str) -> str:
+    if entry.get("cannot_run"):
+        return "cannot run: " + entry["cannot_run"]
     levels = entry["progressive_levels"]
     if policy == "ladder":
         return f"runs in registration order at levels {levels}"

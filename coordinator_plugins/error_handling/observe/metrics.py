@@ -99,6 +99,7 @@ class PluginMetrics:
         self.registry.register(_StateCollector(groups, budget, store, recovery))
         self._counts = self.errors.counts
         recovery.add_listener(self.on_recovery)
+        recovery.outcomes.settled.append(self.on_settled)
 
     def on_error(self, report: ErrorReport) -> None:
         key = (report.error_type._value_, report.error_severity._value_)
@@ -111,9 +112,19 @@ class PluginMetrics:
             counts[key] = count + 1
 
     def on_recovery(self, info: dict[str, Any]) -> None:
+        # Outcomes are counted once final (SPEC 9): a success on probation is counted when its
+        # verify window ends, as a success when it held, as a failure when it recurred.
+        pending = info.get("verification") == "pending"
         for a in info["attempts"]:
+            if pending and a["outcome"] == "success":
+                continue
             self.attempts.labels(a["strategy_id"], str(a["level"]), a["outcome"]).inc()
         self.duration.labels(str(bool(info["success"])).lower()).observe(info["execution_time"])
+
+    def on_settled(self, entry: dict[str, Any], held: bool) -> None:
+        for a in entry.get("attempts") or []:
+            if a.get("outcome") == "success":
+                self.attempts.labels(a["strategy_id"], str(a["level"]), "success" if held else "failure").inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

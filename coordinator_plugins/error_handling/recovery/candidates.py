@@ -22,6 +22,7 @@ from coordinator_plugins.error_handling.recovery.state import Targets, strategy_
 from coordinator_plugins.error_handling.strategies.base import (
     LEVEL_STRATEGIES,
     RecoveryStrategy,
+    check_strategy,
     declared_pure,
     declared_reads,
 )
@@ -56,6 +57,7 @@ class Candidates:
             raise ValueError("strategy_id: expected a non-empty string")
         if strategy_id in self.strategies:
             raise ValueError(f"strategy_id: {strategy_id!r} is already registered")
+        check_strategy(strategy, strategy_id)
         strategy.strategy_id = strategy_id
         self.strategies[strategy_id] = strategy
         self._by_category.clear()

@@ -21,11 +21,10 @@ from coordinator_plugins.error_handling.model import ErrorReport
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.candidates import Candidates
 from coordinator_plugins.error_handling.recovery.outcome import RecoveryOutcomes
-from coordinator_plugins.error_handling.recovery.poison import screen
+from coordinator_plugins.error_handling.recovery.poison import fails_its_tasks, screen
 from coordinator_plugins.error_handling.recovery.state import LevelState, Targets, strategy_info
 from coordinator_plugins.error_handling.strategies.base import (
     LEVEL_STRATEGIES,
-    TASK_CATEGORIES,
     RecoveryLevel,
     StrategyResult,
 )
@@ -85,7 +84,7 @@ class Ladder:
         if verdicts:
             self.poisoned += len(verdicts)
             info.setdefault("poison_tasks", []).extend(verdicts)
-        return targets.had_tasks and not targets.tasks and report.category.value in TASK_CATEGORIES
+        return targets.had_tasks and not targets.tasks and fails_its_tasks(report.category.value)
 
     async def run(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
         cfg = self.config
@@ -110,6 +109,9 @@ class Ladder:
             return False, info
         targets = Targets.take(report)
         info["targets"] = {"workers": list(targets.workers), "tasks": list(targets.tasks)}
+        if self.outcomes.over_intensity(report, st, targets):  # Erlang's restart intensity, per target
+            info["reason"] = st.stopped
+            return False, info
         if await self._screen(report, targets, info):
             return self.outcomes.nothing_left(report, st, info)
         level = st.level
@@ -129,12 +131,22 @@ class Ladder:
         poisoned = False
         held: tuple[HeldRun, int, StrategyResult] | None = None
         later: list[tuple[HeldRun, int]] = []  # runs learned once it is known the task is not poison
+        # The levels to walk: up from the start; when the start skipped levels and nothing above
+        # them could act (the first choice found nothing to act on), the skipped ones after all.
+        walk = list(range(level, cfg.max_recovery_level + 1))
+        skipped = list(range(1, level))
+        i = 0
         try:
-            while level <= cfg.max_recovery_level:
+            while i < len(walk):
+                level = walk[i]
                 result = await self._run_level(report, level, key, record_keys, tried, info, targets, st, first)
                 first = None
                 if result is None:  # no applicable strategy: passed over
-                    level += 1
+                    i += 1
+                    if i == len(walk) and skipped and all(a["outcome"] == "not_applicable" for a in info["attempts"]):
+                        walk += skipped
+                        info["skipped_levels"] = []
+                        skipped = []
                     continue
                 info["recovery_level"] = level
                 if result.outcome == "budget_exhausted":
@@ -168,7 +180,7 @@ class Ladder:
                 if backoff > 0:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, cfg.escalation_backoff_max)
-                level += 1
+                i += 1
         finally:
             info.pop("_held", None)
             info.pop("_found_nothing", None)
@@ -198,7 +210,7 @@ class Ladder:
             return None
         probe = strategy_info(report, level, 0.0, targets)
         nothing = info.setdefault("_found_nothing", set())  # looked in this recovery, found nothing
-        candidates = [s for s in candidates if s.strategy_id not in nothing and await s.applicable(probe)]
+        candidates = [s for s in candidates if s.strategy_id not in nothing and await s._eh_applicable(probe)]
         while candidates:
             if first is not None and any(s.strategy_id == first.strategy_id for s in candidates):
                 decision = first
@@ -214,22 +226,37 @@ class Ladder:
                 self.learner.attempt(info, decision, "budget_exhausted", 0.0, {"retry_after": round(wait, 3)})
                 self.defer(report, wait)
                 return StrategyResult(strategy.strategy_id, "budget_exhausted")
+            # The level a group shows (API, dashboard) is the level of the strategy running now.
+            before_level = (st.level, report.recovery_level)
+            shown = report.recovery_level != level
+            report.recovery_level = level
+            if st.level != level:
+                st.level = level
             if not info["attempts"]:  # the first strategy to run: this is a recovery now
                 st.recoveries += 1
                 self.recoveries += 1
                 info["recovery_id"] = self.recoveries
                 report.retrying()
                 self.persist_group(report)
+            elif shown:
+                self.persist_group(report)
             timeout = self.timeouts.get(report.error_type.value, strategy.strategy_id)
             before = self.sampler.latest()
             t0 = time.perf_counter()
+            # the lists a strategy records what it touched in, kept here: a run that times out
+            # still tells what it did
+            sinfo = strategy_info(report, level, timeout, targets)
+            sinfo.update(affected_tasks=[], recovered_tasks=[], details={})
             try:
                 async with asyncio.timeout(timeout):
-                    result = await strategy.run(strategy_info(report, level, timeout, targets), checked=True)
+                    result = await strategy.run(sinfo, checked=True)
             except TimeoutError:
-                result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0)
+                result = StrategyResult(strategy.strategy_id, "timeout", time.perf_counter() - t0,
+                                        list(sinfo["affected_tasks"]), list(sinfo["recovered_tasks"]),
+                                        dict(sinfo["details"]))
             tried.add(strategy.strategy_id)
             if result.outcome == "not_applicable":  # it looked and found nothing to act on
+                st.level, report.recovery_level = before_level  # passed over: not a level reached
                 if budgeted:
                     self.budget.refund(report.context.component)  # nothing was done
                 self.learner.attempt(info, decision, "not_applicable", result.execution_time,
@@ -237,7 +264,7 @@ class Ladder:
                 nothing.add(strategy.strategy_id)
                 candidates = [s for s in candidates if s is not strategy]
                 continue
-            hold = bool(targets.tasks) and report.category.value in TASK_CATEGORIES
+            hold = bool(targets.tasks) and fails_its_tasks(report.category.value)
             run = await self.learner.learn(report, level, record_keys, strategy, result, before, decision, info,
                                            hold)
             if run is not None:

@@ -29,7 +29,7 @@ from coordinator_plugins.error_handling.model import ErrorReport, ResolutionStat
 from coordinator_plugins.error_handling.recovery.budget import RecoveryBudget
 from coordinator_plugins.error_handling.recovery.candidates import Candidates
 from coordinator_plugins.error_handling.recovery.ladder import Ladder
-from coordinator_plugins.error_handling.recovery.outcome import Listener, RecoveryOutcomes
+from coordinator_plugins.error_handling.recovery.outcome import Listener, RecoveryOutcomes, Settled
 from coordinator_plugins.error_handling.recovery.state import LevelMap, LevelState
 from coordinator_plugins.error_handling.recovery.verify import Probation
 from coordinator_plugins.error_handling.storage.records import LevelRecord
@@ -137,6 +137,10 @@ class RecoveryManager:
     def remove_listener(self, listener: Listener) -> None:
         """Stop telling ``listener``; ValueError when it was not added."""
         self.listeners.remove(listener)
+
+    def add_verification_listener(self, listener: Settled) -> None:
+        """Tell ``listener(entry, held)`` when a provisional success's verify window ends."""
+        self.outcomes.settled.append(listener)
 
     # -- levels ----------------------------------------------------------------------------------
     def state(self, error_id: str) -> LevelState:
@@ -251,10 +255,24 @@ class RecoveryManager:
             if st is not None and st.cooldown_until:
                 self._defer(report, max(0.0, st.cooldown_until - time.monotonic()))
 
-    async def recover(self, report: ErrorReport) -> tuple[bool, dict[str, Any]]:
-        """Recover now, or join the recovery already running for this group."""
+    async def recover(self, report: ErrorReport, wait: float = 0.0) -> tuple[bool, dict[str, Any]]:
+        """Recover now, or join the recovery already running for this group. With ``wait`` > 0,
+        return after at most that many seconds: the recovery goes on, and the answer says so
+        (``in_progress``) and where to follow it."""
         task = self.inflight.get(report.error_id) or self._start(report)
-        return await asyncio.shield(task)
+        if wait <= 0:
+            return await asyncio.shield(task)
+        done, _ = await asyncio.wait({task}, timeout=wait)
+        if task in done:
+            return task.result()
+        follow = f"{self.config.api_prefix.rstrip('/')}/errors/{report.error_id}"
+        return False, {
+            "error_id": report.error_id, "success": False, "in_progress": True, "strategy_id": None,
+            "strategy_name": None, "recovery_level": report.recovery_level, "execution_time": wait, "attempts": [],
+            "follow": follow,
+            "reason": (f"recovery still running after handle_error_wait = {wait:g} s; it goes on: follow it at "
+                       f"GET {follow} (resolution_status, recovery_history)"),
+        }
 
     # -- restored from the store ------------------------------------------------------------------
     def restore(self, levels: Iterable[LevelRecord], stopped: Iterable[tuple[str, str]],

@@ -8,6 +8,9 @@ told of every recovery that ended (``recovery_outcome`` names how, for an operat
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +26,8 @@ from coordinator_plugins.error_handling.strategies.base import StrategyResult
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]  # told of each recovery that ended, with its recovery_info
+# told when a provisional success ends: its recovery's history entry, and whether it held
+Settled = Callable[[dict[str, Any], bool], None]
 RECOVERY_OUTCOMES = ("succeeded", "failed", "nothing_applicable", "budget_deferred")
 
 
@@ -63,24 +68,52 @@ class RecoveryOutcomes:
         self.save_level = save_level
         self.cancel_deferred = cancel_deferred
         self.listeners: list[Listener] = list(listeners)
+        self.settled: list[Settled] = []
+        self.listener_failures = 0  # calls of listeners that raised (logged once per listener)
+        self._failed_names: set[str] = set()
+        self._pending: set[asyncio.Future[Any]] = set()  # async listeners still running
         self.probation = Probation(config.verify_window, self.verified)
         self.successes = 0  # successes that held (at once when verify_window is 0)
 
-    def unheld(self, report: ErrorReport, st: LevelState) -> None:
-        """Count a recovery of the group that did not hold; past ``max_recoveries_per_group`` of
-        them within ``budget_window``, stop recovering it (a dead letter) and say so."""
+    def stop(self, report: ErrorReport, st: LevelState, count: int, target: str) -> None:
+        """Stop recovering the group (a dead letter) and say so once, loudly."""
         cfg = self.config
-        count = st.did_not_hold(cfg.budget_window)
-        limit = cfg.max_recoveries_per_group
-        if limit and count >= limit and st.stopped is None:
-            st.stopped = (f"recovery does not hold: {count} recoveries within {cfg.budget_window:g} s "
-                          "did not fix it; resolve or reset the group to recover it again")
-            st.cooldown_until = 0.0
-            self.cancel_deferred(report.error_id)
-            report.fail()
-            report.recovery_details["stopped"] = st.stopped
-            report.recovery_details["failure_reason"] = st.stopped
-            logger.error("error group %s (%s): %s", report.error_id, report.message[:80], st.stopped)
+        st.stopped = (f"recovery does not hold: {count} recoveries of {target} within {cfg.budget_window:g} s "
+                      "did not fix it for good; resolve or reset the group to recover it again")
+        st.cooldown_until = 0.0
+        self.cancel_deferred(report.error_id)
+        report.fail()
+        report.recovery_details["stopped"] = st.stopped
+        report.recovery_details["failure_reason"] = st.stopped
+        logger.error("error group %s (%s): %s", report.error_id, report.message[:80], st.stopped)
+
+    def over_intensity(self, report: ErrorReport, st: LevelState, targets: Targets) -> bool:
+        """Before a recovery: stop the group when a target it would act on already had
+        ``max_recoveries_per_group`` recoveries within ``budget_window``, held or not (SPEC 9)."""
+        limit = self.config.max_recoveries_per_group
+        if not limit or st.stopped is not None:
+            return st.stopped is not None
+        for target in targets.counted:
+            count = st.within([target], self.config.budget_window)
+            if count >= limit:
+                self.stop(report, st, count, target)
+                self.persist_group(report)
+                self.save_level(report.error_id, st)
+                return True
+        return False
+
+    def unheld(self, report: ErrorReport, st: LevelState, targets: tuple[str, ...]) -> None:
+        """A recovery of these targets did not hold (it failed, or its success recurred): past
+        ``max_recoveries_per_group`` recoveries of one of them within ``budget_window`` (each one
+        counted when it ran, held or not), stop recovering the group."""
+        limit = self.config.max_recoveries_per_group
+        if not limit or st.stopped is not None:
+            return
+        for target in targets:
+            count = st.within([target], self.config.budget_window)
+            if count >= limit:
+                self.stop(report, st, count, target)
+                return
 
     def nothing_left(self, report: ErrorReport, st: LevelState, info: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         """Every target task is final: no strategy runs; a poison task leaves its group failed."""
@@ -113,8 +146,7 @@ class RecoveryOutcomes:
             # Postponed before any strategy ran (the budget defers it): not a recovery, so no
             # history entry and no write. Recording each postponement made a flood of groups
             # waiting for the budget rewrite ever longer level histories (issue 12, finding 2).
-            for listener in self.listeners:
-                listener(info)
+            self.tell(info)
             return
         ran = any(a["outcome"] not in ("not_applicable", "budget_exhausted") for a in info["attempts"])
         entry = {k: v for k, v in info.items() if k != "attempts"} | {
@@ -128,6 +160,8 @@ class RecoveryOutcomes:
         }
         st.history.append(entry)
         budget_refused = info["attempts"][-1]["outcome"] == "budget_exhausted"
+        if ran:  # restart intensity: every recovery that acted counts against its targets
+            st.count_recovery(list(targets.counted), cfg.budget_window)
         if success:
             st.failures = 0
             st.cooldown_until = 0.0
@@ -141,7 +175,7 @@ class RecoveryOutcomes:
                 entry["verification"] = info["verification"] = "pending"
                 self.probation.hold(Provisional(
                     report.error_id, level, key, run, frozenset(targets.workers + served),
-                    frozenset(targets.tasks), entry, report))
+                    frozenset(targets.tasks), entry, report, counted=targets.counted))
         elif poisoned:
             st.cooldown_until = 0.0  # the task's problem: no supervisor-style retry either
             report.fail()
@@ -153,7 +187,7 @@ class RecoveryOutcomes:
                 pause = min(cfg.escalation_backoff * 2**st.failures, cfg.escalation_backoff_max)
                 st.cooldown_until = time.monotonic() + pause
             report.fail()
-            self.unheld(report, st)
+            self.unheld(report, st, targets.counted)
         else:
             report.reopen(regression=False)
         if not success:
@@ -167,15 +201,56 @@ class RecoveryOutcomes:
         }
         self.persist_group(report)
         self.save_level(report.error_id, st)
-        for listener in self.listeners:
-            listener(info)
+        self.tell(info)
+
+    def tell(self, info: dict[str, Any]) -> None:
+        """Call each listener with ``info``. What a listener raises is logged (with its traceback
+        the first time for that listener, then counted) and never reaches the recovery or the
+        caller of ``handle_error``; an ``async def`` listener's coroutine runs as a task."""
+        for listener in list(self.listeners):
+            self._call(listener, info)
+
+    def _call(self, listener: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = listener(*args)
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                self._pending.add(task)
+                task.add_done_callback(functools.partial(self._done, listener=listener))
+        except Exception as exc:  # a listener's bug must not end the recovery (no silent failure: logged)
+            self._failed(listener, exc)
+
+    def _done(self, task: asyncio.Future[Any], *, listener: Callable[..., Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failed(listener, task.exception())
+
+    def _failed(self, listener: Callable[..., Any], exc: BaseException | None) -> None:
+        self.listener_failures += 1
+        name = getattr(listener, "__qualname__", repr(listener))
+        if name not in self._failed_names:
+            self._failed_names.add(name)
+            logger.error("recovery listener %s raised; the recovery went on without it (fix the listener: it "
+                         "must not raise; later failures of it are only counted in listener_failures)",
+                         name, exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
 
     def verified(self, p: Provisional, held: bool) -> None:
         """A provisional success ended: learn it now, as a success when it held; when the error
         recurred, as a failure, and the group's recovery continues at the next level."""
         self.learner.settle(p.run, held)
         self.policy.record_level(p.key, p.level, held)
-        p.entry["verification"] = "held" if held else "recurred"
+        p.entry["verification"] = verdict = "held" if held else "recurred"
+        for attempt in p.entry.get("attempts") or ():  # the run that was pending is settled too
+            if isinstance(attempt, dict) and attempt.get("verification") == "pending":
+                attempt["verification"] = verdict
+        if not held:  # the history tells the truth: a success that did not hold is not one
+            p.entry["success"] = False
+            if p.report is not None:
+                last = p.report.recovery_details.get("last_recovery")
+                if isinstance(last, dict):
+                    last["success"] = False
+        for listener in list(self.settled):
+            self._call(listener, p.entry, held)
         st = self.levels.get(p.error_id)
         report: ErrorReport | None = None
         if held:
@@ -185,7 +260,7 @@ class RecoveryOutcomes:
             st.failures += 1
             report = p.report
             if report is not None:
-                self.unheld(report, st)
+                self.unheld(report, st, p.counted)
                 report.recovery_level = st.level
                 self.persist_group(report)
         if st is not None:

@@ -24,6 +24,14 @@ logger = logging.getLogger(__name__)
 POISON_ATTEMPTS = 3
 
 
+def fails_its_tasks(category: str) -> bool:
+    """Whether a group of ``category`` is its tasks failing: a task's own failure, and any error
+    a task's run reported (a database, network or setup error: "fixture db missing" is
+    ``db_query``), but not a worker's loss or the machine's overload, which only happened to
+    a task."""
+    return category in TASK_CATEGORIES or not category.startswith(("worker_", "system_"))
+
+
 def poison_reason(failed_on: Sequence[str | None], workers: int) -> str | None:
     """Why a task that failed on ``failed_on`` (one worker id per attempt, None when unnamed) is
     poison in a farm of ``workers`` active workers; None while it is not."""
@@ -52,7 +60,7 @@ async def screen(coordinator: Any, report: ErrorReport, tasks: list[str]) -> tup
     kept: list[str] = []
     verdicts: list[str] = []
     workers: int | None = None
-    taskish = report.category.value in TASK_CATEGORIES
+    taskish = fails_its_tasks(report.category.value)
     for tid in tasks:
         info = await coordinator.task_info(tid)
         if info is not None and (info.get("final") or info.get("status") == "completed"):

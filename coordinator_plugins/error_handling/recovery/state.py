@@ -21,16 +21,28 @@ class Targets:
     tasks: list[str]
     metadata: Any
     had_tasks: bool = False
+    counted: tuple[str, ...] = ()  # what restart intensity counts this recovery against (see keys)
 
     @classmethod
     def peek(cls, report: ErrorReport) -> Targets:
         """What the group's next recovery would act on, left in place."""
         return cls(report.target_workers, report.target_tasks, report.latest_metadata)
 
+    def keys(self, component: str | None) -> list[str]:
+        """What restart intensity is counted per: the workers acted on, else the tasks, else the
+        component (SPEC 9)."""
+        if self.workers:
+            return [f"worker:{w}" for w in dict.fromkeys(self.workers)]
+        if self.tasks:
+            return [f"task:{t}" for t in dict.fromkeys(self.tasks)]
+        return [f"component:{component or ''}"]
+
     @classmethod
     def take(cls, report: ErrorReport) -> Targets:
         workers, tasks, metadata = report.take_targets()
-        return cls(workers, tasks, metadata, had_tasks=bool(tasks))
+        targets = cls(workers, tasks, metadata, had_tasks=bool(tasks))
+        targets.counted = tuple(targets.keys(report.context.component))
+        return targets
 
 
 class LevelState:
@@ -49,7 +61,7 @@ class LevelState:
         recoveries: int = 0,
         failures: int = 0,
         cooldown_until: float = 0.0,
-        unheld: deque[float] | None = None,
+        unheld: dict[str, deque[float]] | None = None,
         stopped: str | None = None,
     ) -> None:
         self._watch: LevelMap | None = None
@@ -61,7 +73,8 @@ class LevelState:
         self.recoveries = recoveries
         self.failures = failures  # consecutive failed recoveries
         self.cooldown_until = cooldown_until  # monotonic time before which no automatic recovery starts
-        self.unheld: deque[float] = unheld if unheld is not None else deque()  # recoveries that did not hold
+        # target (worker, else task, else component) -> when each recovery of it ran, held or not
+        self.unheld: dict[str, deque[float]] = unheld if unheld is not None else {}
 
     @property
     def level(self) -> int:
@@ -84,13 +97,28 @@ class LevelState:
         if self._watch is not None:
             self._watch.note(self)
 
-    def did_not_hold(self, window: float, now: float | None = None) -> int:
-        """Count one more recovery that did not hold; how many did within ``window`` seconds."""
+    def within(self, targets: list[str], window: float, now: float | None = None) -> int:
+        """The most recoveries any of ``targets`` had within ``window`` seconds (SPEC 9: restart
+        intensity per target, whether or not each one held)."""
         now = time.monotonic() if now is None else now
-        self.unheld.append(now)
-        while self.unheld and now - self.unheld[0] >= window:
-            self.unheld.popleft()
-        return len(self.unheld)
+        most = 0
+        for target in targets:
+            q = self.unheld.get(target)
+            if q is None:
+                continue
+            while q and now - q[0] >= window:
+                q.popleft()
+            if not q:
+                del self.unheld[target]
+            most = max(most, len(q) if q else 0)
+        return most
+
+    def count_recovery(self, targets: list[str], window: float, now: float | None = None) -> int:
+        """Count one more recovery of each of ``targets``; the most any of them had within ``window``."""
+        now = time.monotonic() if now is None else now
+        for target in targets:
+            self.unheld.setdefault(target, deque()).append(now)
+        return self.within(targets, window, now)
 
     def restart(self) -> None:
         """Level 1, no cooldown, nothing counted: as a reset or a resolution leaves it."""

@@ -26,6 +26,7 @@ class Provisional:
     entry: dict[str, Any] = field(default_factory=dict)  # the recovery's history entry
     report: Any = None  # the group (an ErrorReport)
     handle: asyncio.TimerHandle | None = None
+    counted: tuple[str, ...] = ()  # the targets its recovery counted against (restart intensity)
 
     def concerns(self, worker_id: str | None, task_id: str | None) -> bool:
         """Is an occurrence naming ``worker_id`` / ``task_id`` a recurrence of what this run fixed?

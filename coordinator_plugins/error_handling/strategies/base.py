@@ -11,7 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from coordinator_plugins.error_handling.model import ErrorCategory
+
 logger = logging.getLogger(__name__)
+CATEGORY_VALUES = frozenset(c.value for c in ErrorCategory)
 
 
 class RecoveryLevel(enum.Enum):
@@ -65,6 +68,42 @@ class StrategyResult:
         return self.outcome == "success"
 
 
+def normalize_categories(categories: Iterable[Any], key: str) -> frozenset[str]:
+    """``ErrorCategory`` members or their string values, as strings; ValueError naming ``key``
+    and listing the valid categories for anything else."""
+    if isinstance(categories, (str, bytes)) or not isinstance(categories, Iterable):
+        raise ValueError(f"{key}: expected a collection of ErrorCategory members or names, got {categories!r}")
+    valid = CATEGORY_VALUES
+    out = set()
+    for c in categories:
+        value = getattr(c, "value", c)
+        if not isinstance(value, str) or value not in valid:
+            raise ValueError(f"{key}: unknown category {c!r}; valid: {', '.join(sorted(valid))}")
+        out.add(value)
+    return frozenset(out)
+
+
+# The methods the recovery manager calls on a registered strategy: a subclass (or an instance)
+# that shadows one with something not callable is refused at registration.
+CALLED_METHODS = ("run", "execute", "is_applicable", "applies_to", "_eh_applicable", "_execute_impl")
+
+
+def check_strategy(strategy: RecoveryStrategy, strategy_id: str) -> None:
+    """At registration: the methods the manager calls are callable, the level is a
+    RecoveryLevel, and the declared categories are known (normalized to strings)."""
+    for name in CALLED_METHODS:
+        attr = getattr(strategy, name, None)
+        if not callable(attr):
+            raise ValueError(
+                f"strategy {strategy_id!r}: attribute {name!r} is {type(attr).__name__} {attr!r:.60}, not a method; "
+                f"the recovery manager calls {name}(): rename the attribute in {type(strategy).__name__}")
+    if not isinstance(getattr(strategy, "level", None), RecoveryLevel):
+        raise ValueError(f"strategy {strategy_id!r}: level: expected a RecoveryLevel, got {strategy.level!r}")
+    cats = getattr(strategy, "categories", None)
+    if cats is not None:
+        strategy.categories = normalize_categories(cats, f"strategy {strategy_id!r}: categories")
+
+
 class NotApplicable(Exception):
     """Raised by ``_execute_impl`` when it finds its target does not exist: not a failure."""
 
@@ -107,20 +146,30 @@ class RecoveryStrategy:
         self.coordinator = coordinator
         self.name = name
         self.level = level
-        self.runs = 0
-        self.successes = 0
+        # The base's bookkeeping is private: a subclass may use any public name for its own.
+        self._eh_runs = 0
+        self._eh_successes = 0
         if categories is not None:
-            self.categories = frozenset(str(getattr(c, "value", c)) for c in categories)
+            self.categories = normalize_categories(categories, "categories")
+
+    def run_counts(self) -> dict[str, int]:
+        """How often this strategy ran (not counting not-applicable looks) and succeeded."""
+        return {"runs": self._eh_runs, "successes": self._eh_successes}
 
     def applies_to(self, category: str | None) -> bool:
-        """Whether this strategy can act on errors of ``category`` at all (no I/O, no call out)."""
+        """Whether this strategy can act on errors of ``category`` at all (no I/O, no call out).
+        Categories may be declared as ``ErrorCategory`` members or their string values."""
         cats = self.categories
-        return cats is None or category is None or category in cats
+        if cats is None or category is None:
+            return True
+        if category in cats:
+            return True
+        return any(getattr(c, "value", None) == category for c in cats)
 
     def is_applicable(self, error_info: dict[str, Any]) -> bool:
         return True
 
-    async def applicable(self, error_info: dict[str, Any]) -> bool:
+    async def _eh_applicable(self, error_info: dict[str, Any]) -> bool:
         """``applies_to`` the category and ``is_applicable`` (sync or async); a raising check is
         logged and counts as not applicable."""
         if not self.applies_to(error_info.get("category")):
@@ -163,20 +212,20 @@ class RecoveryStrategy:
             if not applicable:
                 return StrategyResult(sid, "not_applicable")
         start = time.perf_counter()
-        self.runs += 1
+        self._eh_runs += 1
         try:
             ok = bool(await self._execute_impl(info))
             outcome, err = ("success" if ok else "failure"), None
         except (asyncio.CancelledError, TimeoutError):
             raise
         except NotApplicable as exc:
-            self.runs -= 1
+            self._eh_runs -= 1
             return StrategyResult(sid, "not_applicable", time.perf_counter() - start, error=str(exc) or None)
         except Exception as exc:
             logger.warning("strategy %s raised %r", sid, exc)
             outcome, err = "error", f"{type(exc).__name__}: {exc}"
         if outcome == "success":
-            self.successes += 1
+            self._eh_successes += 1
         return StrategyResult(
             sid,
             outcome,

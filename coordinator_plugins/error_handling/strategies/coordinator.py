@@ -10,7 +10,8 @@ from coordinator_plugins.error_handling.strategies.builtin import BuiltinStrateg
 
 
 class CoordinatorRecoveryStrategy(BuiltinStrategy):
-    """CRITICAL: restart the internal component the error names (or every unhealthy one), or reload
+    """CRITICAL: restart the internal component the error names (or, naming none, each one) that
+    is seen not working (one that is running is left alone: not applicable), or reload
     state from the database for state errors; succeed when each restarted loop ticked again.
     Never drops worker connections or requeues unrelated tasks. A coordinator with nothing to
     restart (a seed-shaped one without ``restart_*`` methods) is not applicable, never a success."""
@@ -43,13 +44,14 @@ class CoordinatorRecoveryStrategy(BuiltinStrategy):
         names = c.component_names()
         meta = error_info.get("metadata") or {}
         wanted = meta.get("component") or error_info.get("component")
-        if wanted in names:
-            targets = [wanted]
-        else:
-            targets = [n for n in names if not await c.component_healthy(n)]
+        # Only a component seen not working is restarted: restarting a loop that ticks fixes nothing.
+        looked = [wanted] if wanted in names else names
+        targets = [n for n in looked if not await c.component_healthy(n)]
         state = self._state(error_info) and has_methods(c, "reload_state")
         if not targets and not state:
-            raise NotApplicable("no component to restart: " + ("all are healthy" if names else "none is restartable"))
+            why = (f"component {wanted!r} is running" if wanted in names
+                   else "all are healthy" if names else "none is restartable")
+            raise NotApplicable("no component to restart: " + why)
         restarted = []
         for name in targets:
             if await c.restart_component(name):

@@ -11,7 +11,8 @@ from coordinator_plugins.error_handling.strategies.builtin import BuiltinStrateg
 
 
 class DatabaseRecoveryStrategy(BuiltinStrategy):
-    """HIGH: reconnect the coordinator's database and the plugin's store, verify both with a query.
+    """HIGH: reconnect whichever of the coordinator's database and the plugin's store fails a
+    health query, and verify it with a query again. Both answering: not applicable (SPEC 9).
     Never deletes or renames a file."""
 
     strategy_id = "database"
@@ -30,20 +31,20 @@ class DatabaseRecoveryStrategy(BuiltinStrategy):
         )
 
     async def _execute_impl(self, error_info: dict[str, Any]) -> bool:
-        component = str(error_info.get("component") or "")
+        # Only a connection seen broken is acted on: reconnecting a healthy one (the host's, or the
+        # plugin's own store when the error is the host's) fixes nothing and verifies nothing.
         c = self.coordinator if has_methods(self.coordinator, "reconnect_database", "health") else None
         targets: list[str] = []
-        coord_ok = True
-        if c is not None:
-            coord_ok = bool((await c.health()).get("database"))
-        store_ok = self.store is None or await self.store.ping()
-        own = component in ("store", "error_handling")
-        if c is not None and (not coord_ok or not own):
+        if c is not None and not (await c.health()).get("database"):
             targets.append("coordinator")
-        if self.store is not None and (not store_ok or own or (coord_ok and not targets)):
+        if self.store is not None and not await self.store.ping():
             targets.append("store")
         if not targets:
-            raise NotApplicable("no database connection to reconnect")
+            seen = (["the coordinator's database"] if c is not None else []) + (
+                ["the plugin's store"] if self.store is not None else [])
+            raise NotApplicable(
+                f"no broken database connection to reconnect: {' and '.join(seen) or 'nothing'} answered a query"
+                if seen else "no database connection this strategy can check")
         ok = True
         if c is not None and "coordinator" in targets:
             ok = bool(await c.reconnect_database()) and ok

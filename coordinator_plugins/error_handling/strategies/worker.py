@@ -18,6 +18,8 @@ from coordinator_plugins.error_handling.strategies.builtin import (
     targets_of,
 )
 
+LOSS_CATEGORIES = frozenset({"worker_offline", "worker_crash"})
+
 
 class WorkerRecoveryStrategy(BuiltinStrategy):
     """MEDIUM: for each worker at fault: drain it, requeue its tasks, restart (or replace) its
@@ -55,6 +57,16 @@ class WorkerRecoveryStrategy(BuiltinStrategy):
                 workers = self._at_fault(workers, tasks, error_info)
         # A worker the coordinator may neither restart nor replace (one it did not launch) is not
         # acted on: nothing would bring it back, and acting on it would be acting on nothing.
+        if error_info.get("category") in LOSS_CATEGORIES:
+            # A worker reported lost that heartbeats, and whose process runs where the coordinator
+            # can see it, is not lost: restarting it would be acting on nothing broken (SPEC 9).
+            serving = [w for w in workers
+                       if known[w].get("process_running") is not False and await c.worker_alive(w)]
+            if serving:
+                error_info["details"]["not_lost"] = serving
+                workers = [w for w in workers if w not in serving]
+                if not workers:
+                    raise NotApplicable(f"worker(s) {', '.join(serving)} heartbeat and run: nothing lost to recover")
         held = {w: str(known[w].get("why_not_restartable") or f"worker {w} is not restartable")
                 for w in workers if known[w].get("restartable") is False}
         workers = [w for w in workers if w not in held]
