@@ -119,6 +119,7 @@ def assemble(
     handler = ErrorHandler(
         store, cfg.hook_timeout, max(cfg.regression_window, cfg.verify_window), cfg.max_groups_in_memory, rng,
         groups=groups, writer=writer, adopt=claims.adopt if claims is not None else None, on_loaded=recovery.loaded,
+        max_metadata_bytes=cfg.max_metadata_bytes,
     )
     fleet = None
     if ledger is not None and leases is not None:

@@ -220,6 +220,8 @@ class ErrorHandlingConfig:
     """A database locked by another process: false = an error, true = run in memory (degraded)."""
     database_memory_mb: int = field(default=64, metadata=number(16, 1_000_000, integer=True))
     """DuckDB's memory limit in megabytes inside the coordinator's process; it spills to disk beyond it."""
+    max_metadata_bytes: int = field(default=16_384, metadata=number(1_024, 1_048_576, integer=True))
+    """A report's stored metadata (its JSON) at most; past it, the entries that fit, and metadata_truncated."""
     body_timeout: float = field(default=10.0, metadata=number(0.01, 3_600))
     """Seconds a request body may take to arrive; later it is answered 408 and its connection closed."""
     idempotency_ttl: float = field(default=86_400.0, metadata=number(60, 365 * 86_400))

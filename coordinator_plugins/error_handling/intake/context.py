@@ -20,6 +20,7 @@ and logged as a WARNING once per distinct value, naming the accepted values.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,6 +96,12 @@ def _flag(ctx: Mapping[str, Any], key: str) -> bool:
 UNRECOGNIZED = "unrecognized_context"  # the metadata key that keeps the values not understood
 _ENUM_KEYS = frozenset(("error_type", "severity", "critical", "high_priority", "low_priority", "metadata",
                         "related_entities"))
+# Stored metadata (as JSON) is at most this many bytes by default: DuckDB keeps every string of
+# more than a few tens of KiB in blocks of its own, and a checkpoint that must pin more of them
+# than its memory_limit fails and invalidates the database (70 reports of 1 MB at 64 MB).
+MAX_METADATA_BYTES = 16_384
+TRUNCATED = "metadata_truncated"  # the metadata key that says what was left out past the cap
+_TRUNCATED_ROOM = 2_600  # bytes kept free for the TRUNCATED entry (20 names of up to 100 characters)
 _MAX_WARNED = 1000  # distinct unknown values logged; past it, one line says the rest are not
 
 
@@ -130,14 +137,21 @@ def _shown(value: Any, limit: int) -> str:
         return f"<{type(value).__name__}>"
 
 
+def _json_bytes(value: Any) -> int:
+    """The size of ``value`` as the stores write it (JSON with ASCII escapes: one byte a character)."""
+    return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
 class ContextReader:
     """Reads the context keys that take a value from a fixed set; never raises (see the module).
 
     One per error handler: it remembers which unknown values it has already warned about."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_metadata_bytes: int = MAX_METADATA_BYTES) -> None:
         self._warned: set[tuple[str, str]] = set()
         self.unrecognized = 0  # context values not understood, over every report
+        self.max_metadata_bytes = max_metadata_bytes
+        self.metadata_capped = 0  # reports whose metadata was over the cap
 
     def read(self, ctx: Mapping[str, Any]) -> ContextRead:
         if _ENUM_KEYS.isdisjoint(ctx):
@@ -177,7 +191,36 @@ class ContextReader:
                     self._unknown("metadata", raw, bad, str(exc))
         if bad:
             out.metadata = {**(out.metadata or {}), UNRECOGNIZED: bad}
+        if out.metadata:
+            out.metadata = self._capped(out.metadata)
         return out
+
+    def _capped(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """``metadata`` itself when its JSON is within ``max_metadata_bytes``; else its top-level
+        entries that fit, in order, and under TRUNCATED what was over the cap (warned once)."""
+        cap = self.max_metadata_bytes
+        size = _json_bytes(metadata)
+        if size <= cap:
+            return metadata
+        kept: dict[str, Any] = {}
+        dropped: list[str] = []
+        used = _TRUNCATED_ROOM
+        for key, value in metadata.items():
+            n = _json_bytes({key: value})
+            if used + n <= cap:
+                kept[key] = value
+                used += n
+            else:
+                dropped.append(key[:100])
+        kept[TRUNCATED] = {"bytes": size, "cap_bytes": cap, "dropped_keys": dropped[:20],
+                           "more_dropped_keys": max(0, len(dropped) - 20)}
+        self.metadata_capped += 1
+        if self.metadata_capped == 1:
+            logger.warning(
+                "a report's metadata was %d bytes of JSON, over max_metadata_bytes (%d): its entries over the cap "
+                "were left out and named under %s (raise [plugins.error_handling] max_metadata_bytes to keep more; "
+                "this is not logged again)", size, cap, TRUNCATED)
+        return kept
 
     def _member(self, enum_cls: Any, key: str, raw: Any, bad: dict[str, Any]) -> Any:
         try:

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator_plugins.error_handling.intake.context import ContextReader, context_strings, related_targets
+from coordinator_plugins.error_handling.intake.context import (
+    MAX_METADATA_BYTES,
+    ContextReader,
+    context_strings,
+    related_targets,
+)
 from coordinator_plugins.error_handling.intake.group import GroupIndex
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey, HookRegistry
 from coordinator_plugins.error_handling.intake.identify import identify
@@ -97,6 +102,7 @@ class ErrorHandler:
         writer: GroupWriter | None = None,
         adopt: Callable[[ErrorReport], Awaitable[ErrorReport]] | None = None,
         on_loaded: Callable[[ErrorReport, LevelRecord | None], None] | None = None,
+        max_metadata_bytes: int = MAX_METADATA_BYTES,
     ) -> None:
         """``groups`` and ``writer``: the index and its writer when others share them (made here
         otherwise); ``adopt``: a fleet's claim of new groups (``fleet.claim.GroupClaims.adopt``),
@@ -107,7 +113,7 @@ class ErrorHandler:
         self.groups = groups if groups is not None else GroupIndex(max_groups, getattr(store, "committed_seq", None))
         self.writer = writer if writer is not None else GroupWriter(store, self.groups)
         self.hooks = HookRegistry(hook_timeout)
-        self.context = ContextReader()
+        self.context = ContextReader(max_metadata_bytes)
         self.regression_window = regression_window
         self.default_retry_policy = RetryPolicy()
         self._policies: dict[str, RetryPolicy] = {}

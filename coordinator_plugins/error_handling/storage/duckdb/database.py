@@ -30,6 +30,12 @@ MEMORY = ":memory:"
 Cursor = duckdb.DuckDBPyConnection
 
 
+def invalidated(exc: BaseException) -> bool:
+    """DuckDB invalidated the database instance (a checkpoint or commit failed fatally: a full
+    disk, memory_limit): no connection to that instance works again, only a new instance does."""
+    return isinstance(exc, duckdb.FatalException) or "invalidated" in str(exc).lower()
+
+
 class Database:
     """One DuckDB database file (or ``:memory:``) and its connection."""
 
@@ -87,8 +93,17 @@ class Database:
 
     def reopen(self) -> None:
         """A new connection, checked with a query, replaces the current one (whose cursors follow
-        it). Raises what connecting raised, the current connection left as it was."""
-        con = self.connect()
+        it). Raises what connecting raised, the current connection left as it was; except for a
+        database DuckDB invalidated (a failed checkpoint): that one is closed and a new database
+        instance is opened from the file (its write-ahead log replays), see :meth:`reopen_closed_first`."""
+        try:
+            con = self.connect()
+        except duckdb.Error as exc:
+            if not invalidated(exc):
+                raise
+            logger.warning("store: the database instance was invalidated; opening a new one from %s", self.path)
+            self.reopen_closed_first()
+            return
         try:
             con.execute("SELECT 1").fetchall()
         except BaseException:

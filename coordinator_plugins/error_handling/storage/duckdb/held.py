@@ -91,3 +91,17 @@ def refuse_if_held_by_host(path: str, host_path: str | None = None) -> None:
 def is_same_file_error(reason: str) -> bool:
     """DuckDB's error for a second connection with another configuration, at open."""
     return "same database file with a different configuration" in reason
+
+
+def cannot_write_fix(reason: str, path: str) -> str:
+    """The fix for a database the process cannot write (``"; fix: ..."``), or "" for other reasons."""
+    low = reason.lower()
+    where = os.path.dirname(os.path.abspath(path))
+    if "no space left" in low or "disk quota" in low:
+        return (f"; fix: free space on the file system that holds {where} (nothing stored is lost), or set "
+                "error_handling.database to a path on another one, then start again")
+    if "permission denied" in low or "read-only file system" in low:
+        user = os.getuid() if hasattr(os, "getuid") else "this user"
+        return (f"; fix: make {where} and the database files in it writable by the user running the coordinator "
+                f"(uid {user}), or set error_handling.database to a writable path, then start again")
+    return ""

@@ -48,6 +48,7 @@ class FileWatch:
         self.problem: str | None = None  # the file is gone or foreign and not rebuilt yet
         self.history: list[str] = []  # what happened to the file (kept until restart)
         self.recreated = 0
+        self.unseen = False  # the last look at the file failed (said once)
 
     @property
     def enabled(self) -> bool:
@@ -70,7 +71,14 @@ class FileWatch:
         if not self.enabled or now < self.next_check:
             return False
         self.next_check = now + CHECK_INTERVAL
-        found = _identity(self.database.path)
+        try:
+            found = _identity(self.database.path)
+        except OSError as exc:  # the directory cannot be searched now (its permissions): look again later
+            if not self.unseen:
+                self.unseen = True
+                logger.warning("store: cannot look at %s (said once until it can again): %s", self.database.path, exc)
+            return False
+        self.unseen = False
         if found == self.identity:
             return False
         what = "deleted" if found is None else "replaced by another file"

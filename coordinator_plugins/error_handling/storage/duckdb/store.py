@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ import duckdb
 from coordinator_plugins.error_handling.storage.base import StoreClosed, StoreUnavailable
 from coordinator_plugins.error_handling.storage.duckdb.database import MEMORY, Cursor, Database
 from coordinator_plugins.error_handling.storage.duckdb.held import (
+    cannot_write_fix,
     is_same_file_error,
     refuse_if_held_by_host,
     same_file_problem,
@@ -61,6 +63,7 @@ from coordinator_plugins.error_handling.storage.seedhook import SeedHook
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
 CLOSE_FLUSH_TIMEOUT = 5.0  # s close() waits for the queued writes
+RECONNECT_LOG_EVERY = 60.0  # s between two log lines of the same failing reconnect
 __all__ = ["DuckDBStore"]
 
 
@@ -91,7 +94,7 @@ class DuckDBStore(ForwardedReads):
         self.database = Database(path, memory_mb, seed)
         self.health = Health()
         self.queue = WriteQueue(queue_limit)
-        self.durability = Durability(self.queue, lambda: self.health.last_error)
+        self.durability = Durability(self.queue, lambda: self.health.last_error, self.health.failing_for)
         self.order = GroupOrder()  # every group's (last_seen, error_id), for paging (see order.py)
         self.watch = FileWatch(self.database)
         self.writer = Writer(
@@ -100,6 +103,7 @@ class DuckDBStore(ForwardedReads):
             auto_reconnect_after=auto_reconnect_after,
         )
         self.reads = DuckDBReads(self.database, self.order)
+        self._reconnect_said: tuple[str, float] = ("", 0.0)  # the failure last logged, and when
 
     @property
     def path(self) -> str:
@@ -135,7 +139,9 @@ class DuckDBStore(ForwardedReads):
             if is_same_file_error(reason):  # opened by the host after the plugin was installed
                 raise StoreUnavailable(same_file_problem(self.path)) from None
             if not fallback_to_memory:
-                raise StoreUnavailable(f"error_handling.database: cannot open {self.path!r}: {reason}") from None
+                raise StoreUnavailable(
+                    f"error_handling.database: cannot open {self.path!r}: {reason}{cannot_write_fix(reason, self.path)}"
+                ) from None
             logger.error(
                 "error handling: cannot open %s (%s); falling back to an in-memory database: "
                 "nothing will survive a restart",
@@ -212,11 +218,17 @@ class DuckDBStore(ForwardedReads):
         try:
             self.database.reopen()
         except Exception as exc:
-            self.health.last_error = f"{type(exc).__name__}: {exc}"
-            logger.error("store: reconnect failed: %s", self.health.last_error)
+            reason = f"{type(exc).__name__}: {exc}"
+            self.health.last_error = reason + cannot_write_fix(reason, self.path)
+            now = time.monotonic()
+            # said once per cause (and once a minute while it lasts), not at every retry
+            if reason != self._reconnect_said[0] or now - self._reconnect_said[1] > RECONNECT_LOG_EVERY:
+                self._reconnect_said = (reason, now)
+                logger.error("store: reconnect failed (retried every 2 s or less): %s", self.health.last_error)
             return False
+        self._reconnect_said = ("", 0.0)
         self.health.reconnects += 1
-        logger.info("store: reconnected to %s", self.path)
+        logger.warning("store: reconnected to %s", self.path)
         self.queue.wake.set()
         return True
 

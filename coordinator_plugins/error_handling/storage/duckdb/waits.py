@@ -19,6 +19,9 @@ from coordinator_plugins.error_handling.storage.duckdb.queue import WriteQueue
 from coordinator_plugins.error_handling.storage.durability import Waiters, wait_within
 
 SWEEP_INTERVAL = 0.25  # how often the deadlines of durability waits are checked (s)
+# A store failing this long (s) fails the durability waits that have a timeout at once (the
+# writes stay queued and may still be committed): a client hears 503 in seconds, not at its timeout.
+FAIL_FAST_AFTER = 2.0
 REFUSED_KEPT = 10_000  # refused write numbers remembered for a wait that comes after the commit
 
 
@@ -42,9 +45,12 @@ async def _raise(exc: BaseException) -> None:
 class Durability:
     """Shared by the store (waits, on the loop) and its writer (progress, on its thread)."""
 
-    def __init__(self, queue: WriteQueue, last_error: Callable[[], str | None]) -> None:
+    def __init__(
+        self, queue: WriteQueue, last_error: Callable[[], str | None], failing_for: Callable[[], float] = lambda: 0.0
+    ) -> None:
         self.queue = queue
         self.last_error = last_error
+        self.failing_for = failing_for  # seconds the writer has been failing (0 while it commits)
         self.accepting = False  # the writer runs: a wait can be answered
         self.committed = 0
         self.groups_committed = 0
@@ -92,7 +98,8 @@ class Durability:
         self._sweeper = None
         now = time.monotonic()
         dl = self._deadlines
-        while dl and (dl[0][2].done() or dl[0][0] <= now):
+        down = self.failing_for() >= FAIL_FAST_AFTER  # every wait with a deadline fails now
+        while dl and (down or dl[0][2].done() or dl[0][0] <= now):
             _, _, fut = heapq.heappop(dl)
             if not fut.done():
                 fut.set_exception(TimeoutError(f"write not durable in time (last error: {self.last_error()})"))

@@ -22,7 +22,8 @@ from coordinator_plugins.error_handling.storage.duckdb.batch import (
     run_statements,
     statements_for,
 )
-from coordinator_plugins.error_handling.storage.duckdb.database import Cursor, Database
+from coordinator_plugins.error_handling.storage.duckdb.database import Cursor, Database, invalidated
+from coordinator_plugins.error_handling.storage.duckdb.held import cannot_write_fix
 from coordinator_plugins.error_handling.storage.duckdb.lazy import LazyGroups
 from coordinator_plugins.error_handling.storage.duckdb.order import GroupOrder
 from coordinator_plugins.error_handling.storage.duckdb.queue import WriteQueue
@@ -207,9 +208,12 @@ class Writer:
                     break
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                if self.health.failing_since and time.monotonic() - self.health.failing_since > (
-                    self.auto_reconnect_after
+                if invalidated(cause) or not db.is_open or (
+                    self.health.failing_since
+                    and time.monotonic() - self.health.failing_since > self.auto_reconnect_after
                 ):
+                    # an invalidated instance never works again: a new one from the file, now
+                    # (paced by the backoff, at most every 2 s), not after auto_reconnect_after
                     self.reconnect()
                 # Fold newer writes into the failed batch, so the retry commits them together.
                 newer = self._take(real_only=True)
@@ -268,7 +272,10 @@ class Writer:
         return self._appender
 
     def _failed(self, exc: BaseException) -> None:
-        if self.health.failed(exc):
+        first = self.health.failed(exc)
+        if self.health.last_error is not None:  # a full disk or a permission: diagnostics names the fix
+            self.health.last_error += cannot_write_fix(self.health.last_error, self.database.path)
+        if first:
             logger.error("store: write failed, writes are buffered: %s", self.health.last_error)
             loop = self.queue.loop
             if self.on_error is not None and loop is not None and not loop.is_closed():
