@@ -21,25 +21,15 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, RecoveryLevel, validate_config
-from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
+from coordinator_plugins.error_handling import RecoveryLevel
 from coordinator_plugins.evaluate import evaluate_databases
-from tests.simulate import SyntheticStrategy
+from tests.simulate import SyntheticStrategy, simulate_farm
 
 L, M = RecoveryLevel.LOW, RecoveryLevel.MEDIUM
 WORLD = {"a": (0.4, L), "b": (0.5, L), "c": (0.45, L), "m": (0.6, M)}
-
-
-class Uniform(SelectionPolicy):
-    name = "uniform"
-
-    def choose(self, candidates: Any, key: str, level: int, tried: set[str]) -> Decision:
-        fresh = [s for s in candidates if s.strategy_id not in tried] or list(candidates)
-        return Decision(self.rng.choice(fresh).strategy_id, level, self.name, "uniform", 1.0 / len(fresh))
 
 
 def strategies(rng: random.Random) -> list[SyntheticStrategy]:
@@ -52,26 +42,7 @@ def strategies(rng: random.Random) -> list[SyntheticStrategy]:
 
 
 async def farm(db: Path, selection: str, seed: int, n: int) -> tuple[float, float]:
-    integ = EnhancedErrorHandlingIntegration(None, validate_config({
-        "database": str(db), "auto_recover": False, "builtin_strategies": [], "escalation_backoff": 0,
-        "regression_window": 0, "seed": seed, "verify_window": 0, "recovery_budget": 0,
-        "selection": "ladder" if selection == "uniform" else selection}))
-    for s in strategies(random.Random(seed)):
-        integ.add_custom_strategy(s.strategy_id, s)
-    await integ.start()
-    if selection == "uniform":
-        integ.recovery_manager.policy = Uniform(integ.performance_recovery, random.Random(seed + 1))
-    firsts = runs = 0
-    try:
-        for i in range(n):
-            name = "".join(chr(97 + (i // 26**k) % 26) for k in range(3))
-            _, info = await integ.handle_error(f"incident {name}", {"component": "c", "error_type": "network"})
-            ran = [a for a in info["attempts"] if a["outcome"] not in ("not_applicable", "budget_exhausted")]
-            firsts += ran[0]["success"]
-            runs += len(ran)
-    finally:
-        await integ.stop()
-    return firsts / n, runs / n
+    return await simulate_farm(db, selection, seed, n, WORLD)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy, StartChoice
@@ -98,3 +99,45 @@ class OraclePolicy(SelectionPolicy):
         """The planned start level alone (``choose`` then picks the plan's first strategy)."""
         start = self.start(key, list(self.strategies.values()), max_level)
         return start.level, start.reason
+
+
+class UniformPolicy(SelectionPolicy):
+    """Each fresh candidate with equal probability, logged with it (a logging policy for
+    off-policy evaluation)."""
+
+    name = "uniform"
+
+    def choose(self, candidates: Any, key: str, level: int, tried: set[str]) -> Decision:
+        fresh = [s for s in candidates if s.strategy_id not in tried] or list(candidates)
+        pick = self.rng.choice(fresh)
+        return Decision(pick.strategy_id, level, self.name, "uniform", 1.0 / len(fresh))
+
+
+async def simulate_farm(db: Path, selection: str, seed: int, n: int,
+                        world: dict[str, tuple[float, RecoveryLevel]]) -> tuple[float, float]:
+    """``n`` recoveries of one error type with the world's strategies (id -> (success
+    probability, level)) under ``selection`` (a policy name, or ``uniform``); the measured
+    first-try success and strategy runs per recovery."""
+    from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, validate_config
+
+    integ = EnhancedErrorHandlingIntegration(None, validate_config({
+        "database": str(db), "auto_recover": False, "builtin_strategies": [], "escalation_backoff": 0,
+        "regression_window": 0, "seed": seed, "verify_window": 0, "recovery_budget": 0,
+        "selection": "ladder" if selection == "uniform" else selection}))
+    rng = random.Random(seed)
+    for sid, (_, level) in world.items():
+        integ.add_custom_strategy(sid, SyntheticStrategy(sid, level, lambda et, s: world[s][0], rng))
+    await integ.start()
+    if selection == "uniform":
+        integ.recovery_manager.policy = UniformPolicy(integ.performance_recovery, random.Random(seed + 1))
+    firsts, runs = 0, 0
+    try:
+        for i in range(n):
+            name = "".join(chr(97 + (i // 26**k) % 26) for k in range(3))
+            _, info = await integ.handle_error(f"incident {name}", {"component": "c", "error_type": "network"})
+            ran = [a for a in info["attempts"] if a["outcome"] not in ("not_applicable", "budget_exhausted")]
+            firsts += ran[0]["success"]
+            runs += len(ran)
+    finally:
+        await integ.stop()
+    return firsts / n, runs / n

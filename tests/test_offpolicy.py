@@ -8,12 +8,11 @@ import random
 from pathlib import Path
 from typing import Any
 
-from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration, RecoveryLevel, validate_config
+from coordinator_plugins.error_handling import RecoveryLevel
 from coordinator_plugins.error_handling.learning.offpolicy import evaluate_runs
-from coordinator_plugins.error_handling.learning.policy import Decision, SelectionPolicy
 from coordinator_plugins.error_handling.storage.records import StrategyRun
 from coordinator_plugins.evaluate import evaluate_databases
-from tests.simulate import SyntheticStrategy
+from tests.simulate import SyntheticStrategy, simulate_farm
 
 L, M = RecoveryLevel.LOW, RecoveryLevel.MEDIUM
 
@@ -104,45 +103,12 @@ def test_a_log_without_support_says_so() -> None:
 
 
 # -- on the simulator: the plugin itself, with a uniform logging policy ------------------------------
-class Uniform(SelectionPolicy):
-    """Each fresh candidate with equal probability, logged with it."""
-
-    name = "uniform"
-
-    def choose(self, candidates: Any, key: str, level: int, tried: set[str]) -> Decision:
-        fresh = [s for s in candidates if s.strategy_id not in tried] or list(candidates)
-        pick = self.rng.choice(fresh)
-        return Decision(pick.strategy_id, level, self.name, "uniform", 1.0 / len(fresh))
-
-
 WORLD = {"a": (0.3, L), "b": (0.7, L), "m": (0.5, M)}
 
 
 async def farm(db: Path, selection: str, seed: int, n: int,
                world: dict[str, tuple[float, RecoveryLevel]] = WORLD) -> tuple[float, float]:
-    """``n`` recoveries of one error type with the world's strategies; measured first-try
-    success and strategy runs per recovery."""
-    integ = EnhancedErrorHandlingIntegration(None, validate_config({
-        "database": str(db), "auto_recover": False, "builtin_strategies": [], "escalation_backoff": 0,
-        "regression_window": 0, "seed": seed, "verify_window": 0, "recovery_budget": 0,
-        "selection": "ladder" if selection == "uniform" else selection}))
-    rng = random.Random(seed)
-    for sid, (_, level) in world.items():
-        integ.add_custom_strategy(sid, SyntheticStrategy(sid, level, lambda et, s: world[s][0], rng))
-    await integ.start()
-    if selection == "uniform":
-        integ.recovery_manager.policy = Uniform(integ.performance_recovery, random.Random(seed + 1))
-    firsts, runs = 0, 0
-    try:
-        for i in range(n):
-            name = "".join(chr(97 + (i // 26**k) % 26) for k in range(3))
-            _, info = await integ.handle_error(f"incident {name}", {"component": "c", "error_type": "network"})
-            ran = [a for a in info["attempts"] if a["outcome"] not in ("not_applicable", "budget_exhausted")]
-            firsts += ran[0]["success"]
-            runs += len(ran)
-    finally:
-        await integ.stop()
-    return firsts / n, runs / n
+    return await simulate_farm(db, selection, seed, n, world)
 
 
 def test_on_the_simulator_the_estimate_of_a_policy_not_run_covers_its_measured_value(tmp_path: Path) -> None:
