@@ -167,15 +167,8 @@ class CoordinatorActions:
             return worker_id if await self._wait_registered(worker_id, incarnation, timeout) else None
         # Another's worker the operator marked replaceable: a local replacement, at our own size.
         replacement = f"{worker_id[:190]}-r{uuid.uuid4().hex[:4]}"  # worker ids are at most 200 long
-        try:
-            await self.launcher.start(replacement, ["--max-tasks", str(self.settings.worker_max_tasks)])
-        except LauncherFull as exc:  # another start took the last place meanwhile
-            logger.warning("recovery: %s", exc)
-            return None
-        if await self._wait_registered(replacement, 0, timeout):
-            return replacement
-        await self.launcher.stop(replacement)
-        return None
+        return await self._start_replacement(
+            replacement, ["--max-tasks", str(self.settings.worker_max_tasks)], timeout)
 
     async def replace_worker(self, worker_id: str, timeout: float = 30.0) -> str | None:
         """Retire a worker this coordinator launched and start a new process under a new id (a
@@ -190,10 +183,15 @@ class CoordinatorActions:
             self._to_pending(self.tasks[tid])
         old.status, old.draining = "stopped", True
         base = worker_id.split(".", 1)[0][:190]  # worker ids are at most 200 long
-        replacement = f"{base}.n{uuid.uuid4().hex[:4]}"
+        return await self._start_replacement(f"{base}.n{uuid.uuid4().hex[:4]}", self.launcher.args.get(worker_id),
+                                             timeout)
+
+    async def _start_replacement(self, replacement: str, args: list[str] | None, timeout: float) -> str | None:
+        """Launch ``replacement``; its id once it registered within ``timeout``, else None (and
+        the process stopped)."""
         try:
-            await self.launcher.start(replacement, self.launcher.args.get(worker_id))
-        except LauncherFull as exc:
+            await self.launcher.start(replacement, args)
+        except LauncherFull as exc:  # another start took the last place meanwhile
             logger.warning("recovery: %s", exc)
             return None
         if await self._wait_registered(replacement, 0, timeout):
