@@ -63,7 +63,7 @@ async def test_a_recurring_group_never_reaches_a_level_with_nothing_to_run(tmp_p
             st = rm.levels.get(report.error_id)
             assert (st is None or st.level in (1, 2, 3, 4)) and report.recovery_level in (1, 2, 3, 4), n
             await wait_for(lambda n=n: len(fake.levels) == n, 10, f"recovery {n} of the recurring group")
-            await wait_for(lambda: report.error_id not in rm.inflight, 10, "the recovery's end")
+            await wait_for(lambda r=report: r.error_id not in rm.inflight, 10, "the recovery's end")
             assert rm.levels[report.error_id].level != 5 and report.recovery_level != 5
         # up through the levels that have a candidate, then again from the lowest one
         assert fake.levels == [2, 3, 4, 2, 3, 4], fake.levels
@@ -79,7 +79,7 @@ async def test_a_recurring_group_is_stopped_loudly_by_restart_intensity_not_park
         for n in range(1, 5):
             report = await integ.report_error(LOST, CTX)
             await wait_for(lambda n=n: len(fake.levels) == n, 10, f"recovery {n}")
-            await wait_for(lambda: report.error_id not in rm.inflight, 10, "the recovery's end")
+            await wait_for(lambda r=report: r.error_id not in rm.inflight, 10, "the recovery's end")
         await integ.report_error(LOST, CTX)  # the 4th did not hold either: stopped, and it says why
         await wait_for(lambda: report.error_id in rm.stopped_groups(), 10, "the stop")
         assert "recovery does not hold: 4 recoveries of worker:w2" in rm.stopped_groups()[report.error_id]
