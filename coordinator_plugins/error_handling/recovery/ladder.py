@@ -26,6 +26,7 @@ from coordinator_plugins.error_handling.recovery.state import LevelState, Target
 from coordinator_plugins.error_handling.strategies.base import (
     LEVEL_STRATEGIES,
     RecoveryLevel,
+    RecoveryStrategy,
     StrategyResult,
 )
 
@@ -117,19 +118,29 @@ class Ladder:
         level = st.level
         first: Decision | None = None  # a first decision the policy made with the start level
         if st.recoveries == 0 and level == 1:
-            # the first strategy is chosen among every one that can act on the category below L5;
-            # the start level follows from it (levels below are skipped, not run)
-            start = self.policy.start(key, self.candidates.for_category(report.category.value),
-                                      cfg.max_recovery_level)
+            # the first strategy is chosen among every one whose check says it can act on this
+            # error below L5 (one that cannot act is never named); the start level follows from it
+            # (levels below are skipped, not run)
+            able = await self._able(report, targets)
+            start = self.policy.start(key, able, cfg.max_recovery_level)
             level, first = max(1, min(start.level, cfg.max_recovery_level)), start.decision
-            info["start_reason"] = start.reason
+            info["start_reason"] = start.reason if able else (
+                "no strategy can act on it now (no applicable strategy below level 5): start at level 1")
             if level > 1:
                 info["skipped_levels"] = list(range(1, level))
+        elif st.rewind:
+            # every level with an applicable strategy was tried and did not hold: after the
+            # cooldown, the ladder again from the lowest level with one (restart intensity bounds it)
+            levels = self._levels(await self._able(report, targets))
+            top, level = st.level, (levels[0] if levels else 1)
+            st.rewind = False
+            info["start_reason"] = (f"start again at level {level}, the lowest with a strategy that can act: "
+                                    f"every level up to {top} was tried and did not hold")
         backoff = cfg.escalation_backoff
         tried: set[str] = set()
         success = False
         poisoned = False
-        held: tuple[HeldRun, int, StrategyResult] | None = None
+        held: tuple[HeldRun, int, StrategyResult, int | None] | None = None
         later: list[tuple[HeldRun, int]] = []  # runs learned once it is known the task is not poison
         # The levels to walk: up from the start; when the start skipped levels and nothing above
         # them could act (the first choice found nothing to act on), the skipped ones after all.
@@ -160,7 +171,10 @@ class Ladder:
                         strategy_name=self.candidates.strategies[result.strategy_id].name,
                     )
                     if run is not None and cfg.verify_window > 0:
-                        held = (run, level, result)  # learned when its verify window ends
+                        # learned when its verify window ends; should it recur, the group goes on at
+                        # the next level with an applicable strategy (none: it starts again)
+                        above = [lv for lv in self._levels(await self._able(report, targets)) if lv > level]
+                        held = (run, level, result, above[0] if above else None)
                     else:
                         if run is not None:
                             self.learner.apply(run)
@@ -191,6 +205,19 @@ class Ladder:
             if info["attempts"]:
                 self.outcomes.ended(report, st, info, success, poisoned, started, key, held, targets)
         return success, info
+
+    async def _able(self, report: ErrorReport, targets: Targets) -> list[RecoveryStrategy]:
+        """The strategies of the error's category, up to ``max_recovery_level``, whose check says
+        they can act on it now."""
+        allowed = {lv for n in range(1, self.config.max_recovery_level + 1) for lv in LEVEL_STRATEGIES[n]}
+        probe = strategy_info(report, 1, 0.0, targets)
+        return [s for s in self.candidates.for_category(report.category.value)
+                if s.level in allowed and await s._eh_applicable(probe)]
+
+    def _levels(self, able: list[RecoveryStrategy]) -> list[int]:
+        """The levels (ascending) at which one of ``able`` may run."""
+        return [n for n in range(1, self.config.max_recovery_level + 1)
+                if any(s.level in LEVEL_STRATEGIES[n] for s in able)]
 
     async def _run_level(
         self,

@@ -135,7 +135,7 @@ class RecoveryOutcomes:
         poisoned: bool,
         started: float,
         key: str,
-        held: tuple[HeldRun, int, StrategyResult] | None,
+        held: tuple[HeldRun, int, StrategyResult, int | None] | None,
         targets: Targets,
     ) -> None:
         """Close a recovery in which at least one strategy was tried: history, status, level,
@@ -163,19 +163,21 @@ class RecoveryOutcomes:
         if ran:  # restart intensity: every recovery that acted counts against its targets
             st.count_recovery(list(targets.counted), cfg.budget_window)
         if success:
-            st.failures = 0
+            if held is None:  # a success on probation is not one yet: consecutive failures stand
+                st.failures = 0
             st.cooldown_until = 0.0
+            st.rewind = False
             self.successes += held is None
             st.level = 1
             report.resolve(info["strategy_id"])
             report.recovery_details.pop("failure_reason", None)
             if held is not None:
-                run, level, result = held
+                run, level, result, next_level = held
                 served = [str(v) for v in (result.details.get("serving_workers") or {}).values() if v]
                 entry["verification"] = info["verification"] = "pending"
                 self.probation.hold(Provisional(
                     report.error_id, level, key, run, frozenset(targets.workers + served),
-                    frozenset(targets.tasks), entry, report, counted=targets.counted))
+                    frozenset(targets.tasks), entry, report, counted=targets.counted, next_level=next_level))
         elif poisoned:
             st.cooldown_until = 0.0  # the task's problem: no supervisor-style retry either
             report.fail()
@@ -184,8 +186,8 @@ class RecoveryOutcomes:
         elif ran:
             st.failures += 1
             if not budget_refused:  # the budget defers by itself
-                pause = min(cfg.escalation_backoff * 2**st.failures, cfg.escalation_backoff_max)
-                st.cooldown_until = time.monotonic() + pause
+                st.cooldown_until = time.monotonic() + self.pause(st.failures)
+                st.rewind = True  # the walk ran out: the next one starts again from the lowest level
             report.fail()
             self.unheld(report, st, targets.counted)
         else:
@@ -202,6 +204,12 @@ class RecoveryOutcomes:
         self.persist_group(report)
         self.save_level(report.error_id, st)
         self.tell(info)
+
+    def pause(self, failures: int) -> float:
+        """The cooldown after ``failures`` consecutive failed recoveries: ``escalation_backoff``
+        doubling per failure, capped at ``escalation_backoff_max``."""
+        cfg = self.config
+        return float(min(cfg.escalation_backoff * 2**failures, cfg.escalation_backoff_max))
 
     def tell(self, info: dict[str, Any]) -> None:
         """Call each listener with ``info``. What a listener raises is logged (with its traceback
@@ -255,9 +263,15 @@ class RecoveryOutcomes:
         report: ErrorReport | None = None
         if held:
             self.successes += 1
+            if st is not None:
+                st.failures = 0
         elif st is not None:
-            st.level = max(st.level, min(p.level + 1, self.config.max_recovery_level))
+            # the next level with an applicable strategy (never one where nothing can run); at the
+            # top, the ladder again from the lowest such level. Either way after the group's
+            # cooldown, as for any failed recovery: a recurrence is not an escalation at once.
+            st.level, st.rewind = (p.next_level, False) if p.next_level is not None else (p.level, True)
             st.failures += 1
+            st.cooldown_until = time.monotonic() + self.pause(st.failures)
             report = p.report
             if report is not None:
                 self.unheld(report, st, p.counted)

@@ -51,7 +51,7 @@ class LevelState:
     the stopped ones are known without walking every group."""
 
     __slots__ = ("_level", "_stopped", "_watch", "cooldown_until", "error_id", "failures", "history",
-                 "last_updated", "recoveries", "unheld")
+                 "last_updated", "recoveries", "rewind", "unheld")
 
     def __init__(
         self,
@@ -75,6 +75,10 @@ class LevelState:
         self.cooldown_until = cooldown_until  # monotonic time before which no automatic recovery starts
         # target (worker, else task, else component) -> when each recovery of it ran, held or not
         self.unheld: dict[str, deque[float]] = unheld if unheld is not None else {}
+        # every level with an applicable strategy was tried and did not hold: the next recovery
+        # (after the cooldown) starts again from the lowest level with one; ``level`` keeps the
+        # highest level at which a strategy ran, for the operator
+        self.rewind = False
 
     @property
     def level(self) -> int:
@@ -127,6 +131,7 @@ class LevelState:
         self.unheld.clear()
         self.failures = 0
         self.cooldown_until = 0.0
+        self.rewind = False
 
 
 class LevelMap(dict[str, LevelState]):

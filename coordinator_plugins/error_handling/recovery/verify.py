@@ -27,6 +27,8 @@ class Provisional:
     report: Any = None  # the group (an ErrorReport)
     handle: asyncio.TimerHandle | None = None
     counted: tuple[str, ...] = ()  # the targets its recovery counted against (restart intensity)
+    # the lowest level above ``level`` with an applicable strategy when it ran (None: there was none)
+    next_level: int | None = None
 
     def concerns(self, worker_id: str | None, task_id: str | None) -> bool:
         """Is an occurrence naming ``worker_id`` / ``task_id`` a recurrence of what this run fixed?
