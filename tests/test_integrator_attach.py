@@ -28,7 +28,7 @@ from coordinator_plugins.error_handling import (
     install_enhanced_error_handling,
     setup,
 )
-from coordinator_plugins.error_handling.storage.base import StoreUnavailable
+from coordinator_plugins.error_handling.storage.base import StoreClosed, StoreUnavailable
 from tests.seedlike import SEED_ROUTES, SeedLikeCoordinator
 
 EH = "coordinator_plugins.error_handling"
@@ -63,6 +63,10 @@ async def test_an_unattached_install_says_so_at_install_on_the_first_report_and_
         diag = await integ.run_diagnostics()
         assert diag["status"] == "critical" and diag["integration"] == {"attached": False, "started": False}
         assert "`self.app = app`" in diag["issues"][0]
+        # every read that needs the store says the same, with the fix, whatever it is
+        for read in (integ.get_performance_metrics(), integ.get_recovery_history(), integ.get_unresolved_errors()):
+            with pytest.raises(StoreClosed, match=r"not attached to an app.*`self\.app = app`"):
+                await read
     finally:
         coord.stop()
 

@@ -28,6 +28,7 @@ from coordinator_plugins.error_handling.observe.metrics import plugin_state
 from coordinator_plugins.error_handling.plugin import NOT_ATTACHED, attach
 from coordinator_plugins.error_handling.recovery.outcome import Listener, Settled
 from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
+from coordinator_plugins.error_handling.storage import StoreClosed
 from coordinator_plugins.error_handling.storage.records import IdempotencyRecord, StoredState
 from coordinator_plugins.error_handling.strategies import RecoveryStrategy
 
@@ -136,6 +137,14 @@ class EnhancedErrorHandlingIntegration:
         yield
         await self.stop()
 
+    async def _flushed(self) -> None:
+        """Flush the store before a read; a read of a plugin that is not running says why and how
+        to fix it (StoreClosed, as the store itself would raise, with the fix in its message)."""
+        if not self.started:
+            why = NOT_ATTACHED if self.app is None else "error handling is not running (its app has not started)"
+            raise StoreClosed(f"its store is not open: {why}; or await integration.start() yourself")
+        await self.store.flush()
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._bg.add(task)
@@ -206,7 +215,7 @@ class EnhancedErrorHandlingIntegration:
         return report
 
     async def flush(self) -> None:
-        await self.store.flush()
+        await self._flushed()
 
     async def handle_error(
         self, error: BaseException | str, context: dict[str, Any] | None = None
@@ -224,7 +233,7 @@ class EnhancedErrorHandlingIntegration:
         self, component: str | None = None, severity: str | ErrorSeverity | None = None
     ) -> list[dict[str, Any]]:
         sev = parse_enum(ErrorSeverity, "severity", severity)
-        await self.store.flush()
+        await self._flushed()
         groups = await self.store.unresolved_groups(component, sev.rank if sev else None)
         return [g.to_api() for g in groups]
 
@@ -247,7 +256,7 @@ class EnhancedErrorHandlingIntegration:
         """None: unknown id; True: was already resolved; False: resolved now."""
         report = self.error_handler.groups.get(error_id)
         if report is None:
-            await self.store.flush()
+            await self._flushed()
             error_id = await self.group_id(error_id)
             report = self.error_handler.groups.get(error_id)
         if report is None:
@@ -277,12 +286,12 @@ class EnhancedErrorHandlingIntegration:
     async def get_performance_metrics(
         self, error_type: str | None = None, strategy_id: str | None = None, days: int = 30
     ) -> dict[str, Any]:
-        await self.store.flush()
+        await self._flushed()
         return await self.store.strategy_performance(error_type, strategy_id, days)
 
     async def get_recovery_history(self, error_id: str | None = None, limit: int = 100) -> dict[str, Any] | None:
         if error_id is None:
-            await self.store.flush()
+            await self._flushed()
             out = await self.store.recovery_summary(limit)
             rm = self.recovery_manager
             out["summary"].update(
@@ -297,7 +306,7 @@ class EnhancedErrorHandlingIntegration:
         st = self.recovery_manager.levels.get(error_id)
         if st is not None:
             return {"error_id": error_id, "current_level": st.level, "history": list(st.history)}
-        await self.store.flush()
+        await self._flushed()
         if (group_id := await self.group_id(error_id)) != error_id:
             of_group = await self.get_recovery_history(group_id, limit)
             return None if of_group is None else {**of_group, "requested_error_id": error_id}
@@ -314,7 +323,7 @@ class EnhancedErrorHandlingIntegration:
         """One group's occurrences per time bucket (at most ``buckets``), over its whole life or
         the last ``window`` seconds; None when the id is unknown. Read from the database, so a
         group restored after a restart shows its whole history."""
-        await self.store.flush()
+        await self._flushed()
         return await self.store.occurrence_series(error_id, buckets, window)
 
     async def get_strategy_recommendations(self, error_type: str | ErrorType) -> list[dict[str, Any]]:
@@ -331,7 +340,7 @@ class EnhancedErrorHandlingIntegration:
         self._unstop(error_id)
         done = self.recovery_manager.reset_level(error_id)
         if self.fleet is not None:
-            await self.store.flush()
+            await self._flushed()
             await self.fleet.publish("reset", error_id)
         return done
 
@@ -340,7 +349,7 @@ class EnhancedErrorHandlingIntegration:
             self._unstop(error_id)
         n = sum(self.recovery_manager.reset_level(e) for e in list(self.recovery_manager.levels))
         if self.fleet is not None:
-            await self.store.flush()
+            await self._flushed()
             await self.fleet.publish("reset_all", None)
         return n
 
