@@ -143,7 +143,8 @@ class ErrorHandlingConfig:
     Built in code, it is checked like a table from a file: pass it through
     :func:`validate_config` (``setup`` does)."""
 
-    database: str = field(default="error_handling.duckdb", metadata=text('a file path or ":memory:"', nonempty=True))
+    database: str = field(default="error_handling.duckdb",
+                          metadata=text('a file path, ":memory:" or a postgresql:// URL', nonempty=True))
     """DuckDB file, ":memory:", or postgresql://user@host:port/dbname (the shared store of a fleet)"""
     api_prefix: str = field(default="/api", metadata=url_path(allow_empty=False))
     """Where the HTTP routes are mounted on the coordinator's router."""
@@ -166,7 +167,7 @@ class ErrorHandlingConfig:
     regression_window: float = field(default=600.0, metadata=number(0, 10 * 365 * 86_400))
     """Seconds in which a resolved group that recurs reopens as a regression."""
     recovery_budget: int = field(default=10, metadata=number(0, 1_000_000, integer=True))
-    """Level-3+ actions, worker restarts and replacements per component per budget_window; 0 = unlimited."""
+    """Runs per component per budget_window at level 3+ or of a strategy above LOW (any restart); 0 = no limit."""
     budget_window: float = field(default=60.0, metadata=number(0.001, 86_400))
     """The sliding window, in seconds, of recovery_budget and max_recoveries_per_group."""
     hook_timeout: float = field(default=5.0, metadata=number(0.001, 3_600))
