@@ -79,6 +79,20 @@ async def test_grouping_stays_exact_when_every_fingerprint_is_a_false_positive(t
         await integ.stop()
 
 
+async def test_groups_evicted_again_and_again_do_not_grow_the_filter(tmp_path: Path) -> None:
+    integ = await started(tmp_path / "errors.duckdb")
+    try:
+        for _ in range(4):  # round-robin over three times the cap: each round evicts every group
+            for g in range(GROUPS):
+                await integ.report_error(message(g), context(g))
+        h = integ.error_handler
+        assert h.groups.evicted >= 3 * (GROUPS - CAP)
+        assert len(h.groups.stored) <= GROUPS  # one entry a group, not one an eviction
+        assert len(await stored_groups(integ)) == GROUPS
+    finally:
+        await integ.stop()
+
+
 def many(n: int) -> tuple[list[GroupRecord], list[OccurrenceRecord]]:
     start = datetime.now(UTC) - timedelta(hours=1)
     groups, occ = [], []

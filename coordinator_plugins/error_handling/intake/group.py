@@ -298,7 +298,8 @@ class GroupIndex:
         self._forget(victim)
         self._ghost_fp[victim.fingerprint] = victim
         self._ghost_id[victim.error_id] = victim
-        self.stored.add(victim.fingerprint)
+        if victim.fingerprint not in self.stored:  # evicted before (round-robin): held already
+            self.stored.add(victim.fingerprint)
         if victim.write_seq:
             self._unsettle(victim.fingerprint, victim.write_seq)
         self.evicted += 1
