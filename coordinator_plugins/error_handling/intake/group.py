@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from coordinator_plugins.error_handling.intake.bounded import BoundedCache
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ResolutionStatus
+from coordinator_plugins.error_handling.storage.records import StoredFingerprints
 
 # One pass; at each position the alternatives are tried in this order, the widest shapes first,
 # so a uuid is not eaten as hex and numbers, nor an address as numbers.
@@ -126,12 +127,6 @@ def shape_decides(normalized: str) -> bool:
     return _DIGIT_1_9(normalized) is None
 
 
-def stored_key(fp: str) -> int:
-    """The key under which a fingerprint is remembered as stored (64 bits of it: a collision only
-    costs one lookup that finds nothing)."""
-    return int(fp[:16], 16) if len(fp) >= 16 else hash(fp)
-
-
 CRITICAL = ErrorSeverity.CRITICAL
 
 
@@ -140,8 +135,9 @@ class GroupIndex:
 
     When full, resolved groups are evicted first, least recently seen first; open groups only
     when no resolved one is left. Evicted groups stay in the database: their fingerprints are
-    remembered (``may_be_stored``), so a later occurrence looks the group up in the store instead
-    of opening a second group, and an evicted group that something still holds (a recovery, the
+    remembered (``stored``: a Bloom filter, a few bytes a group; its false positives cost a
+    lookup that finds nothing, it has no false negatives), so a later occurrence looks the group
+    up in the store instead of opening a second group, and an evicted group that something still holds (a recovery, the
     writer's queue) is found again as the same object.
 
     ``open_total`` and ``critical_open`` count every open (and open critical) group, in memory or
@@ -161,7 +157,9 @@ class GroupIndex:
         # evicted groups still referenced elsewhere: the same object must come back
         self._ghost_fp: weakref.WeakValueDictionary[str, ErrorReport] = weakref.WeakValueDictionary()
         self._ghost_id: weakref.WeakValueDictionary[str, ErrorReport] = weakref.WeakValueDictionary()
-        self._stored: set[int] = set()
+        # fingerprints of groups in the store, not necessarily in memory (public: tests force its
+        # false positives with a saturated one)
+        self.stored = StoredFingerprints()
         # fingerprint -> write seq of an evicted group's last write, while the store's rows lack it
         self._unsettled: dict[str, int] = {}
         self._settle_at = 1024  # size at which the settled ones are dropped (amortized)
@@ -193,14 +191,14 @@ class GroupIndex:
         and a group with it may be in the store."""
         if fp in self._by_fp or self.by_fingerprint(fp) is not None:
             return False
-        return bool(self._stored) and stored_key(fp) in self._stored
+        return fp in self.stored
 
-    def remember_stored(self, fingerprints: Iterable[str]) -> None:
+    def remember_stored(self, fingerprints: StoredFingerprints | Iterable[str]) -> None:
         """Fingerprints of stored groups not (necessarily) in memory: they are looked up on a miss."""
-        self._stored.update(stored_key(fp) for fp in fingerprints if fp)
-
-    def forget_stored(self, fp: str) -> None:
-        self._stored.discard(stored_key(fp))
+        if isinstance(fingerprints, StoredFingerprints):
+            self.stored.merge(fingerprints)
+        else:
+            self.stored.update(fingerprints)
 
     def written(self, report: ErrorReport, seq: int) -> None:
         """Write ``seq`` of ``report``'s group is queued. A group no longer indexed (evicted while
@@ -300,7 +298,8 @@ class GroupIndex:
         self._forget(victim)
         self._ghost_fp[victim.fingerprint] = victim
         self._ghost_id[victim.error_id] = victim
-        self._stored.add(stored_key(victim.fingerprint))
+        if victim.fingerprint not in self.stored:  # evicted before (round-robin): held already
+            self.stored.add(victim.fingerprint)
         if victim.write_seq:
             self._unsettle(victim.fingerprint, victim.write_seq)
         self.evicted += 1

@@ -96,8 +96,7 @@ class StoredGroups:
             self._queue.clear()
 
     def _adopt(self, fp: str, found: tuple[GroupRecord, LevelRecord | None] | None) -> ErrorReport | None:
-        if found is None:
-            self.groups.forget_stored(fp)
+        if found is None:  # a false positive of the filter (it keeps it: one lookup, then in memory)
             return self.groups.by_fingerprint(fp)
         record, level = found
         report = record.to_report()

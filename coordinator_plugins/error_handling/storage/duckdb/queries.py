@@ -20,6 +20,7 @@ from coordinator_plugins.error_handling.storage.records import (
     GroupRecord,
     LearnerRecord,
     LevelRecord,
+    StoredFingerprints,
     StoredState,
     StrategyScore,
     TimeoutRecord,
@@ -36,6 +37,7 @@ _SELECT_GROUPS_FAST = "SELECT " + ", ".join(f"epoch_us({c})" if c in _TIMES else
 # Groups restored into memory at startup (the most recent); the others come from the store when
 # they recur (exact either way), so startup does not grow with max_groups_in_memory.
 STARTUP_GROUPS = 10_000
+FINGERPRINT_PART = 8192  # rows of stored fingerprints fetched at a time at startup
 _RECENT = "(resolution_status <> 'resolved' OR resolution_time > now() - to_seconds(?))"
 # Errors a damaged stored value raises when it becomes a record (an unknown enum value, broken JSON).
 BAD_ROW = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
@@ -139,15 +141,19 @@ def load_state(cur: Cursor, regression_window: float, max_groups: int) -> Stored
     finally:
         if collecting:
             gc.enable()
-    # The fingerprints of the recent groups left in the store (looked up when they recur).
-    stored = [
-        r[0]
-        for r in cur.execute(
+    # The fingerprints of the recent groups left in the store (looked up when they recur): into a
+    # Bloom filter sized for them, part by part, never a list of them all.
+    stored = StoredFingerprints()
+    if len(rows) >= max_groups:
+        left = cur.execute("SELECT count(*) FROM error_reports WHERE " + _RECENT, [window]).fetchone()
+        stored = StoredFingerprints(max(0, int(left[0] if left else 0) - max_groups))
+        result = cur.execute(
             "SELECT fingerprint FROM error_reports WHERE " + _RECENT + " AND error_id NOT IN "
             "(SELECT error_id FROM error_reports WHERE " + _RECENT + " ORDER BY last_seen DESC LIMIT ?)",
             [window, window, max_groups],
-        ).fetchall()
-    ] if len(rows) >= max_groups else []
+        )
+        while part := result.fetchmany(FINGERPRINT_PART):
+            stored.update(fp for (fp,) in part)
     open_total, critical_open = cur.execute(
         "SELECT count(*) FILTER (WHERE resolution_status <> 'resolved'), "
         "count(*) FILTER (WHERE resolution_status <> 'resolved' AND error_severity = 'critical') FROM error_reports"

@@ -6,6 +6,8 @@ store answers. A store never sees a live report, and no caller knows a table's c
 - ``learned``: what recovery learns and keeps (strategy runs, levels, scores, timeouts, a
   policy's state);
 - ``idempotency``: a client's idempotency key and the answer its report got;
+- ``fingerprints``: the fingerprints of stored groups not in memory, a few bytes each
+  (:class:`StoredFingerprints`);
 - ``answers``: the state restored at startup, a page of groups and its query, totals, health.
 """
 
@@ -16,6 +18,7 @@ from coordinator_plugins.error_handling.storage.records.answers import (
     StoreStatus,
     StoreTotals,
 )
+from coordinator_plugins.error_handling.storage.records.fingerprints import StoredFingerprints
 from coordinator_plugins.error_handling.storage.records.groups import (
     API_FIELDS,
     LIST_FIELDS,
@@ -45,6 +48,7 @@ __all__ = [
     "OccurrenceRecord",
     "StoreStatus",
     "StoreTotals",
+    "StoredFingerprints",
     "StoredState",
     "StrategyRun",
     "StrategyScore",

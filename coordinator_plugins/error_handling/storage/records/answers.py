@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator_plugins.error_handling.storage.records.fingerprints import StoredFingerprints
 from coordinator_plugins.error_handling.storage.records.groups import GroupRecord
 from coordinator_plugins.error_handling.storage.records.learned import (
     LearnerRecord,
@@ -29,10 +30,11 @@ class StoredState:
     reconciled: int = 0
     skipped: int = 0
     # For exact grouping past the memory cap (a store without fingerprint lookups leaves them
-    # empty): the fingerprints of recent groups not among ``groups``, looked up when they recur;
+    # empty): the fingerprints of recent groups not among ``groups``, looked up when they recur
+    # (a Bloom filter: a few bytes a group, however many are stored);
     # the open and open critical groups of the whole store (None: count ``groups``); the
     # stopped recoveries (error id, reason) of groups not necessarily among ``groups``.
-    stored_fingerprints: list[str] = field(default_factory=list)
+    stored_fingerprints: StoredFingerprints = field(default_factory=StoredFingerprints)
     open_total: int | None = None
     critical_open: int | None = None
     stopped: list[tuple[str, str]] = field(default_factory=list)
