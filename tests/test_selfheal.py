@@ -9,12 +9,10 @@ import asyncio
 import errno
 import os
 import random
-import shutil
 import signal
 import string
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -209,13 +207,20 @@ async def test_a_full_disk_ends_by_itself_once_space_is_freed(tmp_path: Path, sm
     assert proc.returncode == 0
 
 
-def _serve_argv(cfg: Path, as_nobody: bool) -> list[str]:
-    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if as_nobody else []
+# Root's permission checks are skipped by two capabilities; without them root obeys the mode bits
+# of what it owns like any user (a 0555 directory refuses it a new file), while it can still read
+# the checkout and its virtual environment wherever they are (a uid of its own could not, under a
+# 0700 temporary directory).
+_NO_DAC = "-dac_override,-dac_read_search"
+
+
+def _serve_argv(cfg: Path, confined: bool) -> list[str]:
+    prefix = ["setpriv", f"--bounding-set={_NO_DAC}", f"--inh-caps={_NO_DAC}"] if confined else []
     return [*prefix, sys.executable, "-m", "coordinator_plugins", "serve", "--config", str(cfg)]
 
 
-def _serve_once(cfg: Path, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(_serve_argv(cfg, as_nobody), capture_output=True, text=True, timeout=60)
+def _serve_once(cfg: Path, confined: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_serve_argv(cfg, confined), capture_output=True, text=True, timeout=60)
 
 
 def _one_line_naming(done: subprocess.CompletedProcess[str], path: Path, fix: str) -> None:
@@ -227,18 +232,10 @@ def _one_line_naming(done: subprocess.CompletedProcess[str], path: Path, fix: st
 
 @pytest.fixture
 def server_dir(tmp_path: Path) -> Iterator[tuple[Path, bool]]:
-    """(a directory for a server's files, whether it runs as nobody). Root writes anywhere, so as
-    root the server runs as nobody, who may not; its directory is then outside pytest's own
-    (which pytest keeps at mode 0700, for its user alone), and removed after the test."""
-    if os.geteuid() != 0:
-        yield tmp_path, False
-        return
-    where = Path(tempfile.mkdtemp(prefix="eh-selfheal-"))
-    os.chmod(where, 0o777)
-    try:
-        yield where, True
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
+    """(a directory for a server's files, whether the server runs confined). Root writes
+    anywhere, so as root the server runs without the capabilities that skip permission checks
+    (``setpriv``, as root only)."""
+    yield tmp_path, os.geteuid() == 0
 
 
 def test_a_start_on_a_full_disk_is_one_line_naming_the_path_and_the_fix(tmp_path: Path, small_disk: Path) -> None:
@@ -255,10 +252,10 @@ def test_a_start_on_a_full_disk_is_one_line_naming_the_path_and_the_fix(tmp_path
 def test_a_start_on_a_read_only_directory_is_one_line_naming_the_path_and_the_fix(
     server_dir: tuple[Path, bool],
 ) -> None:
-    where, nobody = server_dir
+    where, confined = server_dir
     data = where / "data"
     data.mkdir(mode=0o555)
-    done = _serve_once(serve_config(where, db=str(data / "eh.duckdb")), as_nobody=nobody)
+    done = _serve_once(serve_config(where, db=str(data / "eh.duckdb")), confined=confined)
     _one_line_naming(done, data, "writable")
 
 
@@ -269,13 +266,11 @@ async def test_a_read_only_data_directory_ends_by_itself_once_restored(server_di
     cannot remove the write-ahead log, DuckDB invalidates the database, and reopening it fails
     until the permissions are back; then the store serves again by itself. A directory that
     cannot even be searched once killed the writer thread (its look at the file raised)."""
-    tmp_path, nobody = server_dir
+    tmp_path, confined = server_dir
     data = tmp_path / "data"
     data.mkdir()
-    if nobody:
-        os.chown(data, 65534, 65534)
     proc = await asyncio.create_subprocess_exec(
-        *_serve_argv(serve_config(tmp_path, db=str(data / "eh.duckdb")), nobody),
+        *_serve_argv(serve_config(tmp_path, db=str(data / "eh.duckdb")), confined),
         stdout=asyncio.subprocess.PIPE, stderr=(tmp_path / "serve.log").open("wb"))
     assert proc.stdout is not None
     line = (await proc.stdout.readline()).decode()
