@@ -17,11 +17,11 @@ import pytest
 
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration
 from coordinator_plugins.error_handling.intake.handler import ErrorHandler
-from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.storage.base import WriteRefused
 from coordinator_plugins.error_handling.storage.duckdb import DuckDBStore
 from coordinator_plugins.error_handling.storage.duckdb.batch import APPEND_PART, CHUNK
 from coordinator_plugins.error_handling.storage.records import GroupRecord, OccurrenceRecord
+from coordinator_plugins.error_handling.text import storable, storable_value
 
 JSON = {"Content-Type": "application/json"}
 HOSTILE = [  # valid JSON, each string with a lone surrogate somewhere

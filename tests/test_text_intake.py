@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator_plugins.error_handling import EnhancedErrorHandlingIntegration
-from coordinator_plugins.error_handling.intake.text import storable, storable_value
+from coordinator_plugins.error_handling.text import storable, storable_value
 
 NUL_BODY = {"message": "boom\x00here", "component": "svc\x00x", "operation": "op\x00", "worker_id": "w\x00",
             "task_id": "t\x00", "hardware_id": "h\x00", "exception_type": "E\x00", "stack_trace": "line\x00",

@@ -22,7 +22,6 @@ from coordinator_plugins.error_handling.blocking import BlockingIntegration
 from coordinator_plugins.error_handling.config import ErrorHandlingConfig, validate_config
 from coordinator_plugins.error_handling.intake.handler import parse_enum
 from coordinator_plugins.error_handling.intake.hooks import Hook, HookKey
-from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.model import ErrorReport, ErrorSeverity, ErrorType
 from coordinator_plugins.error_handling.observe.metrics import plugin_state
 from coordinator_plugins.error_handling.plugin import NOT_ATTACHED, attach
@@ -31,6 +30,7 @@ from coordinator_plugins.error_handling.runtime import SWITCH_INTERVAL
 from coordinator_plugins.error_handling.storage import StoreClosed
 from coordinator_plugins.error_handling.storage.records import IdempotencyRecord, StoredState
 from coordinator_plugins.error_handling.strategies import RecoveryStrategy
+from coordinator_plugins.error_handling.text import storable, storable_value
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class EnhancedErrorHandlingIntegration:
         if not report.is_open:
             return True
         self._unstop(error_id)
-        resolution = storable(resolution or "manual")  # storable text, as every report's (intake/text.py)
+        resolution = storable(resolution or "manual")  # storable text, as every report's (text.py)
         report.resolve(resolution)
         report.recovery_details["manual_resolution"] = {"resolution": resolution,
                                                         "details": storable_value(details or {})}

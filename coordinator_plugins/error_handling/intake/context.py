@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator_plugins.error_handling.intake.text import storable, storable_value
 from coordinator_plugins.error_handling.model import MAX_TARGETS, ErrorSeverity, ErrorType, enum_member
+from coordinator_plugins.error_handling.text import storable, storable_value
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from coordinator_plugins.error_handling.intake.identify import identify
 from coordinator_plugins.error_handling.intake.lookup import StoredGroups
 from coordinator_plugins.error_handling.intake.persist import GroupWriter
 from coordinator_plugins.error_handling.intake.retry import RetryPolicy, is_never_retried
-from coordinator_plugins.error_handling.intake.text import storable
 from coordinator_plugins.error_handling.model import (
     ErrorContext,
     ErrorReport,
@@ -41,6 +40,7 @@ from coordinator_plugins.error_handling.storage.records import (
     OccurrenceRecord,
     StoredState,
 )
+from coordinator_plugins.error_handling.text import storable
 
 logger = logging.getLogger(__name__)
 _TICK = timedelta(microseconds=1)
@@ -156,7 +156,7 @@ class ErrorHandler:
         # error_type, severity, the seed's priority flags, metadata, related_entities: a value not
         # understood is kept in metadata and warned about once, never raised (intake/context.py)
         read = self.context.read(ctx)
-        # every string is made storable here (see intake/text.py): one value the database cannot
+        # every string is made storable here (see error_handling/text.py): one value the database cannot
         # store must never cost this report, or another, its place in the store
         vals = context_strings(ctx)
         component = vals["component"] or "unknown"
