@@ -100,3 +100,21 @@ async def test_a_success_that_held_says_so_in_its_attempts(tmp_path: Path) -> No
         assert [a["verification"] for a in entry["attempts"]] == ["held"]
     finally:
         await integ.stop()
+
+
+async def test_two_failing_listeners_of_one_name_are_each_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    integ = await integ_of(tmp_path, verify_window=0)
+    integ.add_recovery_listener(lambda info: 1 / 0)
+    integ.add_recovery_listener(lambda info: [][1])
+    try:
+        with caplog.at_level(logging.ERROR):
+            for n in range(2):
+                ok, _ = await integ.handle_error(f"cache index corrupt on shard {n}", {"component": "cache"})
+                assert ok
+        said = [r for r in caplog.records if "recovery listener" in r.getMessage()]
+        assert [r.exc_info[0] for r in said if r.exc_info] == [ZeroDivisionError, IndexError]
+        assert integ.recovery_manager.outcomes.listener_failures == 4
+    finally:
+        await integ.stop()

@@ -70,7 +70,7 @@ class RecoveryOutcomes:
         self.listeners: list[Listener] = list(listeners)
         self.settled: list[Settled] = []
         self.listener_failures = 0  # calls of listeners that raised (logged once per listener)
-        self._failed_names: set[str] = set()
+        self._failed_ids: set[int] = set()  # listeners whose failure was logged (they stay registered)
         self._pending: set[asyncio.Future[Any]] = set()  # async listeners still running
         self.probation = Probation(config.verify_window, self.verified)
         self.successes = 0  # successes that held (at once when verify_window is 0)
@@ -236,8 +236,8 @@ class RecoveryOutcomes:
     def _failed(self, listener: Callable[..., Any], exc: BaseException | None) -> None:
         self.listener_failures += 1
         name = getattr(listener, "__qualname__", repr(listener))
-        if name not in self._failed_names:
-            self._failed_names.add(name)
+        if id(listener) not in self._failed_ids:  # by identity: two lambdas share a name
+            self._failed_ids.add(id(listener))
             logger.error("recovery listener %s raised; the recovery went on without it (fix the listener: it "
                          "must not raise; later failures of it are only counted in listener_failures)",
                          name, exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None)
